@@ -1,0 +1,2 @@
+//! The hushwall command.
+fn main() {}

@@ -1,0 +1,19 @@
+//! Hushwall's platform-free engine.
+//!
+//! The engine takes IP packets read from a tun device, decides per flow whether the destination is telemetry
+//! (by DNS name, TLS SNI, HTTP Host or destination address), refuses blocked flows quickly and forwards the rest
+//! through sockets the host platform provides. It never touches a device, a clock or the OS network stack itself:
+//! time is always a parameter and sockets sit behind the [`engine::Upstream`] trait, in the sans-IO style of
+//! `quinn-proto`. The Linux CLI and the Android JNI library drive it.
+//!
+//! Nothing in here panics on input from the network, a list file or a caller: malformed input is refused,
+//! counted and reported.
+
+#![forbid(unsafe_code)]
+
+pub mod dns_cache;
+pub mod engine;
+pub mod event;
+pub mod inspect;
+pub mod policy;
+pub mod verdict;
