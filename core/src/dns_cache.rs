@@ -39,10 +39,7 @@ impl DnsCache {
     /// A cache tracking at most `capacity` addresses (0 records nothing). When full, expired
     /// entries are dropped first, then the soonest-expiring eighth of the entries.
     pub fn new(capacity: usize) -> Self {
-        DnsCache {
-            capacity,
-            entries: HashMap::new(),
-        }
+        DnsCache { capacity, entries: HashMap::new() }
     }
 
     /// Learns from a response: each A/AAAA address maps to every name of the CNAME path that led
@@ -70,16 +67,9 @@ impl DnsCache {
     /// The unexpired names of `ip` (an IPv4-mapped IPv6 address is looked up as IPv4), most
     /// recently recorded first; within one answer, the question comes first.
     pub fn names_for(&self, ip: IpAddr, now: Instant) -> impl Iterator<Item = &str> + '_ {
-        self.entries
-            .get(&ip.to_canonical())
-            .into_iter()
-            .flat_map(move |names| {
-                names
-                    .iter()
-                    .rev()
-                    .filter(move |learned| learned.expires > now)
-                    .map(|learned| &*learned.name)
-            })
+        self.entries.get(&ip.to_canonical()).into_iter().flat_map(move |names| {
+            names.iter().rev().filter(move |learned| learned.expires > now).map(|learned| &*learned.name)
+        })
     }
 
     /// Number of addresses tracked, counting those whose names expired but were not purged yet.
@@ -100,13 +90,7 @@ impl DnsCache {
         });
     }
 
-    fn learn<'a>(
-        &mut self,
-        ip: IpAddr,
-        names: impl Iterator<Item = &'a Arc<str>>,
-        expires: Instant,
-        now: Instant,
-    ) {
+    fn learn<'a>(&mut self, ip: IpAddr, names: impl Iterator<Item = &'a Arc<str>>, expires: Instant, now: Instant) {
         if ip.is_unspecified() {
             return;
         }
@@ -118,10 +102,7 @@ impl DnsCache {
         }
         let learned = self.entries.entry(ip).or_default();
         for name in names {
-            let mut entry = Learned {
-                name: Arc::clone(name),
-                expires,
-            };
+            let mut entry = Learned { name: Arc::clone(name), expires };
             if let Some(i) = learned.iter().position(|l| l.name == entry.name) {
                 let old = learned.remove(i);
                 entry.expires = entry.expires.max(old.expires);
@@ -143,11 +124,8 @@ impl DnsCache {
         if self.entries.len() < self.capacity {
             return;
         }
-        let mut by_expiry: Vec<(Option<Instant>, IpAddr)> = self
-            .entries
-            .iter()
-            .map(|(ip, names)| (names.iter().map(|l| l.expires).max(), *ip))
-            .collect();
+        let mut by_expiry: Vec<(Option<Instant>, IpAddr)> =
+            self.entries.iter().map(|(ip, names)| (names.iter().map(|l| l.expires).max(), *ip)).collect();
         by_expiry.sort_unstable();
         let evict = (self.capacity / 8).max(1);
         for (_, ip) in by_expiry.iter().take(evict) {
@@ -174,20 +152,14 @@ mod tests {
     fn answer(question: &str, chain: &[&str], addrs: &[(&str, u32)]) -> DnsAnswer {
         let mut names = vec![question];
         names.extend_from_slice(chain);
-        let cnames = names
-            .windows(2)
-            .map(|w| (w[0].to_string(), w[1].to_string(), 300))
-            .collect();
+        let cnames = names.windows(2).map(|w| (w[0].to_string(), w[1].to_string(), 300)).collect();
         let owner = names.last().unwrap().to_string();
         DnsAnswer {
             id: 1,
             rcode: 0,
             question: Some(question.to_string()),
             cnames,
-            addrs: addrs
-                .iter()
-                .map(|(a, ttl)| (owner.clone(), ip(a), *ttl))
-                .collect(),
+            addrs: addrs.iter().map(|(a, ttl)| (owner.clone(), ip(a), *ttl)).collect(),
         }
     }
 
@@ -199,19 +171,9 @@ mod tests {
     fn cname_chain_maps_address_to_every_name() {
         let now = Instant::now();
         let mut cache = DnsCache::new(16);
-        cache.record(
-            &answer(
-                "a.example",
-                &["b.example"],
-                &[("198.18.1.2", 60), ("2001:db8::1", 60)],
-            ),
-            now,
-        );
+        cache.record(&answer("a.example", &["b.example"], &[("198.18.1.2", 60), ("2001:db8::1", 60)]), now);
         assert_eq!(names(&cache, "198.18.1.2", now), ["a.example", "b.example"]);
-        assert_eq!(
-            names(&cache, "2001:db8::1", now),
-            ["a.example", "b.example"]
-        );
+        assert_eq!(names(&cache, "2001:db8::1", now), ["a.example", "b.example"]);
         assert!(names(&cache, "198.18.1.3", now).is_empty());
         assert_eq!(cache.len(), 2);
     }
@@ -220,9 +182,9 @@ mod tests {
     fn works_on_a_parsed_response() {
         // a.example CNAME b.example; b.example A 198.18.1.2 (pointer-compressed names).
         let msg: &[u8] = &[
-            0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0, 1, b'a', 7, b'e', b'x', b'a', b'm', b'p',
-            b'l', b'e', 0, 0, 1, 0, 1, 0xc0, 12, 0, 5, 0, 1, 0, 0, 1, 0x2c, 0, 4, 1, b'b', 0xc0,
-            14, 0xc0, 39, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 1, 2,
+            0, 1, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0, 1, b'a', 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 0, 0, 1, 0,
+            1, 0xc0, 12, 0, 5, 0, 1, 0, 0, 1, 0x2c, 0, 4, 1, b'b', 0xc0, 14, 0xc0, 39, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4,
+            198, 18, 1, 2,
         ];
         let parsed = crate::inspect::dns::parse_response(msg).unwrap();
         let now = Instant::now();
@@ -238,17 +200,11 @@ mod tests {
         cache.record(&answer("ttl300.example", &[], &[("10.0.0.1", 300)]), t0);
         cache.record(&answer("ttl0.example", &[], &[("10.0.0.2", 0)]), t0);
         cache.record(&answer("ttlday.example", &[], &[("10.0.0.3", 86_400)]), t0);
-        assert_eq!(
-            names(&cache, "10.0.0.1", t0 + secs(299)),
-            ["ttl300.example"]
-        );
+        assert_eq!(names(&cache, "10.0.0.1", t0 + secs(299)), ["ttl300.example"]);
         assert!(names(&cache, "10.0.0.1", t0 + secs(300)).is_empty());
         assert_eq!(names(&cache, "10.0.0.2", t0 + secs(29)), ["ttl0.example"]);
         assert!(names(&cache, "10.0.0.2", t0 + MIN_TTL).is_empty());
-        assert_eq!(
-            names(&cache, "10.0.0.3", t0 + secs(3599)),
-            ["ttlday.example"]
-        );
+        assert_eq!(names(&cache, "10.0.0.3", t0 + secs(3599)), ["ttlday.example"]);
         assert!(names(&cache, "10.0.0.3", t0 + MAX_TTL).is_empty());
     }
 
@@ -258,15 +214,9 @@ mod tests {
         let mut cache = DnsCache::new(16);
         cache.record(&answer("a.example", &[], &[("10.0.0.1", 600)]), t0);
         // A later, shorter TTL does not shorten the first one.
-        cache.record(
-            &answer("a.example", &[], &[("10.0.0.1", 30)]),
-            t0 + secs(10),
-        );
+        cache.record(&answer("a.example", &[], &[("10.0.0.1", 30)]), t0 + secs(10));
         assert_eq!(names(&cache, "10.0.0.1", t0 + secs(599)), ["a.example"]);
-        cache.record(
-            &answer("a.example", &[], &[("10.0.0.1", 600)]),
-            t0 + secs(500),
-        );
+        cache.record(&answer("a.example", &[], &[("10.0.0.1", 600)]), t0 + secs(500));
         assert_eq!(names(&cache, "10.0.0.1", t0 + secs(1099)), ["a.example"]);
         assert!(names(&cache, "10.0.0.1", t0 + secs(1100)).is_empty());
     }
@@ -276,10 +226,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cache = DnsCache::new(16);
         cache.record(&answer("short.example", &[], &[("10.0.0.1", 30)]), t0);
-        cache.record(
-            &answer("long.example", &[], &[("10.0.0.1", 600), ("10.0.0.2", 600)]),
-            t0,
-        );
+        cache.record(&answer("long.example", &[], &[("10.0.0.1", 600), ("10.0.0.2", 600)]), t0);
         cache.purge_expired(t0 + secs(60));
         assert_eq!(cache.len(), 2);
         assert_eq!(names(&cache, "10.0.0.1", t0), ["long.example"]);
@@ -333,10 +280,7 @@ mod tests {
         let mut cache = DnsCache::new(4);
         let chain: Vec<String> = (1..=10).map(|i| format!("c{i}.example")).collect();
         let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
-        cache.record(
-            &answer("tracking.miui.com", &chain, &[("10.0.0.1", 300)]),
-            t0,
-        );
+        cache.record(&answer("tracking.miui.com", &chain, &[("10.0.0.1", 300)]), t0);
         let got = names(&cache, "10.0.0.1", t0);
         assert_eq!(got.len(), MAX_NAMES_PER_IP);
         assert_eq!(got[0], "tracking.miui.com");
@@ -348,9 +292,7 @@ mod tests {
         let t0 = Instant::now();
         let mut cache = DnsCache::new(16);
         let mut stray = answer("q.example", &["cdn.example"], &[("10.0.0.1", 300)]);
-        stray
-            .addrs
-            .push(("unrelated.example".into(), ip("10.0.0.9"), 300));
+        stray.addrs.push(("unrelated.example".into(), ip("10.0.0.9"), 300));
         // An address owned by the question itself, before the CNAME: maps to the question only.
         stray.addrs.push(("q.example".into(), ip("10.0.0.5"), 300));
         cache.record(&stray, t0);
@@ -368,17 +310,11 @@ mod tests {
     fn unspecified_addresses_are_ignored_and_mapped_v4_is_found() {
         let t0 = Instant::now();
         let mut cache = DnsCache::new(16);
-        cache.record(
-            &answer("blocked.example", &[], &[("0.0.0.0", 60), ("::", 60)]),
-            t0,
-        );
+        cache.record(&answer("blocked.example", &[], &[("0.0.0.0", 60), ("::", 60)]), t0);
         assert!(cache.is_empty());
         cache.record(&answer("v4.example", &[], &[("192.0.2.1", 60)]), t0);
         assert_eq!(names(&cache, "::ffff:192.0.2.1", t0), ["v4.example"]);
-        cache.record(
-            &answer("mapped.example", &[], &[("::ffff:192.0.2.2", 60)]),
-            t0,
-        );
+        cache.record(&answer("mapped.example", &[], &[("::ffff:192.0.2.2", 60)]), t0);
         assert_eq!(names(&cache, "192.0.2.2", t0), ["mapped.example"]);
     }
 

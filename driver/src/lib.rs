@@ -1,1 +1,16 @@
-//! Work in progress (skeleton).
+//! Hushwall's driver: the event loop that runs the core engine over a tun file descriptor and real sockets.
+//!
+//! It is shared by the Linux CLI and the Android JNI library; what differs between them is behind the traits in
+//! [`platform`] (protecting sockets from the tunnel, finding a flow's app, delivering events). One thread blocks
+//! in epoll (through `mio`) on the tun, every upstream socket and a waker, with the engine's next deadline as
+//! the timeout: when nothing happens, it does not wake up at all.
+
+pub mod control;
+pub mod event_loop;
+pub mod platform;
+mod sockets;
+mod sys;
+
+pub use control::{Control, EngineThread};
+pub use event_loop::run;
+pub use platform::{EventSink, Platform, Protector, UidResolver};

@@ -1,1 +1,436 @@
-//! Work in progress (skeleton).
+//! The engine: packets from the tun in, verdicts, forwarded bytes and events out.
+//!
+//! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
+//! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
+//! packets and socket readiness with the current time, lends it sockets through [`Upstream`], writes what
+//! [`Engine::drain_tun`] yields back to the tun, delivers [`Engine::poll_event`]s, and sleeps until
+//! [`Engine::poll_timeout`].
+//!
+//! A flow's life: the first packet (a TCP SYN, a UDP datagram, a DNS query) is judged by destination address and
+//! the names DNS answers mapped to it. TCP flows whose destination is not already decided are accepted locally and
+//! the engine reads the first bytes (TLS ClientHello SNI, HTTP Host) before it dials, so a blocked server never
+//! sees a packet. Allowed flows are spliced to an upstream socket with backpressure in both directions.
+
+mod dns;
+mod packet;
+mod reply;
+mod stack;
+mod tcp;
+mod timers;
+mod udp;
+
+use crate::dns_cache::DnsCache;
+use crate::event::{Event, Protocol};
+use crate::inspect::dns::BlockAnswer;
+use crate::policy::{Decision, Policy};
+use crate::verdict::{Action, Reason, RuleRef, Verdict};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dns::DnsForwarder;
+use packet::Transport;
+use stack::Stack;
+use tcp::TcpFlow;
+use timers::{Timer, Timers};
+use udp::UdpFlow;
+
+/// Identifies one flow and the upstream socket the engine asked the driver for on its behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// Sockets to the real network, lent by the platform driver.
+///
+/// Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it connects, so its
+/// traffic bypasses the tun. All calls are non-blocking; `WouldBlock` means "try again after the next readiness
+/// event for this flow".
+pub trait Upstream {
+    /// Starts a TCP connect to `dst`; completion is reported with [`Engine::on_tcp_connected`].
+    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
+    /// Writes bytes to the connection; returns how many were taken.
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize>;
+    /// Reads bytes from the connection; `Ok(0)` is end of stream.
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize>;
+    /// Half-closes the connection (sends FIN) after everything written so far.
+    fn tcp_shutdown_write(&mut self, flow: FlowId);
+    /// Closes the connection and forgets the flow; `reset` aborts it with a RST.
+    fn tcp_close(&mut self, flow: FlowId, reset: bool);
+    /// Opens a connected UDP socket to `dst`; datagrams arrive through [`Engine::on_udp_datagram`].
+    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
+    /// Sends one datagram.
+    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
+    /// Closes the socket and forgets the flow.
+    fn udp_close(&mut self, flow: FlowId);
+}
+
+/// Engine settings. [`EngineConfig::default`] is what the app and the CLI use unless told otherwise.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where forwarded DNS queries go.
+    pub dns_upstream: SocketAddr,
+    /// How blocked names are answered.
+    pub block_answer: BlockAnswer,
+    /// Also report allowed flows and queries as events.
+    pub log_allowed: bool,
+    /// Refuse DNS-over-TLS (TCP 853), which would bypass DNS filtering.
+    pub block_dns_over_tls: bool,
+    /// Largest IP packet to or from the tun.
+    pub mtu: usize,
+    /// At most this many concurrent TCP flows; more are refused with RST.
+    pub max_tcp_flows: usize,
+    /// At most this many concurrent UDP flows; more are refused with ICMP.
+    pub max_udp_flows: usize,
+    /// smoltcp receive and send buffer size per TCP flow, in bytes.
+    pub tcp_buffer_size: usize,
+    /// How long to wait for a client's first bytes (SNI, Host) before deciding by address alone.
+    pub sniff_timeout: Duration,
+    /// How long an upstream TCP connect may take.
+    pub connect_timeout: Duration,
+    /// A UDP flow with no traffic for this long is closed.
+    pub udp_idle_timeout: Duration,
+    /// A forwarded DNS query with no answer for this long is answered with SERVFAIL.
+    pub dns_timeout: Duration,
+    /// Seed for smoltcp's initial sequence numbers and the DNS forwarder's query ids.
+    pub random_seed: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            dns_upstream: SocketAddr::from(([1, 1, 1, 1], 53)),
+            block_answer: BlockAnswer::NxDomain,
+            log_allowed: false,
+            block_dns_over_tls: true,
+            mtu: 1500,
+            max_tcp_flows: 4096,
+            max_udp_flows: 4096,
+            tcp_buffer_size: 128 * 1024,
+            sniff_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(15),
+            udp_idle_timeout: Duration::from_secs(60),
+            dns_timeout: Duration::from_secs(4),
+            random_seed: 0x6877_6877,
+        }
+    }
+}
+
+/// Counters since the engine started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Packets read from the tun.
+    pub packets_in: u64,
+    /// Bytes read from the tun.
+    pub bytes_in: u64,
+    /// Packets written to the tun.
+    pub packets_out: u64,
+    /// Bytes written to the tun.
+    pub bytes_out: u64,
+    /// Packets that did not parse and were dropped.
+    pub malformed: u64,
+    /// Packets dropped for other reasons (unsupported protocol, tun write failures, full queues).
+    pub dropped: u64,
+    /// TCP flows opened.
+    pub tcp_flows: u64,
+    /// UDP flows opened (not counting DNS).
+    pub udp_flows: u64,
+    /// TCP flows open now.
+    pub tcp_active: u64,
+    /// UDP flows open now.
+    pub udp_active: u64,
+    /// DNS queries seen.
+    pub dns_queries: u64,
+    /// Blocks of any kind.
+    pub blocked: u64,
+    /// Upstream socket errors (connect failures, resets).
+    pub upstream_errors: u64,
+    /// Events discarded because the event queue was full.
+    pub events_dropped: u64,
+}
+
+/// Key of a TCP or UDP flow as the phone sees it: (client address, original destination).
+type FlowKey = (SocketAddr, SocketAddr);
+
+/// Events kept for the driver before the oldest are dropped.
+const EVENT_QUEUE_MAX: usize = 4096;
+
+/// The firewall engine. See the module docs.
+pub struct Engine {
+    config: EngineConfig,
+    policy: Arc<Policy>,
+    stack: Stack,
+    dns_cache: DnsCache,
+    dns: DnsForwarder,
+    tcp: HashMap<FlowId, TcpFlow>,
+    tcp_keys: HashMap<FlowKey, FlowId>,
+    udp: HashMap<FlowId, UdpFlow>,
+    udp_keys: HashMap<FlowKey, FlowId>,
+    /// TCP flows whose sockets may have changed since they were last serviced.
+    touched: Vec<FlowId>,
+    /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
+    retiring: Vec<FlowId>,
+    /// Reusable buffer for sniffing a client's first bytes.
+    scratch: Vec<u8>,
+    timers: Timers,
+    events: VecDeque<Event>,
+    stats: Stats,
+    next_flow: u64,
+    epoch: Instant,
+    epoch_wall_ms: u64,
+}
+
+impl Engine {
+    /// A new engine. `wall_clock_ms` is the Unix time in milliseconds at `now`; event times derive from it.
+    pub fn new(config: EngineConfig, policy: Arc<Policy>, now: Instant, wall_clock_ms: u64) -> Self {
+        Engine {
+            stack: Stack::new(config.mtu, config.random_seed, now),
+            dns: DnsForwarder::new(config.dns_upstream, FlowId(0), config.random_seed),
+            dns_cache: DnsCache::new(16 * 1024),
+            config,
+            policy,
+            tcp: HashMap::new(),
+            tcp_keys: HashMap::new(),
+            udp: HashMap::new(),
+            udp_keys: HashMap::new(),
+            touched: Vec::new(),
+            retiring: Vec::new(),
+            scratch: Vec::new(),
+            timers: Timers::default(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            next_flow: 1,
+            epoch: now,
+            epoch_wall_ms: wall_clock_ms,
+        }
+    }
+
+    /// Replaces the policy; flows already forwarding keep going, new ones are judged by the new policy.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats;
+        stats.tcp_active = self.tcp.len() as u64;
+        stats.udp_active = self.udp.len() as u64;
+        stats
+    }
+
+    /// Handles one packet read from the tun. Call [`Engine::poll`] after a batch of these.
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        let parsed = match packet::parse(packet) {
+            Ok(p) => p,
+            Err(packet::Malformed) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        match parsed.transport {
+            Transport::Tcp(seg) => {
+                let client = SocketAddr::new(parsed.src, seg.src_port);
+                let server = SocketAddr::new(parsed.dst, seg.dst_port);
+                self.on_tcp_segment(now, packet, client, server, &seg, up);
+            }
+            Transport::Udp { src_port, dst_port, payload } => {
+                let client = SocketAddr::new(parsed.src, src_port);
+                let server = SocketAddr::new(parsed.dst, dst_port);
+                if dst_port == 53 {
+                    self.on_dns_datagram(now, client, server, payload, up);
+                } else {
+                    self.on_udp_datagram_from_client(now, packet, client, server, payload, up);
+                }
+            }
+            Transport::EchoRequest => {
+                self.refuse_with_icmp(packet, parsed.src, parsed.dst, reply::Unreachable::Prohibited);
+                let (src, dst) = (SocketAddr::new(parsed.src, 0), SocketAddr::new(parsed.dst, 0));
+                self.report(now, Protocol::Icmp, src, dst, None, &Verdict::block(Reason::IcmpUnsupported));
+            }
+            Transport::Other => self.stats.dropped += 1,
+        }
+    }
+
+    /// Runs the TCP/IP stack over queued packets and timers and moves bytes for every flow that changed.
+    pub fn poll(&mut self, now: Instant, up: &mut impl Upstream) {
+        self.stack.poll(now);
+        while !self.touched.is_empty() {
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            for &id in &touched {
+                self.service_tcp(now, id, up);
+            }
+            // Servicing may have queued data or closed sockets: let smoltcp emit it, then free what closed.
+            self.stack.poll(now);
+            self.free_retired();
+            touched.clear();
+            if self.touched.is_empty() {
+                // Keep the allocation for the next round.
+                self.touched = touched;
+            }
+        }
+    }
+
+    /// Handles expired timers (sniff and connect deadlines, idle UDP flows, unanswered DNS queries).
+    pub fn handle_timeout(&mut self, now: Instant, up: &mut impl Upstream) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Tcp(id) => self.on_tcp_deadline(now, id, up),
+                Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
+                Timer::Dns(query) => self.on_dns_deadline(now, query),
+            }
+        }
+        self.poll(now, up);
+    }
+
+    /// When [`Engine::handle_timeout`] must next run; `None` when nothing is pending (an idle engine sleeps).
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        match (self.stack.poll_at(now), self.timers.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands every packet waiting for the tun to `write`, in order. A failed write drops that packet (TCP
+    /// retransmits; the drop is counted).
+    pub fn drain_tun(&mut self, mut write: impl FnMut(&[u8]) -> io::Result<()>) {
+        while let Some(buf) = self.stack.device.out.pop_front() {
+            match write(&buf) {
+                Ok(()) => {
+                    self.stats.packets_out += 1;
+                    self.stats.bytes_out += buf.len() as u64;
+                }
+                Err(_) => self.stats.dropped += 1,
+            }
+            self.stack.device.recycle(buf);
+        }
+    }
+
+    /// The next event for the user interface, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Judges a host name; `block_reason` is the reason used if a block rule matches.
+    fn name_verdict(&self, name: &str, block_reason: Reason) -> Verdict {
+        verdict_of(self.policy.check_name(name), block_reason)
+    }
+
+    /// Judges a destination address by CIDR rules and the names DNS answers mapped to it.
+    fn address_verdict(&self, now: Instant, dst: IpAddr) -> AddressVerdict {
+        match self.policy.check_ip(dst) {
+            Decision::NoMatch => {}
+            decided => return AddressVerdict::Decided(verdict_of(decided, Reason::IpCidr), None),
+        }
+        let mut blocked: Option<(&str, RuleRef)> = None;
+        let mut other: Option<&str> = None;
+        for name in self.dns_cache.names_for(dst, now) {
+            match self.policy.check_name(name) {
+                Decision::Blocked(rule) => {
+                    blocked.get_or_insert((name, rule));
+                }
+                Decision::Allowed(_) | Decision::NoMatch => {
+                    other.get_or_insert(name);
+                }
+            }
+        }
+        match (blocked, other) {
+            (Some((name, rule)), None) => AddressVerdict::Decided(
+                Verdict { action: Action::Block, reason: Reason::DnsMappedIp, rule: Some(rule) },
+                Some(name.to_owned()),
+            ),
+            (Some(_), Some(name)) => AddressVerdict::Shared(name.to_owned()),
+            (None, name) => AddressVerdict::Unknown(name.map(str::to_owned)),
+        }
+    }
+
+    /// Records a verdict as an event (blocks always, allows when configured) and counts blocks.
+    fn report(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        src: SocketAddr,
+        dst: SocketAddr,
+        host: Option<&str>,
+        verdict: &Verdict,
+    ) {
+        if verdict.is_block() {
+            self.stats.blocked += 1;
+        } else if !self.config.log_allowed {
+            return;
+        }
+        if self.events.len() >= EVENT_QUEUE_MAX {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        let elapsed = now.saturating_duration_since(self.epoch).as_millis();
+        self.events.push_back(Event {
+            time_ms: self.epoch_wall_ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)),
+            action: verdict.action,
+            protocol,
+            src,
+            dst,
+            host: host.map(str::to_owned),
+            reason: verdict.reason,
+            rule: verdict.rule.clone(),
+            uid: None,
+        });
+    }
+
+    /// Answers an offending packet with an ICMP destination-unreachable error.
+    fn refuse_with_icmp(&mut self, offending: &[u8], client: IpAddr, server: IpAddr, why: reply::Unreachable) {
+        let mut buf = self.stack.device.take_out_buffer();
+        if reply::icmp_unreachable(&mut buf, server, client, offending, why) {
+            self.stack.device.out.push_back(buf);
+        } else {
+            self.stack.device.recycle(buf);
+        }
+    }
+
+    /// Sends a UDP datagram to the phone.
+    fn send_udp_to_client(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        let mut buf = self.stack.device.take_out_buffer();
+        if reply::udp_datagram(&mut buf, from, to, payload) {
+            self.stack.device.out.push_back(buf);
+        } else {
+            self.stats.dropped += 1;
+            self.stack.device.recycle(buf);
+        }
+    }
+
+    fn new_flow_id(&mut self) -> FlowId {
+        self.next_flow += 1;
+        FlowId(self.next_flow)
+    }
+}
+
+/// What the destination address alone says about a new flow.
+enum AddressVerdict {
+    /// Decided by a CIDR rule, or every name mapped to the address is blocked; with the name, if any.
+    Decided(Verdict, Option<String>),
+    /// Blocked and allowed names share the address: only the first bytes (SNI, Host) can tell.
+    Shared(String),
+    /// Nothing against it; with a name mapped to the address, if any.
+    Unknown(Option<String>),
+}
+
+/// A verdict from a policy decision.
+fn verdict_of(decision: Decision, block_reason: Reason) -> Verdict {
+    match decision {
+        Decision::Blocked(rule) => Verdict { action: Action::Block, reason: block_reason, rule: Some(rule) },
+        Decision::Allowed(rule) => Verdict { action: Action::Allow, reason: Reason::AllowRule, rule: Some(rule) },
+        Decision::NoMatch => Verdict::no_match(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -77,11 +77,7 @@ impl std::error::Error for DnsError {}
 /// question). Later questions and the other sections are not read.
 pub fn parse_query(msg: &[u8]) -> Result<DnsQuery, DnsError> {
     let query = Query::parse(msg)?;
-    Ok(DnsQuery {
-        id: query.header.id,
-        name: query.question.name,
-        qtype: query.question.qtype,
-    })
+    Ok(DnsQuery { id: query.header.id, name: query.question.name, qtype: query.question.qtype })
 }
 
 /// How blocked names are answered.
@@ -166,11 +162,7 @@ impl DnsAnswer {
         self.question
             .iter()
             .map(String::as_str)
-            .chain(
-                self.cnames
-                    .iter()
-                    .flat_map(|(alias, target, _)| [alias.as_str(), target.as_str()]),
-            )
+            .chain(self.cnames.iter().flat_map(|(alias, target, _)| [alias.as_str(), target.as_str()]))
             .filter(|name| seen.insert(*name))
             .collect()
     }
@@ -238,13 +230,7 @@ pub fn parse_response(msg: &[u8]) -> Result<DnsAnswer, DnsError> {
             _ => {}
         }
     }
-    Ok(DnsAnswer {
-        id: header.id,
-        rcode: header.rcode(),
-        question,
-        cnames,
-        addrs,
-    })
+    Ok(DnsAnswer { id: header.id, rcode: header.rcode(), question, cnames, addrs })
 }
 
 /// A checked standard query: its header and first question, and the raw bytes of that question
@@ -269,23 +255,14 @@ impl<'a> Query<'a> {
         }
         let mut reader = Reader::new(msg, HEADER_LEN);
         let question = reader.question()?;
-        let question_bytes = msg
-            .get(HEADER_LEN..reader.pos())
-            .ok_or(DnsError::Truncated)?;
-        Ok(Query {
-            header,
-            question,
-            question_bytes,
-        })
+        let question_bytes = msg.get(HEADER_LEN..reader.pos()).ok_or(DnsError::Truncated)?;
+        Ok(Query { header, question, question_bytes })
     }
 
     /// A response with the question echoed and at most one answer record, owned by the question
     /// name, holding `addr`.
     fn respond(&self, rcode: u8, addr: Option<IpAddr>) -> Vec<u8> {
-        let flags = Header::QR
-            | Header::RA
-            | (self.header.flags & (Header::RD | Header::CD))
-            | u16::from(rcode & 0x0F);
+        let flags = Header::QR | Header::RA | (self.header.flags & (Header::RD | Header::CD)) | u16::from(rcode & 0x0F);
         let ancount = u16::from(addr.is_some());
         let mut out = Vec::with_capacity(HEADER_LEN + self.question_bytes.len() + 28);
         out.extend_from_slice(&self.header.id.to_be_bytes());
@@ -322,20 +299,19 @@ mod tests {
 
     /// `dig @127.0.0.1 tracking.intl.miui.com A`, captured: RD and AD set, EDNS OPT with a cookie.
     const DIG_QUERY_A: &[u8] = &[
-        0x42, 0x6d, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x74, 0x72,
-        0x61, 0x63, 0x6b, 0x69, 0x6e, 0x67, 0x04, 0x69, 0x6e, 0x74, 0x6c, 0x04, 0x6d, 0x69, 0x75,
-        0x69, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x29, 0x04, 0xd0,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x0a, 0x00, 0x08, 0x8d, 0x0b, 0x22, 0xa7, 0xaf,
-        0x67, 0x59, 0xb4,
+        0x42, 0x6d, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x08, 0x74, 0x72, 0x61, 0x63, 0x6b,
+        0x69, 0x6e, 0x67, 0x04, 0x69, 0x6e, 0x74, 0x6c, 0x04, 0x6d, 0x69, 0x75, 0x69, 0x03, 0x63, 0x6f, 0x6d, 0x00,
+        0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x29, 0x04, 0xd0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x0a, 0x00,
+        0x08, 0x8d, 0x0b, 0x22, 0xa7, 0xaf, 0x67, 0x59, 0xb4,
     ];
     /// End of the question in [`DIG_QUERY_A`].
     const DIG_QUERY_A_QEND: usize = 40;
 
     /// `dig +noedns @127.0.0.1 Data.Mistat.XIAOMI.com TYPE65`, captured.
     const DIG_QUERY_HTTPS: &[u8] = &[
-        0xc8, 0x00, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x44, 0x61,
-        0x74, 0x61, 0x06, 0x4d, 0x69, 0x73, 0x74, 0x61, 0x74, 0x06, 0x58, 0x49, 0x41, 0x4f, 0x4d,
-        0x49, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x41, 0x00, 0x01,
+        0xc8, 0x00, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x44, 0x61, 0x74, 0x61, 0x06,
+        0x4d, 0x69, 0x73, 0x74, 0x61, 0x74, 0x06, 0x58, 0x49, 0x41, 0x4f, 0x4d, 0x49, 0x03, 0x63, 0x6f, 0x6d, 0x00,
+        0x00, 0x41, 0x00, 0x01,
     ];
 
     /// Response for `a.example` A: CNAME `b.example` (TTL 300), then A 198.18.1.2 (TTL 60) and
@@ -348,24 +324,21 @@ mod tests {
         0x01, // question at 12
         0xc0, 0x0c, 0x00, 0x05, 0x00, 0x01, 0x00, 0x00, 0x01, 0x2c, 0x00, 0x04, // CNAME at 27
         0x01, b'b', 0xc0, 0x0e, // rdata at 39: b.example
-        0xc0, 0x27, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x04, 198, 18, 1,
-        2, // A at 43
-        0xc0, 0x27, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x78, 0x00, 0x10, 0x20, 0x01, 0x0d,
-        0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0x02, // AAAA at 59
+        0xc0, 0x27, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x3c, 0x00, 0x04, 198, 18, 1, 2, // A at 43
+        0xc0, 0x27, 0x00, 0x1c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x78, 0x00, 0x10, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0,
+        0, 0, 0, 0, 0x01, 0x00, 0x02, // AAAA at 59
     ];
 
     /// NXDOMAIN for `tracking.intl.miui.com` A with an SOA for `miui.com` in the authority
     /// section (RFC 2308 negative answer).
     const NXDOMAIN_RESPONSE: &[u8] = &[
-        0x42, 0x6d, 0x81, 0x83, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x08, b't', b'r',
-        b'a', b'c', b'k', b'i', b'n', b'g', 0x04, b'i', b'n', b't', b'l', 0x04, b'm', b'i', b'u',
-        b'i', 0x03, b'c', b'o', b'm', 0x00, 0x00, 0x01, 0x00, 0x01, // question
-        0xc0, 0x1a, 0x00, 0x06, 0x00, 0x01, 0x00, 0x00, 0x02, 0x58, 0x00,
-        0x26, // SOA miui.com
-        0x02, b'n', b's', 0xc0, 0x1a, 0x05, b'a', b'd', b'm', b'i', b'n', 0xc0,
-        0x1a, // mname, rname
-        0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x00, 0x03, 0x84, 0x00, 0x09, 0x3a,
-        0x80, 0x00, 0x00, 0x02, 0x58, // serial refresh retry expire minimum
+        0x42, 0x6d, 0x81, 0x83, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x08, b't', b'r', b'a', b'c', b'k',
+        b'i', b'n', b'g', 0x04, b'i', b'n', b't', b'l', 0x04, b'm', b'i', b'u', b'i', 0x03, b'c', b'o', b'm', 0x00,
+        0x00, 0x01, 0x00, 0x01, // question
+        0xc0, 0x1a, 0x00, 0x06, 0x00, 0x01, 0x00, 0x00, 0x02, 0x58, 0x00, 0x26, // SOA miui.com
+        0x02, b'n', b's', 0xc0, 0x1a, 0x05, b'a', b'd', b'm', b'i', b'n', 0xc0, 0x1a, // mname, rname
+        0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x00, 0x03, 0x84, 0x00, 0x09, 0x3a, 0x80, 0x00, 0x00,
+        0x02, 0x58, // serial refresh retry expire minimum
     ];
 
     fn header_flags(msg: &[u8]) -> u16 {
@@ -388,21 +361,14 @@ mod tests {
     fn parse_query_golden_a() {
         assert_eq!(
             parse_query(DIG_QUERY_A),
-            Ok(DnsQuery {
-                id: 0x426d,
-                name: "tracking.intl.miui.com".into(),
-                qtype: 1
-            })
+            Ok(DnsQuery { id: 0x426d, name: "tracking.intl.miui.com".into(), qtype: 1 })
         );
     }
 
     #[test]
     fn parse_query_lowercases_and_accepts_https_type() {
         let q = parse_query(DIG_QUERY_HTTPS).unwrap();
-        assert_eq!(
-            (q.id, q.name.as_str(), q.qtype),
-            (0xc800, "data.mistat.xiaomi.com", 65)
-        );
+        assert_eq!((q.id, q.name.as_str(), q.qtype), (0xc800, "data.mistat.xiaomi.com", 65));
     }
 
     #[test]
@@ -425,14 +391,7 @@ mod tests {
             false,
         ));
         let bytes = packet.build_bytes_vec().unwrap();
-        assert_eq!(
-            parse_query(&bytes),
-            Ok(DnsQuery {
-                id: 0x0102,
-                name: "sdkconfig.ad.xiaomi.com".into(),
-                qtype: 28
-            })
-        );
+        assert_eq!(parse_query(&bytes), Ok(DnsQuery { id: 0x0102, name: "sdkconfig.ad.xiaomi.com".into(), qtype: 28 }));
     }
 
     #[test]
@@ -498,27 +457,15 @@ mod tests {
 
     #[test]
     fn blocked_unspecified_per_type() {
-        let a = parse_response(&blocked_response(DIG_QUERY_A, BlockAnswer::Unspecified).unwrap())
-            .unwrap();
+        let a = parse_response(&blocked_response(DIG_QUERY_A, BlockAnswer::Unspecified).unwrap()).unwrap();
         assert_eq!(a.rcode, 0);
-        assert_eq!(
-            a.addrs,
-            vec![(
-                "tracking.intl.miui.com".into(),
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                BLOCK_TTL
-            )]
-        );
+        assert_eq!(a.addrs, vec![("tracking.intl.miui.com".into(), IpAddr::V4(Ipv4Addr::UNSPECIFIED), BLOCK_TTL)]);
 
         let aaaa_query = with_qtype(DIG_QUERY_A, DIG_QUERY_A_QEND, TYPE_AAAA);
         let aaaa = blocked_response(&aaaa_query, BlockAnswer::Unspecified).unwrap();
         assert_eq!(
             parse_response(&aaaa).unwrap().addrs,
-            vec![(
-                "tracking.intl.miui.com".into(),
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                BLOCK_TTL
-            )]
+            vec![("tracking.intl.miui.com".into(), IpAddr::V6(Ipv6Addr::UNSPECIFIED), BLOCK_TTL)]
         );
 
         // HTTPS: NOERROR without answers (NODATA).
@@ -543,10 +490,7 @@ mod tests {
         assert!(packet.has_flags(PacketFlag::RESPONSE | PacketFlag::RECURSION_DESIRED));
         assert!(packet.has_flags(PacketFlag::RECURSION_AVAILABLE));
         assert_eq!(packet.rcode(), RCODE::NoError);
-        assert_eq!(
-            packet.questions[0].qname.to_string(),
-            "tracking.intl.miui.com"
-        );
+        assert_eq!(packet.questions[0].qname.to_string(), "tracking.intl.miui.com");
         assert_eq!(packet.answers.len(), 1);
         assert_eq!(packet.answers[0].ttl, 60);
         assert_eq!(packet.answers[0].name.to_string(), "tracking.intl.miui.com");
@@ -580,19 +524,10 @@ mod tests {
     #[test]
     fn responses_refuse_what_parse_query_refuses() {
         for style in [BlockAnswer::NxDomain, BlockAnswer::Unspecified] {
-            assert_eq!(
-                blocked_response(CNAME_CHAIN_RESPONSE, style),
-                Err(DnsError::NotAQuery)
-            );
-            assert_eq!(
-                blocked_response(&DIG_QUERY_A[..30], style),
-                Err(DnsError::Truncated)
-            );
+            assert_eq!(blocked_response(CNAME_CHAIN_RESPONSE, style), Err(DnsError::NotAQuery));
+            assert_eq!(blocked_response(&DIG_QUERY_A[..30], style), Err(DnsError::Truncated));
         }
-        assert_eq!(
-            servfail_response(&DIG_QUERY_A[..11]),
-            Err(DnsError::Truncated)
-        );
+        assert_eq!(servfail_response(&DIG_QUERY_A[..11]), Err(DnsError::Truncated));
     }
 
     // ---- ids ----
@@ -651,11 +586,7 @@ mod tests {
     #[test]
     fn parse_response_truncations() {
         for len in 0..CNAME_CHAIN_RESPONSE.len() {
-            assert_eq!(
-                parse_response(&CNAME_CHAIN_RESPONSE[..len]),
-                Err(DnsError::Truncated),
-                "prefix {len}"
-            );
+            assert_eq!(parse_response(&CNAME_CHAIN_RESPONSE[..len]), Err(DnsError::Truncated), "prefix {len}");
         }
     }
 
@@ -663,9 +594,7 @@ mod tests {
     fn parse_response_built_by_simple_dns_with_compression() {
         use simple_dns::rdata::{RData, A, AAAA, CNAME, TXT};
         use simple_dns::{Name, Packet, Question, ResourceRecord, CLASS, TYPE};
-        let rr = |name: &'static str, ttl, rdata| {
-            ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, ttl, rdata)
-        };
+        let rr = |name: &'static str, ttl, rdata| ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, ttl, rdata);
         let mut packet = Packet::new_reply(7);
         packet.questions.push(Question::new(
             Name::new_unchecked("api.ad.xiaomi.com"),
@@ -674,36 +603,12 @@ mod tests {
             false,
         ));
         let cname = |t: &'static str| RData::CNAME(CNAME(Name::new_unchecked(t)));
-        packet.answers.push(rr(
-            "api.ad.xiaomi.com",
-            30,
-            cname("api.ad.xiaomi.com.cdn.example"),
-        ));
-        packet.answers.push(rr(
-            "api.ad.xiaomi.com.cdn.example",
-            40,
-            cname("edge.cdn.example"),
-        ));
-        packet.answers.push(rr(
-            "edge.cdn.example",
-            50,
-            RData::A(A {
-                address: 0x0a000001,
-            }),
-        ));
-        packet.answers.push(rr(
-            "edge.cdn.example",
-            50,
-            RData::A(A {
-                address: 0x0a000002,
-            }),
-        ));
-        packet
-            .answers
-            .push(rr("edge.cdn.example", 50, RData::TXT(TXT::new())));
-        packet
-            .answers
-            .push(rr("edge.cdn.example", 70, RData::AAAA(AAAA { address: 1 })));
+        packet.answers.push(rr("api.ad.xiaomi.com", 30, cname("api.ad.xiaomi.com.cdn.example")));
+        packet.answers.push(rr("api.ad.xiaomi.com.cdn.example", 40, cname("edge.cdn.example")));
+        packet.answers.push(rr("edge.cdn.example", 50, RData::A(A { address: 0x0a000001 })));
+        packet.answers.push(rr("edge.cdn.example", 50, RData::A(A { address: 0x0a000002 })));
+        packet.answers.push(rr("edge.cdn.example", 50, RData::TXT(TXT::new())));
+        packet.answers.push(rr("edge.cdn.example", 70, RData::AAAA(AAAA { address: 1 })));
         let bytes = packet.build_bytes_vec_compressed().unwrap();
         // Compression is really in use: "cdn.example" appears once on the wire.
         assert_eq!(bytes.windows(3).filter(|w| w == b"cdn").count(), 1);
@@ -713,23 +618,11 @@ mod tests {
         assert_eq!(
             answer.cnames,
             vec![
-                (
-                    "api.ad.xiaomi.com".into(),
-                    "api.ad.xiaomi.com.cdn.example".into(),
-                    30
-                ),
-                (
-                    "api.ad.xiaomi.com.cdn.example".into(),
-                    "edge.cdn.example".into(),
-                    40
-                ),
+                ("api.ad.xiaomi.com".into(), "api.ad.xiaomi.com.cdn.example".into(), 30),
+                ("api.ad.xiaomi.com.cdn.example".into(), "edge.cdn.example".into(), 40),
             ]
         );
-        let addrs: Vec<(&str, IpAddr, u32)> = answer
-            .addrs
-            .iter()
-            .map(|(n, ip, ttl)| (n.as_str(), *ip, *ttl))
-            .collect();
+        let addrs: Vec<(&str, IpAddr, u32)> = answer.addrs.iter().map(|(n, ip, ttl)| (n.as_str(), *ip, *ttl)).collect();
         assert_eq!(
             addrs,
             vec![
@@ -738,14 +631,7 @@ mod tests {
                 ("edge.cdn.example", "::1".parse().unwrap(), 70),
             ]
         );
-        assert_eq!(
-            answer.chain_names(),
-            [
-                "api.ad.xiaomi.com",
-                "api.ad.xiaomi.com.cdn.example",
-                "edge.cdn.example"
-            ]
-        );
+        assert_eq!(answer.chain_names(), ["api.ad.xiaomi.com", "api.ad.xiaomi.com.cdn.example", "edge.cdn.example"]);
     }
 
     /// An answer record: owner name in wire form, type, class, ttl, rdata.
@@ -769,15 +655,9 @@ mod tests {
 
     #[test]
     fn parse_response_ttl_with_top_bit_is_zero() {
-        let m = response(
-            b"\x01x\x00",
-            &[(b"\x01x\x00", 1, 1, 0x8000_0000, &[1, 2, 3, 4])],
-        );
+        let m = response(b"\x01x\x00", &[(b"\x01x\x00", 1, 1, 0x8000_0000, &[1, 2, 3, 4])]);
         assert_eq!(parse_response(&m).unwrap().addrs[0].2, 0);
-        let m = response(
-            b"\x01x\x00",
-            &[(b"\x01x\x00", 1, 1, 0x7FFF_FFFF, &[1, 2, 3, 4])],
-        );
+        let m = response(b"\x01x\x00", &[(b"\x01x\x00", 1, 1, 0x7FFF_FFFF, &[1, 2, 3, 4])]);
         assert_eq!(parse_response(&m).unwrap().addrs[0].2, 0x7FFF_FFFF);
     }
 
@@ -790,13 +670,8 @@ mod tests {
         let cname_junk = response(b"\x01x\x00", &[(b"\x01x\x00", 5, 1, 5, b"\x01y\x00junk")]);
         assert_eq!(parse_response(&cname_junk), Err(DnsError::Malformed));
         // A CNAME target that runs past its RDATA into the next record.
-        let cname_long = response(
-            b"\x01x\x00",
-            &[
-                (b"\x01x\x00", 5, 1, 5, b"\x01y"),
-                (b"\x00", 1, 1, 5, &[1, 2, 3, 4]),
-            ],
-        );
+        let cname_long =
+            response(b"\x01x\x00", &[(b"\x01x\x00", 5, 1, 5, b"\x01y"), (b"\x00", 1, 1, 5, &[1, 2, 3, 4])]);
         assert_eq!(parse_response(&cname_long), Err(DnsError::Malformed));
     }
 
@@ -812,10 +687,7 @@ mod tests {
             ],
         );
         let answer = parse_response(&m).unwrap();
-        assert_eq!(
-            answer.addrs,
-            vec![("x".into(), "5.6.7.8".parse().unwrap(), 5)]
-        );
+        assert_eq!(answer.addrs, vec![("x".into(), "5.6.7.8".parse().unwrap(), 5)]);
     }
 
     #[test]
@@ -832,15 +704,9 @@ mod tests {
             ],
             addrs: vec![],
         };
-        assert_eq!(
-            answer.chain_names(),
-            ["q", "b", "stray", "other", "ignored-second-cname"]
-        );
+        assert_eq!(answer.chain_names(), ["q", "b", "stray", "other", "ignored-second-cname"]);
         assert_eq!(answer.question_path(), ["q", "b"]);
-        let no_question = DnsAnswer {
-            question: None,
-            ..answer
-        };
+        let no_question = DnsAnswer { question: None, ..answer };
         assert!(no_question.question_path().is_empty());
     }
 

@@ -54,11 +54,7 @@ fn plausible_method(bytes: &[u8]) -> bool {
     let is_tchar = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
     match method.first() {
         None => true,
-        Some(first) => {
-            first.is_ascii_uppercase()
-                && method.len() <= MAX_METHOD_LEN
-                && method.iter().all(is_tchar)
-        }
+        Some(first) => first.is_ascii_uppercase() && method.len() <= MAX_METHOD_LEN && method.iter().all(is_tchar),
     }
 }
 
@@ -87,10 +83,7 @@ fn absolute_form_authority(target: &str) -> Option<&str> {
 /// The Host header's value; `None` when absent or when several Host headers disagree (RFC 9112
 /// §3.2 makes that a 400; a server could pick either, so neither is trusted).
 fn host_header<'a>(headers: &[Header<'a>]) -> Option<&'a [u8]> {
-    let mut hosts = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| h.value);
+    let mut hosts = headers.iter().filter(|h| h.name.eq_ignore_ascii_case("host")).map(|h| h.value);
     let first = hosts.next()?;
     hosts.all(|other| other == first).then_some(first)
 }
@@ -149,26 +142,16 @@ mod tests {
     #[test]
     fn every_prefix_needs_more_until_the_head_is_complete() {
         for len in 0..GET.len() {
-            assert_eq!(
-                scan_http_request(&GET[..len]),
-                HttpScan::NeedMore,
-                "prefix {len}"
-            );
+            assert_eq!(scan_http_request(&GET[..len]), HttpScan::NeedMore, "prefix {len}");
         }
         let mut with_body = GET.to_vec();
         with_body.extend_from_slice(b"\x00\x01binary body");
-        assert_eq!(
-            scan_http_request(&with_body),
-            host("tracking.intl.miui.com")
-        );
+        assert_eq!(scan_http_request(&with_body), host("tracking.intl.miui.com"));
     }
 
     #[test]
     fn port_trailing_dot_and_whitespace_are_stripped() {
-        assert_eq!(
-            get_with_host("data.mistat.xiaomi.com:8080"),
-            host("data.mistat.xiaomi.com")
-        );
+        assert_eq!(get_with_host("data.mistat.xiaomi.com:8080"), host("data.mistat.xiaomi.com"));
         assert_eq!(get_with_host("Example.COM."), host("example.com"));
         assert_eq!(get_with_host("example.com.:80"), host("example.com"));
         assert_eq!(get_with_host("  example.com  "), host("example.com"));
@@ -187,27 +170,15 @@ mod tests {
 
     #[test]
     fn invalid_hosts() {
-        for bad in [
-            "",
-            "exa mple.com",
-            "a/b",
-            "a.com:x",
-            "a.com:123456",
-            "user@a.com",
-            "é.com",
-        ] {
+        for bad in ["", "exa mple.com", "a/b", "a.com:x", "a.com:123456", "user@a.com", "é.com"] {
             assert_eq!(get_with_host(bad), HttpScan::NoHost, "{bad:?}");
         }
     }
 
     #[test]
     fn missing_or_conflicting_host() {
-        assert_eq!(
-            scan_http_request(b"GET / HTTP/1.0\r\n\r\n"),
-            HttpScan::NoHost
-        );
-        let conflict =
-            b"GET / HTTP/1.1\r\nHost: allowed.example\r\nhost: tracking.miui.com\r\n\r\n";
+        assert_eq!(scan_http_request(b"GET / HTTP/1.0\r\n\r\n"), HttpScan::NoHost);
+        let conflict = b"GET / HTTP/1.1\r\nHost: allowed.example\r\nhost: tracking.miui.com\r\n\r\n";
         assert_eq!(scan_http_request(conflict), HttpScan::NoHost);
         let same = b"GET / HTTP/1.1\r\nHost: a.example\r\nHOST: a.example\r\n\r\n";
         assert_eq!(scan_http_request(same), host("a.example"));
@@ -215,8 +186,7 @@ mod tests {
 
     #[test]
     fn absolute_form_target_overrides_host() {
-        let abs =
-            b"GET http://user:pw@Abs.Example:81/x?y#z HTTP/1.1\r\nHost: other.example\r\n\r\n";
+        let abs = b"GET http://user:pw@Abs.Example:81/x?y#z HTTP/1.1\r\nHost: other.example\r\n\r\n";
         assert_eq!(scan_http_request(abs), host("abs.example"));
         let https = b"POST HTTPS://[2001:db8::2]/ HTTP/1.1\r\n\r\n";
         assert_eq!(scan_http_request(https), host("2001:db8::2"));
@@ -237,22 +207,10 @@ mod tests {
         assert_eq!(scan_http_request(tls), HttpScan::NotHttp);
         assert_eq!(scan_http_request(&[0x00, 0xff, 0x10]), HttpScan::NotHttp);
         assert_eq!(scan_http_request(b"get / HTTP/1.1\r\n"), HttpScan::NotHttp);
-        assert_eq!(
-            scan_http_request(b"SSH-2.0-OpenSSH_9.2\r\n"),
-            HttpScan::NotHttp
-        );
-        assert_eq!(
-            scan_http_request(b"AAAAAAAAAAAAAAAAAAAAAAAAA"),
-            HttpScan::NotHttp
-        );
-        assert_eq!(
-            scan_http_request(b"GET /\x01 HTTP/1.1\r\n"),
-            HttpScan::NotHttp
-        );
-        assert_eq!(
-            scan_http_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-            HttpScan::NotHttp
-        );
+        assert_eq!(scan_http_request(b"SSH-2.0-OpenSSH_9.2\r\n"), HttpScan::NotHttp);
+        assert_eq!(scan_http_request(b"AAAAAAAAAAAAAAAAAAAAAAAAA"), HttpScan::NotHttp);
+        assert_eq!(scan_http_request(b"GET /\x01 HTTP/1.1\r\n"), HttpScan::NotHttp);
+        assert_eq!(scan_http_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), HttpScan::NotHttp);
     }
 
     #[test]

@@ -44,14 +44,8 @@ fn normalise_hostname(raw: &[u8]) -> Option<String> {
     let name = raw.strip_suffix(b".").unwrap_or(raw);
     let valid = !name.is_empty()
         && name.len() <= MAX_HOSTNAME_LEN
-        && name
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    valid.then(|| {
-        name.iter()
-            .map(|&b| char::from(b.to_ascii_lowercase()))
-            .collect()
-    })
+        && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    valid.then(|| name.iter().map(|&b| char::from(b.to_ascii_lowercase())).collect())
 }
 
 #[cfg(test)]
@@ -62,25 +56,13 @@ mod tests {
     #[test]
     fn sniffs_tls_http_and_the_rest() {
         let hello = include_bytes!("testdata/client_hello_openssl_sni.bin");
-        assert_eq!(
-            sniff_stream(hello),
-            StreamSniff::TlsSni("tracking.intl.miui.com".into())
-        );
+        assert_eq!(sniff_stream(hello), StreamSniff::TlsSni("tracking.intl.miui.com".into()));
         let no_sni = include_bytes!("testdata/client_hello_openssl_no_sni.bin");
         assert_eq!(sniff_stream(no_sni), StreamSniff::Unknown);
         let get = b"GET / HTTP/1.1\r\nHost: Data.Mistat.Xiaomi.com:80\r\n\r\n";
-        assert_eq!(
-            sniff_stream(get),
-            StreamSniff::HttpHost("data.mistat.xiaomi.com".into())
-        );
-        assert_eq!(
-            sniff_stream(b"GET / HTTP/1.0\r\n\r\n"),
-            StreamSniff::Unknown
-        );
-        assert_eq!(
-            sniff_stream(b"SSH-2.0-OpenSSH_9.2\r\n"),
-            StreamSniff::Unknown
-        );
+        assert_eq!(sniff_stream(get), StreamSniff::HttpHost("data.mistat.xiaomi.com".into()));
+        assert_eq!(sniff_stream(b"GET / HTTP/1.0\r\n\r\n"), StreamSniff::Unknown);
+        assert_eq!(sniff_stream(b"SSH-2.0-OpenSSH_9.2\r\n"), StreamSniff::Unknown);
         assert_eq!(sniff_stream(&[0x00, 0x01, 0x02]), StreamSniff::Unknown);
     }
 
@@ -89,31 +71,14 @@ mod tests {
         let hello = include_bytes!("testdata/client_hello_openssl_sni.bin");
         assert_eq!(sniff_stream(b""), StreamSniff::NeedMore);
         assert_eq!(sniff_stream(&hello[..100]), StreamSniff::NeedMore);
-        assert_eq!(
-            sniff_stream(b"POST /upload HTTP/1.1\r\nHo"),
-            StreamSniff::NeedMore
-        );
+        assert_eq!(sniff_stream(b"POST /upload HTTP/1.1\r\nHo"), StreamSniff::NeedMore);
     }
 
     #[test]
     fn hostname_normalisation() {
-        assert_eq!(
-            normalise_hostname(b"A-b_C.example."),
-            Some("a-b_c.example".into())
-        );
-        assert_eq!(
-            normalise_hostname(b"xn--bcher-kva.example"),
-            Some("xn--bcher-kva.example".into())
-        );
-        for bad in [
-            &b""[..],
-            b".",
-            b"a b",
-            b"a\0",
-            b"a/b",
-            b"a:1",
-            b"\xc3\xa9.example",
-        ] {
+        assert_eq!(normalise_hostname(b"A-b_C.example."), Some("a-b_c.example".into()));
+        assert_eq!(normalise_hostname(b"xn--bcher-kva.example"), Some("xn--bcher-kva.example".into()));
+        for bad in [&b""[..], b".", b"a b", b"a\0", b"a/b", b"a:1", b"\xc3\xa9.example"] {
             assert_eq!(normalise_hostname(bad), None, "{bad:?}");
         }
         // Only one trailing dot is stripped; label structure is not judged.

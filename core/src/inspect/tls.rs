@@ -84,9 +84,7 @@ pub fn scan_client_hello(stream_start: &[u8]) -> ClientHelloScan {
 fn plausible_record_start(bytes: &[u8]) -> bool {
     let byte = |i: usize| bytes.get(i).copied();
     let length_ok = match (byte(3), byte(4)) {
-        (Some(hi), Some(lo)) => {
-            (1..=MAX_PLAINTEXT_LEN).contains(&usize::from(u16::from_be_bytes([hi, lo])))
-        }
+        (Some(hi), Some(lo)) => (1..=MAX_PLAINTEXT_LEN).contains(&usize::from(u16::from_be_bytes([hi, lo]))),
         _ => true,
     };
     byte(0).is_none_or(|t| t == CONTENT_TYPE_HANDSHAKE)
@@ -178,11 +176,7 @@ mod tests {
         let mut out = Vec::new();
         let mut rest = handshake;
         for (i, &size) in sizes.iter().enumerate() {
-            let size = if i + 1 == sizes.len() {
-                rest.len()
-            } else {
-                size.min(rest.len())
-            };
+            let size = if i + 1 == sizes.len() { rest.len() } else { size.min(rest.len()) };
             let (chunk, tail) = rest.split_at(size);
             out.extend_from_slice(&[0x16, version[0], version[1]]);
             out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
@@ -194,10 +188,7 @@ mod tests {
 
     fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
         assert_eq!(from.len(), to.len());
-        let at = haystack
-            .windows(from.len())
-            .position(|w| w == from)
-            .unwrap();
+        let at = haystack.windows(from.len()).position(|w| w == from).unwrap();
         let mut out = haystack.to_vec();
         out[at..at + to.len()].copy_from_slice(to);
         out
@@ -205,10 +196,7 @@ mod tests {
 
     #[test]
     fn real_client_hellos() {
-        assert_eq!(
-            scan_client_hello(OPENSSL_SNI),
-            sni("tracking.intl.miui.com")
-        );
+        assert_eq!(scan_client_hello(OPENSSL_SNI), sni("tracking.intl.miui.com"));
         assert_eq!(scan_client_hello(CURL_SNI), sni("data.mistat.xiaomi.com"));
         assert_eq!(scan_client_hello(OPENSSL_NO_SNI), ClientHelloScan::NoSni);
     }
@@ -224,11 +212,7 @@ mod tests {
     fn every_prefix_needs_more() {
         for fixture in [OPENSSL_SNI, CURL_SNI, OPENSSL_NO_SNI] {
             for len in 0..fixture.len() {
-                assert_eq!(
-                    scan_client_hello(&fixture[..len]),
-                    ClientHelloScan::NeedMore,
-                    "{len}"
-                );
+                assert_eq!(scan_client_hello(&fixture[..len]), ClientHelloScan::NeedMore, "{len}");
             }
         }
     }
@@ -238,11 +222,7 @@ mod tests {
         let hs = handshake(OPENSSL_SNI);
         for split in 1..hs.len() {
             let stream = reframe(hs, &[split, 0], [3, 1]);
-            assert_eq!(
-                scan_client_hello(&stream),
-                sni("tracking.intl.miui.com"),
-                "split {split}"
-            );
+            assert_eq!(scan_client_hello(&stream), sni("tracking.intl.miui.com"), "split {split}");
         }
     }
 
@@ -254,11 +234,7 @@ mod tests {
         assert_eq!(scan_client_hello(&tiny), sni("data.mistat.xiaomi.com"));
         let three = reframe(hs, &[3, 200, 0], [3, 1]);
         for len in 0..three.len() {
-            assert_eq!(
-                scan_client_hello(&three[..len]),
-                ClientHelloScan::NeedMore,
-                "{len}"
-            );
+            assert_eq!(scan_client_hello(&three[..len]), ClientHelloScan::NeedMore, "{len}");
         }
         assert_eq!(scan_client_hello(&three), sni("data.mistat.xiaomi.com"));
     }
@@ -268,20 +244,10 @@ mod tests {
         let hs = handshake(OPENSSL_SNI);
         for minor in 0..=4 {
             let stream = reframe(hs, &[0], [3, minor]);
-            assert_eq!(
-                scan_client_hello(&stream),
-                sni("tracking.intl.miui.com"),
-                "3.{minor}"
-            );
+            assert_eq!(scan_client_hello(&stream), sni("tracking.intl.miui.com"), "3.{minor}");
         }
-        assert_eq!(
-            scan_client_hello(&reframe(hs, &[0], [3, 5])),
-            ClientHelloScan::NotTls
-        );
-        assert_eq!(
-            scan_client_hello(&reframe(hs, &[0], [2, 0])),
-            ClientHelloScan::NotTls
-        );
+        assert_eq!(scan_client_hello(&reframe(hs, &[0], [3, 5])), ClientHelloScan::NotTls);
+        assert_eq!(scan_client_hello(&reframe(hs, &[0], [2, 0])), ClientHelloScan::NotTls);
         // A later record with a bad version.
         let mut bad_second = reframe(hs, &[10, 0], [3, 1]);
         bad_second[10 + 5 + 2] = 9;
@@ -290,11 +256,7 @@ mod tests {
 
     #[test]
     fn sni_is_lowercased_and_trailing_dot_dropped() {
-        let upper = replace(
-            OPENSSL_SNI,
-            b"tracking.intl.miui.com",
-            b"TRACKING.Intl.MIUI.co.",
-        );
+        let upper = replace(OPENSSL_SNI, b"tracking.intl.miui.com", b"TRACKING.Intl.MIUI.co.");
         assert_eq!(scan_client_hello(&upper), sni("tracking.intl.miui.co"));
     }
 
@@ -303,9 +265,7 @@ mod tests {
         let space = replace(OPENSSL_SNI, b"tracking.intl", b"tracking intl");
         assert_eq!(scan_client_hello(&space), ClientHelloScan::NoSni);
         // name_type 1 is not host_name: the byte before the 2-byte name length 0x0016.
-        let at = OPENSSL_SNI
-            .windows(24)
-            .position(|w| w == b"\x00\x16tracking.intl.miui.com");
+        let at = OPENSSL_SNI.windows(24).position(|w| w == b"\x00\x16tracking.intl.miui.com");
         let mut other_type = OPENSSL_SNI.to_vec();
         other_type[at.unwrap() - 1] = 1;
         assert_eq!(scan_client_hello(&other_type), ClientHelloScan::NoSni);
@@ -313,52 +273,23 @@ mod tests {
 
     #[test]
     fn not_tls_from_the_first_bytes() {
-        assert_eq!(
-            scan_client_hello(b"GET / HTTP/1.1\r\n"),
-            ClientHelloScan::NotTls
-        );
+        assert_eq!(scan_client_hello(b"GET / HTTP/1.1\r\n"), ClientHelloScan::NotTls);
         assert_eq!(scan_client_hello(b"G"), ClientHelloScan::NotTls);
         assert_eq!(scan_client_hello(&[0x16, 0x02]), ClientHelloScan::NotTls);
-        assert_eq!(
-            scan_client_hello(&[0x16, 0x03, 0x07]),
-            ClientHelloScan::NotTls
-        );
+        assert_eq!(scan_client_hello(&[0x16, 0x03, 0x07]), ClientHelloScan::NotTls);
         // Empty record, over-long record.
-        assert_eq!(
-            scan_client_hello(&[0x16, 3, 1, 0, 0]),
-            ClientHelloScan::NotTls
-        );
-        assert_eq!(
-            scan_client_hello(&[0x16, 3, 1, 0x40, 0x01]),
-            ClientHelloScan::NotTls
-        );
+        assert_eq!(scan_client_hello(&[0x16, 3, 1, 0, 0]), ClientHelloScan::NotTls);
+        assert_eq!(scan_client_hello(&[0x16, 3, 1, 0x40, 0x01]), ClientHelloScan::NotTls);
         // A ServerHello (type 2) is known from its type byte.
-        assert_eq!(
-            scan_client_hello(&[0x16, 3, 1, 0, 50, 2]),
-            ClientHelloScan::NotTls
-        );
+        assert_eq!(scan_client_hello(&[0x16, 3, 1, 0, 50, 2]), ClientHelloScan::NotTls);
         // SSLv2-compatible hello.
-        assert_eq!(
-            scan_client_hello(&[0x80, 0x2e, 0x01, 0x03, 0x01]),
-            ClientHelloScan::NotTls
-        );
+        assert_eq!(scan_client_hello(&[0x80, 0x2e, 0x01, 0x03, 0x01]), ClientHelloScan::NotTls);
     }
 
     #[test]
     fn short_plausible_starts_need_more() {
-        for start in [
-            &[][..],
-            &[0x16],
-            &[0x16, 3],
-            &[0x16, 3, 1],
-            &[0x16, 3, 1, 1],
-            &[0x16, 3, 1, 1, 0x43],
-        ] {
-            assert_eq!(
-                scan_client_hello(start),
-                ClientHelloScan::NeedMore,
-                "{start:?}"
-            );
+        for start in [&[][..], &[0x16], &[0x16, 3], &[0x16, 3, 1], &[0x16, 3, 1, 1], &[0x16, 3, 1, 1, 0x43]] {
+            assert_eq!(scan_client_hello(start), ClientHelloScan::NeedMore, "{start:?}");
         }
     }
 
@@ -383,10 +314,7 @@ mod tests {
         assert_eq!(scan_client_hello(&short), ClientHelloScan::NotTls);
         // An extension announcing more bytes than the extension block holds.
         let mut broken = OPENSSL_SNI.to_vec();
-        let sni_ext = broken
-            .windows(4)
-            .position(|w| w == [0x00, 0x00, 0x00, 0x1b])
-            .unwrap();
+        let sni_ext = broken.windows(4).position(|w| w == [0x00, 0x00, 0x00, 0x1b]).unwrap();
         broken[sni_ext + 2] = 0x7f;
         assert_eq!(scan_client_hello(&broken), ClientHelloScan::NotTls);
     }

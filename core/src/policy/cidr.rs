@@ -29,14 +29,8 @@ impl CidrTable {
     /// Never allocates.
     pub(super) fn lookup(&self, ip: IpAddr) -> Option<(IpNet, Loc)> {
         match ip {
-            IpAddr::V4(ip) => self
-                .v4
-                .get_lpm(&Ipv4Net::from(ip))
-                .map(|(net, &loc)| (IpNet::V4(net), loc)),
-            IpAddr::V6(ip) => self
-                .v6
-                .get_lpm(&Ipv6Net::from(ip))
-                .map(|(net, &loc)| (IpNet::V6(net), loc)),
+            IpAddr::V4(ip) => self.v4.get_lpm(&Ipv4Net::from(ip)).map(|(net, &loc)| (IpNet::V4(net), loc)),
+            IpAddr::V6(ip) => self.v6.get_lpm(&Ipv6Net::from(ip)).map(|(net, &loc)| (IpNet::V6(net), loc)),
         }
     }
 
@@ -62,10 +56,7 @@ mod tests {
         t.insert("10.1.0.0/16".parse().unwrap(), loc(3));
         t.insert("2001:db8::/32".parse().unwrap(), loc(4));
         assert_eq!(t.len(), 3);
-        let hit = |ip: &str| {
-            t.lookup(ip.parse().unwrap())
-                .map(|(net, l)| (net.to_string(), l.line))
-        };
+        let hit = |ip: &str| t.lookup(ip.parse().unwrap()).map(|(net, l)| (net.to_string(), l.line));
         assert_eq!(hit("10.1.2.3"), Some(("10.1.0.0/16".into(), 2)));
         assert_eq!(hit("10.2.2.3"), Some(("10.0.0.0/8".into(), 1)));
         assert_eq!(hit("11.0.0.1"), None);

@@ -64,17 +64,10 @@ impl ListSource {
         match String::from_utf8(bytes) {
             Ok(text) => Ok(ListSource { name, role, text }),
             Err(e) => {
-                let valid = e
-                    .as_bytes()
-                    .get(..e.utf8_error().valid_up_to())
-                    .unwrap_or_default();
+                let valid = e.as_bytes().get(..e.utf8_error().valid_up_to()).unwrap_or_default();
                 let newlines = valid.iter().filter(|&&b| b == b'\n').count();
                 let line = u32::try_from(newlines).unwrap_or(u32::MAX - 1) + 1;
-                Err(ListError {
-                    list: name,
-                    line,
-                    message: "the text is not valid UTF-8".to_owned(),
-                })
+                Err(ListError { list: name, line, message: "the text is not valid UTF-8".to_owned() })
             }
         }
     }
@@ -168,13 +161,8 @@ impl Policy {
         let mut allow_cidrs = CidrTable::default();
         let mut block_cidrs = CidrTable::default();
         for (index, source) in sources.iter().enumerate() {
-            let fail = |line: u32, message: String| ListError {
-                list: source.name.clone(),
-                line,
-                message,
-            };
-            let list = u16::try_from(index)
-                .map_err(|_| fail(0, "too many lists (at most 65536)".to_owned()))?;
+            let fail = |line: u32, message: String| ListError { list: source.name.clone(), line, message };
+            let list = u16::try_from(index).map_err(|_| fail(0, "too many lists (at most 65536)".to_owned()))?;
             let list_allows = source.role == ListRole::Allow;
             for (n, text) in source.text.lines().enumerate() {
                 let line = n
@@ -186,11 +174,7 @@ impl Policy {
                 }
                 let loc = Loc { list, line };
                 parse_line(text, |rule| match rule {
-                    Rule::Name {
-                        name,
-                        kind,
-                        force_allow,
-                    } => {
+                    Rule::Name { name, kind, force_allow } => {
                         names.push(&name, kind, list_allows || force_allow, force_allow, loc);
                     }
                     Rule::Cidr(net) if list_allows => allow_cidrs.insert(net, loc),
@@ -200,12 +184,7 @@ impl Policy {
             }
         }
         let lists = sources.iter().map(|s| Arc::from(s.name.as_str())).collect();
-        Ok(Policy {
-            lists,
-            names: names.build(),
-            allow_cidrs,
-            block_cidrs,
-        })
+        Ok(Policy { lists, names: names.build(), allow_cidrs, block_cidrs })
     }
 
     /// A policy without rules: everything is [`Decision::NoMatch`].
@@ -267,25 +246,14 @@ impl Policy {
     }
 
     fn rule_ref(&self, loc: Loc, rule: String) -> RuleRef {
-        let list = self
-            .lists
-            .get(usize::from(loc.list))
-            .cloned()
-            .unwrap_or_else(|| Arc::from("?"));
-        RuleRef {
-            list,
-            line: loc.line,
-            rule: rule.into_boxed_str(),
-        }
+        let list = self.lists.get(usize::from(loc.list)).cloned().unwrap_or_else(|| Arc::from("?"));
+        RuleRef { list, line: loc.line, rule: rule.into_boxed_str() }
     }
 }
 
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Policy")
-            .field("lists", &self.lists)
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("Policy").field("lists", &self.lists).field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
@@ -295,26 +263,18 @@ mod tests {
     use proptest::prelude::*;
 
     fn source(name: &str, role: ListRole, text: &str) -> ListSource {
-        ListSource {
-            name: name.to_owned(),
-            role,
-            text: text.to_owned(),
-        }
+        ListSource { name: name.to_owned(), role, text: text.to_owned() }
     }
 
     fn policy(block: &str, allow: &str) -> Policy {
-        Policy::compile(&[
-            source("block.txt", ListRole::Block, block),
-            source("allow.txt", ListRole::Allow, allow),
-        ])
-        .unwrap()
+        Policy::compile(&[source("block.txt", ListRole::Block, block), source("allow.txt", ListRole::Allow, allow)])
+            .unwrap()
     }
 
     /// `(list, line, rule)` of a decision, prefixed `+` for allowed and `-` for blocked.
     fn describe(d: Decision) -> Option<String> {
         let sign = if d.is_blocked() { '-' } else { '+' };
-        d.rule()
-            .map(|r| format!("{sign}{}:{}:{}", r.list, r.line, r.rule))
+        d.rule().map(|r| format!("{sign}{}:{}:{}", r.list, r.line, r.rule))
     }
 
     fn name(p: &Policy, n: &str) -> Option<String> {
@@ -363,46 +323,28 @@ tracking.miui.com   # src: [1][3]
             ("pipe.example", Some("-block.txt:11:||pipe.example^")),
             ("imp.example", Some("-block.txt:12:||imp.example^")),
             ("except.example", Some("+block.txt:13:@@||except.example^")),
-            (
-                "a.except.example",
-                Some("+block.txt:13:@@||except.example^"),
-            ),
+            ("a.except.example", Some("+block.txt:13:@@||except.example^")),
             ("tracking.miui.com", Some("-block.txt:17:tracking.miui.com")),
         ];
         for (n, want) in cases {
             assert_eq!(name(&p, n).as_deref(), want, "{n}");
         }
-        assert_eq!(
-            ip(&p, "203.0.113.200").as_deref(),
-            Some("-block.txt:14:203.0.113.0/24")
-        );
-        assert_eq!(
-            ip(&p, "198.51.100.7").as_deref(),
-            Some("-block.txt:15:198.51.100.7/32")
-        );
+        assert_eq!(ip(&p, "203.0.113.200").as_deref(), Some("-block.txt:14:203.0.113.0/24"));
+        assert_eq!(ip(&p, "198.51.100.7").as_deref(), Some("-block.txt:15:198.51.100.7/32"));
         assert_eq!(ip(&p, "198.51.100.8"), None);
-        assert_eq!(
-            ip(&p, "2001:db8:1::5").as_deref(),
-            Some("-block.txt:16:2001:db8::/32")
-        );
+        assert_eq!(ip(&p, "2001:db8:1::5").as_deref(), Some("-block.txt:16:2001:db8::/32"));
         assert_eq!(ip(&p, "2001:db9::5"), None);
         let stats = p.stats();
-        assert_eq!(
-            stats,
-            PolicyStats {
-                lists: 2,
-                block_names: 9,
-                allow_names: 1,
-                block_cidrs: 3,
-                allow_cidrs: 0
-            }
-        );
+        assert_eq!(stats, PolicyStats { lists: 2, block_names: 9, allow_names: 1, block_cidrs: 3, allow_cidrs: 0 });
     }
 
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
-            ("exa mple.com", "invalid domain name \"exa mple.com\": contains whitespace (hosts lines start with an IP address)"),
+            (
+                "exa mple.com",
+                "invalid domain name \"exa mple.com\": contains whitespace (hosts lines start with an IP address)",
+            ),
             ("bad_@.com", "invalid domain name \"bad_@.com\": only letters, digits, '-' and '_' are allowed"),
             ("||a.com^$third-party", "unsupported rule option \"$third-party\" in \"||a.com^$third-party\""),
             ("||a.com/ads.js", "path rules are not supported: \"||a.com/ads.js\""),
@@ -413,16 +355,8 @@ tracking.miui.com   # src: [1][3]
         for (bad, message) in cases {
             let good = source("good.txt", ListRole::Block, "a.com\n");
             let text = format!("# header\nok.com\r\n{bad}\nnever-reached!\n");
-            let err = Policy::compile(&[good, source("lists/bad.txt", ListRole::Allow, &text)])
-                .unwrap_err();
-            assert_eq!(
-                err,
-                ListError {
-                    list: "lists/bad.txt".into(),
-                    line: 3,
-                    message: message.into()
-                }
-            );
+            let err = Policy::compile(&[good, source("lists/bad.txt", ListRole::Allow, &text)]).unwrap_err();
+            assert_eq!(err, ListError { list: "lists/bad.txt".into(), line: 3, message: message.into() });
             assert_eq!(err.to_string(), format!("lists/bad.txt:3: {message}"));
         }
     }
@@ -434,197 +368,83 @@ tracking.miui.com   # src: [1][3]
         let p = policy(block, allow);
         assert_eq!(name(&p, "a.com").as_deref(), Some("+allow.txt:1:a.com"));
         assert_eq!(name(&p, "b.com").as_deref(), Some("+allow.txt:2:b.com"));
-        assert_eq!(
-            name(&p, "x.b.com").as_deref(),
-            Some("-block.txt:2:||b.com^"),
-            "allow is exact only"
-        );
-        assert_eq!(
-            name(&p, "x.c.com").as_deref(),
-            Some("+allow.txt:3:||c.com^"),
-            "subtree allow beats exact block"
-        );
-        assert_eq!(
-            name(&p, "q.d.com").as_deref(),
-            Some("+allow.txt:4:||d.com^")
-        );
-        assert_eq!(
-            name(&p, "e.com").as_deref(),
-            Some("-block.txt:5:||e.com^"),
-            "*. allow excludes the apex"
-        );
+        assert_eq!(name(&p, "x.b.com").as_deref(), Some("-block.txt:2:||b.com^"), "allow is exact only");
+        assert_eq!(name(&p, "x.c.com").as_deref(), Some("+allow.txt:3:||c.com^"), "subtree allow beats exact block");
+        assert_eq!(name(&p, "q.d.com").as_deref(), Some("+allow.txt:4:||d.com^"));
+        assert_eq!(name(&p, "e.com").as_deref(), Some("-block.txt:5:||e.com^"), "*. allow excludes the apex");
         assert_eq!(name(&p, "w.e.com").as_deref(), Some("+allow.txt:5:*.e.com"));
-        assert_eq!(
-            name(&p, "y.f.com").as_deref(),
-            Some("-block.txt:6:||f.com^")
-        );
-        assert_eq!(
-            name(&p, "z.y.f.com").as_deref(),
-            Some("+allow.txt:6:z.y.f.com")
-        );
+        assert_eq!(name(&p, "y.f.com").as_deref(), Some("-block.txt:6:||f.com^"));
+        assert_eq!(name(&p, "z.y.f.com").as_deref(), Some("+allow.txt:6:z.y.f.com"));
         // An allow rule written in a later list or earlier line makes no difference.
         let p = Policy::compile(&[
             source("allow.txt", ListRole::Allow, "||g.com^"),
             source("block.txt", ListRole::Block, "x.g.com"),
         ])
         .unwrap();
-        assert_eq!(
-            name(&p, "x.g.com").as_deref(),
-            Some("+allow.txt:1:||g.com^")
-        );
+        assert_eq!(name(&p, "x.g.com").as_deref(), Some("+allow.txt:1:||g.com^"));
         // `@@` in a block list.
         let p = policy("||h.com^\n@@||ok.h.com^\n", "");
-        assert_eq!(
-            name(&p, "a.ok.h.com").as_deref(),
-            Some("+block.txt:2:@@||ok.h.com^")
-        );
-        assert_eq!(
-            name(&p, "bad.h.com").as_deref(),
-            Some("-block.txt:1:||h.com^")
-        );
+        assert_eq!(name(&p, "a.ok.h.com").as_deref(), Some("+block.txt:2:@@||ok.h.com^"));
+        assert_eq!(name(&p, "bad.h.com").as_deref(), Some("-block.txt:1:||h.com^"));
     }
 
     #[test]
     fn allow_beats_block_for_addresses() {
-        let p = policy(
-            "10.0.0.0/8\n192.0.2.0/24\n2001:db8::/32\n",
-            "10.1.2.0/24\n192.0.0.0/16\n2001:db8:1::/48\n",
-        );
-        assert_eq!(
-            ip(&p, "10.1.2.3").as_deref(),
-            Some("+allow.txt:1:10.1.2.0/24")
-        );
-        assert_eq!(
-            ip(&p, "10.1.3.3").as_deref(),
-            Some("-block.txt:1:10.0.0.0/8")
-        );
-        assert_eq!(
-            ip(&p, "192.0.2.1").as_deref(),
-            Some("+allow.txt:2:192.0.0.0/16"),
-            "a wider allow still wins"
-        );
-        assert_eq!(
-            ip(&p, "2001:db8:1::1").as_deref(),
-            Some("+allow.txt:3:2001:db8:1::/48")
-        );
-        assert_eq!(
-            ip(&p, "2001:db8:2::1").as_deref(),
-            Some("-block.txt:3:2001:db8::/32")
-        );
+        let p = policy("10.0.0.0/8\n192.0.2.0/24\n2001:db8::/32\n", "10.1.2.0/24\n192.0.0.0/16\n2001:db8:1::/48\n");
+        assert_eq!(ip(&p, "10.1.2.3").as_deref(), Some("+allow.txt:1:10.1.2.0/24"));
+        assert_eq!(ip(&p, "10.1.3.3").as_deref(), Some("-block.txt:1:10.0.0.0/8"));
+        assert_eq!(ip(&p, "192.0.2.1").as_deref(), Some("+allow.txt:2:192.0.0.0/16"), "a wider allow still wins");
+        assert_eq!(ip(&p, "2001:db8:1::1").as_deref(), Some("+allow.txt:3:2001:db8:1::/48"));
+        assert_eq!(ip(&p, "2001:db8:2::1").as_deref(), Some("-block.txt:3:2001:db8::/32"));
     }
 
     #[test]
     fn names_ignore_case_and_trailing_dot() {
         let p = policy("Ads.Example.COM\n||Track.Example^\n", "");
         for n in ["ads.example.com", "ADS.EXAMPLE.COM.", "aDs.ExAmPlE.cOm"] {
-            assert_eq!(
-                name(&p, n).as_deref(),
-                Some("-block.txt:1:ads.example.com"),
-                "{n}"
-            );
+            assert_eq!(name(&p, n).as_deref(), Some("-block.txt:1:ads.example.com"), "{n}");
         }
-        assert_eq!(
-            name(&p, "X.TRACK.Example.").as_deref(),
-            Some("-block.txt:2:||track.example^")
-        );
-        assert_eq!(
-            name(&p, "ads.example.com.."),
-            None,
-            "only one trailing dot is ignored"
-        );
+        assert_eq!(name(&p, "X.TRACK.Example.").as_deref(), Some("-block.txt:2:||track.example^"));
+        assert_eq!(name(&p, "ads.example.com.."), None, "only one trailing dot is ignored");
     }
 
     #[test]
     fn match_only_at_label_boundaries() {
         let p = policy("exact.com\n*.wild.com\n||tree.com^\n", "");
-        for n in [
-            "x.exact.com",
-            "notexact.com",
-            "wild.com",
-            "xwild.com",
-            "xtree.com",
-            "tree.com.evil",
-            "com",
-            "",
-        ] {
+        for n in ["x.exact.com", "notexact.com", "wild.com", "xwild.com", "xtree.com", "tree.com.evil", "com", ""] {
             assert_eq!(name(&p, n), None, "{n}");
         }
-        assert_eq!(
-            name(&p, "exact.com").as_deref(),
-            Some("-block.txt:1:exact.com")
-        );
-        assert_eq!(
-            name(&p, "a.wild.com").as_deref(),
-            Some("-block.txt:2:*.wild.com")
-        );
-        assert_eq!(
-            name(&p, "tree.com").as_deref(),
-            Some("-block.txt:3:||tree.com^")
-        );
+        assert_eq!(name(&p, "exact.com").as_deref(), Some("-block.txt:1:exact.com"));
+        assert_eq!(name(&p, "a.wild.com").as_deref(), Some("-block.txt:2:*.wild.com"));
+        assert_eq!(name(&p, "tree.com").as_deref(), Some("-block.txt:3:||tree.com^"));
     }
 
     #[test]
     fn unicode_rules_match_punycode_queries() {
         let p = policy("||bücher.example^\n", "");
-        assert_eq!(
-            name(&p, "www.xn--bcher-kva.example").as_deref(),
-            Some("-block.txt:1:||xn--bcher-kva.example^")
-        );
-        assert_eq!(
-            name(&p, "www.bücher.example"),
-            None,
-            "queries arrive as punycode"
-        );
+        assert_eq!(name(&p, "www.xn--bcher-kva.example").as_deref(), Some("-block.txt:1:||xn--bcher-kva.example^"));
+        assert_eq!(name(&p, "www.bücher.example"), None, "queries arrive as punycode");
     }
 
     #[test]
     fn v4_mapped_v6_is_matched_as_v4() {
         let p = policy("203.0.113.0/24\n::ffff:198.51.100.0/120\n", "203.0.113.9\n");
-        assert_eq!(
-            ip(&p, "::ffff:203.0.113.5").as_deref(),
-            Some("-block.txt:1:203.0.113.0/24")
-        );
-        assert_eq!(
-            ip(&p, "::ffff:203.0.113.9").as_deref(),
-            Some("+allow.txt:1:203.0.113.9/32")
-        );
-        assert_eq!(
-            ip(&p, "198.51.100.1").as_deref(),
-            Some("-block.txt:2:198.51.100.0/24")
-        );
-        assert_eq!(
-            ip(&p, "::203.0.113.5"),
-            None,
-            "v4-compatible addresses are plain IPv6"
-        );
+        assert_eq!(ip(&p, "::ffff:203.0.113.5").as_deref(), Some("-block.txt:1:203.0.113.0/24"));
+        assert_eq!(ip(&p, "::ffff:203.0.113.9").as_deref(), Some("+allow.txt:1:203.0.113.9/32"));
+        assert_eq!(ip(&p, "198.51.100.1").as_deref(), Some("-block.txt:2:198.51.100.0/24"));
+        assert_eq!(ip(&p, "::203.0.113.5"), None, "v4-compatible addresses are plain IPv6");
     }
 
     #[test]
     fn stats_count_after_dedup() {
-        let block =
-            "a.com\na.com\n||a.com^\n*.a.com\n0.0.0.0 a.com b.com\n10.0.0.0/8\n10.1.0.0/8\n::/0\n";
+        let block = "a.com\na.com\n||a.com^\n*.a.com\n0.0.0.0 a.com b.com\n10.0.0.0/8\n10.1.0.0/8\n::/0\n";
         let allow = "a.com\n@@||a.com^\n||a.com^\n192.0.2.1\n";
         let p = policy(block, allow);
-        assert_eq!(
-            p.stats(),
-            PolicyStats {
-                lists: 2,
-                block_names: 4,
-                allow_names: 2,
-                block_cidrs: 2,
-                allow_cidrs: 1
-            }
-        );
+        assert_eq!(p.stats(), PolicyStats { lists: 2, block_names: 4, allow_names: 2, block_cidrs: 2, allow_cidrs: 1 });
         // The first of the duplicates is reported.
         assert_eq!(name(&p, "b.com").as_deref(), Some("-block.txt:5:b.com"));
-        assert_eq!(
-            name(&p, "x.a.com").as_deref(),
-            Some("+allow.txt:2:@@||a.com^")
-        );
-        assert_eq!(
-            ip(&p, "10.200.0.1").as_deref(),
-            Some("-block.txt:6:10.0.0.0/8")
-        );
+        assert_eq!(name(&p, "x.a.com").as_deref(), Some("+allow.txt:2:@@||a.com^"));
+        assert_eq!(ip(&p, "10.200.0.1").as_deref(), Some("-block.txt:6:10.0.0.0/8"));
         assert_eq!(Policy::empty().stats(), PolicyStats::default());
     }
 
@@ -644,27 +464,17 @@ tracking.miui.com   # src: [1][3]
         let good = dir.join("good.txt");
         std::fs::write(&good, "a.com\n").unwrap();
         let s = ListSource::from_file(&good, ListRole::Allow).unwrap();
-        assert_eq!(
-            s,
-            source(&good.display().to_string(), ListRole::Allow, "a.com\n")
-        );
+        assert_eq!(s, source(&good.display().to_string(), ListRole::Allow, "a.com\n"));
 
         let bad = dir.join("latin1.txt");
         std::fs::write(&bad, b"a.com\nb.com\n# caf\xe9\n").unwrap();
         let err = ListSource::from_file(&bad, ListRole::Block).unwrap_err();
-        assert_eq!(
-            (err.line, err.message.as_str()),
-            (3, "the text is not valid UTF-8")
-        );
+        assert_eq!((err.line, err.message.as_str()), (3, "the text is not valid UTF-8"));
 
         let missing = dir.join("missing.txt");
         let err = ListSource::from_file(&missing, ListRole::Block).unwrap_err();
         assert_eq!((err.list, err.line), (missing.display().to_string(), 0));
-        assert!(
-            err.message.starts_with("cannot read the file: "),
-            "{}",
-            err.message
-        );
+        assert!(err.message.starts_with("cannot read the file: "), "{}", err.message);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -691,17 +501,11 @@ tracking.miui.com   # src: [1][3]
         assert_eq!(p.stats().block_names, N as usize);
         for i in (0..N).step_by(9973) {
             let n = format!("H{i}.s{}.example.", i % 1000);
-            assert_eq!(
-                name(&p, &n),
-                Some(format!("-block.txt:{}:h{i}.s{}.example", i + 1, i % 1000))
-            );
+            assert_eq!(name(&p, &n), Some(format!("-block.txt:{}:h{i}.s{}.example", i + 1, i % 1000)));
             assert_eq!(name(&p, &format!("h{i}.s{}.example", (i + 1) % 1000)), None);
             assert_eq!(name(&p, &format!("x.h{i}.s{}.example", i % 1000)), None);
         }
-        assert_eq!(
-            name(&p, "h77.s77.example").as_deref(),
-            Some("+allow.txt:1:h77.s77.example")
-        );
+        assert_eq!(name(&p, "h77.s77.example").as_deref(), Some("+allow.txt:1:h77.s77.example"));
         assert_eq!(name(&p, &format!("h{N}.s0.example")), None);
     }
 
@@ -716,14 +520,10 @@ tracking.miui.com   # src: [1][3]
         let p = policy(&text, "");
         let compile = start.elapsed();
         let bytes = p.names.heap_bytes();
-        let queries: Vec<String> = (0..100_000u32)
-            .map(|i| format!("h{}.s{}.example", i * 7, (i * 7 + i % 2) % 1000))
-            .collect();
+        let queries: Vec<String> =
+            (0..100_000u32).map(|i| format!("h{}.s{}.example", i * 7, (i * 7 + i % 2) % 1000)).collect();
         let start = std::time::Instant::now();
-        let hits = queries
-            .iter()
-            .filter(|q| p.check_name(q).is_blocked())
-            .count();
+        let hits = queries.iter().filter(|q| p.check_name(q).is_blocked()).count();
         let per_lookup = start.elapsed() / 100_000;
         println!(
             "{N} names: compile {compile:?}, table {bytes} bytes ({:.1} B/name), {per_lookup:?}/lookup ({hits} hits)",

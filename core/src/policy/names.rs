@@ -43,10 +43,7 @@ const EXCEPTION: u8 = 2;
 impl Meta {
     /// Where the rule came from.
     pub(super) fn loc(self) -> Loc {
-        Loc {
-            list: self.list,
-            line: self.line,
-        }
+        Loc { list: self.list, line: self.line }
     }
 
     /// The rule text in canonical form, for the rule's own (canonical) `name`.
@@ -135,24 +132,9 @@ pub(super) struct NameTableBuilder {
 
 impl NameTableBuilder {
     /// Adds a rule for the canonical `name`.
-    pub(super) fn push(
-        &mut self,
-        name: &str,
-        kind: NameKind,
-        allow: bool,
-        exception: bool,
-        loc: Loc,
-    ) {
+    pub(super) fn push(&mut self, name: &str, kind: NameKind, allow: bool, exception: bool, loc: Loc) {
         let flags = if allow { ALLOW } else { 0 } | if exception { EXCEPTION } else { 0 };
-        self.entries.push((
-            hash_name(name),
-            Meta {
-                line: loc.line,
-                list: loc.list,
-                kind,
-                flags,
-            },
-        ));
+        self.entries.push((hash_name(name), Meta { line: loc.line, list: loc.list, kind, flags }));
     }
 
     /// Number of rules pushed so far, duplicates included.
@@ -162,16 +144,10 @@ impl NameTableBuilder {
 
     /// Sorts, drops duplicates (keeping the earliest rule) and builds the index.
     pub(super) fn build(mut self) -> NameTable {
-        self.entries
-            .sort_unstable_by_key(|&(h, m)| (h, m.key(), m.list, m.line));
+        self.entries.sort_unstable_by_key(|&(h, m)| (h, m.key(), m.list, m.line));
         self.entries.dedup_by_key(|&mut (h, m)| (h, m.key()));
         let (hashes, metas): (Vec<u64>, Vec<Meta>) = self.entries.into_iter().unzip();
-        let bits = hashes
-            .len()
-            .checked_ilog2()
-            .unwrap_or(0)
-            .saturating_sub(2)
-            .min(24);
+        let bits = hashes.len().checked_ilog2().unwrap_or(0).saturating_sub(2).min(24);
         let index = (0..=1u64 << bits)
             .map(|bucket| {
                 let first = hashes.partition_point(|&h| bucket_of(h, bits) < bucket);
@@ -179,13 +155,7 @@ impl NameTableBuilder {
             })
             .collect();
         let allow = metas.iter().filter(|m| m.is_allow()).count();
-        NameTable {
-            hashes: hashes.into(),
-            metas: metas.into(),
-            index,
-            bits,
-            allow,
-        }
+        NameTable { hashes: hashes.into(), metas: metas.into(), index, bits, allow }
     }
 }
 
@@ -218,9 +188,7 @@ impl NameTable {
     /// Heap bytes used by the table.
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.hashes)
-            + std::mem::size_of_val(&*self.metas)
-            + std::mem::size_of_val(&*self.index)
+        std::mem::size_of_val(&*self.hashes) + std::mem::size_of_val(&*self.metas) + std::mem::size_of_val(&*self.index)
     }
 
     /// Finds the most specific allow and block rule matching `name`, compared ASCII-case-insensitively; the
@@ -243,11 +211,7 @@ impl NameTable {
                     NameKind::Subtree => true,
                     NameKind::Subdomains => !whole,
                 };
-                let slot = if meta.is_allow() {
-                    &mut allow
-                } else {
-                    &mut block
-                };
+                let slot = if meta.is_allow() { &mut allow } else { &mut block };
                 if applies && slot.is_none() {
                     *slot = Some(Found { meta, start });
                 }
@@ -262,10 +226,7 @@ impl NameTable {
     /// The rules whose hash is `h`, in key order.
     fn candidates(&self, h: u64) -> &[Meta] {
         let bucket = usize::try_from(bucket_of(h, self.bits)).unwrap_or(usize::MAX);
-        let range = match (
-            self.index.get(bucket),
-            bucket.checked_add(1).and_then(|b| self.index.get(b)),
-        ) {
+        let range = match (self.index.get(bucket), bucket.checked_add(1).and_then(|b| self.index.get(b))) {
             (Some(&lo), Some(&hi)) => lo as usize..hi as usize,
             _ => return &[],
         };
@@ -273,9 +234,7 @@ impl NameTable {
             return &[];
         };
         let first = range.start + slice.partition_point(|&x| x < h);
-        let len = slice
-            .get(first - range.start..)
-            .map_or(0, |rest| rest.iter().take_while(|&&x| x == h).count());
+        let len = slice.get(first - range.start..).map_or(0, |rest| rest.iter().take_while(|&&x| x == h).count());
         self.metas.get(first..first + len).unwrap_or(&[])
     }
 }
@@ -292,15 +251,11 @@ mod tests {
     fn suffix_hashes_match_stored_hashes() {
         let mut seen = Vec::new();
         for_each_suffix(b"Ads.Tracking.MIUI.com", |start, h| seen.push((start, h)));
-        let want: Vec<(usize, u64)> = [
-            (18, "com"),
-            (13, "miui.com"),
-            (4, "tracking.miui.com"),
-            (0, "ads.tracking.miui.com"),
-        ]
-        .iter()
-        .map(|&(s, n)| (s, hash_name(n)))
-        .collect();
+        let want: Vec<(usize, u64)> =
+            [(18, "com"), (13, "miui.com"), (4, "tracking.miui.com"), (0, "ads.tracking.miui.com")]
+                .iter()
+                .map(|&(s, n)| (s, hash_name(n)))
+                .collect();
         assert_eq!(seen, want);
     }
 
@@ -312,11 +267,7 @@ mod tests {
         let long = format!("{}.{}.com", "x".repeat(200), "y".repeat(60));
         seen.clear();
         for_each_suffix(long.as_bytes(), |start, _| seen.push(start));
-        assert_eq!(
-            seen,
-            [long.len() - 3, 201],
-            "the whole 264-byte name is never hashed"
-        );
+        assert_eq!(seen, [long.len() - 3, 201], "the whole 264-byte name is never hashed");
         seen.clear();
         for_each_suffix(b"", |start, _| seen.push(start));
         assert!(seen.is_empty());
@@ -335,37 +286,16 @@ mod tests {
     #[test]
     fn duplicates_keep_the_first_rule() {
         let mut b = NameTableBuilder::default();
-        b.push(
-            "a.com",
-            NameKind::Exact,
-            false,
-            false,
-            Loc { list: 1, line: 1 },
-        );
-        b.push(
-            "a.com",
-            NameKind::Exact,
-            false,
-            false,
-            Loc { list: 0, line: 9 },
-        );
-        b.push(
-            "a.com",
-            NameKind::Exact,
-            false,
-            false,
-            Loc { list: 0, line: 5 },
-        );
+        b.push("a.com", NameKind::Exact, false, false, Loc { list: 1, line: 1 });
+        b.push("a.com", NameKind::Exact, false, false, Loc { list: 0, line: 9 });
+        b.push("a.com", NameKind::Exact, false, false, Loc { list: 0, line: 5 });
         b.push("a.com", NameKind::Subtree, false, false, loc(7));
         b.push("a.com", NameKind::Exact, true, false, loc(8));
         assert_eq!(b.len(), 5);
         let t = b.build();
         assert_eq!(t.counts(), (1, 2));
         let m = t.lookup("a.com");
-        assert_eq!(
-            m.block.map(|f| f.meta.loc()),
-            Some(Loc { list: 0, line: 5 })
-        );
+        assert_eq!(m.block.map(|f| f.meta.loc()), Some(Loc { list: 0, line: 5 }));
         assert_eq!(m.allow.map(|f| f.meta.loc()), Some(loc(8)));
     }
 
@@ -389,22 +319,13 @@ mod tests {
     fn many_rules_all_found_through_the_index() {
         let mut b = NameTableBuilder::default();
         for i in 0..5000 {
-            b.push(
-                &format!("n{i}.test"),
-                NameKind::Exact,
-                false,
-                false,
-                loc(i + 1),
-            );
+            b.push(&format!("n{i}.test"), NameKind::Exact, false, false, loc(i + 1));
         }
         let t = b.build();
         assert_eq!(t.bits, 10);
         assert_eq!(t.index.len(), 1025);
         for i in 0..5000 {
-            assert_eq!(
-                t.lookup(&format!("N{i}.test")).block.map(|f| f.meta.line),
-                Some(i + 1)
-            );
+            assert_eq!(t.lookup(&format!("N{i}.test")).block.map(|f| f.meta.line), Some(i + 1));
             assert_eq!(t.lookup(&format!("n{i}.test2")).block, None);
         }
     }

@@ -78,46 +78,27 @@ pub(super) fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Rule<'a>)) -> R
     }
     if let Some(rest) = line.strip_prefix("@@") {
         let Some(body) = rest.strip_prefix("||") else {
-            return Err(format!(
-                "unsupported exception rule \"{line}\": only \"@@||domain^\" is supported"
-            ));
+            return Err(format!("unsupported exception rule \"{line}\": only \"@@||domain^\" is supported"));
         };
         let name = adblock_name(body, line)?;
-        emit(Rule::Name {
-            name,
-            kind: NameKind::Subtree,
-            force_allow: true,
-        });
+        emit(Rule::Name { name, kind: NameKind::Subtree, force_allow: true });
         return Ok(());
     }
     if let Some(body) = line.strip_prefix("||") {
         let name = adblock_name(body, line)?;
-        emit(Rule::Name {
-            name,
-            kind: NameKind::Subtree,
-            force_allow: false,
-        });
+        emit(Rule::Name { name, kind: NameKind::Subtree, force_allow: false });
         return Ok(());
     }
     let cosmetic = ["##", "#@#", "#?#", "#$#"];
     if line.contains('#') && cosmetic.iter().any(|c| line.contains(c)) {
-        return Err(format!(
-            "cosmetic (element hiding) rules are not supported: \"{line}\""
-        ));
+        return Err(format!("cosmetic (element hiding) rules are not supported: \"{line}\""));
     }
     if let Some((_, option)) = line.split_once('$') {
-        return Err(format!(
-            "unsupported rule option \"${option}\" in \"{line}\""
-        ));
+        return Err(format!("unsupported rule option \"${option}\" in \"{line}\""));
     }
     if let Some(base) = line.strip_prefix("*.") {
-        let name =
-            canonical_name(base).map_err(|why| format!("invalid domain name \"{line}\": {why}"))?;
-        emit(Rule::Name {
-            name,
-            kind: NameKind::Subdomains,
-            force_allow: false,
-        });
+        let name = canonical_name(base).map_err(|why| format!("invalid domain name \"{line}\": {why}"))?;
+        emit(Rule::Name { name, kind: NameKind::Subdomains, force_allow: false });
         return Ok(());
     }
 
@@ -129,13 +110,8 @@ pub(super) fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Rule<'a>)) -> R
         if let Some(net) = parse_cidr(first)? {
             emit(Rule::Cidr(net));
         } else {
-            let name = canonical_name(first)
-                .map_err(|why| format!("invalid domain name \"{first}\": {why}"))?;
-            emit(Rule::Name {
-                name,
-                kind: NameKind::Exact,
-                force_allow: false,
-            });
+            let name = canonical_name(first).map_err(|why| format!("invalid domain name \"{first}\": {why}"))?;
+            emit(Rule::Name { name, kind: NameKind::Exact, force_allow: false });
         }
         return Ok(());
     }
@@ -146,19 +122,11 @@ pub(super) fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Rule<'a>)) -> R
     }
     for token in names {
         let bare = token.strip_suffix('.').unwrap_or(token);
-        if HOSTS_BOILERPLATE
-            .iter()
-            .any(|b| b.eq_ignore_ascii_case(bare))
-        {
+        if HOSTS_BOILERPLATE.iter().any(|b| b.eq_ignore_ascii_case(bare)) {
             continue;
         }
-        let name = canonical_name(token)
-            .map_err(|why| format!("invalid domain name \"{token}\": {why}"))?;
-        emit(Rule::Name {
-            name,
-            kind: NameKind::Exact,
-            force_allow: false,
-        });
+        let name = canonical_name(token).map_err(|why| format!("invalid domain name \"{token}\": {why}"))?;
+        emit(Rule::Name { name, kind: NameKind::Exact, force_allow: false });
     }
     Ok(())
 }
@@ -166,11 +134,7 @@ pub(super) fn parse_line<'a>(line: &'a str, mut emit: impl FnMut(Rule<'a>)) -> R
 /// Cuts a trailing comment: `#` preceded by whitespace, up to the end of the line.
 fn strip_comment(line: &str) -> &str {
     let mut from = 0;
-    while let Some(at) = line
-        .get(from..)
-        .and_then(|rest| rest.find('#'))
-        .map(|pos| from + pos)
-    {
+    while let Some(at) = line.get(from..).and_then(|rest| rest.find('#')).map(|pos| from + pos) {
         let before = at.checked_sub(1).and_then(|i| line.as_bytes().get(i));
         if before.is_some_and(u8::is_ascii_whitespace) {
             return line.get(..at).unwrap_or(line);
@@ -183,10 +147,7 @@ fn strip_comment(line: &str) -> &str {
 /// `[Adblock Plus 2.0]`, `[AdGuard]` and the like: a bracketed header starting with a letter.
 fn is_header(line: &str) -> bool {
     line.ends_with(']')
-        && line
-            .strip_prefix('[')
-            .and_then(|rest| rest.chars().next())
-            .is_some_and(|c| c.is_ascii_alphabetic())
+        && line.strip_prefix('[').and_then(|rest| rest.chars().next()).is_some_and(|c| c.is_ascii_alphabetic())
 }
 
 /// The domain of an AdBlock `||domain^` rule body (the text after `||`), with `^|` and `$important` accepted.
@@ -194,11 +155,7 @@ fn adblock_name<'a>(body: &'a str, line: &str) -> Result<Cow<'a, str>, String> {
     let body = match body.split_once('$') {
         None => body,
         Some((body, "important")) => body,
-        Some((_, option)) => {
-            return Err(format!(
-                "unsupported rule option \"${option}\" in \"{line}\""
-            ))
-        }
+        Some((_, option)) => return Err(format!("unsupported rule option \"${option}\" in \"{line}\"")),
     };
     let Some(domain) = body.strip_suffix("^|").or_else(|| body.strip_suffix('^')) else {
         return Err(if body.contains('/') {
@@ -210,8 +167,7 @@ fn adblock_name<'a>(body: &'a str, line: &str) -> Result<Cow<'a, str>, String> {
     if domain.contains('/') || domain.contains('^') {
         return Err(format!("path rules are not supported: \"{line}\""));
     }
-    canonical_name(domain)
-        .map_err(|why| format!("invalid domain name \"{domain}\" in \"{line}\": {why}"))
+    canonical_name(domain).map_err(|why| format!("invalid domain name \"{domain}\" in \"{line}\": {why}"))
 }
 
 /// An address or range, if `token` looks like one (it contains `:` or starts with a digit and parses).
@@ -321,11 +277,7 @@ mod tests {
     }
 
     fn exact(n: &str) -> Rule<'_> {
-        Rule::Name {
-            name: Cow::Borrowed(n),
-            kind: NameKind::Exact,
-            force_allow: false,
-        }
+        Rule::Name { name: Cow::Borrowed(n), kind: NameKind::Exact, force_allow: false }
     }
 
     fn net(s: &str) -> Rule<'static> {
@@ -334,46 +286,30 @@ mod tests {
 
     #[test]
     fn skips_blank_comment_and_header_lines() {
-        for line in [
-            "",
-            "   ",
-            "\t",
-            "# comment",
-            "  # indented",
-            "! adblock comment",
-            "[Adblock Plus 2.0]",
-            "[AdGuard]",
-        ] {
+        for line in
+            ["", "   ", "\t", "# comment", "  # indented", "! adblock comment", "[Adblock Plus 2.0]", "[AdGuard]"]
+        {
             assert_eq!(parse(line), Ok(vec![]), "{line:?}");
         }
     }
 
     #[test]
     fn plain_domain_with_trailing_comment() {
-        assert_eq!(
-            parse("tracking.miui.com   # src: [1][3]"),
-            Ok(vec![exact("tracking.miui.com")])
-        );
+        assert_eq!(parse("tracking.miui.com   # src: [1][3]"), Ok(vec![exact("tracking.miui.com")]));
         assert_eq!(parse("a.com\t#x"), Ok(vec![exact("a.com")]));
         assert_eq!(parse("\u{feff}a.com"), Ok(vec![exact("a.com")]));
     }
 
     #[test]
     fn plain_domain_is_lowercased_and_loses_trailing_dot() {
-        assert_eq!(
-            parse("Tracking.MIUI.com."),
-            Ok(vec![exact("tracking.miui.com")])
-        );
+        assert_eq!(parse("Tracking.MIUI.com."), Ok(vec![exact("tracking.miui.com")]));
         assert_eq!(parse("router"), Ok(vec![exact("router")]));
         assert_eq!(parse("_dmarc.a.com"), Ok(vec![exact("_dmarc.a.com")]));
     }
 
     #[test]
     fn unicode_names_become_punycode() {
-        assert_eq!(
-            parse("bücher.example"),
-            Ok(vec![exact("xn--bcher-kva.example")])
-        );
+        assert_eq!(parse("bücher.example"), Ok(vec![exact("xn--bcher-kva.example")]));
         assert_eq!(
             parse("||BÜCHER.example^"),
             Ok(vec![Rule::Name {
@@ -386,20 +322,11 @@ mod tests {
 
     #[test]
     fn hosts_lines() {
-        assert_eq!(
-            parse("0.0.0.0 a.com B.com"),
-            Ok(vec![exact("a.com"), exact("b.com")])
-        );
+        assert_eq!(parse("0.0.0.0 a.com B.com"), Ok(vec![exact("a.com"), exact("b.com")]));
         assert_eq!(parse("127.0.0.1\ta.com"), Ok(vec![exact("a.com")]));
         assert_eq!(parse(":: a.com"), Ok(vec![exact("a.com")]));
-        assert_eq!(
-            parse("::1 localhost ip6-localhost ip6-loopback"),
-            Ok(vec![])
-        );
-        assert_eq!(
-            parse("127.0.0.1 localhost localhost.localdomain local"),
-            Ok(vec![])
-        );
+        assert_eq!(parse("::1 localhost ip6-localhost ip6-loopback"), Ok(vec![]));
+        assert_eq!(parse("127.0.0.1 localhost localhost.localdomain local"), Ok(vec![]));
         assert_eq!(parse("255.255.255.255 broadcasthost"), Ok(vec![]));
         assert_eq!(parse("ff02::1 ip6-allnodes"), Ok(vec![]));
         assert_eq!(parse("0.0.0.0 0.0.0.0"), Ok(vec![]));
@@ -408,51 +335,24 @@ mod tests {
 
     #[test]
     fn wildcard_and_adblock() {
-        let name = |n, kind, force_allow| Rule::Name {
-            name: Cow::Borrowed(n),
-            kind,
-            force_allow,
-        };
-        assert_eq!(
-            parse("*.Ad.com"),
-            Ok(vec![name("ad.com", NameKind::Subdomains, false)])
-        );
-        for l in [
-            "||ad.com^",
-            "||ad.com^|",
-            "||ad.com^$important",
-            "||ad.com^|$important",
-        ] {
-            assert_eq!(
-                parse(l),
-                Ok(vec![name("ad.com", NameKind::Subtree, false)]),
-                "{l}"
-            );
+        let name = |n, kind, force_allow| Rule::Name { name: Cow::Borrowed(n), kind, force_allow };
+        assert_eq!(parse("*.Ad.com"), Ok(vec![name("ad.com", NameKind::Subdomains, false)]));
+        for l in ["||ad.com^", "||ad.com^|", "||ad.com^$important", "||ad.com^|$important"] {
+            assert_eq!(parse(l), Ok(vec![name("ad.com", NameKind::Subtree, false)]), "{l}");
         }
         for l in ["@@||ok.com^", "@@||ok.com^|", "@@||ok.com^$important"] {
-            assert_eq!(
-                parse(l),
-                Ok(vec![name("ok.com", NameKind::Subtree, true)]),
-                "{l}"
-            );
+            assert_eq!(parse(l), Ok(vec![name("ok.com", NameKind::Subtree, true)]), "{l}");
         }
     }
 
     #[test]
     fn cidrs() {
         assert_eq!(parse("203.0.113.0/24"), Ok(vec![net("203.0.113.0/24")]));
-        assert_eq!(
-            parse("203.0.113.7/24"),
-            Ok(vec![net("203.0.113.0/24")]),
-            "host bits cleared"
-        );
+        assert_eq!(parse("203.0.113.7/24"), Ok(vec![net("203.0.113.0/24")]), "host bits cleared");
         assert_eq!(parse("203.0.113.7"), Ok(vec![net("203.0.113.7/32")]));
         assert_eq!(parse("2001:DB8::/32"), Ok(vec![net("2001:db8::/32")]));
         assert_eq!(parse("2001:db8::1"), Ok(vec![net("2001:db8::1/128")]));
-        assert_eq!(
-            parse("::ffff:203.0.113.0/120"),
-            Ok(vec![net("203.0.113.0/24")])
-        );
+        assert_eq!(parse("::ffff:203.0.113.0/120"), Ok(vec![net("203.0.113.0/24")]));
         assert_eq!(parse("10.0.0.0/8 # private"), Ok(vec![net("10.0.0.0/8")]));
     }
 
@@ -462,22 +362,13 @@ mod tests {
             ("exa mple.com", "invalid domain name \"exa mple.com\""),
             ("ex!ample.com", "invalid domain name \"ex!ample.com\""),
             ("a..com", "invalid domain name \"a..com\": empty label"),
-            (
-                "0.0.0.0 good.com bad!.com",
-                "invalid domain name \"bad!.com\"",
-            ),
-            (
-                "||a.com^$third-party",
-                "unsupported rule option \"$third-party\"",
-            ),
+            ("0.0.0.0 good.com bad!.com", "invalid domain name \"bad!.com\""),
+            ("||a.com^$third-party", "unsupported rule option \"$third-party\""),
             ("a.com$script", "unsupported rule option \"$script\""),
             ("||a.com/ads^", "path rules are not supported"),
             ("||a.com/ads", "path rules are not supported"),
             ("||a.com", "expected \"||domain^\" in \"||a.com\""),
-            (
-                "example.com##.banner",
-                "cosmetic (element hiding) rules are not supported",
-            ),
+            ("example.com##.banner", "cosmetic (element hiding) rules are not supported"),
             ("@@|a.com^", "unsupported exception rule \"@@|a.com^\""),
             ("||1.2.3.4^", "the last label is all digits"),
             ("*.a.com/x", "invalid domain name \"*.a.com/x\""),
@@ -502,21 +393,12 @@ mod tests {
     fn name_length_limits() {
         let label63 = "a".repeat(63);
         assert!(canonical_name(&format!("{label63}.com")).is_ok());
-        assert_eq!(
-            canonical_name(&format!("a{label63}.com")),
-            Err("label longer than 63 characters")
-        );
+        assert_eq!(canonical_name(&format!("a{label63}.com")), Err("label longer than 63 characters"));
         let name253 = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
         assert_eq!(name253.len(), 253);
         assert!(canonical_name(&name253).is_ok());
-        assert!(
-            canonical_name(&format!("{name253}.")).is_ok(),
-            "trailing dot does not count"
-        );
-        assert_eq!(
-            canonical_name(&format!("c{name253}")),
-            Err("longer than 253 characters")
-        );
+        assert!(canonical_name(&format!("{name253}.")).is_ok(), "trailing dot does not count");
+        assert_eq!(canonical_name(&format!("c{name253}")), Err("longer than 253 characters"));
         assert_eq!(canonical_name(""), Err("empty name"));
         assert_eq!(canonical_name("."), Err("empty name"));
     }

@@ -7,30 +7,13 @@ use std::str::FromStr;
 /// A built-in list: file name and contents.
 type Builtin = (&'static str, &'static str);
 
-const XIAOMI_TELEMETRY: Builtin = (
-    "xiaomi-telemetry.txt",
-    include_str!("../../../blocklists/xiaomi-telemetry.txt"),
-);
-const XIAOMI_ADS: Builtin = (
-    "xiaomi-ads.txt",
-    include_str!("../../../blocklists/xiaomi-ads.txt"),
-);
-const SENSORSDATA: Builtin = (
-    "sensorsdata.txt",
-    include_str!("../../../blocklists/sensorsdata.txt"),
-);
-const ESSENTIALS_ALLOW: Builtin = (
-    "essentials-allow.txt",
-    include_str!("../../../blocklists/essentials-allow.txt"),
-);
-const STRICT_EXTRA: Builtin = (
-    "strict-extra.txt",
-    include_str!("../../../blocklists/strict-extra.txt"),
-);
-const ALIBABA_CLOUD_SG_RU: Builtin = (
-    "alibaba-cloud-sg-ru.txt",
-    include_str!("../../../blocklists/alibaba-cloud-sg-ru.txt"),
-);
+const XIAOMI_TELEMETRY: Builtin = ("xiaomi-telemetry.txt", include_str!("../../../blocklists/xiaomi-telemetry.txt"));
+const XIAOMI_ADS: Builtin = ("xiaomi-ads.txt", include_str!("../../../blocklists/xiaomi-ads.txt"));
+const SENSORSDATA: Builtin = ("sensorsdata.txt", include_str!("../../../blocklists/sensorsdata.txt"));
+const ESSENTIALS_ALLOW: Builtin = ("essentials-allow.txt", include_str!("../../../blocklists/essentials-allow.txt"));
+const STRICT_EXTRA: Builtin = ("strict-extra.txt", include_str!("../../../blocklists/strict-extra.txt"));
+const ALIBABA_CLOUD_SG_RU: Builtin =
+    ("alibaba-cloud-sg-ru.txt", include_str!("../../../blocklists/alibaba-cloud-sg-ru.txt"));
 
 /// Lists of the balanced profile, in order.
 const BALANCED: &[(Builtin, ListRole)] = &[
@@ -41,10 +24,8 @@ const BALANCED: &[(Builtin, ListRole)] = &[
 ];
 
 /// Lists the strict profile adds to the balanced ones.
-const STRICT_EXTRAS: &[(Builtin, ListRole)] = &[
-    (STRICT_EXTRA, ListRole::Block),
-    (ALIBABA_CLOUD_SG_RU, ListRole::Block),
-];
+const STRICT_EXTRAS: &[(Builtin, ListRole)] =
+    &[(STRICT_EXTRA, ListRole::Block), (ALIBABA_CLOUD_SG_RU, ListRole::Block)];
 
 /// A built-in set of lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -66,11 +47,7 @@ impl Profile {
         BALANCED
             .iter()
             .chain(extras)
-            .map(|&((file, text), role)| ListSource {
-                name: format!("builtin:{file}"),
-                role,
-                text: text.to_owned(),
-            })
+            .map(|&((file, text), role)| ListSource { name: format!("builtin:{file}"), role, text: text.to_owned() })
             .collect()
     }
 
@@ -95,11 +72,7 @@ pub struct UnknownProfile(pub String);
 
 impl fmt::Display for UnknownProfile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "unknown profile \"{}\" (expected \"balanced\" or \"strict\")",
-            self.0
-        )
+        write!(f, "unknown profile \"{}\" (expected \"balanced\" or \"strict\")", self.0)
     }
 }
 
@@ -131,20 +104,12 @@ mod tests {
         assert_eq!("STRICT".parse::<Profile>(), Ok(Profile::Strict));
         assert_eq!(Profile::default(), Profile::Balanced);
         let err = "paranoid".parse::<Profile>().unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "unknown profile \"paranoid\" (expected \"balanced\" or \"strict\")"
-        );
+        assert_eq!(err.to_string(), "unknown profile \"paranoid\" (expected \"balanced\" or \"strict\")");
     }
 
     #[test]
     fn profile_lists() {
-        let names = |p: Profile| {
-            p.sources()
-                .into_iter()
-                .map(|s| (s.name, s.role))
-                .collect::<Vec<_>>()
-        };
+        let names = |p: Profile| p.sources().into_iter().map(|s| (s.name, s.role)).collect::<Vec<_>>();
         let balanced = vec![
             ("builtin:xiaomi-telemetry.txt".to_owned(), ListRole::Block),
             ("builtin:xiaomi-ads.txt".to_owned(), ListRole::Block),
@@ -154,10 +119,7 @@ mod tests {
         assert_eq!(names(Profile::Balanced), balanced);
         let mut strict = balanced;
         strict.push(("builtin:strict-extra.txt".to_owned(), ListRole::Block));
-        strict.push((
-            "builtin:alibaba-cloud-sg-ru.txt".to_owned(),
-            ListRole::Block,
-        ));
+        strict.push(("builtin:alibaba-cloud-sg-ru.txt".to_owned(), ListRole::Block));
         assert_eq!(names(Profile::Strict), strict);
     }
 
@@ -183,10 +145,7 @@ mod tests {
             }
             // A real subdomain may have its own exact rule, but not be blocked through the apex.
             if let Decision::Blocked(r) = policy.check_name(&format!("account.{apex}")) {
-                assert!(
-                    ![format!("||{apex}^"), format!("*.{apex}")].contains(&r.rule.to_string()),
-                    "{r}"
-                );
+                assert!(![format!("||{apex}^"), format!("*.{apex}")].contains(&r.rule.to_string()), "{r}");
             }
         }
     }
@@ -199,20 +158,12 @@ mod tests {
             }
             for (n, line) in source.text.lines().enumerate() {
                 parse_line(line, |rule| {
-                    if let Rule::Name {
-                        name,
-                        kind: NameKind::Subtree | NameKind::Subdomains,
-                        force_allow: false,
-                    } = rule
+                    if let Rule::Name { name, kind: NameKind::Subtree | NameKind::Subdomains, force_allow: false } =
+                        rule
                     {
                         for apex in APEXES {
                             let covers_apex = apex == name || apex.ends_with(&format!(".{name}"));
-                            assert!(
-                                !covers_apex,
-                                "{}:{}: suffix rule on {name} covers {apex}",
-                                source.name,
-                                n + 1
-                            );
+                            assert!(!covers_apex, "{}:{}: suffix rule on {name} covers {apex}", source.name, n + 1);
                         }
                     }
                 })

@@ -46,12 +46,7 @@ impl Header {
         }
         // NSCOUNT and ARCOUNT are not needed: those sections are never read.
         let mut r = Reader::new(msg, 0);
-        Ok(Header {
-            id: r.u16()?,
-            flags: r.u16()?,
-            qdcount: r.u16()?,
-            ancount: r.u16()?,
-        })
+        Ok(Header { id: r.u16()?, flags: r.u16()?, qdcount: r.u16()?, ancount: r.u16()? })
     }
 
     pub fn is_response(self) -> bool {
@@ -135,11 +130,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn question(&mut self) -> Result<Question, DnsError> {
-        Ok(Question {
-            name: self.name()?,
-            qtype: self.u16()?,
-            qclass: self.u16()?,
-        })
+        Ok(Question { name: self.name()?, qtype: self.u16()?, qclass: self.u16()? })
     }
 
     pub fn record(&mut self) -> Result<Record<'a>, DnsError> {
@@ -150,14 +141,7 @@ impl<'a> Reader<'a> {
         let rdlen = self.u16()?;
         let rdata_at = self.pos;
         let rdata = self.take(usize::from(rdlen))?;
-        Ok(Record {
-            name,
-            rtype,
-            class,
-            ttl,
-            rdata,
-            rdata_at,
-        })
+        Ok(Record { name, rtype, class, ttl, rdata, rdata_at })
     }
 }
 
@@ -187,9 +171,7 @@ pub(super) fn read_name(msg: &[u8], start: usize) -> Result<(String, usize), Dns
                 if label_len > MAX_LABEL_LEN || wire_len >= MAX_NAME_WIRE_LEN {
                     return Err(DnsError::Malformed);
                 }
-                let label = msg
-                    .get(pos + 1..pos + 1 + label_len)
-                    .ok_or(DnsError::Truncated)?;
+                let label = msg.get(pos + 1..pos + 1 + label_len).ok_or(DnsError::Truncated)?;
                 if !out.is_empty() {
                     out.push('.');
                 }
@@ -256,19 +238,13 @@ mod tests {
     #[test]
     fn plain_name_lowercased() {
         let m = msg_with(b"\x03WwW\x07Example\x03COM\x00rest");
-        assert_eq!(
-            read_name(&m, HEADER_LEN),
-            Ok(("www.example.com".to_string(), HEADER_LEN + 17))
-        );
+        assert_eq!(read_name(&m, HEADER_LEN), Ok(("www.example.com".to_string(), HEADER_LEN + 17)));
     }
 
     #[test]
     fn root_name_is_empty() {
         let m = msg_with(b"\x00");
-        assert_eq!(
-            read_name(&m, HEADER_LEN),
-            Ok((String::new(), HEADER_LEN + 1))
-        );
+        assert_eq!(read_name(&m, HEADER_LEN), Ok((String::new(), HEADER_LEN + 1)));
     }
 
     #[test]
@@ -307,17 +283,11 @@ mod tests {
         }
         body.push(0);
         // 4 * 64 + 1 = 257 > 255
-        assert_eq!(
-            read_name(&msg_with(&body), HEADER_LEN),
-            Err(DnsError::Malformed)
-        );
+        assert_eq!(read_name(&msg_with(&body), HEADER_LEN), Err(DnsError::Malformed));
         let mut label = vec![64u8];
         label.extend_from_slice(&[b'a'; 64]);
         label.push(0);
-        assert_eq!(
-            read_name(&msg_with(&label), HEADER_LEN),
-            Err(DnsError::Malformed)
-        );
+        assert_eq!(read_name(&msg_with(&label), HEADER_LEN), Err(DnsError::Malformed));
         // 3 * 64 + 62 + 1 = 255 is the longest allowed.
         let mut max = Vec::new();
         for _ in 0..3 {
@@ -332,34 +302,16 @@ mod tests {
 
     #[test]
     fn extended_label_types_are_refused() {
-        assert_eq!(
-            read_name(&msg_with(b"\x41a\x00"), HEADER_LEN),
-            Err(DnsError::Malformed)
-        );
-        assert_eq!(
-            read_name(&msg_with(b"\x81a\x00"), HEADER_LEN),
-            Err(DnsError::Malformed)
-        );
+        assert_eq!(read_name(&msg_with(b"\x41a\x00"), HEADER_LEN), Err(DnsError::Malformed));
+        assert_eq!(read_name(&msg_with(b"\x81a\x00"), HEADER_LEN), Err(DnsError::Malformed));
     }
 
     #[test]
     fn truncated_names() {
-        assert_eq!(
-            read_name(&msg_with(b"\x03ab"), HEADER_LEN),
-            Err(DnsError::Truncated)
-        );
-        assert_eq!(
-            read_name(&msg_with(b"\x03abc"), HEADER_LEN),
-            Err(DnsError::Truncated)
-        );
-        assert_eq!(
-            read_name(&msg_with(b"\xC0"), HEADER_LEN),
-            Err(DnsError::Truncated)
-        );
-        assert_eq!(
-            read_name(&msg_with(b""), HEADER_LEN),
-            Err(DnsError::Truncated)
-        );
+        assert_eq!(read_name(&msg_with(b"\x03ab"), HEADER_LEN), Err(DnsError::Truncated));
+        assert_eq!(read_name(&msg_with(b"\x03abc"), HEADER_LEN), Err(DnsError::Truncated));
+        assert_eq!(read_name(&msg_with(b"\xC0"), HEADER_LEN), Err(DnsError::Truncated));
+        assert_eq!(read_name(&msg_with(b""), HEADER_LEN), Err(DnsError::Truncated));
     }
 
     #[test]
@@ -374,9 +326,6 @@ mod tests {
         assert_eq!(r.pos(), m.len() - 4);
         // RDLENGTH beyond the end.
         let short = msg_with(b"\x01a\x00\x00\x01\x00\x01\x00\x00\x00\x3C\x00\x05\x0A\x00\x00\x01");
-        assert_eq!(
-            Reader::new(&short, HEADER_LEN).record(),
-            Err(DnsError::Truncated)
-        );
+        assert_eq!(Reader::new(&short, HEADER_LEN).record(), Err(DnsError::Truncated));
     }
 }

@@ -1,0 +1,47 @@
+//! Which lists make up the policy: a built-in profile plus the user's block and allow lists.
+
+use clap::{Args, ValueEnum};
+use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
+use std::path::PathBuf;
+
+/// The built-in profile to start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    /// Telemetry and ads; never breaks updates, Mi Account, push or Find My Device.
+    Balanced,
+    /// Balanced plus more aggressive lists and Alibaba Cloud Singapore/Russia ranges.
+    Strict,
+    /// No built-in lists: only the lists given on the command line.
+    None,
+}
+
+/// Policy options shared by `run` and `check`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Built-in profile.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Balanced)]
+    pub profile: ProfileArg,
+    /// Extra block list (hosts file, plain domains, AdBlock `||domain^`, `*.domain`, CIDRs). Repeatable.
+    #[arg(long = "blocklist", value_name = "PATH")]
+    pub blocklists: Vec<PathBuf>,
+    /// Extra allow list (same formats); allow rules win over every block rule. Repeatable.
+    #[arg(long = "allowlist", value_name = "PATH")]
+    pub allowlists: Vec<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// Reads and compiles every list; the error names the file and line.
+    pub fn compile(&self) -> Result<Policy, String> {
+        let mut sources = match self.profile {
+            ProfileArg::Balanced => Profile::Balanced.sources(),
+            ProfileArg::Strict => Profile::Strict.sources(),
+            ProfileArg::None => Vec::new(),
+        };
+        for (paths, role) in [(&self.blocklists, ListRole::Block), (&self.allowlists, ListRole::Allow)] {
+            for path in paths {
+                sources.push(ListSource::from_file(path, role).map_err(|e| e.to_string())?);
+            }
+        }
+        Policy::compile(&sources).map_err(|e| e.to_string())
+    }
+}

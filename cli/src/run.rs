@@ -1,0 +1,216 @@
+//! `hushwall run`: the engine on a Linux tun device.
+
+use crate::lists::PolicyArgs;
+use clap::{Args, ValueEnum};
+use hushwall_core::engine::EngineConfig;
+use hushwall_core::event::Event;
+use hushwall_core::inspect::dns::BlockAnswer;
+use hushwall_driver::platform::NoUids;
+use hushwall_driver::{Control, EventSink, Platform, Protector};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::SocketAddr;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Arguments of `hushwall run`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("device").required(true).args(["tun", "tun_fd"]))]
+pub struct RunArgs {
+    /// Create (or attach to) the tun device NAME in the current network namespace and bring it up.
+    #[arg(long, value_name = "NAME")]
+    tun: Option<String>,
+    /// Adopt an already-open tun file descriptor (what Android's VpnService hands over); it is closed on exit.
+    #[arg(long, value_name = "FD")]
+    tun_fd: Option<RawFd>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Resolver that allowed DNS queries are forwarded to.
+    #[arg(long, value_name = "IP:PORT", default_value = "1.1.1.1:53")]
+    dns_upstream: SocketAddr,
+    /// Write events as JSON Lines to PATH (`-` for standard output).
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
+    /// Report allowed flows and queries too, not only blocks.
+    #[arg(long)]
+    log_allowed: bool,
+    /// SO_MARK put on every upstream socket so policy routing keeps it out of the tun (0: none).
+    #[arg(long, value_name = "MARK", default_value = "0x6877", value_parser = parse_mark)]
+    fwmark: u32,
+    /// How blocked names are answered.
+    #[arg(long, value_enum, default_value_t = BlockAnswerArg::Nxdomain)]
+    block_answer: BlockAnswerArg,
+    /// MTU of the tun device.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..))]
+    mtu: u16,
+    /// Log more (repeat for even more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// How blocked names are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum BlockAnswerArg {
+    /// NXDOMAIN: the name does not exist.
+    Nxdomain,
+    /// 0.0.0.0 for A, :: for AAAA, no records for other types.
+    Unspecified,
+}
+
+fn parse_mark(text: &str) -> Result<u32, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("not a 32-bit mark: {e}"))
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub fn run(args: RunArgs) -> Result<(), String> {
+    init_logging(args.verbose);
+    let policy = Arc::new(args.policy.compile()?);
+    let stats = policy.stats();
+    log::info!("policy: {stats:?}");
+    let events: Box<dyn EventSink> = match &args.events {
+        Some(path) => Box::new(JsonLines::open(path)?),
+        None => Box::new(Discard),
+    };
+    let (device, name) = open_tun(&args)?;
+    let config = EngineConfig {
+        dns_upstream: args.dns_upstream,
+        block_answer: match args.block_answer {
+            BlockAnswerArg::Nxdomain => BlockAnswer::NxDomain,
+            BlockAnswerArg::Unspecified => BlockAnswer::Unspecified,
+        },
+        log_allowed: args.log_allowed,
+        mtu: usize::from(args.mtu),
+        random_seed: random_seed(),
+        ..EngineConfig::default()
+    };
+    let platform = Platform { protector: Box::new(Fwmark(args.fwmark)), uids: Box::new(NoUids), events };
+    let control = Control::new();
+    stop_on_signals(Arc::clone(&control))?;
+    eprintln!("hushwall: ready on {name}");
+    let stats =
+        hushwall_driver::run(device, config, policy, platform, control).map_err(|e| format!("engine stopped: {e}"))?;
+    eprintln!(
+        "hushwall: stopped; {} packets in, {} out, {} blocked, {} malformed",
+        stats.packets_in, stats.packets_out, stats.blocked, stats.malformed
+    );
+    Ok(())
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+}
+
+/// Opens the tun device by name or adopts the given descriptor.
+fn open_tun(args: &RunArgs) -> Result<(tun::Device, String), String> {
+    let mut config = tun::Configuration::default();
+    config.mtu(args.mtu);
+    let name = match (&args.tun, args.tun_fd) {
+        (Some(name), _) => {
+            config.tun_name(name).up();
+            name.clone()
+        }
+        (None, Some(fd)) => {
+            config.raw_fd(fd).close_fd_on_drop(true);
+            format!("fd {fd}")
+        }
+        (None, None) => return Err("give --tun NAME or --tun-fd FD".into()),
+    };
+    let device = tun::create(&config).map_err(|e| format!("cannot open tun device {name}: {e}"))?;
+    Ok((device, name))
+}
+
+/// A seed for initial sequence numbers and DNS ids that differs between runs.
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    match File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes)) {
+        Ok(()) => u64::from_ne_bytes(bytes),
+        Err(_) => u64::from(std::process::id()) ^ 0x6877_6877_6877_6877,
+    }
+}
+
+/// Stops the engine on the first SIGINT or SIGTERM.
+fn stop_on_signals(control: Arc<Control>) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot catch signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                control.stop();
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// Linux's stand-in for `VpnService.protect()`: marks the socket so an `ip rule fwmark` routes it around the tun.
+struct Fwmark(u32);
+
+impl Protector for Fwmark {
+    fn protect(&mut self, socket: BorrowedFd<'_>) -> bool {
+        if self.0 == 0 {
+            return true;
+        }
+        match socket2::SockRef::from(&socket).set_mark(self.0) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!("cannot set SO_MARK {:#x} (needs CAP_NET_ADMIN): {e}", self.0);
+                false
+            }
+        }
+    }
+}
+
+/// Writes events as JSON Lines, flushed after every batch.
+struct JsonLines(Box<dyn Write + Send>);
+
+impl JsonLines {
+    fn open(path: &PathBuf) -> Result<Self, String> {
+        if path.as_os_str() == "-" {
+            return Ok(JsonLines(Box::new(io::stdout())));
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open events file {}: {e}", path.display()))?;
+        Ok(JsonLines(Box::new(BufWriter::new(file))))
+    }
+}
+
+impl EventSink for JsonLines {
+    fn deliver(&mut self, events: &[Event]) {
+        for event in events {
+            match serde_json::to_string(event) {
+                Ok(line) => {
+                    if let Err(e) = writeln!(self.0, "{line}") {
+                        log::warn!("cannot write event: {e}");
+                    }
+                }
+                Err(e) => log::warn!("cannot encode event: {e}"),
+            }
+        }
+        if let Err(e) = self.0.flush() {
+            log::warn!("cannot flush events: {e}");
+        }
+    }
+}
+
+/// Drops events (no `--events`).
+struct Discard;
+
+impl EventSink for Discard {
+    fn deliver(&mut self, _: &[Event]) {}
+}

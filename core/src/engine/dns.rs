@@ -1,0 +1,275 @@
+//! DNS interception: every query on port 53 (UDP or TCP, whatever address the phone sent it to) is answered here.
+//!
+//! Blocked names get an immediate answer (NXDOMAIN or 0.0.0.0/::), never a silent drop, which would make apps
+//! retry for minutes. Other queries go to the configured upstream through one protected UDP socket, under ids
+//! of the forwarder's own (so queries from different clients cannot collide). Answers are checked for blocked
+//! names hidden behind CNAMEs and recorded in the IP→names cache that later judges connections.
+
+use super::tcp::Phase;
+use super::timers::Timer;
+use super::{Engine, FlowId, Upstream};
+use crate::event::Protocol;
+use crate::inspect::dns::{self, DnsQuery};
+use crate::verdict::Reason;
+use smoltcp::socket::tcp::Socket;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// At most this many forwarded queries wait for answers; more are answered SERVFAIL at once.
+const MAX_PENDING: usize = 4096;
+/// Largest DNS message over TCP (two-byte length prefix).
+const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
+
+/// How an answer gets back to the phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DnsClient {
+    /// A UDP query: answer from `server` (the address the phone asked) to `client`.
+    Udp { client: SocketAddr, server: SocketAddr },
+    /// A query on a DNS-over-TCP flow.
+    Tcp(FlowId),
+}
+
+/// A forwarded query awaiting its answer.
+#[derive(Debug)]
+struct Pending {
+    via: DnsClient,
+    client: SocketAddr,
+    server: SocketAddr,
+    /// The phone's query as sent (its id included), to build refusals and SERVFAIL from.
+    query: Vec<u8>,
+    question: String,
+    deadline: Instant,
+}
+
+/// The upstream side of DNS: one socket, id mapping, pending queries.
+#[derive(Debug)]
+pub(crate) struct DnsForwarder {
+    upstream: SocketAddr,
+    flow: FlowId,
+    open: bool,
+    pending: HashMap<u16, Pending>,
+    rng: u64,
+}
+
+impl DnsForwarder {
+    /// A forwarder to `upstream` using flow id `flow` for its socket.
+    pub(crate) fn new(upstream: SocketAddr, flow: FlowId, seed: u64) -> Self {
+        DnsForwarder { upstream, flow, open: false, pending: HashMap::new(), rng: seed | 1 }
+    }
+
+    /// The flow id of the upstream DNS socket.
+    pub(crate) fn flow(&self) -> FlowId {
+        self.flow
+    }
+
+    /// An unused query id, unpredictable to off-path spoofers (xorshift64*).
+    fn next_id(&mut self) -> u16 {
+        loop {
+            self.rng ^= self.rng >> 12;
+            self.rng ^= self.rng << 25;
+            self.rng ^= self.rng >> 27;
+            let id = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 48) as u16;
+            if !self.pending.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// A UDP datagram to port 53.
+    pub(super) fn on_dns_datagram(
+        &mut self,
+        now: Instant,
+        client: SocketAddr,
+        server: SocketAddr,
+        payload: &[u8],
+        up: &mut impl Upstream,
+    ) {
+        self.dns_query(now, DnsClient::Udp { client, server }, client, server, payload, up);
+    }
+
+    /// Answers a blocked query at once or forwards it upstream.
+    fn dns_query(
+        &mut self,
+        now: Instant,
+        via: DnsClient,
+        client: SocketAddr,
+        server: SocketAddr,
+        msg: &[u8],
+        up: &mut impl Upstream,
+    ) {
+        self.stats.dns_queries += 1;
+        let Ok(DnsQuery { name, .. }) = dns::parse_query(msg) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let verdict = self.name_verdict(&name, Reason::DnsQuery);
+        self.report(now, Protocol::Dns, client, server, Some(&name), &verdict);
+        if verdict.is_block() {
+            self.answer_blocked(via, msg);
+            return;
+        }
+        let pending = Pending {
+            via,
+            client,
+            server,
+            query: msg.to_vec(),
+            question: name,
+            deadline: now + self.config.dns_timeout,
+        };
+        self.forward_query(pending, up);
+    }
+
+    /// Sends a query upstream and remembers it; answers SERVFAIL at once if that cannot be done.
+    fn forward_query(&mut self, pending: Pending, up: &mut impl Upstream) {
+        match self.send_upstream(&pending.query, up) {
+            Some(id) => {
+                self.timers.arm(pending.deadline, Timer::Dns(id));
+                self.dns.pending.insert(id, pending);
+            }
+            None => self.answer_servfail(pending.via, &pending.query),
+        }
+    }
+
+    /// Sends `query` to the upstream resolver under a fresh id, opening the socket if needed; the id used.
+    fn send_upstream(&mut self, query: &[u8], up: &mut impl Upstream) -> Option<u16> {
+        if self.dns.pending.len() >= MAX_PENDING {
+            return None;
+        }
+        if !self.dns.open {
+            if up.udp_open(self.dns.flow, self.dns.upstream).is_err() {
+                self.stats.upstream_errors += 1;
+                return None;
+            }
+            self.dns.open = true;
+        }
+        let id = self.dns.next_id();
+        let mut forwarded = query.to_vec();
+        if dns::set_id(&mut forwarded, id).is_err() || up.udp_send(self.dns.flow, &forwarded).is_err() {
+            self.stats.upstream_errors += 1;
+            return None;
+        }
+        Some(id)
+    }
+
+    /// An answer from the upstream resolver.
+    pub(super) fn on_dns_answer(&mut self, now: Instant, data: &[u8]) {
+        let Some(pending) = dns::message_id(data).and_then(|id| self.dns.pending.remove(&id)) else {
+            // Late (already timed out) or not an answer to us.
+            self.stats.dropped += 1;
+            return;
+        };
+        let Ok(answer) = dns::parse_response(data) else {
+            self.stats.malformed += 1;
+            self.answer_servfail(pending.via, &pending.query);
+            return;
+        };
+        // A blocked name hiding behind a CNAME of an allowed one ("CNAME cloaking").
+        let cloaked = answer.chain_names().into_iter().skip(1).find_map(|name| {
+            let verdict = self.name_verdict(name, Reason::DnsCname);
+            verdict.is_block().then(|| (name.to_owned(), verdict))
+        });
+        if let Some((name, verdict)) = cloaked {
+            self.report(now, Protocol::Dns, pending.client, pending.server, Some(&name), &verdict);
+            self.answer_blocked(pending.via, &pending.query);
+            return;
+        }
+        self.dns_cache.record(&answer, now);
+        let mut out = data.to_vec();
+        match dns::message_id(&pending.query) {
+            Some(id) if dns::set_id(&mut out, id).is_ok() => self.deliver_dns(pending.via, &out),
+            _ => self.stats.malformed += 1,
+        }
+        log::trace!("dns {} answered", pending.question);
+    }
+
+    /// A forwarded query's deadline passed: SERVFAIL, so the phone gives up quickly instead of hanging.
+    pub(super) fn on_dns_deadline(&mut self, now: Instant, id: u16) {
+        let due = self.dns.pending.get(&id).is_some_and(|p| p.deadline <= now);
+        if let Some(pending) = due.then(|| self.dns.pending.remove(&id)).flatten() {
+            self.answer_servfail(pending.via, &pending.query);
+        }
+    }
+
+    /// The upstream socket failed: every waiting query gets SERVFAIL now, and the socket is reopened next time.
+    pub(super) fn fail_all_dns(&mut self, _now: Instant) {
+        self.dns.open = false;
+        let pending: Vec<Pending> = self.dns.pending.drain().map(|(_, p)| p).collect();
+        for p in pending {
+            self.answer_servfail(p.via, &p.query);
+        }
+    }
+
+    fn answer_blocked(&mut self, via: DnsClient, query: &[u8]) {
+        match dns::blocked_response(query, self.config.block_answer) {
+            Ok(answer) => self.deliver_dns(via, &answer),
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    fn answer_servfail(&mut self, via: DnsClient, query: &[u8]) {
+        match dns::servfail_response(query) {
+            Ok(answer) => self.deliver_dns(via, &answer),
+            Err(_) => self.stats.malformed += 1,
+        }
+    }
+
+    /// Sends a DNS message to the phone the way its query came.
+    fn deliver_dns(&mut self, via: DnsClient, msg: &[u8]) {
+        match via {
+            DnsClient::Udp { client, server } => self.send_udp_to_client(server, client, msg),
+            DnsClient::Tcp(id) => {
+                let Some(flow) = self.tcp.get_mut(&id) else {
+                    return;
+                };
+                if let Phase::Dns { pending } = &mut flow.phase {
+                    *pending = pending.saturating_sub(1);
+                }
+                let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+                let framed_len = msg.len() + 2;
+                let fits = socket.send_capacity() - socket.send_queue() >= framed_len;
+                let Ok(len) = u16::try_from(msg.len()) else {
+                    return;
+                };
+                if fits && socket.send_slice(&len.to_be_bytes()).is_ok() && socket.send_slice(msg).is_ok() {
+                    self.touched.push(id);
+                } else {
+                    self.stats.dropped += 1;
+                }
+            }
+        }
+    }
+
+    /// Reads complete length-prefixed queries from a DNS-over-TCP flow and handles each.
+    pub(super) fn serve_dns_over_tcp(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+        loop {
+            let Some(flow) = self.tcp.get_mut(&id) else {
+                return;
+            };
+            let (client, server) = (flow.client, flow.server);
+            let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+            let mut prefix = [0u8; 2];
+            let have = socket.recv_queue();
+            if have < 2 || socket.peek_slice(&mut prefix).unwrap_or(0) < 2 {
+                if !socket.may_recv() && have == 0 && flow.phase == (Phase::Dns { pending: 0 }) {
+                    socket.close();
+                }
+                return;
+            }
+            let len = usize::from(u16::from_be_bytes(prefix));
+            if have < 2 + len || len > MAX_TCP_MESSAGE {
+                return;
+            }
+            let mut msg = vec![0u8; 2 + len];
+            if socket.recv_slice(&mut msg).unwrap_or(0) != msg.len() {
+                return;
+            }
+            if let Phase::Dns { pending } = &mut flow.phase {
+                *pending = pending.saturating_add(1);
+            }
+            self.dns_query(now, DnsClient::Tcp(id), client, server, msg.get(2..).unwrap_or_default(), up);
+        }
+    }
+}

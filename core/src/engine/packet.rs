@@ -1,0 +1,142 @@
+//! A checked, zero-copy summary of one IP packet read from the tun device.
+//!
+//! Parsing uses `etherparse`'s strict slicer: lengths are validated before any field is read, so nothing here can
+//! panic, and anything that does not parse is reported as malformed for the caller to drop and count.
+
+use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
+use std::net::IpAddr;
+
+/// The transport part of a packet, reduced to what the engine decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport<'a> {
+    /// A TCP segment.
+    Tcp(TcpSummary),
+    /// A UDP datagram and its payload.
+    Udp { src_port: u16, dst_port: u16, payload: &'a [u8] },
+    /// An ICMP or ICMPv6 echo request.
+    EchoRequest,
+    /// Anything else (other ICMP types, other IP protocols, non-first fragments).
+    Other,
+}
+
+/// The TCP header fields the engine needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TcpSummary {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack_num: u32,
+    pub syn: bool,
+    pub ack: bool,
+    pub rst: bool,
+    pub fin: bool,
+    pub payload_len: usize,
+}
+
+impl TcpSummary {
+    /// A connection-opening segment: SYN without ACK or RST.
+    pub fn is_initial_syn(&self) -> bool {
+        self.syn && !self.ack && !self.rst
+    }
+}
+
+/// One parsed IP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IpPacket<'a> {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub transport: Transport<'a>,
+}
+
+/// Why a packet could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed;
+
+/// Parses one IPv4 or IPv6 packet.
+pub(crate) fn parse(packet: &[u8]) -> Result<IpPacket<'_>, Malformed> {
+    let sliced = SlicedPacket::from_ip(packet).map_err(|_| Malformed)?;
+    let (src, dst) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => (IpAddr::V4(v4.header().source_addr()), IpAddr::V4(v4.header().destination_addr())),
+        Some(NetSlice::Ipv6(v6)) => (IpAddr::V6(v6.header().source_addr()), IpAddr::V6(v6.header().destination_addr())),
+        _ => return Err(Malformed),
+    };
+    let transport = match &sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => Transport::Tcp(TcpSummary {
+            src_port: tcp.source_port(),
+            dst_port: tcp.destination_port(),
+            seq: tcp.sequence_number(),
+            ack_num: tcp.acknowledgment_number(),
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            rst: tcp.rst(),
+            fin: tcp.fin(),
+            payload_len: tcp.payload().len(),
+        }),
+        Some(TransportSlice::Udp(udp)) => {
+            Transport::Udp { src_port: udp.source_port(), dst_port: udp.destination_port(), payload: udp.payload() }
+        }
+        Some(TransportSlice::Icmpv4(icmp)) if matches!(icmp.icmp_type(), Icmpv4Type::EchoRequest(_)) => {
+            Transport::EchoRequest
+        }
+        Some(TransportSlice::Icmpv6(icmp)) if matches!(icmp.icmp_type(), Icmpv6Type::EchoRequest(_)) => {
+            Transport::EchoRequest
+        }
+        _ => Transport::Other,
+    };
+    Ok(IpPacket { src, dst, transport })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn build(builder: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).expect("test packet builds");
+        out
+    }
+
+    #[test]
+    fn parses_udp_v4() {
+        let pkt = build(PacketBuilder::ipv4([10, 0, 0, 1], [198, 18, 0, 1], 64).udp(5000, 53), b"hi");
+        let p = parse(&pkt).expect("parses");
+        assert_eq!(p.src, IpAddr::from([10, 0, 0, 1]));
+        assert_eq!(p.transport, Transport::Udp { src_port: 5000, dst_port: 53, payload: b"hi" });
+        assert_eq!(p.dst, IpAddr::from([198, 18, 0, 1]));
+    }
+
+    #[test]
+    fn parses_tcp_syn_v6() {
+        let mut pkt = Vec::new();
+        PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+            .tcp(40000, 443, 7, 1024)
+            .syn()
+            .write(&mut pkt, &[])
+            .expect("builds");
+        let p = parse(&pkt).expect("parses");
+        match p.transport {
+            Transport::Tcp(t) => {
+                assert!(t.is_initial_syn());
+                assert_eq!((t.src_port, t.dst_port, t.seq), (40000, 443, 7));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_truncated_and_garbage() {
+        let pkt = build(PacketBuilder::ipv4([10, 0, 0, 1], [198, 18, 0, 1], 64).udp(5000, 53), b"hello");
+        for len in 0..pkt.len() - 5 {
+            assert_eq!(parse(&pkt[..len]), Err(Malformed), "prefix of {len} bytes");
+        }
+        assert_eq!(parse(&[0xff; 40]), Err(Malformed));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..1600)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

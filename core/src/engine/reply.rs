@@ -1,0 +1,167 @@
+//! Packets the engine writes to the tun on its own behalf: TCP resets, ICMP errors and UDP datagrams.
+//!
+//! Every builder writes a complete IP packet into the caller's buffer (cleared first) with valid checksums.
+
+use super::packet::TcpSummary;
+use etherparse::{icmpv4, icmpv6, Icmpv4Type, Icmpv6Type, PacketBuilder};
+use std::net::{IpAddr, SocketAddr};
+
+/// Hop limit of packets we originate.
+const TTL: u8 = 64;
+/// How much of the offending packet an ICMPv4 error quotes (RFC 1812 §4.3.2.3: as much as fits in 576 bytes).
+const ICMPV4_QUOTE_MAX: usize = 576 - 20 - 8;
+/// How much of the offending packet an ICMPv6 error quotes (RFC 4443 §2.4: the error must fit the minimum MTU).
+const ICMPV6_QUOTE_MAX: usize = 1280 - 40 - 8;
+
+/// Why an ICMP destination-unreachable error is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unreachable {
+    /// The port is closed to this flow (blocked UDP): applications see `ECONNREFUSED`.
+    Port,
+    /// Administratively prohibited (refused ICMP echo).
+    Prohibited,
+}
+
+/// A RST answering `seg` (sent by `client` to `server`), as RFC 9293 §3.10.7.1 prescribes for a closed port.
+pub(crate) fn tcp_reset(out: &mut Vec<u8>, client: SocketAddr, server: SocketAddr, seg: &TcpSummary) -> bool {
+    let base = match ip_pair(server.ip(), client.ip()) {
+        Some(b) => b,
+        None => return false,
+    };
+    let builder = if seg.ack {
+        base.tcp(server.port(), client.port(), seg.ack_num, 0).rst()
+    } else {
+        let seg_len = seg.payload_len as u32 + u32::from(seg.syn) + u32::from(seg.fin);
+        base.tcp(server.port(), client.port(), 0, 0).rst().ack(seg.seq.wrapping_add(seg_len))
+    };
+    out.clear();
+    builder.write(out, &[]).is_ok()
+}
+
+/// A UDP datagram from `from` to `to`.
+pub(crate) fn udp_datagram(out: &mut Vec<u8>, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> bool {
+    let base = match ip_pair(from.ip(), to.ip()) {
+        Some(b) => b,
+        None => return false,
+    };
+    out.clear();
+    base.udp(from.port(), to.port()).write(out, payload).is_ok()
+}
+
+/// An ICMP/ICMPv6 destination-unreachable error about `offending` (a packet from `client` to `server`),
+/// sent from `server` so the client's socket sees it as the destination's answer.
+pub(crate) fn icmp_unreachable(
+    out: &mut Vec<u8>,
+    server: IpAddr,
+    client: IpAddr,
+    offending: &[u8],
+    why: Unreachable,
+) -> bool {
+    out.clear();
+    match (server, client) {
+        (IpAddr::V4(s), IpAddr::V4(c)) => {
+            let header = match why {
+                Unreachable::Port => icmpv4::DestUnreachableHeader::Port,
+                Unreachable::Prohibited => icmpv4::DestUnreachableHeader::HostProhibited,
+            };
+            let quote = &offending[..offending.len().min(ICMPV4_QUOTE_MAX)];
+            PacketBuilder::ipv4(s.octets(), c.octets(), TTL)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
+                .write(out, quote)
+                .is_ok()
+        }
+        (IpAddr::V6(s), IpAddr::V6(c)) => {
+            let code = match why {
+                Unreachable::Port => icmpv6::DestUnreachableCode::Port,
+                Unreachable::Prohibited => icmpv6::DestUnreachableCode::Prohibited,
+            };
+            let quote = &offending[..offending.len().min(ICMPV6_QUOTE_MAX)];
+            PacketBuilder::ipv6(s.octets(), c.octets(), TTL)
+                .icmpv6(Icmpv6Type::DestinationUnreachable(code))
+                .write(out, quote)
+                .is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// The IP layer of a packet from `src` to `dst`, if both are the same family.
+fn ip_pair(src: IpAddr, dst: IpAddr) -> Option<etherparse::PacketBuilderStep<etherparse::IpHeaders>> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => Some(PacketBuilder::ipv4(s.octets(), d.octets(), TTL)),
+        (IpAddr::V6(s), IpAddr::V6(d)) => Some(PacketBuilder::ipv6(s.octets(), d.octets(), TTL)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::packet::{parse, Transport};
+    use super::*;
+
+    fn syn(seq: u32) -> TcpSummary {
+        TcpSummary {
+            src_port: 40000,
+            dst_port: 443,
+            seq,
+            ack_num: 0,
+            syn: true,
+            ack: false,
+            rst: false,
+            fin: false,
+            payload_len: 0,
+        }
+    }
+
+    #[test]
+    fn reset_answers_syn_with_ack_of_seq_plus_one() {
+        let client: SocketAddr = "10.111.0.1:40000".parse().expect("addr");
+        let server: SocketAddr = "198.18.1.2:443".parse().expect("addr");
+        let mut out = Vec::new();
+        assert!(tcp_reset(&mut out, client, server, &syn(u32::MAX)));
+        let p = parse(&out).expect("valid packet");
+        assert_eq!((p.src, p.dst), (server.ip(), client.ip()));
+        match p.transport {
+            Transport::Tcp(t) => {
+                assert!(t.rst && t.ack);
+                assert_eq!(t.seq, 0);
+                assert_eq!(t.ack_num, 0, "seq wraps");
+                assert_eq!((t.src_port, t.dst_port), (443, 40000));
+            }
+            other => panic!("not tcp: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reset_answers_ack_with_its_ack_number() {
+        let client: SocketAddr = "[fd00::1]:40000".parse().expect("addr");
+        let server: SocketAddr = "[fd00::2]:80".parse().expect("addr");
+        let seg = TcpSummary { syn: false, ack: true, ack_num: 1234, ..syn(9) };
+        let mut out = Vec::new();
+        assert!(tcp_reset(&mut out, client, server, &seg));
+        match parse(&out).expect("valid").transport {
+            Transport::Tcp(t) => assert!(t.rst && !t.ack && t.seq == 1234),
+            other => panic!("not tcp: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn udp_and_icmp_round_trip() {
+        let a: SocketAddr = "198.18.1.1:7".parse().expect("addr");
+        let b: SocketAddr = "10.111.0.1:5555".parse().expect("addr");
+        let mut dgram = Vec::new();
+        assert!(udp_datagram(&mut dgram, a, b, b"echo"));
+        let p = parse(&dgram).expect("valid");
+        assert_eq!(p.transport, Transport::Udp { src_port: 7, dst_port: 5555, payload: b"echo" });
+        let mut icmp = Vec::new();
+        assert!(icmp_unreachable(&mut icmp, b.ip(), a.ip(), &dgram, Unreachable::Port));
+        let sliced = etherparse::SlicedPacket::from_ip(&icmp).expect("valid icmp");
+        match sliced.transport {
+            Some(etherparse::TransportSlice::Icmpv4(i)) => {
+                assert_eq!(i.icmp_type(), Icmpv4Type::DestinationUnreachable(icmpv4::DestUnreachableHeader::Port))
+            }
+            other => panic!("not icmp: {other:?}"),
+        }
+        assert!(!udp_datagram(&mut dgram, a, "[::1]:1".parse().expect("addr"), b"x"), "mixed families refused");
+    }
+}

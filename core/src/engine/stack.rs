@@ -1,0 +1,181 @@
+//! The smoltcp side of the engine: an in-memory `phy::Device` between the tun and smoltcp, and the interface
+//! that terminates every TCP connection the phone opens (AnyIP, so it answers for every destination).
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv6Address};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// At most this many spare packet buffers are kept for reuse in each direction.
+const POOL_MAX: usize = 512;
+
+/// Packet queues between the tun and smoltcp, with buffer pools so the steady state allocates nothing.
+pub(crate) struct QueueDevice {
+    /// Packets from the tun waiting for smoltcp.
+    rx: VecDeque<Vec<u8>>,
+    /// Packets for the tun (from smoltcp and from the engine's own replies).
+    pub(crate) out: VecDeque<Vec<u8>>,
+    rx_pool: Vec<Vec<u8>>,
+    pub(crate) tx_pool: Vec<Vec<u8>>,
+    mtu: usize,
+}
+
+impl QueueDevice {
+    fn new(mtu: usize) -> Self {
+        QueueDevice { rx: VecDeque::new(), out: VecDeque::new(), rx_pool: Vec::new(), tx_pool: Vec::new(), mtu }
+    }
+
+    /// A cleared buffer for a packet to the tun.
+    pub(crate) fn take_out_buffer(&mut self) -> Vec<u8> {
+        self.tx_pool.pop().unwrap_or_else(|| Vec::with_capacity(self.mtu))
+    }
+
+    /// Returns a written-out buffer to the pool.
+    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.tx_pool.len() < POOL_MAX {
+            buf.clear();
+            self.tx_pool.push(buf);
+        }
+    }
+}
+
+/// Hands one queued tun packet to smoltcp.
+pub(crate) struct QueueRxToken<'a> {
+    buf: Vec<u8>,
+    pool: &'a mut Vec<Vec<u8>>,
+}
+
+impl RxToken for QueueRxToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let result = f(&self.buf);
+        if self.pool.len() < POOL_MAX {
+            let mut buf = self.buf;
+            buf.clear();
+            self.pool.push(buf);
+        }
+        result
+    }
+}
+
+/// Lets smoltcp write one packet for the tun.
+pub(crate) struct QueueTxToken<'a> {
+    out: &'a mut VecDeque<Vec<u8>>,
+    pool: &'a mut Vec<Vec<u8>>,
+}
+
+impl TxToken for QueueTxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.resize(len, 0);
+        let result = f(&mut buf);
+        self.out.push_back(buf);
+        result
+    }
+}
+
+impl Device for QueueDevice {
+    type RxToken<'a> = QueueRxToken<'a>;
+    type TxToken<'a> = QueueTxToken<'a>;
+
+    fn receive(&mut self, _: SmolInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let buf = self.rx.pop_front()?;
+        Some((
+            QueueRxToken { buf, pool: &mut self.rx_pool },
+            QueueTxToken { out: &mut self.out, pool: &mut self.tx_pool },
+        ))
+    }
+
+    fn transmit(&mut self, _: SmolInstant) -> Option<Self::TxToken<'_>> {
+        Some(QueueTxToken { out: &mut self.out, pool: &mut self.tx_pool })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}
+
+/// smoltcp's interface, its sockets and the device, plus the clock conversion.
+pub(crate) struct Stack {
+    iface: Interface,
+    pub(crate) sockets: SocketSet<'static>,
+    pub(crate) device: QueueDevice,
+    epoch: Instant,
+}
+
+impl Stack {
+    /// An interface that accepts traffic for any address (`0.0.0.1/0`, `::1/0`, AnyIP).
+    pub(crate) fn new(mtu: usize, seed: u64, now: Instant) -> Self {
+        let mut device = QueueDevice::new(mtu);
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut device, SmolInstant::ZERO);
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|addrs| {
+            // Two addresses always fit in smoltcp's fixed-size address list.
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::new(0, 0, 0, 1)), 0));
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(Ipv6Address::LOCALHOST), 0));
+        });
+        // The route table has room for these two defaults; a failure would only mean a full table.
+        let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(0, 0, 0, 1));
+        let _ = iface.routes_mut().add_default_ipv6_route(Ipv6Address::LOCALHOST);
+        Stack { iface, sockets: SocketSet::new(Vec::new()), device, epoch: now }
+    }
+
+    fn smol_now(&self, now: Instant) -> SmolInstant {
+        let micros = now.saturating_duration_since(self.epoch).as_micros();
+        SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+
+    /// Queues a packet from the tun for smoltcp (copied into a pooled buffer).
+    pub(crate) fn enqueue(&mut self, packet: &[u8]) {
+        let mut buf = self.device.rx_pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.device.rx.push_back(buf);
+    }
+
+    /// Lets smoltcp process queued packets and timers and emit what it has to send.
+    pub(crate) fn poll(&mut self, now: Instant) {
+        let now = self.smol_now(now);
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+    }
+
+    /// When smoltcp next needs [`Stack::poll`], if ever.
+    pub(crate) fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let at = self.iface.poll_at(self.smol_now(now), &self.sockets)?;
+        let micros = u64::try_from(at.total_micros()).unwrap_or(0);
+        Some(self.epoch + Duration::from_micros(micros))
+    }
+
+    /// Adds a socket listening on `local` (the phone's original destination) and returns its handle.
+    pub(crate) fn listen(&mut self, local: SocketAddr, buffer_size: usize, hold_synack: bool) -> Option<SocketHandle> {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; buffer_size]),
+            tcp::SocketBuffer::new(vec![0; buffer_size]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        socket.pause_synack(hold_synack);
+        let endpoint = IpListenEndpoint { addr: Some(local.ip().into()), port: local.port() };
+        socket.listen(endpoint).ok()?;
+        Some(self.sockets.add(socket))
+    }
+
+    /// The TCP socket behind `handle`.
+    pub(crate) fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(handle)
+    }
+
+    /// Removes a socket (its buffers are freed).
+    pub(crate) fn remove(&mut self, handle: SocketHandle) {
+        self.sockets.remove(handle);
+    }
+}

@@ -1,0 +1,432 @@
+//! Engine tests without any device: a smoltcp "phone" and the engine exchange packets in memory on a virtual
+//! clock (in the style of quinn-proto's `Pair`), and a fake upstream records what the engine asks of the network.
+
+use super::*;
+use crate::inspect::dns::BlockAnswer;
+use crate::policy::{ListRole, ListSource};
+use etherparse::PacketBuilder;
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use std::collections::{HashMap, HashSet};
+
+const PHONE: [u8; 4] = [10, 111, 0, 1];
+const NORMAL: [u8; 4] = [198, 18, 1, 1];
+const TELEMETRY: [u8; 4] = [198, 18, 1, 2];
+const BLOCKED_NET: [u8; 4] = [198, 19, 0, 10];
+const LIST: &str = "||tracking.intl.miui.com^\nsa.api.intl.miui.com\n198.19.0.0/24\n";
+
+/// What the engine asked of the network, and what the network will answer.
+#[derive(Default)]
+struct FakeUpstream {
+    connects: Vec<(FlowId, SocketAddr)>,
+    written: HashMap<FlowId, Vec<u8>>,
+    to_read: HashMap<FlowId, Vec<u8>>,
+    eof: HashSet<FlowId>,
+    shutdowns: Vec<FlowId>,
+    closed: Vec<(FlowId, bool)>,
+    udp_opened: Vec<(FlowId, SocketAddr)>,
+    udp_sent: Vec<(FlowId, Vec<u8>)>,
+}
+
+impl Upstream for FakeUpstream {
+    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.connects.push((flow, dst));
+        Ok(())
+    }
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
+        self.written.entry(flow).or_default().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        let pending = self.to_read.entry(flow).or_default();
+        if pending.is_empty() {
+            return if self.eof.contains(&flow) { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = pending.len().min(buf.len());
+        buf[..n].copy_from_slice(&pending[..n]);
+        pending.drain(..n);
+        Ok(n)
+    }
+    fn tcp_shutdown_write(&mut self, flow: FlowId) {
+        self.shutdowns.push(flow);
+    }
+    fn tcp_close(&mut self, flow: FlowId, reset: bool) {
+        self.closed.push((flow, reset));
+    }
+    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.udp_opened.push((flow, dst));
+        Ok(())
+    }
+    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
+        self.udp_sent.push((flow, data.to_vec()));
+        Ok(())
+    }
+    fn udp_close(&mut self, _: FlowId) {}
+}
+
+/// The phone's side of the tun: packets it sent, packets it will receive.
+#[derive(Default)]
+struct Wire {
+    to_phone: VecDeque<Vec<u8>>,
+    from_phone: VecDeque<Vec<u8>>,
+}
+
+struct PhoneRx(Vec<u8>);
+struct PhoneTx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for PhoneRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for PhoneTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for Wire {
+    type RxToken<'a> = PhoneRx;
+    type TxToken<'a> = PhoneTx<'a>;
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(PhoneRx, PhoneTx<'_>)> {
+        let p = self.to_phone.pop_front()?;
+        Some((PhoneRx(p), PhoneTx(&mut self.from_phone)))
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<PhoneTx<'_>> {
+        Some(PhoneTx(&mut self.from_phone))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = 1500;
+        caps
+    }
+}
+
+/// A phone (smoltcp) wired to an engine, on a virtual clock.
+struct Pair {
+    engine: Engine,
+    up: FakeUpstream,
+    phone: Interface,
+    sockets: SocketSet<'static>,
+    wire: Wire,
+    start: Instant,
+    now: Instant,
+    next_port: u16,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let source = ListSource { name: "test.txt".into(), role: ListRole::Block, text: LIST.into() };
+        let policy = Policy::compile(&[source]).expect("test list compiles");
+        let now = Instant::now();
+        let config = EngineConfig { dns_upstream: "198.18.0.1:53".parse().expect("addr"), ..EngineConfig::default() };
+        let mut wire = Wire::default();
+        let mut phone = Interface::new(Config::new(HardwareAddress::Ip), &mut wire, smoltcp::time::Instant::ZERO);
+        phone.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::v4(10, 111, 0, 1), 32));
+        });
+        let _ = phone.routes_mut().add_default_ipv4_route(Ipv4Address::new(10, 111, 0, 1));
+        Pair {
+            engine: Engine::new(config, Arc::new(policy), now, 1_700_000_000_000),
+            up: FakeUpstream::default(),
+            phone,
+            sockets: SocketSet::new(Vec::new()),
+            wire,
+            start: now,
+            now,
+            next_port: 40000,
+        }
+    }
+
+    /// Moves packets both ways until nothing moves, advancing the clock 1 ms per round (at most 200 rounds).
+    fn drive(&mut self) {
+        for _ in 0..200 {
+            let t = smoltcp::time::Instant::from_micros((self.now - self.start).as_micros() as i64);
+            self.phone.poll(t, &mut self.wire, &mut self.sockets);
+            let sent: Vec<Vec<u8>> = self.wire.from_phone.drain(..).collect();
+            for p in &sent {
+                self.engine.handle_tun_packet(self.now, p, &mut self.up);
+            }
+            self.engine.handle_timeout(self.now, &mut self.up);
+            let wire = &mut self.wire;
+            self.engine.drain_tun(|p| {
+                wire.to_phone.push_back(p.to_vec());
+                Ok(())
+            });
+            if sent.is_empty() && self.wire.to_phone.is_empty() {
+                return;
+            }
+            self.now += Duration::from_millis(1);
+        }
+        panic!("no quiescence after 200 rounds (livelock?)");
+    }
+
+    /// Lets `d` pass on the virtual clock, running timers.
+    fn wait(&mut self, d: Duration) {
+        self.now += d;
+        self.engine.handle_timeout(self.now, &mut self.up);
+        self.drive();
+    }
+
+    fn connect(&mut self, dst: [u8; 4], port: u16) -> SocketHandle {
+        let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]));
+        self.next_port += 1;
+        s.connect(self.phone.context(), (IpAddress::from(Ipv4Address::from(dst)), port), self.next_port)
+            .expect("connect starts");
+        let h = self.sockets.add(s);
+        self.drive();
+        h
+    }
+
+    fn phone_tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+
+    /// Sends a UDP datagram from the phone straight into the engine.
+    fn udp(&mut self, dst: [u8; 4], dst_port: u16, payload: &[u8]) {
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, dst_port).write(&mut p, payload).expect("builds");
+        self.engine.handle_tun_packet(self.now, &p, &mut self.up);
+        self.engine.poll(self.now, &mut self.up);
+    }
+
+    /// Packets the engine sent that the phone's smoltcp did not consume (UDP, ICMP).
+    fn take_out(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        self.engine.drain_tun(|p| {
+            out.push(p.to_vec());
+            Ok(())
+        });
+        out
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.engine.poll_event()).collect()
+    }
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn udp_payload(packet: &[u8]) -> Vec<u8> {
+    match packet::parse(packet).expect("valid").transport {
+        Transport::Udp { payload, .. } => payload.to_vec(),
+        other => panic!("not udp: {other:?}"),
+    }
+}
+
+#[test]
+fn blocked_dns_name_gets_nxdomain_at_once_and_an_event() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    let out = pair.take_out();
+    assert_eq!(out.len(), 1, "exactly one answer");
+    let answer = udp_payload(&out[0]);
+    assert_eq!(&answer[..2], &[0x12, 0x34], "id echoed");
+    assert_eq!(answer[3] & 0x0f, 3, "NXDOMAIN");
+    assert!(pair.up.udp_sent.is_empty(), "nothing forwarded upstream");
+    let events = pair.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, Reason::DnsQuery);
+    assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+    let rule = events[0].rule.as_ref().expect("rule");
+    assert_eq!((&*rule.list, rule.line), ("test.txt", 1));
+}
+
+#[test]
+fn allowed_dns_is_forwarded_under_a_new_id_and_answered_with_the_old_one() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.udp_opened, vec![(FlowId(0), "198.18.0.1:53".parse().expect("addr"))]);
+    let (flow, forwarded) = pair.up.udp_sent[0].clone();
+    // Upstream answers: same message, QR set, one A record 198.18.1.1.
+    let mut answer = forwarded.clone();
+    answer[2] |= 0x80;
+    answer[7] = 1;
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 1, 1]);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    let out = pair.take_out();
+    let delivered = udp_payload(&out[0]);
+    assert_eq!(&delivered[..2], &[0x12, 0x34], "client's id restored");
+    assert_eq!(&delivered[2..], &answer[2..]);
+}
+
+#[test]
+fn unanswered_dns_gets_servfail_after_the_timeout() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("slow.example.org"));
+    assert!(pair.take_out().is_empty());
+    pair.now += pair.engine.config.dns_timeout;
+    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    let out = pair.take_out();
+    assert_eq!(udp_payload(&out[0])[3] & 0x0f, 2, "SERVFAIL");
+}
+
+#[test]
+fn syn_to_blocked_cidr_is_reset_without_dialling() {
+    let mut pair = Pair::new();
+    let h = pair.connect(BLOCKED_NET, 443);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
+    assert!(pair.up.connects.is_empty());
+    let events = pair.events();
+    assert_eq!(events[0].reason, Reason::IpCidr);
+    assert_eq!(events[0].protocol, Protocol::Tcp);
+}
+
+#[test]
+fn blocked_sni_is_refused_before_any_upstream_connect() {
+    let mut pair = Pair::new();
+    let h = pair.connect(TELEMETRY, 443);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established, "handshake completes locally");
+    assert!(pair.up.connects.is_empty(), "no dial before the ClientHello is read");
+    let hello = include_bytes!("../inspect/testdata/client_hello_openssl_sni.bin");
+    pair.phone_tcp(h).send_slice(hello).expect("send");
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "RST after the ClientHello");
+    assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
+    let events = pair.events();
+    assert_eq!(events[0].reason, Reason::TlsSni);
+    assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "flow freed");
+}
+
+#[test]
+fn allowed_http_is_spliced_both_ways_with_half_close() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 80);
+    let request = b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n";
+    pair.phone_tcp(h).send_slice(request).expect("send");
+    pair.drive();
+    let (flow, dst) = pair.up.connects[0];
+    assert_eq!(dst, SocketAddr::from((NORMAL, 80)));
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.up.written[&flow], request, "request forwarded byte-exact");
+    // The phone half-closes; the FIN goes upstream.
+    pair.phone_tcp(h).close();
+    pair.drive();
+    assert_eq!(pair.up.shutdowns, vec![flow]);
+    // The server answers 200 KiB (more than one smoltcp buffer) and closes.
+    let body: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+    pair.up.to_read.insert(flow, body.clone());
+    pair.up.eof.insert(flow);
+    pair.engine.on_upstream_readable(flow);
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        // Virtual time runs so that retransmit and window-probe timers fire (smoltcp's phone sends no window
+        // update after its FIN).
+        pair.wait(Duration::from_millis(300));
+        let s = pair.phone_tcp(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                received.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .expect("recv");
+        }
+        if !pair.phone_tcp(h).is_open() {
+            break;
+        }
+    }
+    assert_eq!(received.len(), body.len());
+    assert!(received == body, "body delivered byte-exact");
+    pair.wait(Duration::from_secs(1));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "flow retired after both sides closed");
+    assert_eq!(pair.up.closed, vec![(flow, false)], "upstream closed gracefully");
+}
+
+#[test]
+fn silent_client_is_dialled_after_the_sniff_timeout() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 7777);
+    assert!(pair.up.connects.is_empty());
+    pair.wait(pair.engine.config.sniff_timeout);
+    assert_eq!(pair.up.connects.len(), 1, "dialled by address once the client stayed silent");
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()), &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused upstream resets the phone");
+}
+
+#[test]
+fn server_first_port_holds_synack_until_upstream_connects() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 22);
+    assert_eq!(pair.up.connects.len(), 1, "dialled at once");
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::SynSent, "SYN|ACK held");
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
+}
+
+#[test]
+fn udp_to_blocked_cidr_gets_icmp_port_unreachable() {
+    let mut pair = Pair::new();
+    pair.udp(BLOCKED_NET, 7, b"ping");
+    let out = pair.take_out();
+    let sliced = etherparse::SlicedPacket::from_ip(&out[0]).expect("valid");
+    assert!(matches!(
+        sliced.transport,
+        Some(etherparse::TransportSlice::Icmpv4(ref i))
+            if i.icmp_type() == etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port)
+    ));
+    assert!(pair.up.udp_opened.is_empty());
+}
+
+#[test]
+fn udp_flow_is_relayed_and_expires_when_idle() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 7, b"one");
+    pair.udp(NORMAL, 7, b"two");
+    assert_eq!(pair.up.udp_opened.len(), 1, "one NAT entry for the flow");
+    let flow = pair.up.udp_opened[0].0;
+    assert_eq!(pair.up.udp_sent.iter().map(|(_, d)| d.as_slice()).collect::<Vec<_>>(), [b"one", b"two"]);
+    pair.engine.on_udp_datagram(pair.now, flow, b"echo");
+    assert_eq!(udp_payload(&pair.take_out()[0]), b"echo");
+    pair.now += pair.engine.config.udp_idle_timeout;
+    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    assert_eq!(pair.engine.stats().udp_active, 0);
+    assert_eq!(pair.engine.poll_timeout(pair.now), None, "idle engine has no timer left");
+}
+
+#[test]
+fn blocked_answer_style_unspecified_gives_zero_address() {
+    let mut pair = Pair::new();
+    pair.engine.config.block_answer = BlockAnswer::Unspecified;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("sa.api.intl.miui.com"));
+    let answer = udp_payload(&pair.take_out()[0]);
+    assert_eq!(answer[3] & 0x0f, 0, "NOERROR");
+    assert_eq!(&answer[answer.len() - 4..], &[0, 0, 0, 0], "A 0.0.0.0");
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_tun_input_never_panics(packets in proptest::collection::vec(
+        proptest::collection::vec(proptest::num::u8::ANY, 0..200), 0..20)) {
+        let mut pair = Pair::new();
+        for p in &packets {
+            let mut pkt = p.clone();
+            // Make most inputs look like IPv4 so they get past the first check.
+            if let Some(b) = pkt.first_mut() { *b = 0x45; }
+            pair.engine.handle_tun_packet(pair.now, &pkt, &mut pair.up);
+        }
+        pair.engine.poll(pair.now, &mut pair.up);
+        pair.take_out();
+    }
+}

@@ -1,0 +1,200 @@
+//! The data-path thread: one `mio` poll over the tun, the upstream sockets and a waker.
+//!
+//! Each iteration: wait (until the engine's next deadline, or forever when it has none), read a bounded batch
+//! of tun packets and socket data into the engine, run its timers and stack, write its packets to the tun and
+//! deliver its events. Work per iteration is bounded so a flood on one side cannot starve the other or the
+//! timers; whatever was left over makes the next wait zero-length.
+
+use crate::control::Control;
+use crate::platform::Platform;
+use crate::sockets::{flow_of, Conn, Sockets};
+use crate::sys;
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, Stats};
+use hushwall_core::event::Event;
+use hushwall_core::policy::Policy;
+use mio::event::Event as MioEvent;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Token of the tun file descriptor.
+const TUN: Token = Token(usize::MAX);
+/// Token of the cross-thread waker.
+const WAKER: Token = Token(usize::MAX - 1);
+/// Most tun packets read per iteration.
+const TUN_BATCH: usize = 256;
+/// Most datagrams read from one UDP socket per iteration.
+const UDP_BATCH: usize = 64;
+/// Largest IP packet the tun can hand us.
+const MAX_PACKET: usize = 65535;
+
+/// Runs the engine on `tun` until `control` asks it to stop or the tun fails; returns the final counters.
+///
+/// `tun` must read and write one whole IP packet per call (a Linux tun with `IFF_NO_PI`, Android's VPN fd); it
+/// is switched to non-blocking mode here.
+pub fn run<T: Read + Write + AsRawFd>(
+    mut tun: T,
+    config: EngineConfig,
+    policy: Arc<Policy>,
+    platform: Platform,
+    control: Arc<Control>,
+) -> io::Result<Stats> {
+    let Platform { protector, mut uids, events: mut sink } = platform;
+    sys::set_nonblocking(tun.as_raw_fd())?;
+    let mut poll = Poll::new()?;
+    control.install_waker(Waker::new(poll.registry(), WAKER)?);
+    poll.registry().register(&mut SourceFd(&tun.as_raw_fd()), TUN, Interest::READABLE)?;
+    let mut sockets = Sockets::new(poll.registry().try_clone()?, protector);
+    let mut engine = Engine::new(config, policy, Instant::now(), wall_clock_ms());
+    let mut ready = Events::with_capacity(1024);
+    let mut packet = vec![0u8; MAX_PACKET];
+    let mut batch: Vec<Event> = Vec::new();
+    // Work left over from a bounded iteration: poll without sleeping until it is done.
+    let mut tun_backlog = true;
+    let mut udp_backlog: Vec<FlowId> = Vec::new();
+
+    while !control.stop_requested() {
+        if let Some(policy) = control.take_policy() {
+            engine.set_policy(policy);
+        }
+        let now = Instant::now();
+        let timeout = if tun_backlog || !udp_backlog.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            engine.poll_timeout(now).map(|at| at.saturating_duration_since(now))
+        };
+        match poll.poll(&mut ready, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        for event in ready.iter() {
+            match event.token() {
+                TUN => tun_backlog = true,
+                WAKER => {}
+                token => {
+                    let flow = flow_of(token);
+                    on_socket_event(now, event, flow, &mut engine, &mut sockets, &mut udp_backlog, &mut packet)
+                }
+            }
+        }
+        for flow in std::mem::take(&mut udp_backlog) {
+            if read_udp(now, flow, &mut engine, &mut sockets, &mut packet) {
+                udp_backlog.push(flow);
+            }
+        }
+        if tun_backlog {
+            tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet)?;
+        }
+        engine.handle_timeout(now, &mut sockets);
+        engine.drain_tun(|p| tun.write(p).map(|_| ()));
+        deliver_events(&mut engine, uids.as_mut(), sink.as_mut(), &mut batch);
+        control.publish_stats(engine.stats());
+    }
+    log::info!("engine stopping; {} upstream sockets open", sockets.len());
+    Ok(engine.stats())
+}
+
+/// Reads up to [`TUN_BATCH`] packets into the engine; true if more may be waiting.
+fn read_tun<T: Read>(
+    now: Instant,
+    tun: &mut T,
+    engine: &mut Engine,
+    sockets: &mut Sockets,
+    packet: &mut [u8],
+) -> io::Result<bool> {
+    for _ in 0..TUN_BATCH {
+        match tun.read(packet) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the tun device was closed")),
+            Ok(n) => engine.handle_tun_packet(now, packet.get(..n).unwrap_or_default(), sockets),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Passes a socket's readiness to the engine.
+fn on_socket_event(
+    now: Instant,
+    event: &MioEvent,
+    flow: FlowId,
+    engine: &mut Engine,
+    sockets: &mut Sockets,
+    udp_backlog: &mut Vec<FlowId>,
+    buf: &mut [u8],
+) {
+    if matches!(sockets.conns.get(&flow), Some(Conn::Udp(_))) {
+        if read_udp(now, flow, engine, sockets, buf) {
+            udp_backlog.push(flow);
+        }
+        return;
+    }
+    match sockets.conns.get_mut(&flow) {
+        Some(Conn::Tcp { stream, connecting }) if *connecting => {
+            let result = match stream.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => match stream.peer_addr() {
+                    Ok(_) => Ok(()),
+                    // Not connected yet and no error: a spurious wake-up; wait for the next event.
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected && !event.is_error() => return,
+                    Err(e) => Err(e),
+                },
+            };
+            *connecting = result.is_err();
+            engine.on_tcp_connected(now, flow, result, sockets);
+        }
+        Some(Conn::Tcp { .. }) => {
+            if event.is_readable() || event.is_read_closed() || event.is_error() {
+                engine.on_upstream_readable(flow);
+            }
+            if event.is_writable() || event.is_write_closed() || event.is_error() {
+                engine.on_upstream_writable(flow);
+            }
+        }
+        Some(Conn::Udp(_)) | None => {}
+    }
+}
+
+/// Reads up to [`UDP_BATCH`] datagrams from one socket into the engine; true if more may be waiting.
+fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Sockets, buf: &mut [u8]) -> bool {
+    for _ in 0..UDP_BATCH {
+        let Some(Conn::Udp(socket)) = sockets.conns.get_mut(&flow) else {
+            return false;
+        };
+        match socket.recv(buf) {
+            Ok(n) => engine.on_udp_datagram(now, flow, buf.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => engine.on_udp_error(now, flow, e),
+        }
+    }
+    true
+}
+
+/// Attributes the engine's new events to apps and hands them to the platform in one batch.
+fn deliver_events(
+    engine: &mut Engine,
+    uids: &mut dyn crate::platform::UidResolver,
+    sink: &mut dyn crate::platform::EventSink,
+    batch: &mut Vec<Event>,
+) {
+    batch.clear();
+    while let Some(mut event) = engine.poll_event() {
+        event.uid = uids.uid(event.protocol, event.src, event.dst);
+        batch.push(event);
+    }
+    if !batch.is_empty() {
+        sink.deliver(batch);
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn wall_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}

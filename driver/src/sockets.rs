@@ -1,0 +1,144 @@
+//! Upstream sockets: the driver's side of [`Upstream`], on non-blocking `mio` sockets.
+//!
+//! Every socket is created with `socket2`, protected through the platform before it connects, then registered
+//! with epoll (edge-triggered) under a token equal to its flow id.
+
+use crate::platform::Protector;
+use hushwall_core::engine::{FlowId, Upstream};
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsFd;
+
+/// One upstream socket.
+pub(crate) enum Conn {
+    /// A TCP connection; `connecting` until the first writable event confirms it.
+    Tcp { stream: TcpStream, connecting: bool },
+    /// A connected UDP socket.
+    Udp(UdpSocket),
+}
+
+/// The upstream sockets of one engine.
+pub(crate) struct Sockets {
+    registry: Registry,
+    protector: Box<dyn Protector>,
+    pub(crate) conns: HashMap<FlowId, Conn>,
+}
+
+/// The epoll token of a flow's socket.
+pub(crate) fn token_of(flow: FlowId) -> Token {
+    Token(flow.0 as usize)
+}
+
+/// The flow a socket token belongs to.
+pub(crate) fn flow_of(token: Token) -> FlowId {
+    FlowId(token.0 as u64)
+}
+
+impl Sockets {
+    pub(crate) fn new(registry: Registry, protector: Box<dyn Protector>) -> Self {
+        Sockets { registry, protector, conns: HashMap::new() }
+    }
+
+    /// A new protected, non-blocking socket for `dst`.
+    fn protected_socket(&mut self, dst: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(dst), ty, Some(proto))?;
+        if !self.protector.protect(socket.as_fd()) {
+            return Err(io::Error::new(io::ErrorKind::PermissionDenied, "socket could not be protected"));
+        }
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
+
+    fn tcp(&mut self, flow: FlowId) -> io::Result<&mut TcpStream> {
+        match self.conns.get_mut(&flow) {
+            Some(Conn::Tcp { stream, .. }) => Ok(stream),
+            _ => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    fn udp(&mut self, flow: FlowId) -> io::Result<&mut UdpSocket> {
+        match self.conns.get_mut(&flow) {
+            Some(Conn::Udp(socket)) => Ok(socket),
+            _ => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        }
+    }
+
+    fn forget(&mut self, flow: FlowId) -> Option<Conn> {
+        let mut conn = self.conns.remove(&flow)?;
+        let result = match &mut conn {
+            Conn::Tcp { stream, .. } => self.registry.deregister(stream),
+            Conn::Udp(socket) => self.registry.deregister(socket),
+        };
+        if let Err(e) = result {
+            log::debug!("deregistering flow {}: {e}", flow.0);
+        }
+        Some(conn)
+    }
+
+    /// Number of open upstream sockets.
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+impl Upstream for Sockets {
+    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        let socket = self.protected_socket(dst, Type::STREAM, Protocol::TCP)?;
+        socket.set_tcp_nodelay(true)?;
+        match socket.connect(&dst.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let mut stream = TcpStream::from_std(socket.into());
+        self.registry.register(&mut stream, token_of(flow), Interest::READABLE | Interest::WRITABLE)?;
+        self.conns.insert(flow, Conn::Tcp { stream, connecting: true });
+        Ok(())
+    }
+
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
+        self.tcp(flow)?.write(data)
+    }
+
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp(flow)?.read(buf)
+    }
+
+    fn tcp_shutdown_write(&mut self, flow: FlowId) {
+        if let Ok(stream) = self.tcp(flow) {
+            // NotConnected here only means the peer already went away; the read side reports that.
+            let _ = stream.shutdown(Shutdown::Write);
+        }
+    }
+
+    fn tcp_close(&mut self, flow: FlowId, reset: bool) {
+        if let Some(Conn::Tcp { stream, .. }) = self.forget(flow) {
+            if reset {
+                // Linger 0 makes close() send RST, so the server learns the phone aborted.
+                let socket = socket2::SockRef::from(&stream);
+                let _ = socket.set_linger(Some(std::time::Duration::ZERO));
+            }
+        }
+    }
+
+    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        let socket = self.protected_socket(dst, Type::DGRAM, Protocol::UDP)?;
+        socket.connect(&dst.into())?;
+        let mut socket = UdpSocket::from_std(socket.into());
+        self.registry.register(&mut socket, token_of(flow), Interest::READABLE)?;
+        self.conns.insert(flow, Conn::Udp(socket));
+        Ok(())
+    }
+
+    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
+        self.udp(flow)?.send(data).map(|_| ())
+    }
+
+    fn udp_close(&mut self, flow: FlowId) {
+        self.forget(flow);
+    }
+}
