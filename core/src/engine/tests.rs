@@ -238,7 +238,6 @@ fn blocked_dns_name_gets_nxdomain_at_once_and_an_event() {
     let answer = udp_payload(&out[0]);
     assert_eq!(&answer[..2], &[0x12, 0x34], "id echoed");
     assert_eq!(answer[3] & 0x0f, 3, "NXDOMAIN");
-    assert!(pair.up.udp_sent.is_empty(), "nothing forwarded upstream");
     let events = pair.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, Reason::DnsQuery);
@@ -247,17 +246,61 @@ fn blocked_dns_name_gets_nxdomain_at_once_and_an_event() {
     assert_eq!((&*rule.list, rule.line), ("test.txt", 1));
 }
 
+/// Upstream's answer to `forwarded`: QR set, one A record.
+fn answer_with_a(forwarded: &[u8], addr: [u8; 4]) -> Vec<u8> {
+    let mut answer = forwarded.to_vec();
+    answer[2] |= 0x80;
+    answer[7] = 1;
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    answer.extend_from_slice(&addr);
+    answer
+}
+
+#[test]
+fn blocked_name_is_learnt_upstream_and_its_address_refused_later() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert_eq!(pair.take_out().len(), 1, "NXDOMAIN at once");
+    let (flow, learn) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    assert!(pair.take_out().is_empty(), "the learnt answer never reaches the phone");
+    pair.events();
+    // A server-first port cannot be sniffed: refused at the SYN.
+    let h = pair.connect(TELEMETRY, 22);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused at the SYN");
+    // A silent client on another port: refused once the sniff finds no name.
+    let h = pair.connect(TELEMETRY, 7777);
+    pair.wait(pair.engine.config.sniff_timeout);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "reset after the sniff");
+    assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
+    let events = pair.events();
+    assert_eq!(events.len(), 2);
+    for event in &events {
+        assert_eq!(event.reason, Reason::DnsMappedIp);
+        assert_eq!(event.host.as_deref(), Some("tracking.intl.miui.com"));
+    }
+    // A client naming an allowed host at that address is let through (shared addresses).
+    let h = pair.connect(TELEMETRY, 80);
+    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    pair.drive();
+    assert_eq!(pair.up.connects.len(), 1, "dialled: the Host header names an allowed site");
+}
+
+#[test]
+fn learning_can_be_switched_off() {
+    let mut pair = Pair::new();
+    pair.engine.config.learn_blocked_addresses = false;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert!(pair.up.udp_sent.is_empty(), "nothing forwarded upstream");
+}
+
 #[test]
 fn allowed_dns_is_forwarded_under_a_new_id_and_answered_with_the_old_one() {
     let mut pair = Pair::new();
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     assert_eq!(pair.up.udp_opened, vec![(FlowId(0), "198.18.0.1:53".parse().expect("addr"))]);
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
-    // Upstream answers: same message, QR set, one A record 198.18.1.1.
-    let mut answer = forwarded.clone();
-    answer[2] |= 0x80;
-    answer[7] = 1;
-    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 1, 1]);
+    let answer = answer_with_a(&forwarded, NORMAL);
     pair.engine.on_udp_datagram(pair.now, flow, &answer);
     let out = pair.take_out();
     let delivered = udp_payload(&out[0]);
@@ -299,6 +342,7 @@ fn blocked_sni_is_refused_before_any_upstream_connect() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "RST after the ClientHello");
     assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
     let events = pair.events();
+    assert_eq!(events.len(), 1, "one event per refused flow: {events:?}");
     assert_eq!(events[0].reason, Reason::TlsSni);
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
     assert_eq!(pair.engine.stats().tcp_active, 0, "flow freed");
