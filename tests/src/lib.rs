@@ -10,11 +10,12 @@
 //! `target/release/hushwall`).
 
 pub mod clients;
+pub mod evidence;
 pub mod pki;
 pub mod proc;
 pub mod testbed;
 pub mod topology;
 
 pub use clients::{sha256, ClientResult, Dig, Fetch, Record};
-pub use testbed::{hushwall_bin, EngineConfig, Options, Testbed};
+pub use testbed::{hushwall_bin, EngineConfig, Netns, Options, Testbed};
 pub use topology::Family;

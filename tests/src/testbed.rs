@@ -82,7 +82,7 @@ pub fn hushwall_bin() -> PathBuf {
         None => {
             let target = std::env::var_os("CARGO_TARGET_DIR")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+                .unwrap_or_else(|| workspace_root().join("target"));
             target.join("release/hushwall")
         }
     };
@@ -93,6 +93,12 @@ pub fn hushwall_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// What to build.
@@ -739,6 +745,46 @@ impl Drop for Testbed {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// A bare network namespace (only `lo`, down) for running the engine where it cannot touch anything, e.g. to
+/// check how it rejects bad arguments. Named like a phone namespace so stale cleanup covers it; `Drop` kills
+/// whatever runs inside and deletes it.
+#[derive(Debug)]
+pub struct Netns {
+    /// The namespace's name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates the namespace.
+    ///
+    /// # Panics
+    /// If not root or `ip netns add` fails.
+    pub fn create() -> Netns {
+        require_root();
+        STALE.call_once(cleanup_stale);
+        let name = format!(
+            "{PHONE_PREFIX}{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok(command("ip", &["netns", "add", &name]), STEP);
+        Netns { name }
+    }
+
+    /// `ip netns exec <name> program`.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = command("ip", &["netns", "exec", &self.name]);
+        c.arg(program);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        purge_namespace(&self.name);
     }
 }
 
