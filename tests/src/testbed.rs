@@ -788,6 +788,33 @@ impl Drop for Netns {
     }
 }
 
+/// A temporary directory named like a test bed's (so stale cleanup covers it), removed on `Drop`.
+#[derive(Debug)]
+pub struct TempDir {
+    /// The directory.
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates an empty directory.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    pub fn create() -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// Kills every process inside namespace `ns`, then deletes it.
 fn purge_namespace(ns: &str) {
     let pids = run(command("ip", &["netns", "pids", ns]), STEP);

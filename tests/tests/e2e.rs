@@ -10,6 +10,7 @@
 
 use hushwall_tests::evidence::{assert_blocks, finish, ip, server_saw, Expect};
 use hushwall_tests::proc::{run, Run};
+use hushwall_tests::testbed::TempDir;
 use hushwall_tests::topology::*;
 use hushwall_tests::{hushwall_bin, sha256, Family, Netns, Options, Testbed};
 use serde_json::Value;
@@ -575,9 +576,8 @@ fn expect_startup_failure(args: &[&str]) -> Run {
 
 #[test]
 fn run_with_a_malformed_list_names_file_and_line() {
-    let dir = std::env::temp_dir().join(format!("hushwall-e2e-badlist-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let list = dir.join("broken-list.txt");
+    let dir = TempDir::create();
+    let list = dir.path.join("broken-list.txt");
     std::fs::write(
         &list,
         "# a list with one bad entry\n||fine.example.org^\n198.19.0.0/33\n",
@@ -592,7 +592,6 @@ fn run_with_a_malformed_list_names_file_and_line() {
         "--blocklist",
         list.to_str().unwrap(),
     ]);
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         r.stderr.contains("broken-list.txt:3"),
         "the error should name file:line (broken-list.txt:3): {r}"

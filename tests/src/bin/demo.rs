@@ -19,20 +19,21 @@ use std::time::{Duration, Instant};
 /// Real telemetry and ad endpoints of MIUI / HyperOS. The demo resolves them to the test bed's "telemetry"
 /// server and shows those the built-in balanced profile blocks.
 const CANDIDATES: &[&str] = &[
+    // Diverse first: the demo shows the first four the profile blocks.
     "tracking.miui.com",
+    "data.mistat.xiaomi.com",
+    "sdkconfig.ad.xiaomi.com",
+    "adv.sec.miui.com",
     "tracking.intl.miui.com",
+    "data.mistat.intl.xiaomi.com",
+    "sa.api.intl.miui.com",
     "tracking.india.miui.com",
     "tracking.rus.miui.com",
-    "data.mistat.xiaomi.com",
-    "data.mistat.intl.xiaomi.com",
     "data.mistat.india.xiaomi.com",
     "data.mistat.rus.xiaomi.com",
-    "sa.api.intl.miui.com",
-    "sdkconfig.ad.xiaomi.com",
     "sdkconfig.ad.intl.xiaomi.com",
     "api.ad.xiaomi.com",
     "globalapi.ad.xiaomi.com",
-    "adv.sec.miui.com",
 ];
 
 struct Demo {
