@@ -37,11 +37,7 @@ pub struct Dig {
 impl Dig {
     /// The data of answers of type `rtype`.
     pub fn addresses(&self, rtype: &str) -> Vec<String> {
-        self.answers
-            .iter()
-            .filter(|r| r.rtype == rtype)
-            .map(|r| r.data.clone())
-            .collect()
+        self.answers.iter().filter(|r| r.rtype == rtype).map(|r| r.data.clone()).collect()
     }
 }
 
@@ -73,14 +69,7 @@ impl Testbed {
     /// Runs dig in the phone namespace with `args` (server, name, type, options), adding `+time=3 +tries=1`
     /// so that a lost answer shows up as a timeout rather than a retry.
     pub fn dig(&self, args: &[&str]) -> Dig {
-        let mut all = vec![
-            "+time=3",
-            "+tries=1",
-            "+nocmd",
-            "+noall",
-            "+comments",
-            "+answer",
-        ];
+        let mut all = vec!["+time=3", "+tries=1", "+nocmd", "+noall", "+comments", "+answer"];
         all.extend_from_slice(args);
         let r = run(self.phone_command("dig", &all), Duration::from_secs(20));
         parse_dig(r)
@@ -96,41 +85,16 @@ impl Testbed {
     pub fn curl(&self, args: &[&str]) -> Fetch {
         let n = DOWNLOADS.fetch_add(1, Ordering::SeqCst);
         let body = self.dir.join(format!("download-{n}.bin"));
-        let mut c = self.phone_command(
-            "curl",
-            &[
-                "-sS",
-                "--connect-timeout",
-                "5",
-                "--max-time",
-                "60",
-                "-w",
-                "%{http_code}",
-            ],
-        );
-        c.arg("--cacert")
-            .arg(&self.pki.ca_cert)
-            .arg("-o")
-            .arg(&body)
-            .args(args);
+        let mut c =
+            self.phone_command("curl", &["-sS", "--connect-timeout", "5", "--max-time", "60", "-w", "%{http_code}"]);
+        c.arg("--cacert").arg(&self.pki.ca_cert).arg("-o").arg(&body).args(args);
         let r = run(c, Duration::from_secs(90));
         let http_code = r.stdout.trim().parse().unwrap_or(0);
-        Fetch {
-            run: r,
-            http_code,
-            body,
-        }
+        Fetch { run: r, http_code, body }
     }
 
     /// curl `scheme://host/path` with DNS bypassed: `--resolve host:port:ip`.
-    pub fn curl_resolved(
-        &self,
-        scheme: &str,
-        host: &str,
-        ip: &str,
-        path: &str,
-        family: Family,
-    ) -> Fetch {
+    pub fn curl_resolved(&self, scheme: &str, host: &str, ip: &str, path: &str, family: Family) -> Fetch {
         let port = if scheme == "https" { 443 } else { 80 };
         let resolve = format!("{host}:{port}:{}", family.bracket(ip));
         let url = format!("{scheme}://{host}{path}");
@@ -139,11 +103,10 @@ impl Testbed {
 
     fn client(&self, kind: &str, ip: &str, port: u16, timeout_s: f64) -> ClientResult {
         let mut c = self.phone_command("python3", &[]);
-        c.arg(&self.client_py)
-            .args([kind, ip, &port.to_string(), &timeout_s.to_string()]);
+        c.arg(&self.client_py).args([kind, ip, &port.to_string(), &timeout_s.to_string()]);
         let r = run_ok(c, Duration::from_secs_f64(timeout_s * 2.0 + 10.0));
-        let raw: Value = serde_json::from_str(r.stdout.trim())
-            .unwrap_or_else(|e| panic!("client.py printed no JSON ({e}): {r}"));
+        let raw: Value =
+            serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("client.py printed no JSON ({e}): {r}"));
         ClientResult {
             result: raw["result"].as_str().unwrap_or("").to_string(),
             elapsed: Duration::from_millis(raw["elapsed_ms"].as_u64().unwrap_or(0)),
@@ -194,9 +157,5 @@ pub fn parse_dig(run: Run) -> Dig {
             }
         }
     }
-    Dig {
-        run,
-        status,
-        answers,
-    }
+    Dig { run, status, answers }
 }

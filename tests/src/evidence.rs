@@ -12,8 +12,7 @@ use std::path::Path;
 /// # Panics
 /// If `s` is not one.
 pub fn ip(s: &str) -> IpAddr {
-    s.parse()
-        .unwrap_or_else(|e| panic!("{s:?} is not an IP address: {e}"))
+    s.parse().unwrap_or_else(|e| panic!("{s:?} is not an IP address: {e}"))
 }
 
 /// One expected block event.
@@ -35,10 +34,7 @@ pub struct Expect<'a> {
 
 /// One line describing an expectation.
 pub fn describe(e: &Expect) -> String {
-    format!(
-        "{} {} → {}:{} host {:?} rule {}",
-        e.protocol, e.reason, e.dst_ip, e.dst_port, e.hosts, e.rule
-    )
+    format!("{} {} → {}:{} host {:?} rule {}", e.protocol, e.reason, e.dst_ip, e.dst_port, e.hosts, e.rule)
 }
 
 /// True if event `ev` is the one `e` expects (rule not checked).
@@ -47,8 +43,7 @@ pub fn matches(ev: &Value, e: &Expect) -> bool {
     ev["protocol"] == e.protocol
         && ev["reason"] == e.reason
         && dst.is_some_and(|d| d.ip() == ip(e.dst_ip) && d.port() == e.dst_port)
-        && e.hosts
-            .is_none_or(|hosts| hosts.iter().any(|h| ev["host"] == *h))
+        && e.hosts.is_none_or(|hosts| hosts.iter().any(|h| ev["host"] == *h))
 }
 
 /// Asserts that the block events are exactly `expected`, one each (one event per blocked attempt), and that
@@ -65,21 +60,14 @@ pub fn assert_blocks(events: &[Value], expected: &[Expect]) {
             pretty(&blocks)
         );
         let rule = &hits[0]["rule"];
-        let list = rule["list"]
-            .as_str()
-            .unwrap_or_else(|| panic!("event without rule.list: {}", hits[0]));
+        let list = rule["list"].as_str().unwrap_or_else(|| panic!("event without rule.list: {}", hits[0]));
         assert_eq!(
             Path::new(list).file_name().and_then(|n| n.to_str()),
             Some("test-blocklist.txt"),
             "rule.list of {}",
             hits[0]
         );
-        assert_eq!(
-            rule["line"],
-            test_list_line(e.rule),
-            "rule.line of {}",
-            hits[0]
-        );
+        assert_eq!(rule["line"], test_list_line(e.rule), "rule.line of {}", hits[0]);
         let core = e.rule.trim_start_matches("||").trim_end_matches('^');
         assert!(
             rule["rule"].as_str().is_some_and(|r| r.contains(core)),
@@ -99,54 +87,27 @@ pub fn assert_blocks(events: &[Value], expected: &[Expect]) {
 
 /// Events, one per line.
 pub fn pretty(events: &[&Value]) -> String {
-    events
-        .iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("\n")
+    events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
 }
 
 /// Checks the shape of every event line (the CLI contract).
 pub fn assert_event_schema(events: &[Value]) {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
     for ev in events {
-        let t = ev["time_ms"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("time_ms: {ev}"));
+        let t = ev["time_ms"].as_u64().unwrap_or_else(|| panic!("time_ms: {ev}"));
         assert!(t <= now_ms && t + 600_000 > now_ms, "time_ms not now: {ev}");
-        assert!(
-            ev["action"] == "block" || ev["action"] == "allow",
-            "action: {ev}"
-        );
-        assert!(
-            ["dns", "tcp", "udp", "icmp"]
-                .iter()
-                .any(|p| ev["protocol"] == *p),
-            "protocol: {ev}"
-        );
-        let src: SocketAddr = ev["src"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("src: {ev}"));
+        assert!(ev["action"] == "block" || ev["action"] == "allow", "action: {ev}");
+        assert!(["dns", "tcp", "udp", "icmp"].iter().any(|p| ev["protocol"] == *p), "protocol: {ev}");
+        let src: SocketAddr = ev["src"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("src: {ev}"));
         let phone = [ip(PHONE_TUN_V4), ip(PHONE_TUN_V6)];
-        assert!(
-            phone.contains(&src.ip()),
-            "src should be the phone's tun address: {ev}"
-        );
-        let _: SocketAddr = ev["dst"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("dst: {ev}"));
+        assert!(phone.contains(&src.ip()), "src should be the phone's tun address: {ev}");
+        let _: SocketAddr = ev["dst"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("dst: {ev}"));
         assert!(ev["host"].is_null() || ev["host"].is_string(), "host: {ev}");
         assert!(ev["reason"].is_string(), "reason: {ev}");
         assert!(ev["uid"].is_null() || ev["uid"].is_u64(), "uid: {ev}");
         let rule = &ev["rule"];
         assert!(
-            rule.is_null()
-                || (rule["list"].is_string() && rule["line"].is_u64() && rule["rule"].is_string()),
+            rule.is_null() || (rule["list"].is_string() && rule["line"].is_u64() && rule["rule"].is_string()),
             "rule: {ev}"
         );
     }
@@ -156,11 +117,7 @@ pub fn assert_event_schema(events: &[Value]) {
 /// telemetry host or blocked range, and returns the engine's events.
 pub fn finish(tb: &mut Testbed) -> Vec<Value> {
     let status = tb.stop_engine("TERM");
-    assert!(
-        status.success(),
-        "engine exit after SIGTERM: {status}\n{}",
-        tb.engine_log()
-    );
+    assert!(status.success(), "engine exit after SIGTERM: {status}\n{}", tb.engine_log());
     let leaks = tb.forbidden_packets();
     assert!(
         leaks.is_empty(),
@@ -179,10 +136,7 @@ pub fn server_saw(tb: &Testbed, event: &str, ip_: &str) -> Vec<Value> {
         .into_iter()
         .filter(|e| {
             e["event"] == event
-                && e["local"]
-                    .as_str()
-                    .and_then(|l| l.parse::<SocketAddr>().ok())
-                    .is_some_and(|l| l.ip() == ip(ip_))
+                && e["local"].as_str().and_then(|l| l.parse::<SocketAddr>().ok()).is_some_and(|l| l.ip() == ip(ip_))
         })
         .collect()
 }
@@ -222,10 +176,7 @@ mod tests {
     fn ipv6_destinations_compare_as_addresses() {
         let mut ev = event(TELEMETRY_NAME, test_list_line(rules::TELEMETRY));
         ev["dst"] = json!("[fd00:6877:53:0::53]:53");
-        let e = Expect {
-            dst_ip: "fd00:6877:53::53",
-            ..EXPECT
-        };
+        let e = Expect { dst_ip: "fd00:6877:53::53", ..EXPECT };
         assert_blocks(&[ev], &[e]);
     }
 
@@ -253,10 +204,8 @@ mod tests {
     #[should_panic(expected = "src should be the phone")]
     fn schema_rejects_a_foreign_source() {
         let mut ev = event(TELEMETRY_NAME, 1);
-        ev["time_ms"] = json!(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64);
+        ev["time_ms"] =
+            json!(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64);
         ev["src"] = json!("198.18.0.2:40000");
         assert_event_schema(&[ev]);
     }

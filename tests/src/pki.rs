@@ -23,20 +23,10 @@ pub struct Pki {
 pub fn generate(dir: &Path, extra_names: &[String]) -> Pki {
     let p = |name: &str| dir.join(name);
     let t = Duration::from_secs(30);
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
 
     let mut ca = command("openssl", &["req", "-x509"]);
-    ca.args(ec)
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem"));
+    ca.args(ec).arg("-keyout").arg(p("ca.key")).arg("-out").arg(p("ca.pem"));
     ca.args([
         "-days",
         "2",
@@ -50,11 +40,7 @@ pub fn generate(dir: &Path, extra_names: &[String]) -> Pki {
     run_ok(ca, t);
 
     let mut csr = command("openssl", &["req"]);
-    csr.args(ec)
-        .arg("-keyout")
-        .arg(p("server.key"))
-        .arg("-out")
-        .arg(p("server.csr"));
+    csr.args(ec).arg("-keyout").arg(p("server.key")).arg("-out").arg(p("server.csr"));
     csr.args(["-subj", "/CN=hushwall-e2e server"]);
     run_ok(csr, t);
 
@@ -79,22 +65,12 @@ pub fn generate(dir: &Path, extra_names: &[String]) -> Pki {
     );
     std::fs::write(p("server.ext"), ext).expect("write server.ext");
 
-    let mut sign = command(
-        "openssl",
-        &["x509", "-req", "-days", "2", "-set_serial", "1"],
-    );
+    let mut sign = command("openssl", &["x509", "-req", "-days", "2", "-set_serial", "1"]);
     sign.arg("-in").arg(p("server.csr"));
-    sign.arg("-CA")
-        .arg(p("ca.pem"))
-        .arg("-CAkey")
-        .arg(p("ca.key"));
+    sign.arg("-CA").arg(p("ca.pem")).arg("-CAkey").arg(p("ca.key"));
     sign.arg("-extfile").arg(p("server.ext"));
     sign.arg("-out").arg(p("server.pem"));
     run_ok(sign, t);
 
-    Pki {
-        ca_cert: p("ca.pem"),
-        server_cert: p("server.pem"),
-        server_key: p("server.key"),
-    }
+    Pki { ca_cert: p("ca.pem"), server_cert: p("server.pem"), server_key: p("server.key") }
 }

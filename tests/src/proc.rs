@@ -179,12 +179,7 @@ impl Background {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} (`{line}`): {e}"));
-        Background {
-            name: name.to_string(),
-            child,
-            log: log.to_path_buf(),
-            exit: None,
-        }
+        Background { name: name.to_string(), child, log: log.to_path_buf(), exit: None }
     }
 
     /// The log so far.
@@ -211,18 +206,10 @@ impl Background {
                 return;
             }
             if let Some(status) = self.try_exit() {
-                panic!(
-                    "{} exited ({status}) before printing {needle:?}; its output:\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                panic!("{} exited ({status}) before printing {needle:?}; its output:\n{}", self.name, self.log_text());
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "{} did not print {needle:?} within {timeout:?}; its output:\n{}",
-                    self.name,
-                    self.log_text()
-                );
+                panic!("{} did not print {needle:?} within {timeout:?}; its output:\n{}", self.name, self.log_text());
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -273,8 +260,5 @@ pub fn require_program(program: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
         .unwrap_or(false);
-    assert!(
-        found,
-        "`{program}` is not installed (Debian package `{package}`); tests/run.sh installs it"
-    );
+    assert!(found, "`{program}` is not installed (Debian package `{package}`); tests/run.sh installs it");
 }

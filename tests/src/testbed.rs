@@ -63,12 +63,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// Profile `none`, the test list, the binary from [`hushwall_bin`].
     pub fn from_env() -> EngineConfig {
-        EngineConfig {
-            bin: hushwall_bin(),
-            profile: "none".into(),
-            test_list: true,
-            extra_args: Vec::new(),
-        }
+        EngineConfig { bin: hushwall_bin(), profile: "none".into(), test_list: true, extra_args: Vec::new() }
     }
 }
 
@@ -118,10 +113,7 @@ impl Options {
 
     /// The engine with profile `none` and the test list.
     pub fn engine() -> Options {
-        Options {
-            engine: Some(EngineConfig::from_env()),
-            ..Options::default()
-        }
+        Options { engine: Some(EngineConfig::from_env()), ..Options::default() }
     }
 
     /// Sets the engine's `--profile`.
@@ -142,8 +134,7 @@ impl Options {
 
     /// Adds a DNS host record.
     pub fn host_record(mut self, name: &str, addrs: &[&str]) -> Options {
-        self.extra_hosts
-            .push((name.into(), addrs.iter().map(|a| a.to_string()).collect()));
+        self.extra_hosts.push((name.into(), addrs.iter().map(|a| a.to_string()).collect()));
         self
     }
 }
@@ -211,11 +202,7 @@ impl Testbed {
         let mut tb = Testbed {
             phone: format!("{PHONE_PREFIX}{id}"),
             internet: format!("{INTERNET_PREFIX}{id}"),
-            pki: Pki {
-                ca_cert: PathBuf::new(),
-                server_cert: PathBuf::new(),
-                server_key: PathBuf::new(),
-            },
+            pki: Pki { ca_cert: PathBuf::new(), server_cert: PathBuf::new(), server_key: PathBuf::new() },
             big: dir.join("big.bin"),
             test_list: dir.join("test-blocklist.txt"),
             events_path: dir.join("events.jsonl"),
@@ -239,25 +226,8 @@ impl Testbed {
         if tb.engine_config.is_some() {
             tb.start_engine();
         } else {
-            tb.ip_phone(&[
-                "route",
-                "add",
-                "default",
-                "via",
-                INTERNET_VETH_V4,
-                "dev",
-                VETH,
-            ]);
-            tb.ip_phone(&[
-                "-6",
-                "route",
-                "add",
-                "default",
-                "via",
-                INTERNET_VETH_V6,
-                "dev",
-                VETH,
-            ]);
+            tb.ip_phone(&["route", "add", "default", "via", INTERNET_VETH_V4, "dev", VETH]);
+            tb.ip_phone(&["-6", "route", "add", "default", "via", INTERNET_VETH_V6, "dev", VETH]);
         }
         tb
     }
@@ -268,9 +238,8 @@ impl Testbed {
     }
 
     fn write_files(&mut self) {
-        let w = |p: &Path, data: &[u8]| {
-            std::fs::write(p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()))
-        };
+        let w =
+            |p: &Path, data: &[u8]| std::fs::write(p, data).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         w(&self.test_list, TEST_BLOCKLIST.as_bytes());
         w(&self.dir.join("servers.py"), SERVERS_PY.as_bytes());
         w(&self.client_py, CLIENT_PY.as_bytes());
@@ -286,13 +255,7 @@ impl Testbed {
         }
         let (p, i) = (self.phone.clone(), self.internet.clone());
         run_ok(
-            command(
-                "ip",
-                &[
-                    "link", "add", VETH, "netns", &p, "type", "veth", "peer", "name", VETH,
-                    "netns", &i,
-                ],
-            ),
+            command("ip", &["link", "add", VETH, "netns", &p, "type", "veth", "peer", "name", VETH, "netns", &i]),
             STEP,
         );
 
@@ -304,49 +267,19 @@ impl Testbed {
         }
         for a in lo_addrs {
             if a.contains(':') {
-                self.ip_internet(&[
-                    "-6",
-                    "addr",
-                    "add",
-                    &format!("{a}/128"),
-                    "dev",
-                    "lo",
-                    "nodad",
-                ]);
+                self.ip_internet(&["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"]);
             } else {
                 self.ip_internet(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
             }
         }
-        self.ip_internet(&[
-            "addr",
-            "add",
-            &format!("{INTERNET_VETH_V4}/24"),
-            "dev",
-            VETH,
-        ]);
-        self.ip_internet(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{INTERNET_VETH_V6}/64"),
-            "dev",
-            VETH,
-            "nodad",
-        ]);
+        self.ip_internet(&["addr", "add", &format!("{INTERNET_VETH_V4}/24"), "dev", VETH]);
+        self.ip_internet(&["-6", "addr", "add", &format!("{INTERNET_VETH_V6}/64"), "dev", VETH, "nodad"]);
         self.ip_internet(&["link", "set", VETH, "up"]);
 
         // Phone side: the veth only; routes come with the engine (or straight to the veth).
         self.ip_phone(&["link", "set", "lo", "up"]);
         self.ip_phone(&["addr", "add", &format!("{PHONE_VETH_V4}/24"), "dev", VETH]);
-        self.ip_phone(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{PHONE_VETH_V6}/64"),
-            "dev",
-            VETH,
-            "nodad",
-        ]);
+        self.ip_phone(&["-6", "addr", "add", &format!("{PHONE_VETH_V6}/64"), "dev", VETH, "nodad"]);
         self.ip_phone(&["link", "set", VETH, "up"]);
         self.disable_rp_filter(&["all", "default", "lo", VETH]);
 
@@ -354,18 +287,13 @@ impl Testbed {
         let resolv_dir = PathBuf::from("/etc/netns").join(&self.phone);
         std::fs::create_dir_all(&resolv_dir).expect("create /etc/netns/<phone>");
         self.resolv_dir = Some(resolv_dir.clone());
-        std::fs::write(
-            resolv_dir.join("resolv.conf"),
-            format!("nameserver {OUTSIDE_RESOLVER_V4}\n"),
-        )
-        .expect("write netns resolv.conf");
+        std::fs::write(resolv_dir.join("resolv.conf"), format!("nameserver {OUTSIDE_RESOLVER_V4}\n"))
+            .expect("write netns resolv.conf");
     }
 
     fn disable_rp_filter(&self, interfaces: &[&str]) {
-        let script: String = interfaces
-            .iter()
-            .map(|i| format!("echo 0 > /proc/sys/net/ipv4/conf/{i}/rp_filter; "))
-            .collect();
+        let script: String =
+            interfaces.iter().map(|i| format!("echo 0 > /proc/sys/net/ipv4/conf/{i}/rp_filter; ")).collect();
         run_ok(self.phone_command("sh", &["-c", &script]), STEP);
     }
 
@@ -373,18 +301,7 @@ impl Testbed {
         // The capture first, so it sees everything.
         let mut cap = self.internet_command(
             "tcpdump",
-            &[
-                "-i",
-                VETH,
-                "-nn",
-                "-U",
-                "--immediate-mode",
-                "-s",
-                "256",
-                "-Z",
-                "root",
-                "-w",
-            ],
+            &["-i", VETH, "-nn", "-U", "--immediate-mode", "-s", "256", "-Z", "root", "-w"],
         );
         cap.arg(&self.capture_path);
         let mut cap = Background::spawn("tcpdump", cap, &self.dir.join("tcpdump.log"));
@@ -425,11 +342,7 @@ impl Testbed {
         for (alias, target) in cname_records() {
             dns.arg(format!("--cname={alias},{target}"));
         }
-        self.others.push(Background::spawn(
-            "dnsmasq",
-            dns,
-            &self.dir.join("dnsmasq.log"),
-        ));
+        self.others.push(Background::spawn("dnsmasq", dns, &self.dir.join("dnsmasq.log")));
 
         let mut srv = self.internet_command("python3", &["-u"]);
         srv.arg(self.dir.join("servers.py"));
@@ -448,35 +361,17 @@ impl Testbed {
         let deadline = Instant::now() + STEP;
         loop {
             let r = run(
-                self.internet_command(
-                    "dig",
-                    &[
-                        "@198.18.0.1",
-                        "+short",
-                        "+time=1",
-                        "+tries=1",
-                        NORMAL_NAME,
-                        "A",
-                    ],
-                ),
+                self.internet_command("dig", &["@198.18.0.1", "+short", "+time=1", "+tries=1", NORMAL_NAME, "A"]),
                 STEP,
             );
             if r.stdout.trim() == Family::V4.normal() {
                 break;
             }
-            let dnsmasq = self
-                .others
-                .iter_mut()
-                .find(|b| b.name == "dnsmasq")
-                .expect("dnsmasq");
+            let dnsmasq = self.others.iter_mut().find(|b| b.name == "dnsmasq").expect("dnsmasq");
             if let Some(status) = dnsmasq.try_exit() {
                 panic!("dnsmasq exited ({status}):\n{}", dnsmasq.log_text());
             }
-            assert!(
-                Instant::now() < deadline,
-                "dnsmasq does not answer: {r}\n{}",
-                dnsmasq.log_text()
-            );
+            assert!(Instant::now() < deadline, "dnsmasq does not answer: {r}\n{}", dnsmasq.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -497,59 +392,19 @@ impl Testbed {
 
         // What VpnService.Builder does on a phone: address, routes into the tun; plus "protect()" routing.
         self.ip_phone(&["addr", "add", &format!("{PHONE_TUN_V4}/32"), "dev", TUN]);
-        self.ip_phone(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{PHONE_TUN_V6}/128"),
-            "dev",
-            TUN,
-            "nodad",
-        ]);
+        self.ip_phone(&["-6", "addr", "add", &format!("{PHONE_TUN_V6}/128"), "dev", TUN, "nodad"]);
         self.ip_phone(&["link", "set", TUN, "up"]);
         self.disable_rp_filter(&[TUN]);
         self.ip_phone(&["route", "add", "default", "dev", TUN, "src", PHONE_TUN_V4]);
-        self.ip_phone(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "dev",
-            TUN,
-            "src",
-            PHONE_TUN_V6,
-        ]);
+        self.ip_phone(&["-6", "route", "add", "default", "dev", TUN, "src", PHONE_TUN_V6]);
         for v6 in [false, true] {
             let fam: &[&str] = if v6 { &["-6"] } else { &[] };
-            let via = if v6 {
-                INTERNET_VETH_V6
-            } else {
-                INTERNET_VETH_V4
-            };
+            let via = if v6 { INTERNET_VETH_V6 } else { INTERNET_VETH_V4 };
             let mut rule = fam.to_vec();
-            rule.extend([
-                "rule",
-                "add",
-                "fwmark",
-                FWMARK,
-                "lookup",
-                PROTECT_TABLE,
-                "priority",
-                "100",
-            ]);
+            rule.extend(["rule", "add", "fwmark", FWMARK, "lookup", PROTECT_TABLE, "priority", "100"]);
             self.ip_phone(&rule);
             let mut route = fam.to_vec();
-            route.extend([
-                "route",
-                "add",
-                "default",
-                "via",
-                via,
-                "dev",
-                VETH,
-                "table",
-                PROTECT_TABLE,
-            ]);
+            route.extend(["route", "add", "default", "via", via, "dev", VETH, "table", PROTECT_TABLE]);
             self.ip_phone(&route);
         }
     }
@@ -590,10 +445,7 @@ impl Testbed {
 
     /// The engine's output so far (empty without an engine).
     pub fn engine_log(&self) -> String {
-        self.engine
-            .as_ref()
-            .map(|e| e.log_text())
-            .unwrap_or_default()
+        self.engine.as_ref().map(|e| e.log_text()).unwrap_or_default()
     }
 
     /// The engine's process id, if it runs.
@@ -609,10 +461,7 @@ impl Testbed {
         let engine = self.engine.as_mut().expect("this test bed runs no engine");
         match engine.stop(sig, Duration::from_secs(5)) {
             Some(status) => status,
-            None => panic!(
-                "the engine did not exit within 5 s of SIG{sig}; output:\n{}",
-                engine.log_text()
-            ),
+            None => panic!("the engine did not exit within 5 s of SIG{sig}; output:\n{}", engine.log_text()),
         }
     }
 
@@ -630,11 +479,7 @@ impl Testbed {
     }
 
     /// Waits until an event matching `pred` appears; returns it, or `None` after `timeout`.
-    pub fn wait_for_event(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Option<Value> {
+    pub fn wait_for_event(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(e) = self.events().into_iter().find(&pred) {
@@ -654,11 +499,7 @@ impl Testbed {
 
     /// dnsmasq's log (it logs every query).
     pub fn dns_log(&self) -> String {
-        self.others
-            .iter()
-            .find(|b| b.name == "dnsmasq")
-            .map(|b| b.log_text())
-            .unwrap_or_default()
+        self.others.iter().find(|b| b.name == "dnsmasq").map(|b| b.log_text()).unwrap_or_default()
     }
 
     /// Stops the capture (flushing it). Idempotent.
@@ -687,11 +528,7 @@ impl Testbed {
     }
 
     fn dump_diagnostics(&self) {
-        eprintln!(
-            "==== test bed {} failed; files in {} ====",
-            self.id,
-            self.dir.display()
-        );
+        eprintln!("==== test bed {} failed; files in {} ====", self.id, self.dir.display());
         let mut logs: Vec<(&str, String)> = Vec::new();
         if let Some(e) = &self.engine {
             logs.push(("engine", e.log_text()));
@@ -699,22 +536,12 @@ impl Testbed {
         for b in &self.others {
             logs.push((&b.name, b.log_text()));
         }
-        logs.push((
-            "events",
-            std::fs::read_to_string(&self.events_path).unwrap_or_default(),
-        ));
-        logs.push((
-            "server log",
-            std::fs::read_to_string(&self.server_log_path).unwrap_or_default(),
-        ));
+        logs.push(("events", std::fs::read_to_string(&self.events_path).unwrap_or_default()));
+        logs.push(("server log", std::fs::read_to_string(&self.server_log_path).unwrap_or_default()));
         for (name, text) in logs {
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!(
-                "---- {name} (last {} of {} lines) ----",
-                tail.len(),
-                lines.len()
-            );
+            eprintln!("---- {name} (last {} of {} lines) ----", tail.len(), lines.len());
             for l in tail {
                 eprintln!("{l}");
             }
@@ -765,11 +592,7 @@ impl Netns {
     pub fn create() -> Netns {
         require_root();
         STALE.call_once(cleanup_stale);
-        let name = format!(
-            "{PHONE_PREFIX}{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = format!("{PHONE_PREFIX}{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         run_ok(command("ip", &["netns", "add", &name]), STEP);
         Netns { name }
     }
@@ -818,11 +641,7 @@ impl Drop for TempDir {
 /// Kills every process inside namespace `ns`, then deletes it.
 fn purge_namespace(ns: &str) {
     let pids = run(command("ip", &["netns", "pids", ns]), STEP);
-    for pid in pids
-        .stdout
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-    {
+    for pid in pids.stdout.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
         signal(pid, "KILL");
     }
     let _ = run(command("ip", &["netns", "del", ns]), STEP);
@@ -830,9 +649,7 @@ fn purge_namespace(ns: &str) {
 
 /// The creator pid encoded in a test bed name (`hwp-<pid>-<n>`), if `name` is one.
 fn creator_pid(name: &str) -> Option<u32> {
-    let rest = name
-        .strip_prefix(PHONE_PREFIX)
-        .or_else(|| name.strip_prefix(INTERNET_PREFIX))?;
+    let rest = name.strip_prefix(PHONE_PREFIX).or_else(|| name.strip_prefix(INTERNET_PREFIX))?;
     let (pid, n) = rest.split_once('-')?;
     n.parse::<u32>().ok()?;
     pid.parse().ok()
@@ -888,10 +705,7 @@ pub fn read_json_lines(path: &Path) -> Vec<Value> {
     complete
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", path.display()))
-        })
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not a JSON line ({e}): {l}", path.display())))
         .collect()
 }
 

@@ -181,13 +181,10 @@ pub fn cname_records() -> Vec<(&'static str, &'static str)> {
 /// # Panics
 /// If the list has no such line.
 pub fn test_list_line(entry: &str) -> u32 {
-    line_of(TEST_BLOCKLIST, entry)
-        .unwrap_or_else(|| panic!("{entry:?} is not a line of tests/data/test-blocklist.txt"))
+    line_of(TEST_BLOCKLIST, entry).unwrap_or_else(|| panic!("{entry:?} is not a line of tests/data/test-blocklist.txt"))
 }
 
 /// The 1-based line of `entry` in `text`, if present.
 pub fn line_of(text: &str, entry: &str) -> Option<u32> {
-    text.lines()
-        .position(|l| l.trim() == entry)
-        .map(|i| u32::try_from(i + 1).unwrap_or(u32::MAX))
+    text.lines().position(|l| l.trim() == entry).map(|i| u32::try_from(i + 1).unwrap_or(u32::MAX))
 }

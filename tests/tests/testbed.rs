@@ -10,20 +10,12 @@ use std::path::Path;
 use std::process::Command;
 
 fn netns_exists(name: &str) -> bool {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name))
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(name))
 }
 
 fn server_saw(log: &[Value], event: &str, local: &str) -> Vec<Value> {
-    log.iter()
-        .filter(|e| e["event"] == event && e["local"] == local)
-        .cloned()
-        .collect()
+    log.iter().filter(|e| e["event"] == event && e["local"] == local).cloned().collect()
 }
 
 #[test]
@@ -31,11 +23,8 @@ fn dns_answers_every_record_on_both_families_and_tcp() {
     let tb = Testbed::start(Options::no_engine());
     for fam in Family::ALL {
         for (name, addrs) in host_records() {
-            let want: Vec<String> = addrs
-                .iter()
-                .filter(|a| a.contains(':') == (fam == Family::V6))
-                .map(|a| a.to_string())
-                .collect();
+            let want: Vec<String> =
+                addrs.iter().filter(|a| a.contains(':') == (fam == Family::V6)).map(|a| a.to_string()).collect();
             let d = tb.resolve(name, fam);
             assert_eq!(d.status.as_deref(), Some("NOERROR"), "{name}: {}", d.run);
             assert_eq!(d.addresses(fam.rtype()), want, "{name} {}", fam.rtype());
@@ -43,40 +32,20 @@ fn dns_answers_every_record_on_both_families_and_tcp() {
             assert!(d.answers.iter().all(|r| r.ttl == 300), "TTL: {}", d.run);
         }
         // CNAME cloaking: the alias answers with the chain.
-        let d = tb.dig(&[
-            &format!("@{}", fam.outside_resolver()),
-            CLOAKED_NAME,
-            fam.rtype(),
-        ]);
+        let d = tb.dig(&[&format!("@{}", fam.outside_resolver()), CLOAKED_NAME, fam.rtype()]);
         assert_eq!(d.status.as_deref(), Some("NOERROR"), "{}", d.run);
         assert!(
-            d.answers
-                .iter()
-                .any(|r| r.rtype == "CNAME" && r.name == CLOAKED_NAME && r.data == TELEMETRY_NAME),
+            d.answers.iter().any(|r| r.rtype == "CNAME" && r.name == CLOAKED_NAME && r.data == TELEMETRY_NAME),
             "no CNAME: {}",
             d.run
         );
         assert_eq!(d.addresses(fam.rtype()), vec![fam.telemetry().to_string()]);
         // DNS over TCP to the v6 outside resolver.
-        let d = tb.dig(&[
-            "+tcp",
-            &format!("@{}", fam.outside_resolver()),
-            NORMAL_NAME,
-            fam.rtype(),
-        ]);
-        assert_eq!(
-            d.addresses(fam.rtype()),
-            vec![fam.normal().to_string()],
-            "{}",
-            d.run
-        );
+        let d = tb.dig(&["+tcp", &format!("@{}", fam.outside_resolver()), NORMAL_NAME, fam.rtype()]);
+        assert_eq!(d.addresses(fam.rtype()), vec![fam.normal().to_string()], "{}", d.run);
     }
     // The DNS server itself saw the queries (its log is what a leak check would read).
-    assert!(
-        tb.dns_log().contains(&format!("query[A] {CLOAKED_NAME}")),
-        "{}",
-        tb.dns_log()
-    );
+    assert!(tb.dns_log().contains(&format!("query[A] {CLOAKED_NAME}")), "{}", tb.dns_log());
 }
 
 #[test]
@@ -100,10 +69,7 @@ fn http_and_https_serve_the_big_body_byte_exact_and_log_sni() {
         let shared = format!("{}:443", fam.bracket(fam.shared()));
         let tls = server_saw(&log, "tls", &shared);
         assert_eq!(tls.len(), 1, "{tls:?}");
-        assert_eq!(
-            tls[0]["sni"], SHARED_BAD_NAME,
-            "the server log must record the SNI it saw"
-        );
+        assert_eq!(tls[0]["sni"], SHARED_BAD_NAME, "the server log must record the SNI it saw");
         let normal = format!("{}:443", fam.bracket(fam.normal()));
         assert_eq!(server_saw(&log, "tls", &normal)[0]["sni"], NORMAL_NAME);
         // Clients come from the phone's veth address in this mode.
@@ -129,11 +95,7 @@ fn udp_echo_banner_and_refusals_work_on_every_address() {
         assert_eq!(r.result, "refused", "{:?}", r.raw);
     }
     let log = tb.server_log();
-    assert_eq!(
-        log.iter().filter(|e| e["event"] == "udp").count(),
-        8,
-        "{log:?}"
-    );
+    assert_eq!(log.iter().filter(|e| e["event"] == "udp").count(), 8, "{log:?}");
 }
 
 #[test]
@@ -141,30 +103,13 @@ fn capture_sees_traffic_and_the_forbidden_filter_catches_leaks() {
     let mut tb = Testbed::start(Options::no_engine());
     // Without an engine nothing is blocked: these packets must show up in the forbidden filter, which proves
     // the e2e assertion "zero packets to telemetry hosts" can fail.
-    assert_eq!(
-        tb.udp_echo(Family::V4.telemetry(), ECHO_PORT).result,
-        "echo"
-    );
-    assert_eq!(
-        tb.tcp_banner(Family::V6.cidr(), BANNER_PORT).result,
-        "banner"
-    );
+    assert_eq!(tb.udp_echo(Family::V4.telemetry(), ECHO_PORT).result, "echo");
+    assert_eq!(tb.tcp_banner(Family::V6.cidr(), BANNER_PORT).result, "banner");
     assert_eq!(tb.udp_echo(Family::V6.normal(), ECHO_PORT).result, "echo");
     let forbidden = tb.forbidden_packets();
-    assert!(
-        forbidden.iter().any(|l| l.contains("198.18.1.2.7")),
-        "{forbidden:#?}"
-    );
-    assert!(
-        forbidden
-            .iter()
-            .any(|l| l.contains("fd00:6877:bad::10.7777")),
-        "{forbidden:#?}"
-    );
-    assert!(
-        !forbidden.iter().any(|l| l.contains("fd00:6877:1::1")),
-        "{forbidden:#?}"
-    );
+    assert!(forbidden.iter().any(|l| l.contains("198.18.1.2.7")), "{forbidden:#?}");
+    assert!(forbidden.iter().any(|l| l.contains("fd00:6877:bad::10.7777")), "{forbidden:#?}");
+    assert!(!forbidden.iter().any(|l| l.contains("fd00:6877:1::1")), "{forbidden:#?}");
     let normal = tb.captured("host fd00:6877:1::1");
     assert_eq!(normal.len(), 2, "request and echo: {normal:#?}");
 }
@@ -189,33 +134,20 @@ fn drop_removes_namespaces_and_files_even_on_panic() {
     }));
     assert!(result.is_err());
     let (phone, internet, dir) = names.lock().unwrap().clone().expect("test bed started");
-    assert!(
-        !netns_exists(&phone) && !netns_exists(&internet),
-        "namespaces left after a panic"
-    );
+    assert!(!netns_exists(&phone) && !netns_exists(&internet), "namespaces left after a panic");
     assert!(!dir.exists());
 }
 
 #[test]
 fn stale_namespaces_of_dead_runs_are_removed() {
     // pid_max is at most 4194304; a pid this high and not running stands for a crashed run.
-    let dead = (4_000_000..4_194_304)
-        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
-        .unwrap();
+    let dead = (4_000_000..4_194_304).find(|p| !Path::new(&format!("/proc/{p}")).exists()).unwrap();
     let stale = format!("hwp-{dead}-0");
-    assert!(Command::new("ip")
-        .args(["netns", "add", &stale])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("ip").args(["netns", "add", &stale]).status().unwrap().success());
     std::fs::create_dir_all(format!("/etc/netns/{stale}")).unwrap();
     // A live run's namespace (ours) must survive.
     let live = format!("hwi-{}-999999", std::process::id());
-    assert!(Command::new("ip")
-        .args(["netns", "add", &live])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("ip").args(["netns", "add", &live]).status().unwrap().success());
     cleanup_stale();
     let live_survived = netns_exists(&live);
     let _ = Command::new("ip").args(["netns", "del", &live]).status();

@@ -82,12 +82,7 @@ fn format_event(e: &Value) -> String {
     let rule = if rule.is_null() {
         "-".to_string()
     } else {
-        format!(
-            "{}:{} {}",
-            rule["list"].as_str().unwrap_or("?"),
-            rule["line"],
-            rule["rule"].as_str().unwrap_or("?")
-        )
+        format!("{}:{} {}", rule["list"].as_str().unwrap_or("?"), rule["line"], rule["rule"].as_str().unwrap_or("?"))
     };
     format!(
         "    \x1b[33m⛔ {:<4} {:<30} {:<14} rule {}\x1b[0m  ({} → {})",
@@ -130,9 +125,7 @@ fn main() {
         return;
     }
     let bin = hushwall_bin();
-    let mut demo = Demo {
-        failures: Vec::new(),
-    };
+    let mut demo = Demo { failures: Vec::new() };
 
     println!("\x1b[1mHushwall demo\x1b[0m — an on-device firewall against Xiaomi/MIUI telemetry");
     let blocked = builtin_blocked(&bin);
@@ -198,24 +191,16 @@ fn main() {
         demo.claim(ok, &text);
     }
     let u = tb.udp_echo(Family::V6.normal(), ECHO_PORT);
-    demo.claim(
-        u.result == "echo",
-        &format!("UDP echo over IPv6: {}", u.result),
-    );
+    demo.claim(u.result == "echo", &format!("UDP echo over IPv6: {}", u.result));
     settle();
 
-    demo.step(
-        "Telemetry names are blocked in DNS: instant NXDOMAIN, the query never leaves the phone",
-    );
+    demo.step("Telemetry names are blocked in DNS: instant NXDOMAIN, the query never leaves the phone");
     for name in &names {
         let d = tb.resolve(name, Family::V4);
         let ms = d.run.elapsed.as_millis();
         demo.claim(
             d.status.as_deref() == Some("NXDOMAIN"),
-            &format!(
-                "dig {name} → {} in {ms} ms",
-                d.status.as_deref().unwrap_or("no answer")
-            ),
+            &format!("dig {name} → {} in {ms} ms", d.status.as_deref().unwrap_or("no answer")),
         );
         settle();
     }
@@ -229,9 +214,7 @@ fn main() {
     );
     settle();
 
-    demo.step(
-        "With DNS bypassed (hard-coded IP), TLS SNI still blocks: the server never sees a packet",
-    );
+    demo.step("With DNS bypassed (hard-coded IP), TLS SNI still blocks: the server never sees a packet");
     for (name, fam) in names.iter().zip([Family::V4, Family::V6].iter().cycle()) {
         let f = tb.curl_resolved("https", name, fam.telemetry(), "/", *fam);
         let ms = f.run.elapsed.as_millis();
@@ -247,44 +230,17 @@ fn main() {
     }
 
     demo.step("One IP, two names: the allowed one works, the telemetry one is refused (by SNI)");
-    let good = tb.curl_resolved(
-        "https",
-        SHARED_GOOD_NAME,
-        Family::V4.shared(),
-        "/",
-        Family::V4,
-    );
-    demo.claim(
-        good.run.success(),
-        &format!("https://{SHARED_GOOD_NAME}/ → HTTP {}", good.http_code),
-    );
-    let bad = tb.curl_resolved(
-        "https",
-        SHARED_BAD_NAME,
-        Family::V4.shared(),
-        "/",
-        Family::V4,
-    );
-    demo.claim(
-        !bad.run.success(),
-        &format!(
-            "https://{SHARED_BAD_NAME}/ → refused ({})",
-            bad.run.stderr.trim()
-        ),
-    );
+    let good = tb.curl_resolved("https", SHARED_GOOD_NAME, Family::V4.shared(), "/", Family::V4);
+    demo.claim(good.run.success(), &format!("https://{SHARED_GOOD_NAME}/ → HTTP {}", good.http_code));
+    let bad = tb.curl_resolved("https", SHARED_BAD_NAME, Family::V4.shared(), "/", Family::V4);
+    demo.claim(!bad.run.success(), &format!("https://{SHARED_BAD_NAME}/ → refused ({})", bad.run.stderr.trim()));
     settle();
 
     demo.step("Blocked address ranges: TCP gets a reset, UDP gets ICMP port unreachable");
     let t = tb.tcp_banner(Family::V4.cidr(), BANNER_PORT);
-    demo.claim(
-        t.result == "refused",
-        &format!("TCP {}:{BANNER_PORT} → {}", Family::V4.cidr(), t.result),
-    );
+    demo.claim(t.result == "refused", &format!("TCP {}:{BANNER_PORT} → {}", Family::V4.cidr(), t.result));
     let u = tb.udp_echo(Family::V6.cidr(), ECHO_PORT);
-    demo.claim(
-        u.result == "refused",
-        &format!("UDP [{}]:{ECHO_PORT} → {}", Family::V6.cidr(), u.result),
-    );
+    demo.claim(u.result == "refused", &format!("UDP [{}]:{ECHO_PORT} → {}", Family::V6.cidr(), u.result));
     settle();
 
     demo.step("Summary");
@@ -293,40 +249,26 @@ fn main() {
     let status = tb.stop_engine("TERM");
     stop.store(true, Ordering::SeqCst);
     let _ = printer.join();
-    demo.claim(
-        status.success(),
-        &format!("engine stopped on SIGTERM: {status}"),
-    );
+    demo.claim(status.success(), &format!("engine stopped on SIGTERM: {status}"));
     let events = tb.events();
     let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
     for e in events.iter().filter(|e| e["action"] == "block") {
-        *by_reason
-            .entry(e["reason"].as_str().unwrap_or("?").to_string())
-            .or_default() += 1;
+        *by_reason.entry(e["reason"].as_str().unwrap_or("?").to_string()).or_default() += 1;
     }
     let total: usize = by_reason.values().sum();
     let breakdown: Vec<String> = by_reason.iter().map(|(r, n)| format!("{r} {n}")).collect();
     println!("  block events: {total} ({})", breakdown.join(", "));
-    demo.claim(
-        telemetry_conns == 0,
-        &format!("telemetry servers accepted {telemetry_conns} connections"),
-    );
+    demo.claim(telemetry_conns == 0, &format!("telemetry servers accepted {telemetry_conns} connections"));
     let leaks = tb.forbidden_packets();
     demo.claim(
         leaks.is_empty(),
-        &format!(
-            "server capture: {} packets reached telemetry hosts or blocked ranges",
-            leaks.len()
-        ),
+        &format!("server capture: {} packets reached telemetry hosts or blocked ranges", leaks.len()),
     );
     drop(tb);
     if demo.failures.is_empty() {
         println!("\n\x1b[1;32mAll claims held.\x1b[0m Test bed removed.");
     } else {
-        println!(
-            "\n\x1b[1;31m{} claims failed.\x1b[0m Test bed removed.",
-            demo.failures.len()
-        );
+        println!("\n\x1b[1;31m{} claims failed.\x1b[0m Test bed removed.", demo.failures.len());
         std::process::exit(1);
     }
 }
