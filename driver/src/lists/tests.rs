@@ -234,3 +234,75 @@ fn nothing_configured_is_ok_and_swaps_nothing() {
     let status = run(&store, &[], 5);
     assert!(status.ok && !status.swapped && status.lists.is_empty() && status.generation.is_none());
 }
+
+/// Set in the environment of [`killed_writer_child`] to the store it keeps updating.
+const CHILD_STORE: &str = "HUSHWALL_TEST_WRITER_STORE";
+
+/// Two lists of about 400 kB each, so a swap spends a while writing.
+fn big_list(tag: char) -> String {
+    (0..20_000).map(|i| format!("{tag}{i:06}.writer.test\n")).collect()
+}
+
+/// Not a test by itself: the writer process that [`sigkill_at_random_moments_never_breaks_the_store`] kills.
+#[test]
+#[ignore = "child process of sigkill_at_random_moments_never_breaks_the_store"]
+fn killed_writer_child() {
+    let Ok(dir) = std::env::var(CHILD_STORE) else { return };
+    let store = Store::new(dir);
+    let (a, b) = (big_list('a'), big_list('b'));
+    for n in 0u64.. {
+        let text = if n % 2 == 0 { &b } else { &a };
+        run(&store, &[(URL, Ok(text.as_bytes()))], n);
+        println!("swapped");
+    }
+}
+
+/// A real crash test: a writer process updating in a loop is SIGKILLed at random moments; every time, the store
+/// loads, and holds one whole list or the other.
+#[test]
+fn sigkill_at_random_moments_never_breaks_the_store() {
+    let (_dir, store) = store();
+    add(&store, "a", URL, Role::Block);
+    let (a, b) = (big_list('a'), big_list('b'));
+    assert!(run(&store, &[(URL, Ok(a.as_bytes()))], 1).ok);
+    let exe = std::env::current_exe().unwrap();
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut seen_b = false;
+    for _ in 0..12 {
+        let started = std::time::Instant::now();
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "lists::update::tests::killed_writer_child", "--ignored", "--nocapture", "-q"])
+            .env(CHILD_STORE, store.dir())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the child's first swap, then kill it at a random moment of a later update (of about the same
+        // duration).
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("swapped") {
+            line.clear();
+            assert_ne!(std::io::BufRead::read_line(&mut stdout, &mut line).unwrap(), 0, "the writer died early");
+        }
+        let one_update = started.elapsed().as_micros().max(1) as u64;
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_micros(seed % one_update));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let lists = store.load().unwrap();
+        assert_eq!(lists.len(), 1);
+        assert!(lists[0].text == a || lists[0].text == b, "a half-written list was loaded");
+        seen_b |= lists[0].text == b;
+    }
+    assert!(seen_b, "the writer never completed a swap; the test proved nothing");
+    // The next update cleans up whatever the kills left.
+    assert!(run(&store, &[(URL, Ok(GOOD.as_bytes()))], 99).ok);
+    let leftovers: Vec<_> = fs::read_dir(store.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
