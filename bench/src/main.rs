@@ -23,8 +23,10 @@ struct Counting;
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 fn grew(by: usize) {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
     let now = CURRENT.fetch_add(by, Ordering::Relaxed) + by;
     PEAK.fetch_max(now, Ordering::Relaxed);
 }
@@ -148,23 +150,41 @@ fn synthetic_cidrs(n: usize) -> (String, Vec<IpAddr>) {
     (text, hits)
 }
 
-/// Runs `lookup` over every query, five times; returns the fastest run's time per lookup and the number of
-/// queries that were blocked in it.
-fn time_lookups<Q>(queries: &[Q], mut lookup: impl FnMut(&Q) -> bool) -> (Duration, usize) {
+/// What one set of lookups measured.
+struct Timing {
+    /// Fastest run's time per lookup.
+    per_lookup: Duration,
+    /// Queries blocked in a run.
+    blocked: usize,
+    /// Heap allocations per lookup (for the `RuleRef` of a match).
+    allocations: f64,
+}
+
+/// Runs `lookup` over every query, five times.
+fn time_lookups<Q>(queries: &[Q], mut lookup: impl FnMut(&Q) -> bool) -> Timing {
     let mut best = Duration::MAX;
     let mut blocked = 0;
+    let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..5 {
         let start = Instant::now();
         blocked = queries.iter().filter(|q| black_box(lookup(black_box(q)))).count();
         best = best.min(start.elapsed());
     }
-    (best / u32::try_from(queries.len().max(1)).unwrap_or(u32::MAX), blocked)
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_before;
+    Timing {
+        per_lookup: best / u32::try_from(queries.len().max(1)).unwrap_or(u32::MAX),
+        blocked,
+        allocations: allocations as f64 / (5 * queries.len().max(1)) as f64,
+    }
 }
 
-fn report(what: &str, (per_lookup, blocked): (Duration, usize), total: usize) {
-    let ns = per_lookup.as_secs_f64() * 1e9;
+fn report(what: &str, t: Timing, total: usize) {
+    let ns = t.per_lookup.as_secs_f64() * 1e9;
     let rate = if ns > 0.0 { 1e9 / ns } else { f64::INFINITY };
-    println!("{what:<22} {ns:>8.1} ns/lookup {:>12.0} lookups/s   ({blocked} of {total} blocked)", rate);
+    println!(
+        "{what:<16} {ns:>7.1} ns/lookup {rate:>11.0} lookups/s  {:.1} allocations/lookup  ({} of {total} blocked)",
+        t.allocations, t.blocked
+    );
 }
 
 fn rss_kib() -> Option<u64> {
