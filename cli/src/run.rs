@@ -58,7 +58,7 @@ enum BlockAnswerArg {
     Unspecified,
 }
 
-fn parse_mark(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_mark(text: &str) -> Result<u32, String> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => text.parse(),
@@ -156,7 +156,7 @@ fn stop_on_signals(control: Arc<Control>) -> Result<(), String> {
 }
 
 /// Linux's stand-in for `VpnService.protect()`: marks the socket so an `ip rule fwmark` routes it around the tun.
-struct Fwmark(u32);
+pub(crate) struct Fwmark(pub(crate) u32);
 
 impl Protector for Fwmark {
     fn protect(&mut self, socket: BorrowedFd<'_>) -> bool {
