@@ -464,3 +464,42 @@ fn run_with_bad_arguments_fails() {
     expect_startup_failure(&["run", "--tun", TUN, "--blocklist", "/nonexistent/hushwall-list.txt"]);
     expect_startup_failure(&["no-such-subcommand"]);
 }
+
+/// Waits up to 5 s for the engine's output to contain `text`.
+fn wait_for_log(tb: &Testbed, text: &str) {
+    for _ in 0..50 {
+        if tb.engine_log().contains(text) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("engine never logged {text:?}:\n{}", tb.engine_log());
+}
+
+/// SIGHUP re-reads the lists and swaps the new policy in while traffic flows; a malformed list is reported with
+/// file and line, and the policy in force stays.
+#[test]
+fn sighup_reloads_lists_and_keeps_the_last_good_policy_on_error() {
+    let dir = TempDir::create();
+    let list = dir.path.join("extra-list.txt");
+    std::fs::write(&list, "# empty for now\n").expect("write list");
+    let tb = Testbed::start(Options::engine().engine_arg("--blocklist").engine_arg(list.as_os_str()));
+    let resolver = resolver_arg(Family::V4);
+    let hup = || {
+        let pid = tb.engine_pid().expect("engine runs").to_string();
+        assert!(run(hushwall_tests::proc::command("kill", &["-HUP", &pid]), Duration::from_secs(5)).success());
+    };
+    let before = tb.dig(&[&resolver, NORMAL_NAME, "A"]);
+    assert_eq!(before.status.as_deref(), Some("NOERROR"), "{}", before.run);
+
+    std::fs::write(&list, format!("# now blocked\n{NORMAL_NAME}\n")).expect("write list");
+    hup();
+    wait_for_log(&tb, "lists reloaded");
+    assert_nxdomain_fast(&tb.dig(&[&resolver, NORMAL_NAME, "A"]), "after reload");
+
+    std::fs::write(&list, format!("# now broken\n{NORMAL_NAME}\nnot a domain!\n")).expect("write list");
+    hup();
+    wait_for_log(&tb, "extra-list.txt:3");
+    assert!(tb.engine_log().contains("keeping the lists in force"), "{}", tb.engine_log());
+    assert_nxdomain_fast(&tb.dig(&[&resolver, NORMAL_NAME, "A"]), "the last good policy stays after a bad reload");
+}
