@@ -503,3 +503,43 @@ fn sighup_reloads_lists_and_keeps_the_last_good_policy_on_error() {
     assert!(tb.engine_log().contains("keeping the lists in force"), "{}", tb.engine_log());
     assert_nxdomain_fast(&tb.dig(&[&resolver, NORMAL_NAME, "A"]), "the last good policy stays after a bad reload");
 }
+
+/// `run --tun-fd` adopts a descriptor opened by someone else (what Android's VpnService hands over): the engine
+/// answers a blocked name through it, and exits 0 on SIGTERM.
+#[test]
+fn tun_fd_is_adopted() {
+    let ns = Netns::create();
+    let dir = TempDir::create();
+    let list = dir.path.join("list.txt");
+    std::fs::write(&list, format!("||{TELEMETRY_NAME}^\n")).expect("write list");
+    let launcher = hushwall_tests::testbed::workspace_root().join("tests/scripts/tun_fd_launcher.py");
+    let mut engine = ns.command("python3");
+    engine.arg(&launcher).arg("hwfd0").arg(hushwall_bin());
+    engine.args(["--profile", "none", "--dns-upstream", "198.18.0.1:53", "--blocklist"]).arg(&list);
+    engine.stderr(std::process::Stdio::piped());
+    let mut child = engine.spawn().expect("start the launcher");
+    let ip = |args: &[&str]| {
+        let mut c = ns.command("ip");
+        c.args(args);
+        run(c, Duration::from_secs(5))
+    };
+    let mut up = false;
+    for _ in 0..50 {
+        if ip(&["link", "set", "hwfd0", "up"]).success() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up, "the launcher never created hwfd0");
+    assert!(ip(&["addr", "add", "10.111.0.1/32", "dev", "hwfd0"]).success());
+    assert!(ip(&["route", "add", "default", "dev", "hwfd0"]).success());
+    let mut dig = ns.command("dig");
+    dig.args(["+time=2", "+tries=1", "@198.18.53.53", TELEMETRY_NAME, "A"]);
+    let d = hushwall_tests::clients::parse_dig(run(dig, Duration::from_secs(10)));
+    assert_nxdomain_fast(&d, "blocked name through an adopted tun fd");
+    let pid = child.id().to_string();
+    assert!(run(hushwall_tests::proc::command("kill", &["-TERM", &pid]), Duration::from_secs(5)).success());
+    let status = child.wait().expect("engine exits");
+    assert!(status.success(), "exit status {status}");
+}
