@@ -113,21 +113,15 @@ impl Engine {
         };
         let verdict = self.name_verdict(&name, Reason::DnsQuery);
         self.report(now, Protocol::Dns, client, server, Some(&name), &verdict);
-        if verdict.is_block() {
+        let via = if verdict.is_block() {
             self.answer_blocked(via, msg);
-            if self.config.learn_blocked_addresses && matches!(qtype, QTYPE_A | QTYPE_AAAA) {
-                let learn = Pending {
-                    via: DnsClient::Learn,
-                    client,
-                    server,
-                    query: msg.to_vec(),
-                    question: name,
-                    deadline: now + self.config.dns_timeout,
-                };
-                self.forward_query(learn, up);
+            if !(self.config.learn_blocked_addresses && matches!(qtype, QTYPE_A | QTYPE_AAAA)) {
+                return;
             }
-            return;
-        }
+            DnsClient::Learn
+        } else {
+            via
+        };
         let pending = Pending {
             via,
             client,
