@@ -13,6 +13,7 @@
 
 mod dns;
 mod packet;
+mod quic_hold;
 mod reply;
 mod stack;
 mod tcp;
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use dns::DnsForwarder;
 use packet::Transport;
+use quic_hold::QuicHold;
 use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
@@ -171,6 +173,8 @@ pub struct Engine {
     tcp_keys: HashMap<FlowKey, FlowId>,
     udp: HashMap<FlowId, UdpFlow>,
     udp_keys: HashMap<FlowKey, FlowId>,
+    /// New QUIC flows held until their ClientHello names the server (see `quic_hold`).
+    quic_holds: HashMap<FlowKey, QuicHold>,
     /// TCP flows whose sockets may have changed since they were last serviced.
     touched: Vec<FlowId>,
     /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
@@ -198,6 +202,7 @@ impl Engine {
             tcp_keys: HashMap::new(),
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
+            quic_holds: HashMap::new(),
             touched: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),
@@ -291,6 +296,7 @@ impl Engine {
                 Timer::Tcp(id) => self.on_tcp_deadline(now, id, up),
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
                 Timer::Dns(query) => self.on_dns_deadline(now, query),
+                Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
             }
         }
         self.poll(now, up);
