@@ -6,7 +6,10 @@
 //! to a [`ClientHelloAssembler`]. As soon as the ClientHello is complete the flow is judged by its SNI like a TLS
 //! flow over TCP: a blocked name is refused with ICMP port unreachable (reason `quic_sni`) and the held datagrams
 //! are dropped, so the server never receives one; an allowed name opens the upstream socket and sends the held
-//! datagrams in order. If the datagrams are not QUIC, the ClientHello carries no name, the hold outgrows its bounds
+//! datagrams in order. A refused flow is remembered while it stays active (for
+//! [`EngineConfig::udp_idle_timeout`](super::EngineConfig::udp_idle_timeout) after its last datagram): its later
+//! datagrams — retransmitted Initials, the client's CONNECTION_CLOSE, which carry no ClientHello to judge — are
+//! refused too, without a new event, so none of them can reach the server by a timeout. If the datagrams are not QUIC, the ClientHello carries no name, the hold outgrows its bounds
 //! or [`EngineConfig::sniff_timeout`](super::EngineConfig::sniff_timeout) passes first, the flow is decided by
 //! address as any UDP flow would have been.
 
@@ -43,6 +46,8 @@ pub(crate) struct QuicHold {
     /// A name DNS mapped to the address, if any.
     mapped_host: Option<String>,
     deadline: Instant,
+    /// The flow was refused: its datagrams are refused until then (extended by each new one).
+    refused_until: Option<Instant>,
 }
 
 /// Whether a datagram can be a QUIC v1/v2 long-header packet (cheap check before holding a flow).
@@ -68,6 +73,19 @@ impl Engine {
         up: &mut impl Upstream,
     ) -> bool {
         let key = (client, server);
+        if let Some(hold) = self.quic_holds.get_mut(&key) {
+            match hold.refused_until {
+                Some(until) if until > now => {
+                    hold.refused_until = Some(now + self.config.udp_idle_timeout);
+                    self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+                    return true;
+                }
+                Some(_) => {
+                    self.quic_holds.remove(&key);
+                }
+                None => {}
+            }
+        }
         if !self.quic_holds.contains_key(&key) {
             if server.port() != QUIC_PORT || !looks_like_quic_initial(payload) {
                 return false;
@@ -94,6 +112,7 @@ impl Engine {
                 fallback,
                 mapped_host,
                 deadline,
+                refused_until: None,
             };
             self.quic_holds.insert(key, hold);
         }
@@ -121,6 +140,14 @@ impl Engine {
         let Some((&key, hold)) = self.quic_holds.iter().find(|(_, h)| h.id == id) else {
             return;
         };
+        if let Some(until) = hold.refused_until {
+            if until > now {
+                self.timers.arm(until, Timer::QuicHold(id));
+            } else {
+                self.quic_holds.remove(&key);
+            }
+            return;
+        }
         if hold.deadline > now {
             return;
         }
@@ -148,13 +175,21 @@ impl Engine {
         host: Option<String>,
         up: &mut impl Upstream,
     ) {
-        let Some(hold) = self.quic_holds.remove(&key) else {
+        let Some(mut hold) = self.quic_holds.remove(&key) else {
             return;
         };
         let (client, server) = key;
         self.report(now, Protocol::Udp, client, server, host.as_deref(), &verdict);
         if verdict.is_block() {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+            // Remember the refusal (without the held bytes) so the flow's later datagrams are refused too.
+            let until = now + self.config.udp_idle_timeout;
+            hold.datagrams = Vec::new();
+            hold.first_packet = Vec::new();
+            hold.assembler = ClientHelloAssembler::new();
+            hold.refused_until = Some(until);
+            self.timers.arm(until, Timer::QuicHold(hold.id));
+            self.quic_holds.insert(key, hold);
             return;
         }
         let id = hold.id;

@@ -59,6 +59,17 @@ fn quic_to_a_blocked_name_is_refused_and_nothing_goes_upstream() {
         assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
         assert_eq!(events[0].rule.as_ref().map(|r| r.line), Some(1));
         assert_eq!(pair.engine.stats().udp_active, 0);
+        // The client's retransmission and its CONNECTION_CLOSE (an Initial without a ClientHello) are refused
+        // as well, without new events, and never reach the server even after the hold timeout.
+        pair.udp(NORMAL, 443, &client_initial(version, &[9; 8], 1, &crypto_frame(0, &hello), 1200));
+        pair.udp(NORMAL, 443, &client_initial(version, &[9; 8], 2, &[0x1c, 0x00, 0x00, 0x00], 1200));
+        assert_eq!(pair.take_out().len(), 2, "ICMP for each");
+        pair.wait(Duration::from_secs(2));
+        assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "still nothing upstream");
+        assert!(pair.events().is_empty(), "one event per refused flow");
+        // Once the flow has been quiet for the idle timeout, it is forgotten (memory bounded).
+        pair.wait(pair.engine.config.udp_idle_timeout);
+        assert!(pair.engine.quic_holds.is_empty());
     }
 }
 
