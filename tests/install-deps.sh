@@ -15,6 +15,7 @@ declare -A PACKAGE=(
     [socat]=socat
     [kill]=procps
     [sha256sum]=coreutils
+    [tshark]=tshark # reads back the engine's pcapng export (tests/tests/inspect.rs)
 )
 
 missing=()
@@ -38,6 +39,12 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq </dev/null
     apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi
+
+# A real QUIC client and server for the QUIC SNI tests (tests/scripts/quic.py): aioquic from PyPI.
+if ! python3 -c 'import aioquic' >/dev/null 2>&1; then
+    echo "install-deps: installing the aioquic Python package" >&2
+    python3 -m pip install --quiet aioquic </dev/null || python3 -m pip install --quiet --break-system-packages aioquic </dev/null
 fi
 
 # The kernel pieces the test bed needs.

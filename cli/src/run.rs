@@ -5,6 +5,7 @@ use clap::{Args, ValueEnum};
 use hushwall_core::engine::EngineConfig;
 use hushwall_core::event::Event;
 use hushwall_core::inspect::dns::BlockAnswer;
+use hushwall_core::pcapng::Capture;
 use hushwall_driver::platform::NoUids;
 use hushwall_driver::{Control, EventSink, Platform, Protector};
 use std::fs::{File, OpenOptions};
@@ -44,6 +45,14 @@ pub struct RunArgs {
     /// MTU of the tun device.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..))]
     mtu: u16,
+    /// Write every packet read from and written to the tun to PATH as pcapng (Wireshark/tshark), with the
+    /// verdict and reason as a comment on the packet that decided each flow.
+    #[arg(long, value_name = "PATH")]
+    pcap: Option<PathBuf>,
+    /// Payload peek: read blocked plain-HTTP requests locally, answer 403, and put a redacted summary of what
+    /// they tried to send (query, form fields, decoded base64/gzip and Sensors Analytics uploads) in the event.
+    #[arg(long)]
+    peek: bool,
     /// Log more (repeat for even more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -76,6 +85,13 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         Some(path) => Box::new(JsonLines::open(path)?),
         None => Box::new(Discard),
     };
+    let capture = match &args.pcap {
+        Some(path) => {
+            let file = File::create(path).map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
+            Some(Capture::new(BufWriter::new(file)).map_err(|e| format!("cannot write {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
     let (device, name) = open_tun(&args)?;
     let config = EngineConfig {
         dns_upstream: args.dns_upstream,
@@ -86,14 +102,21 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         log_allowed: args.log_allowed,
         mtu: usize::from(args.mtu),
         random_seed: random_seed(),
+        peek: args.peek,
+        capture: capture.clone(),
         ..EngineConfig::default()
     };
     let platform = Platform { protector: Box::new(Fwmark(args.fwmark)), uids: Box::new(NoUids), events };
     let control = Control::new();
     handle_signals(Arc::clone(&control), args.policy)?;
     eprintln!("hushwall: ready on {name}");
-    let stats =
-        hushwall_driver::run(device, config, policy, platform, control).map_err(|e| format!("engine stopped: {e}"))?;
+    let result = hushwall_driver::run(device, config, policy, platform, control);
+    if let Some(capture) = &capture {
+        if let Err(e) = capture.flush() {
+            eprintln!("hushwall: cannot flush the capture: {e}");
+        }
+    }
+    let stats = result.map_err(|e| format!("engine stopped: {e}"))?;
     eprintln!(
         "hushwall: stopped; {} packets in, {} out, {} blocked, {} malformed",
         stats.packets_in, stats.packets_out, stats.blocked, stats.malformed

@@ -1,5 +1,6 @@
 //! Events: what the engine reports to the user interface (every block, and optionally every allowed flow).
 
+use crate::inspect::peek::RequestPeek;
 use crate::verdict::{Action, Reason, RuleRef};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -39,4 +40,7 @@ pub struct Event {
     pub rule: Option<RuleRef>,
     /// The app (Linux/Android UID) that owns the flow, if the platform could tell.
     pub uid: Option<u32>,
+    /// With the payload peek on: what a refused plain-HTTP request tried to send (bounded, redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peek: Option<RequestPeek>,
 }

@@ -15,5 +15,6 @@ pub mod dns_cache;
 pub mod engine;
 pub mod event;
 pub mod inspect;
+pub mod pcapng;
 pub mod policy;
 pub mod verdict;

@@ -27,6 +27,8 @@ pub enum Reason {
     TlsSni,
     /// The HTTP request's Host header matched a block rule.
     HttpHost,
+    /// The server name in a QUIC client Initial's ClientHello matched a block rule.
+    QuicSni,
     /// The destination address is inside a blocked address range.
     IpCidr,
     /// The destination address was learnt from DNS answers for a blocked name.
@@ -51,6 +53,7 @@ impl Reason {
             Reason::DnsCname => "dns_cname",
             Reason::TlsSni => "tls_sni",
             Reason::HttpHost => "http_host",
+            Reason::QuicSni => "quic_sni",
             Reason::IpCidr => "ip_cidr",
             Reason::DnsMappedIp => "dns_mapped_ip",
             Reason::DnsOverTls => "dns_over_tls",

@@ -11,8 +11,10 @@
 //! the engine reads the first bytes (TLS ClientHello SNI, HTTP Host) before it dials, so a blocked server never
 //! sees a packet. Allowed flows are spliced to an upstream socket with backpressure in both directions.
 
+mod capture;
 mod dns;
 mod packet;
+mod quic_hold;
 mod reply;
 mod stack;
 mod tcp;
@@ -22,6 +24,7 @@ mod udp;
 use crate::dns_cache::DnsCache;
 use crate::event::{Event, Protocol};
 use crate::inspect::dns::BlockAnswer;
+use crate::pcapng::{Capture, Direction};
 use crate::policy::{Decision, Policy};
 use crate::verdict::{Action, Reason, RuleRef, Verdict};
 use serde::Serialize;
@@ -31,8 +34,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capture::CaptureState;
 use dns::DnsForwarder;
 use packet::Transport;
+use quic_hold::QuicHold;
 use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
@@ -98,6 +103,11 @@ pub struct EngineConfig {
     pub dns_timeout: Duration,
     /// Seed for smoltcp's initial sequence numbers and the DNS forwarder's query ids.
     pub random_seed: u64,
+    /// Payload peek: read blocked plain-HTTP requests to their end locally, answer `403 Forbidden`, and attach a
+    /// redacted summary to the block event ([`crate::inspect::peek`]). Off by default: a user switch.
+    pub peek: bool,
+    /// Write every packet read from and written to the tun to this pcapng capture, with the verdicts as comments.
+    pub capture: Option<Capture>,
 }
 
 impl Default for EngineConfig {
@@ -117,6 +127,8 @@ impl Default for EngineConfig {
             udp_idle_timeout: Duration::from_secs(60),
             dns_timeout: Duration::from_secs(4),
             random_seed: 0x6877_6877,
+            peek: false,
+            capture: None,
         }
     }
 }
@@ -171,6 +183,12 @@ pub struct Engine {
     tcp_keys: HashMap<FlowKey, FlowId>,
     udp: HashMap<FlowId, UdpFlow>,
     udp_keys: HashMap<FlowKey, FlowId>,
+    /// New QUIC flows held until their ClientHello names the server (see `quic_hold`).
+    quic_holds: HashMap<FlowKey, QuicHold>,
+    /// Blocked HTTP requests being read for the payload peek (see `tcp::peek`).
+    peeks: HashMap<FlowId, tcp::PeekState>,
+    /// The pcapng capture, if configured.
+    capture: Option<CaptureState>,
     /// TCP flows whose sockets may have changed since they were last serviced.
     touched: Vec<FlowId>,
     /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
@@ -192,12 +210,15 @@ impl Engine {
             stack: Stack::new(config.mtu, config.random_seed, now),
             dns: DnsForwarder::new(config.dns_upstream, FlowId(0), config.random_seed),
             dns_cache: DnsCache::new(16 * 1024),
+            capture: config.capture.clone().map(CaptureState::new),
             config,
             policy,
             tcp: HashMap::new(),
             tcp_keys: HashMap::new(),
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
+            quic_holds: HashMap::new(),
+            peeks: HashMap::new(),
             touched: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),
@@ -232,6 +253,7 @@ impl Engine {
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
+        self.capture_packet(Some(now), Direction::Inbound, packet);
         let parsed = match packet::parse(packet) {
             Ok(p) => p,
             Err(packet::Malformed) => {
@@ -286,11 +308,13 @@ impl Engine {
 
     /// Handles expired timers (sniff and connect deadlines, idle UDP flows, unanswered DNS queries).
     pub fn handle_timeout(&mut self, now: Instant, up: &mut impl Upstream) {
+        self.capture_clock(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Tcp(id) => self.on_tcp_deadline(now, id, up),
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
                 Timer::Dns(query) => self.on_dns_deadline(now, query),
+                Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
             }
         }
         self.poll(now, up);
@@ -315,8 +339,10 @@ impl Engine {
                 }
                 Err(_) => self.stats.dropped += 1,
             }
+            self.capture_packet(None, Direction::Outbound, &buf);
             self.stack.device.recycle(buf);
         }
+        self.flush_capture();
     }
 
     /// The next event for the user interface, oldest first.
@@ -367,6 +393,7 @@ impl Engine {
         host: Option<&str>,
         verdict: &Verdict,
     ) {
+        self.capture_verdict(src, dst, host, verdict);
         if verdict.is_block() {
             self.stats.blocked += 1;
         } else if !self.config.log_allowed {
@@ -387,6 +414,7 @@ impl Engine {
             reason: verdict.reason,
             rule: verdict.rule.clone(),
             uid: None,
+            peek: None,
         });
     }
 

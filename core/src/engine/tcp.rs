@@ -18,6 +18,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+mod peek;
+pub(crate) use peek::PeekState;
+
 /// The most client bytes read to find a ClientHello or request headers.
 const SNIFF_MAX: usize = 16 * 1024;
 /// Once a client has started sending, how long it has to complete its ClientHello or request headers.
@@ -48,6 +51,11 @@ pub(crate) enum Phase {
     Dns { pending: u16 },
     /// Refused after sniffing; the RST goes out and the flow is retired.
     Refused,
+    /// A blocked plain-HTTP request read to its end for the payload peek, then answered `403 Forbidden`.
+    Peeking {
+        /// The refusal has been sent; the connection is closing.
+        answered: bool,
+    },
 }
 
 /// One TCP connection from the phone.
@@ -302,6 +310,7 @@ impl Engine {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
+            Phase::Peeking { .. } => self.on_peek_deadline(now, id),
             Phase::Forwarding | Phase::Dns { .. } | Phase::Refused => {}
         }
     }
@@ -315,6 +324,7 @@ impl Engine {
             Phase::Sniffing { .. } => self.sniff(now, id, up),
             Phase::Forwarding => self.splice(id, up),
             Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
+            Phase::Peeking { .. } => self.peek(now, id),
             Phase::Dialing | Phase::Connecting | Phase::Refused => {}
         }
         self.retire_if_closed(id, up);
@@ -346,6 +356,7 @@ impl Engine {
 
     /// Decides a sniffed flow: by the name in its first bytes if there is one, else by address (already cleared).
     fn finish_sniff(&mut self, now: Instant, id: FlowId, sniffed: Option<StreamSniff>, up: &mut impl Upstream) {
+        let http = matches!(sniffed, Some(StreamSniff::HttpHost(_)));
         let named = match sniffed {
             Some(StreamSniff::TlsSni(name)) => Some((self.name_verdict(&name, Reason::TlsSni), name)),
             Some(StreamSniff::HttpHost(name)) => Some((self.name_verdict(&name, Reason::HttpHost), name)),
@@ -362,6 +373,10 @@ impl Engine {
             flow.host = host;
         }
         let (client, server, host) = (flow.client, flow.server, flow.host.clone());
+        if verdict.is_block() && http && self.config.peek {
+            self.start_peek(now, id, verdict);
+            return;
+        }
         if verdict.is_block() {
             flow.phase = Phase::Refused;
             self.stack.tcp(flow.handle).abort();

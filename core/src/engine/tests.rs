@@ -571,3 +571,6 @@ proptest::proptest! {
         pair.take_out();
     }
 }
+
+/// QUIC SNI, payload peek and capture tests, beside these.
+mod inspect_tests;

@@ -18,6 +18,8 @@ pub(crate) enum Timer {
     Udp(FlowId),
     /// A forwarded DNS query (by forwarder id).
     Dns(u16),
+    /// A UDP flow held until its QUIC ClientHello names a host.
+    QuicHold(FlowId),
 }
 
 /// A min-heap of deadlines.

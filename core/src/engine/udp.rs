@@ -23,6 +23,13 @@ pub(crate) struct UdpFlow {
     last_active: Instant,
 }
 
+impl UdpFlow {
+    /// A flow that was active at `now`.
+    pub(crate) fn new(client: SocketAddr, server: SocketAddr, now: Instant) -> Self {
+        UdpFlow { client, server, last_active: now }
+    }
+}
+
 impl Engine {
     /// A UDP datagram from the phone (not DNS).
     pub(super) fn on_udp_datagram_from_client(
@@ -41,6 +48,9 @@ impl Engine {
             if up.udp_send(id, payload).is_err() {
                 self.stats.dropped += 1;
             }
+            return;
+        }
+        if self.hold_quic_datagram(now, packet, client, server, payload, up) {
             return;
         }
         let (verdict, host) = if server.port() == DOQ_PORT && self.config.block_dns_over_tls {

@@ -1,10 +1,13 @@
-//! Inspection of what flows carry: DNS messages, TLS ClientHello SNI and HTTP Host.
+//! Inspection of what flows carry: DNS messages, TLS ClientHello SNI (over TCP and in QUIC Initials), HTTP Host,
+//! and (for blocked plain-HTTP requests, when enabled) a redacted summary of the request.
 //!
 //! Everything here is a pure function of the bytes given: no state, no clock, no I/O, and no
 //! panic on any input. Host names come out lowercase without a trailing dot.
 
 pub mod dns;
 pub mod http;
+pub mod peek;
+pub mod quic;
 pub mod tls;
 
 /// Longest host name in text form (RFC 1035 §2.3.4: 255 octets on the wire).

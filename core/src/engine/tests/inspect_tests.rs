@@ -1,0 +1,255 @@
+//! Engine tests of the QUIC hold, the payload peek and the capture, on the `Pair` of the parent module.
+
+use super::*;
+use crate::inspect::peek::Decoded;
+use crate::inspect::quic::seal::{client_initial, crypto_frame};
+use crate::inspect::quic::{VERSION_1, VERSION_2};
+use crate::pcapng::Capture;
+use std::sync::Mutex;
+
+/// A ClientHello handshake message naming `name`, padded to about `size` bytes with a padding extension.
+fn client_hello(name: &str, size: usize) -> Vec<u8> {
+    let mut sni = Vec::new();
+    let n = name.len() as u16;
+    sni.extend_from_slice(&(n + 3).to_be_bytes());
+    sni.push(0);
+    sni.extend_from_slice(&n.to_be_bytes());
+    sni.extend_from_slice(name.as_bytes());
+    let mut ext = vec![0x00, 0x00];
+    ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&sni);
+    let pad = size.saturating_sub(ext.len() + 60);
+    ext.extend_from_slice(&[0x00, 0x15]);
+    ext.extend_from_slice(&(pad as u16).to_be_bytes());
+    ext.resize(ext.len() + pad, 0);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![0x01, 0, (body.len() >> 8) as u8, body.len() as u8];
+    msg.extend_from_slice(&body);
+    msg
+}
+
+fn is_icmp_port_unreachable(packet: &[u8]) -> bool {
+    let sliced = etherparse::SlicedPacket::from_ip(packet).expect("valid");
+    matches!(
+        sliced.transport,
+        Some(etherparse::TransportSlice::Icmpv4(ref i))
+            if i.icmp_type() == etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::Port)
+    )
+}
+
+#[test]
+fn quic_to_a_blocked_name_is_refused_and_nothing_goes_upstream() {
+    for version in [VERSION_1, VERSION_2] {
+        let mut pair = Pair::new();
+        let hello = client_hello("tracking.intl.miui.com", 400);
+        pair.udp(NORMAL, 443, &client_initial(version, &[9; 8], 0, &crypto_frame(0, &hello), 1200));
+        let out = pair.take_out();
+        assert_eq!(out.len(), 1);
+        assert!(is_icmp_port_unreachable(&out[0]));
+        assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
+        let events = pair.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!((events[0].reason, events[0].protocol), (Reason::QuicSni, Protocol::Udp));
+        assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+        assert_eq!(events[0].rule.as_ref().map(|r| r.line), Some(1));
+        assert_eq!(pair.engine.stats().udp_active, 0);
+        // The client's retransmission and its CONNECTION_CLOSE (an Initial without a ClientHello) are refused
+        // as well, without new events, and never reach the server even after the hold timeout.
+        pair.udp(NORMAL, 443, &client_initial(version, &[9; 8], 1, &crypto_frame(0, &hello), 1200));
+        pair.udp(NORMAL, 443, &client_initial(version, &[9; 8], 2, &[0x1c, 0x00, 0x00, 0x00], 1200));
+        assert_eq!(pair.take_out().len(), 2, "ICMP for each");
+        pair.wait(Duration::from_secs(2));
+        assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "still nothing upstream");
+        assert!(pair.events().is_empty(), "one event per refused flow");
+        // Once the flow has been quiet for the idle timeout, it is forgotten (memory bounded).
+        pair.wait(pair.engine.config.udp_idle_timeout);
+        assert!(pair.engine.quic_holds.is_empty());
+    }
+}
+
+#[test]
+fn quic_split_hello_to_an_allowed_name_is_held_then_flushed_in_order() {
+    let mut pair = Pair::new();
+    let hello = client_hello("www.example.org", 2500);
+    let d1 = client_initial(VERSION_1, &[5; 8], 0, &crypto_frame(0, &hello[..1100]), 1200);
+    let d2 = client_initial(VERSION_1, &[5; 8], 1, &crypto_frame(1100, &hello[1100..]), 1200);
+    let d3 = client_initial(VERSION_1, &[5; 8], 2, &crypto_frame(2200, &hello[2200..]), 1200);
+    // Out of order: the last piece first.
+    pair.udp(NORMAL, 443, &d3);
+    pair.udp(NORMAL, 443, &d1);
+    assert!(pair.up.udp_opened.is_empty(), "held while the ClientHello is incomplete");
+    pair.udp(NORMAL, 443, &d2);
+    assert_eq!(pair.up.udp_opened.len(), 1);
+    let sent: Vec<&[u8]> = pair.up.udp_sent.iter().map(|(_, d)| d.as_slice()).collect();
+    assert_eq!(sent, [&d3[..], &d1[..], &d2[..]], "held datagrams flushed in arrival order");
+    pair.udp(NORMAL, 443, b"\x40later short-header packet");
+    assert_eq!(pair.up.udp_sent.len(), 4, "later datagrams relayed at once");
+    assert!(pair.take_out().is_empty());
+    assert!(pair.events().is_empty(), "allowed flows are not logged by default");
+}
+
+#[test]
+fn quic_hold_times_out_and_is_decided_by_address() {
+    let mut pair = Pair::new();
+    let hello = client_hello("tracking.intl.miui.com", 2000);
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[6; 8], 0, &crypto_frame(0, &hello[..900]), 1200));
+    assert!(pair.up.udp_opened.is_empty());
+    pair.wait(pair.engine.config.sniff_timeout);
+    assert_eq!(pair.up.udp_opened.len(), 1, "address not blocked: flushed after the timeout");
+    assert_eq!(pair.up.udp_sent.len(), 1);
+    assert!(pair.engine.poll_timeout(pair.now).is_some(), "idle timer of the open flow");
+}
+
+#[test]
+fn non_quic_udp_to_443_is_not_held() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 443, b"not quic at all");
+    assert_eq!(pair.up.udp_sent.len(), 1);
+    // A long header of an unknown version is not held either.
+    pair.udp(NORMAL, 444, b"x");
+    let mut odd = vec![0xc0, 0xff, 0x00, 0x00, 0x1d];
+    odd.resize(1200, 0);
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(6000, 443).write(&mut p, &odd).expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    assert_eq!(pair.up.udp_sent.len(), 3);
+}
+
+/// A Sensors Analytics upload: base64 of gzip of a JSON array of events.
+fn sensors_request(host: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    use std::io::Write;
+    let events = br#"[{"event":"$AppStart","distinct_id":"a1b2c3d4e5f60718","properties":{"$model":"Redmi Note 8"}}]"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(events).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap());
+    let body = format!("crc=1&gzip=1&data_list={}", b64.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D"));
+    format!(
+        "POST /sa?project=prod HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn peek_reads_a_blocked_upload_answers_403_and_reports_the_decoded_events() {
+    let mut pair = Pair::new();
+    pair.engine.config.peek = true;
+    let h = pair.connect(NORMAL, 80);
+    let request = sensors_request("sa.api.intl.miui.com");
+    // Headers first, the body a little later.
+    let split = request.len() - 40;
+    pair.phone_tcp(h).send_slice(&request[..split]).expect("send");
+    pair.drive();
+    assert!(pair.events().is_empty(), "no event before the request is complete");
+    pair.phone_tcp(h).send_slice(&request[split..]).expect("send");
+    // The phone's Nagle waits for the engine's delayed ACK of the first part.
+    pair.wait(Duration::from_millis(50));
+    let mut answer = vec![0u8; 512];
+    let n = pair.phone_tcp(h).recv_slice(&mut answer).expect("recv");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n") && answer.contains("Connection: close"), "{answer}");
+    assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, Reason::HttpHost);
+    let peek = events[0].peek.as_ref().expect("peek attached");
+    assert_eq!((peek.method.as_str(), peek.path.as_str(), peek.truncated), ("POST", "/sa", false));
+    assert_eq!(peek.kind.as_deref(), Some("sensors_analytics"));
+    let data = peek.form.iter().find(|f| f.name == "data_list").expect("data_list");
+    let Some(Decoded::Json(v)) = &data.decoded else { panic!("not decoded: {data:?}") };
+    assert_eq!(v[0]["event"], "$AppStart");
+    assert_eq!(v[0]["distinct_id"], "a1************18");
+    // The phone closes; the flow goes away.
+    pair.phone_tcp(h).close();
+    pair.drive();
+    pair.wait(Duration::from_secs(3));
+    assert_eq!(pair.engine.stats().tcp_active, 0);
+}
+
+#[test]
+fn peek_answers_an_unfinished_request_after_the_timeout() {
+    let mut pair = Pair::new();
+    pair.engine.config.peek = true;
+    let h = pair.connect(NORMAL, 80);
+    let head = b"POST /up HTTP/1.1\r\nHost: tracking.intl.miui.com\r\nContent-Length: 1000\r\n\r\nuser=x&pa";
+    pair.phone_tcp(h).send_slice(head).expect("send");
+    pair.drive();
+    pair.wait(Duration::from_secs(3));
+    let events = pair.events();
+    assert_eq!(events.len(), 1);
+    let peek = events[0].peek.as_ref().expect("peek");
+    assert!(peek.truncated);
+    assert_eq!(peek.form[0].value, "x");
+}
+
+#[test]
+fn without_peek_a_blocked_request_is_reset_and_carries_no_summary() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 80);
+    pair.phone_tcp(h).send_slice(&sensors_request("sa.api.intl.miui.com")).expect("send");
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "RST");
+    let events = pair.events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].peek.is_none());
+    assert!(!serde_json::to_string(&events[0]).unwrap().contains("peek"));
+}
+
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// (block type, body) of every pcapng block.
+fn pcapng_blocks(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32_at(at + 4) as usize;
+        out.push((u32_at(at), bytes[at + 8..at + len - 4].to_vec()));
+        at += len;
+    }
+    out
+}
+
+#[test]
+fn capture_records_both_directions_with_the_verdict_on_the_deciding_packet() {
+    let mut pair = Pair::new();
+    let buf = SharedBuf::default();
+    pair.engine.capture = Some(capture::CaptureState::new(Capture::new(buf.clone()).unwrap()));
+    let h = pair.connect(TELEMETRY, 443);
+    let hello = include_bytes!("../../inspect/testdata/client_hello_openssl_sni.bin");
+    pair.phone_tcp(h).send_slice(hello).expect("send");
+    pair.drive();
+    pair.udp(BLOCKED_NET, 7, b"ping");
+    pair.take_out();
+    let stats = pair.engine.stats();
+    let bytes = buf.0.lock().unwrap().clone();
+    let blocks = pcapng_blocks(&bytes);
+    let packets: Vec<&Vec<u8>> = blocks.iter().filter(|b| b.0 == 6).map(|b| &b.1).collect();
+    assert_eq!(packets.len() as u64, stats.packets_in + stats.packets_out, "every tun packet, both directions");
+    let with = |text: &str| packets.iter().filter(|p| p.windows(text.len()).any(|w| w == text.as_bytes())).count();
+    assert_eq!(with("hushwall: block tls_sni host=tracking.intl.miui.com rule=test.txt:1"), 1);
+    assert_eq!(with("hushwall: block ip_cidr"), 1);
+    // The SNI comment sits on the phone's segment carrying the ClientHello.
+    let sni = packets.iter().find(|p| p.windows(7).any(|w| w == b"tls_sni")).unwrap();
+    let captured_len = u32::from_le_bytes(sni[12..16].try_into().unwrap()) as usize;
+    assert!(captured_len > hello.len(), "the deciding packet is the ClientHello segment");
+}
