@@ -8,6 +8,7 @@
 pub mod control;
 pub mod event_loop;
 pub mod platform;
+pub mod procnet;
 mod sockets;
 mod sys;
 
