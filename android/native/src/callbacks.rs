@@ -47,9 +47,21 @@ impl JavaCallbacks {
         }
     }
 
-    /// Attaches the calling thread (the engine thread calls this once at start).
+    /// Attaches the calling thread (the engine thread calls this once at start) and gives its
+    /// `java.lang.Thread` the native thread's name, so Java-side traces and thread dumps show `hushwall-engine`.
     pub fn attach(&self) -> bool {
-        self.env().is_some()
+        let Some(mut env) = self.env() else { return false };
+        let name = std::thread::current().name().unwrap_or("hushwall").to_owned();
+        let named = env.with_local_frame(4, |env| -> jni::errors::Result<()> {
+            let thread = env.call_static_method("java/lang/Thread", "currentThread", "()Ljava/lang/Thread;", &[])?.l()?;
+            let name = env.new_string(&name)?;
+            env.call_method(&thread, "setName", "(Ljava/lang/String;)V", &[JValue::Object(&name)])?;
+            Ok(())
+        });
+        if let Err(e) = named {
+            clear_exception(&mut env, "Thread.setName", &e);
+        }
+        true
     }
 
     /// Kotlin's `protect(fd)`; false on a Java exception.
