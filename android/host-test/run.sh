@@ -50,9 +50,11 @@ java -version 2>&1 | grep -q 'version "17' || { echo "host-test: JDK 17 required
 command -v cargo >/dev/null || { echo "host-test: cargo (Rust toolchain) required" >&2; exit 1; }
 
 # --- 2. Native library ---------------------------------------------------------------------------------
-echo "host-test: building libhushwall.so (host, debug, feature host-test)"
-(cd "$repo" && cargo build -q -p hushwall-android --features host-test)
-native_dir="$repo/target/debug"
+# Tests use a debug build (quick to build, debug assertions on); the benchmark measures a release build.
+if [[ "$mode" == bench ]]; then profile=release; else profile=debug; fi
+echo "host-test: building libhushwall.so (host, $profile, feature host-test)"
+(cd "$repo" && cargo build -q -p hushwall-android --features host-test $([[ $profile == release ]] && echo --release))
+native_dir="$repo/target/$profile"
 [[ -f "$native_dir/libhushwall.so" ]] || { echo "host-test: $native_dir/libhushwall.so missing" >&2; exit 1; }
 
 # --- 3. Kotlin -----------------------------------------------------------------------------------------

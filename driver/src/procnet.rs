@@ -154,10 +154,15 @@ mod tests {
         )
     }
 
-    const HEADER: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+    const HEADER: &str =
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
 
     fn tables(files: &[(&str, Vec<String>)]) -> (ProcNetUids, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("hushwall-procnet-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "hushwall-procnet-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         for (name, lines) in files {
@@ -203,7 +208,11 @@ mod tests {
         let dst: SocketAddr = "198.18.1.10:443".parse().unwrap();
         assert_eq!(uids.uid(Protocol::Tcp, "10.111.0.1:40000".parse().unwrap(), dst), Some(10123));
         assert_eq!(
-            uids.uid(Protocol::Tcp, "[fd00:6877:1::1]:40001".parse().unwrap(), "[fd00:6877:2::10]:443".parse().unwrap()),
+            uids.uid(
+                Protocol::Tcp,
+                "[fd00:6877:1::1]:40001".parse().unwrap(),
+                "[fd00:6877:2::10]:443".parse().unwrap()
+            ),
             Some(10124)
         );
         assert_eq!(uids.uid(Protocol::Tcp, "10.111.0.1:40002".parse().unwrap(), dst), Some(10125));

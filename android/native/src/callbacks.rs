@@ -53,7 +53,8 @@ impl JavaCallbacks {
         let Some(mut env) = self.env() else { return false };
         let name = std::thread::current().name().unwrap_or("hushwall").to_owned();
         let named = env.with_local_frame(4, |env| -> jni::errors::Result<()> {
-            let thread = env.call_static_method("java/lang/Thread", "currentThread", "()Ljava/lang/Thread;", &[])?.l()?;
+            let thread =
+                env.call_static_method("java/lang/Thread", "currentThread", "()Ljava/lang/Thread;", &[])?.l()?;
             let name = env.new_string(&name)?;
             env.call_method(&thread, "setName", "(Ljava/lang/String;)V", &[JValue::Object(&name)])?;
             Ok(())

@@ -218,7 +218,10 @@ mod tests {
             (r#"{"policy":{"profile":"none","lists":[{"role":"block"}]}}"#, "exactly one"),
             (r#"{"policy":{"profile":"none","lists":[{"role":"block","text":"a","path":"/b"}]}}"#, "exactly one"),
             (r#"{"policy":{"profile":"none","lists":[{"role":"block","path":"/nonexistent/x"}]}}"#, "cannot read"),
-            (r#"{"policy":{"profile":"none","lists":[{"name":"u","role":"block","text":"ok.example\n|||bad"}]}}"#, "u:2"),
+            (
+                r#"{"policy":{"profile":"none","lists":[{"name":"u","role":"block","text":"ok.example\n|||bad"}]}}"#,
+                "u:2",
+            ),
         ] {
             let error = parse_start(json).err().unwrap_or_else(|| panic!("accepted {json}"));
             assert!(error.contains(needle), "{json}: {error}");

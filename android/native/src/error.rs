@@ -57,8 +57,7 @@ pub fn entry<'local, R>(
             // exception pending; the panic is the more important news.
             let message = panic_message(panic.as_ref());
             let _ = env.exception_clear();
-            if let Err(e) = env.throw_new("java/lang/RuntimeException", format!("hushwall native panic: {message}"))
-            {
+            if let Err(e) = env.throw_new("java/lang/RuntimeException", format!("hushwall native panic: {message}")) {
                 log::error!("cannot throw for a panic ({message}): {e}");
             }
             default

@@ -182,3 +182,59 @@ pub extern "system" fn Java_app_hushwall_hosttest_TestNative_panic<'local>(
         Ok(())
     })
 }
+
+/// `benchCallbacks(callbacks: Callbacks, iterations: Int): LongArray` = total nanoseconds for `iterations`
+/// calls of [protect, uidOf (uncached), uid through the cache], made the way the engine makes them: from a
+/// native thread attached once.
+#[no_mangle]
+pub extern "system" fn Java_app_hushwall_hosttest_TestNative_benchCallbacks<'local>(
+    mut env: JNIEnv<'local>,
+    _class: JClass<'local>,
+    callbacks: jni::objects::JObject<'local>,
+    iterations: jint,
+) -> jni::sys::jlongArray {
+    use crate::callbacks::{CachedUids, JavaCallbacks, JavaProtector, JavaUids};
+    use hushwall_driver::platform::{Protector, UidResolver};
+    use std::os::fd::AsFd;
+    use std::time::Instant;
+    entry(&mut env, std::ptr::null_mut(), |env| {
+        let callbacks = JavaCallbacks::new(env.get_java_vm()?, env.new_global_ref(&callbacks)?);
+        let n = u32::try_from(iterations).unwrap_or(0);
+        let thread = std::thread::Builder::new()
+            .name("hushwall-bench".into())
+            .spawn(move || -> std::io::Result<[i64; 3]> {
+                callbacks.attach();
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                let mut protector = JavaProtector(Arc::clone(&callbacks));
+                let mut uids = JavaUids(Arc::clone(&callbacks));
+                let mut cached = CachedUids::new(JavaUids(Arc::clone(&callbacks)));
+                let src = std::net::SocketAddr::from(([10, 111, 0, 1], 40000));
+                let dst = std::net::SocketAddr::from(([198, 18, 1, 10], 443));
+                let time = |f: &mut dyn FnMut()| {
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        f();
+                    }
+                    i64::try_from(start.elapsed().as_nanos()).unwrap_or(i64::MAX)
+                };
+                let protect = time(&mut || {
+                    std::hint::black_box(protector.protect(socket.as_fd()));
+                });
+                let uid = time(&mut || {
+                    std::hint::black_box(uids.uid(Protocol::Tcp, src, dst));
+                });
+                let hit = time(&mut || {
+                    std::hint::black_box(cached.uid(Protocol::Tcp, src, dst));
+                });
+                Ok([protect, uid, hit])
+            })
+            .map_err(|e| BridgeError::Io(e.to_string()))?;
+        let times = thread
+            .join()
+            .map_err(|_| BridgeError::State("bench thread panicked".into()))?
+            .map_err(|e| BridgeError::Io(e.to_string()))?;
+        let array = env.new_long_array(3)?;
+        env.set_long_array_region(&array, 0, &times)?;
+        Ok(array.into_raw())
+    })
+}

@@ -68,13 +68,7 @@ impl Instance {
         })
         .map_err(|e| BridgeError::Io(format!("cannot start the engine thread: {e}")))?;
         let control = Arc::clone(thread.control());
-        Ok(Arc::new(Instance {
-            control,
-            thread: Mutex::new(Some(thread)),
-            events,
-            failure,
-            stopped: Mutex::new(None),
-        }))
+        Ok(Arc::new(Instance { control, thread: Mutex::new(Some(thread)), events, failure, stopped: Mutex::new(None) }))
     }
 
     fn is_stopped(&self) -> bool {
