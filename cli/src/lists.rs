@@ -1,8 +1,13 @@
-//! Which lists make up the policy: a built-in profile plus the user's block and allow lists.
+//! Which lists make up the policy: a built-in profile, the list store's downloaded lists, and the user's block
+//! and allow lists.
 
 use clap::{Args, ValueEnum};
 use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
+use hushwall_driver::lists::Store;
 use std::path::PathBuf;
+
+/// Where `hushwall lists` keeps downloaded lists unless `--store` says otherwise.
+pub const DEFAULT_STORE: &str = "/var/lib/hushwall/lists";
 
 /// The built-in profile to start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,6 +32,12 @@ pub struct PolicyArgs {
     /// Extra allow list (same formats); allow rules win over every block rule. Repeatable.
     #[arg(long = "allowlist", value_name = "PATH")]
     pub allowlists: Vec<PathBuf>,
+    /// List store whose downloaded lists (`hushwall lists update`) are added; a missing directory adds none.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STORE)]
+    pub store: PathBuf,
+    /// Do not load the list store.
+    #[arg(long, conflicts_with = "store")]
+    pub no_store: bool,
 }
 
 impl PolicyArgs {
@@ -37,6 +48,11 @@ impl PolicyArgs {
             ProfileArg::Strict => Profile::Strict.sources(),
             ProfileArg::None => Vec::new(),
         };
+        if !self.no_store {
+            let store = Store::new(&self.store);
+            let lists = store.load().map_err(|e| format!("list store {}: {e}", store.dir().display()))?;
+            sources.extend(lists);
+        }
         for (paths, role) in [(&self.blocklists, ListRole::Block), (&self.allowlists, ListRole::Allow)] {
             for path in paths {
                 sources.push(ListSource::from_file(path, role).map_err(|e| e.to_string())?);

@@ -4,7 +4,9 @@
 //! from a Linux gateway (Xiaomi TVs, vacuums and other IoT devices that cannot run the app).
 
 mod check;
+mod https;
 mod lists;
+mod lists_cmd;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +26,8 @@ enum Command {
     Run(run::RunArgs),
     /// Show how the policy judges names or IP addresses (one JSON object per input).
     Check(check::CheckArgs),
+    /// Manage downloaded lists: add URLs, update them (atomically, keeping the last good copies), show them.
+    Lists(lists_cmd::ListsArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Check(args) => check::check(args),
+        Command::Lists(args) => lists_cmd::lists(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

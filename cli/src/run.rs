@@ -58,7 +58,7 @@ enum BlockAnswerArg {
     Unspecified,
 }
 
-fn parse_mark(text: &str) -> Result<u32, String> {
+pub(crate) fn parse_mark(text: &str) -> Result<u32, String> {
     let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => text.parse(),
@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     };
     let platform = Platform { protector: Box::new(Fwmark(args.fwmark)), uids: Box::new(NoUids), events };
     let control = Control::new();
-    stop_on_signals(Arc::clone(&control))?;
+    handle_signals(Arc::clone(&control), args.policy)?;
     eprintln!("hushwall: ready on {name}");
     let stats =
         hushwall_driver::run(device, config, policy, platform, control).map_err(|e| format!("engine stopped: {e}"))?;
@@ -139,16 +139,27 @@ fn random_seed() -> u64 {
     }
 }
 
-/// Stops the engine on the first SIGINT or SIGTERM.
-fn stop_on_signals(control: Arc<Control>) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot catch signals: {e}"))?;
+/// Stops the engine on the first SIGINT or SIGTERM; on SIGHUP re-reads every list and swaps the new policy in
+/// atomically, or keeps the one in force and reports why (file and line) if any list is unreadable or malformed.
+fn handle_signals(control: Arc<Control>, lists: PolicyArgs) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot catch signals: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
-                control.stop();
+            for signal in signals.forever() {
+                if signal != SIGHUP {
+                    control.stop();
+                    return;
+                }
+                match lists.compile() {
+                    Ok(policy) => {
+                        eprintln!("hushwall: lists reloaded: {:?}", policy.stats());
+                        control.set_policy(Arc::new(policy));
+                    }
+                    Err(e) => eprintln!("hushwall: reload failed, keeping the lists in force: {e}"),
+                }
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
@@ -156,7 +167,7 @@ fn stop_on_signals(control: Arc<Control>) -> Result<(), String> {
 }
 
 /// Linux's stand-in for `VpnService.protect()`: marks the socket so an `ip rule fwmark` routes it around the tun.
-struct Fwmark(u32);
+pub(crate) struct Fwmark(pub(crate) u32);
 
 impl Protector for Fwmark {
     fn protect(&mut self, socket: BorrowedFd<'_>) -> bool {

@@ -4,9 +4,13 @@
 //! [`platform`] (protecting sockets from the tunnel, finding a flow's app, delivering events). One thread blocks
 //! in epoll (through `mio`) on the tun, every upstream socket and a waker, with the engine's next deadline as
 //! the timeout: when nothing happens, it does not wake up at all.
+//!
+//! [`lists`] keeps downloaded block and allow lists on disk and updates them (the same code path on both
+//! platforms; only the download itself differs).
 
 pub mod control;
 pub mod event_loop;
+pub mod lists;
 pub mod platform;
 pub mod procnet;
 mod sockets;

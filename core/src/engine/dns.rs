@@ -18,6 +18,9 @@ use std::time::Instant;
 
 /// At most this many forwarded queries wait for answers; more are answered SERVFAIL at once.
 const MAX_PENDING: usize = 4096;
+/// DNS record types whose answers carry addresses.
+const QTYPE_A: u16 = 1;
+const QTYPE_AAAA: u16 = 28;
 /// Largest DNS message over TCP (two-byte length prefix).
 const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
 
@@ -28,6 +31,9 @@ pub(crate) enum DnsClient {
     Udp { client: SocketAddr, server: SocketAddr },
     /// A query on a DNS-over-TCP flow.
     Tcp(FlowId),
+    /// A copy of a blocked query, resolved only so the blocked name's addresses enter the IP→names cache
+    /// (an app that later connects to them by address is refused too). Its answer never reaches the phone.
+    Learn,
 }
 
 /// A forwarded query awaiting its answer.
@@ -101,7 +107,7 @@ impl Engine {
         up: &mut impl Upstream,
     ) {
         self.stats.dns_queries += 1;
-        let Ok(DnsQuery { name, .. }) = dns::parse_query(msg) else {
+        let Ok(DnsQuery { name, qtype, .. }) = dns::parse_query(msg) else {
             self.stats.malformed += 1;
             return;
         };
@@ -109,6 +115,17 @@ impl Engine {
         self.report(now, Protocol::Dns, client, server, Some(&name), &verdict);
         if verdict.is_block() {
             self.answer_blocked(via, msg);
+            if self.config.learn_blocked_addresses && matches!(qtype, QTYPE_A | QTYPE_AAAA) {
+                let learn = Pending {
+                    via: DnsClient::Learn,
+                    client,
+                    server,
+                    query: msg.to_vec(),
+                    question: name,
+                    deadline: now + self.config.dns_timeout,
+                };
+                self.forward_query(learn, up);
+            }
             return;
         }
         let pending = Pending {
@@ -166,6 +183,10 @@ impl Engine {
             self.answer_servfail(pending.via, &pending.query);
             return;
         };
+        if pending.via == DnsClient::Learn {
+            self.dns_cache.record(&answer, now);
+            return;
+        }
         // A blocked name hiding behind a CNAME of an allowed one ("CNAME cloaking").
         let cloaked = answer.chain_names().into_iter().skip(1).find_map(|name| {
             let verdict = self.name_verdict(name, Reason::DnsCname);
@@ -220,6 +241,7 @@ impl Engine {
     fn deliver_dns(&mut self, via: DnsClient, msg: &[u8]) {
         match via {
             DnsClient::Udp { client, server } => self.send_udp_to_client(server, client, msg),
+            DnsClient::Learn => {}
             DnsClient::Tcp(id) => {
                 let Some(flow) = self.tcp.get_mut(&id) else {
                     return;

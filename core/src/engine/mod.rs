@@ -75,6 +75,9 @@ pub struct EngineConfig {
     pub block_answer: BlockAnswer,
     /// Also report allowed flows and queries as events.
     pub log_allowed: bool,
+    /// Also resolve blocked names upstream (never answering the phone with the result) so that connections to
+    /// their addresses are refused too (`dns_mapped_ip`). The telemetry host itself still receives nothing.
+    pub learn_blocked_addresses: bool,
     /// Refuse DNS-over-TLS (TCP 853), which would bypass DNS filtering.
     pub block_dns_over_tls: bool,
     /// Largest IP packet to or from the tun.
@@ -103,6 +106,7 @@ impl Default for EngineConfig {
             dns_upstream: SocketAddr::from(([1, 1, 1, 1], 53)),
             block_answer: BlockAnswer::NxDomain,
             log_allowed: false,
+            learn_blocked_addresses: true,
             block_dns_over_tls: true,
             mtu: 1500,
             max_tcp_flows: 4096,
@@ -329,7 +333,7 @@ impl Engine {
     fn address_verdict(&self, now: Instant, dst: IpAddr) -> AddressVerdict {
         match self.policy.check_ip(dst) {
             Decision::NoMatch => {}
-            decided => return AddressVerdict::Decided(verdict_of(decided, Reason::IpCidr), None),
+            decided => return AddressVerdict::Decided(verdict_of(decided, Reason::IpCidr)),
         }
         let mut blocked: Option<(&str, RuleRef)> = None;
         let mut other: Option<&str> = None;
@@ -344,9 +348,9 @@ impl Engine {
             }
         }
         match (blocked, other) {
-            (Some((name, rule)), None) => AddressVerdict::Decided(
+            (Some((name, rule)), None) => AddressVerdict::MappedBlocked(
                 Verdict { action: Action::Block, reason: Reason::DnsMappedIp, rule: Some(rule) },
-                Some(name.to_owned()),
+                name.to_owned(),
             ),
             (Some(_), Some(name)) => AddressVerdict::Shared(name.to_owned()),
             (None, name) => AddressVerdict::Unknown(name.map(str::to_owned)),
@@ -415,8 +419,11 @@ impl Engine {
 
 /// What the destination address alone says about a new flow.
 enum AddressVerdict {
-    /// Decided by a CIDR rule, or every name mapped to the address is blocked; with the name, if any.
-    Decided(Verdict, Option<String>),
+    /// Decided by a CIDR rule (block or allow).
+    Decided(Verdict),
+    /// Every name DNS mapped to the address is blocked: refuse, unless the flow itself names an allowed host
+    /// (our knowledge of who shares an address is partial, and the SNI or Host is better evidence).
+    MappedBlocked(Verdict, String),
     /// Blocked and allowed names share the address: only the first bytes (SNI, Host) can tell.
     Shared(String),
     /// Nothing against it; with a name mapped to the address, if any.

@@ -46,6 +46,8 @@ pub(crate) enum Phase {
     Forwarding,
     /// DNS over TCP, answered through the DNS forwarder; the count of queries awaiting answers.
     Dns { pending: u16 },
+    /// Refused after sniffing; the RST goes out and the flow is retired.
+    Refused,
 }
 
 /// One TCP connection from the phone.
@@ -59,6 +61,8 @@ pub(crate) struct TcpFlow {
     host: Option<String>,
     /// When the current phase times out (sniffing, connecting).
     deadline: Option<Instant>,
+    /// The verdict if sniffing finds no host name (set when the address alone says block).
+    fallback: Option<Verdict>,
     /// An upstream socket was requested and not yet closed.
     upstream_open: bool,
     /// The upstream socket may have bytes to read.
@@ -82,6 +86,7 @@ impl TcpFlow {
             phase,
             host,
             deadline: None,
+            fallback: None,
             upstream_open: false,
             upstream_readable: false,
             upstream_writable: false,
@@ -128,28 +133,34 @@ impl Engine {
         seg: &TcpSummary,
         up: &mut impl Upstream,
     ) {
-        let (phase, host) = if server.port() == DNS_PORT {
-            (Phase::Dns { pending: 0 }, None)
+        let server_first = SERVER_FIRST_PORTS.contains(&server.port());
+        let (phase, host, fallback) = if server.port() == DNS_PORT {
+            (Phase::Dns { pending: 0 }, None, None)
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
             self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::DnsOverTls));
             return;
         } else {
             match self.address_verdict(now, server.ip()) {
-                AddressVerdict::Decided(verdict, host) if verdict.is_block() => {
-                    self.refuse_tcp(now, client, server, seg, host.as_deref(), &verdict);
+                AddressVerdict::Decided(verdict) if verdict.is_block() => {
+                    self.refuse_tcp(now, client, server, seg, None, &verdict);
                     return;
                 }
-                AddressVerdict::Decided(_, host) => (Phase::Dialing, host),
-                AddressVerdict::Shared(host) | AddressVerdict::Unknown(Some(host))
-                    if SERVER_FIRST_PORTS.contains(&server.port()) =>
-                {
-                    (Phase::Dialing, Some(host))
+                AddressVerdict::MappedBlocked(verdict, host) if server_first => {
+                    self.refuse_tcp(now, client, server, seg, Some(&host), &verdict);
+                    return;
                 }
-                AddressVerdict::Unknown(None) if SERVER_FIRST_PORTS.contains(&server.port()) => (Phase::Dialing, None),
+                AddressVerdict::Decided(_) => (Phase::Dialing, None, None),
+                AddressVerdict::MappedBlocked(verdict, host) => {
+                    (Phase::Sniffing { started: false }, Some(host), Some(verdict))
+                }
+                AddressVerdict::Shared(host) | AddressVerdict::Unknown(Some(host)) if server_first => {
+                    (Phase::Dialing, Some(host), None)
+                }
+                AddressVerdict::Unknown(None) if server_first => (Phase::Dialing, None, None),
                 AddressVerdict::Shared(host) | AddressVerdict::Unknown(Some(host)) => {
-                    (Phase::Sniffing { started: false }, Some(host))
+                    (Phase::Sniffing { started: false }, Some(host), None)
                 }
-                AddressVerdict::Unknown(None) => (Phase::Sniffing { started: false }, None),
+                AddressVerdict::Unknown(None) => (Phase::Sniffing { started: false }, None, None),
             }
         };
         if self.tcp.len() >= self.config.max_tcp_flows {
@@ -174,7 +185,9 @@ impl Engine {
         }
         let id = self.new_flow_id();
         self.stats.tcp_flows += 1;
-        self.tcp.insert(id, TcpFlow::new(handle, client, server, phase, host));
+        let mut flow = TcpFlow::new(handle, client, server, phase, host);
+        flow.fallback = fallback;
+        self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
         match phase {
             Phase::Dialing => self.dial(now, id, up),
@@ -289,7 +302,7 @@ impl Engine {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
-            Phase::Forwarding | Phase::Dns { .. } => {}
+            Phase::Forwarding | Phase::Dns { .. } | Phase::Refused => {}
         }
     }
 
@@ -302,7 +315,7 @@ impl Engine {
             Phase::Sniffing { .. } => self.sniff(now, id, up),
             Phase::Forwarding => self.splice(id, up),
             Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
-            Phase::Dialing | Phase::Connecting => {}
+            Phase::Dialing | Phase::Connecting | Phase::Refused => {}
         }
         self.retire_if_closed(id, up);
     }
@@ -333,19 +346,24 @@ impl Engine {
 
     /// Decides a sniffed flow: by the name in its first bytes if there is one, else by address (already cleared).
     fn finish_sniff(&mut self, now: Instant, id: FlowId, sniffed: Option<StreamSniff>, up: &mut impl Upstream) {
-        let (verdict, host) = match sniffed {
-            Some(StreamSniff::TlsSni(name)) => (self.name_verdict(&name, Reason::TlsSni), Some(name)),
-            Some(StreamSniff::HttpHost(name)) => (self.name_verdict(&name, Reason::HttpHost), Some(name)),
-            _ => (Verdict::no_match(), None),
+        let named = match sniffed {
+            Some(StreamSniff::TlsSni(name)) => Some((self.name_verdict(&name, Reason::TlsSni), name)),
+            Some(StreamSniff::HttpHost(name)) => Some((self.name_verdict(&name, Reason::HttpHost), name)),
+            _ => None,
         };
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
+        };
+        let (verdict, host) = match named {
+            Some((verdict, name)) => (verdict, Some(name)),
+            None => (flow.fallback.take().unwrap_or_else(Verdict::no_match), None),
         };
         if host.is_some() {
             flow.host = host;
         }
         let (client, server, host) = (flow.client, flow.server, flow.host.clone());
         if verdict.is_block() {
+            flow.phase = Phase::Refused;
             self.stack.tcp(flow.handle).abort();
             self.touched.push(id);
         } else {

@@ -20,6 +20,10 @@ const LIST: &str = "||tracking.intl.miui.com^\nsa.api.intl.miui.com\n198.19.0.0/
 /// What the engine asked of the network, and what the network will answer.
 #[derive(Default)]
 struct FakeUpstream {
+    /// Most bytes the upstream accepts before `WouldBlock` (a slow server); `None` = unlimited.
+    write_budget: Option<usize>,
+    /// The server reset the connection.
+    reset: HashSet<FlowId>,
     connects: Vec<(FlowId, SocketAddr)>,
     written: HashMap<FlowId, Vec<u8>>,
     to_read: HashMap<FlowId, Vec<u8>>,
@@ -36,10 +40,20 @@ impl Upstream for FakeUpstream {
         Ok(())
     }
     fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
-        self.written.entry(flow).or_default().extend_from_slice(data);
-        Ok(data.len())
+        let n = data.len().min(self.write_budget.unwrap_or(usize::MAX));
+        if n == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        if let Some(budget) = &mut self.write_budget {
+            *budget -= n;
+        }
+        self.written.entry(flow).or_default().extend_from_slice(&data[..n]);
+        Ok(n)
     }
     fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        if self.reset.contains(&flow) {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
         let pending = self.to_read.entry(flow).or_default();
         if pending.is_empty() {
             return if self.eof.contains(&flow) { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
@@ -238,7 +252,6 @@ fn blocked_dns_name_gets_nxdomain_at_once_and_an_event() {
     let answer = udp_payload(&out[0]);
     assert_eq!(&answer[..2], &[0x12, 0x34], "id echoed");
     assert_eq!(answer[3] & 0x0f, 3, "NXDOMAIN");
-    assert!(pair.up.udp_sent.is_empty(), "nothing forwarded upstream");
     let events = pair.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].reason, Reason::DnsQuery);
@@ -247,17 +260,61 @@ fn blocked_dns_name_gets_nxdomain_at_once_and_an_event() {
     assert_eq!((&*rule.list, rule.line), ("test.txt", 1));
 }
 
+/// Upstream's answer to `forwarded`: QR set, one A record.
+fn answer_with_a(forwarded: &[u8], addr: [u8; 4]) -> Vec<u8> {
+    let mut answer = forwarded.to_vec();
+    answer[2] |= 0x80;
+    answer[7] = 1;
+    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+    answer.extend_from_slice(&addr);
+    answer
+}
+
+#[test]
+fn blocked_name_is_learnt_upstream_and_its_address_refused_later() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert_eq!(pair.take_out().len(), 1, "NXDOMAIN at once");
+    let (flow, learn) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    assert!(pair.take_out().is_empty(), "the learnt answer never reaches the phone");
+    pair.events();
+    // A server-first port cannot be sniffed: refused at the SYN.
+    let h = pair.connect(TELEMETRY, 22);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused at the SYN");
+    // A silent client on another port: refused once the sniff finds no name.
+    let h = pair.connect(TELEMETRY, 7777);
+    pair.wait(pair.engine.config.sniff_timeout);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "reset after the sniff");
+    assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
+    let events = pair.events();
+    assert_eq!(events.len(), 2);
+    for event in &events {
+        assert_eq!(event.reason, Reason::DnsMappedIp);
+        assert_eq!(event.host.as_deref(), Some("tracking.intl.miui.com"));
+    }
+    // A client naming an allowed host at that address is let through (shared addresses).
+    let h = pair.connect(TELEMETRY, 80);
+    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    pair.drive();
+    assert_eq!(pair.up.connects.len(), 1, "dialled: the Host header names an allowed site");
+}
+
+#[test]
+fn learning_can_be_switched_off() {
+    let mut pair = Pair::new();
+    pair.engine.config.learn_blocked_addresses = false;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert!(pair.up.udp_sent.is_empty(), "nothing forwarded upstream");
+}
+
 #[test]
 fn allowed_dns_is_forwarded_under_a_new_id_and_answered_with_the_old_one() {
     let mut pair = Pair::new();
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     assert_eq!(pair.up.udp_opened, vec![(FlowId(0), "198.18.0.1:53".parse().expect("addr"))]);
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
-    // Upstream answers: same message, QR set, one A record 198.18.1.1.
-    let mut answer = forwarded.clone();
-    answer[2] |= 0x80;
-    answer[7] = 1;
-    answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 1, 1]);
+    let answer = answer_with_a(&forwarded, NORMAL);
     pair.engine.on_udp_datagram(pair.now, flow, &answer);
     let out = pair.take_out();
     let delivered = udp_payload(&out[0]);
@@ -299,6 +356,7 @@ fn blocked_sni_is_refused_before_any_upstream_connect() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "RST after the ClientHello");
     assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
     let events = pair.events();
+    assert_eq!(events.len(), 1, "one event per refused flow: {events:?}");
     assert_eq!(events[0].reason, Reason::TlsSni);
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
     assert_eq!(pair.engine.stats().tcp_active, 0, "flow freed");
@@ -347,6 +405,89 @@ fn allowed_http_is_spliced_both_ways_with_half_close() {
     pair.wait(Duration::from_secs(1));
     assert_eq!(pair.engine.stats().tcp_active, 0, "flow retired after both sides closed");
     assert_eq!(pair.up.closed, vec![(flow, false)], "upstream closed gracefully");
+}
+
+/// An established, forwarding flow to 198.18.1.1:80 (the request already passed upstream).
+fn forwarding_flow(pair: &mut Pair) -> (SocketHandle, FlowId) {
+    let h = pair.connect(NORMAL, 80);
+    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    pair.drive();
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.drive();
+    (h, flow)
+}
+
+#[test]
+fn phone_reset_aborts_the_upstream_connection() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    pair.phone_tcp(h).abort();
+    pair.drive();
+    assert_eq!(pair.up.closed, vec![(flow, true)], "upstream closed with RST");
+    assert_eq!(pair.engine.stats().tcp_active, 0);
+}
+
+#[test]
+fn server_reset_resets_the_phone() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    pair.up.reset.insert(flow);
+    pair.engine.on_upstream_readable(flow);
+    pair.engine.poll(pair.now, &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
+    assert_eq!(pair.engine.stats().tcp_active, 0);
+}
+
+#[test]
+fn slow_server_backpressures_the_phone_without_unbounded_buffering() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    pair.up.write_budget = Some(0);
+    let upload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let mut sent = 0;
+    for _ in 0..50 {
+        sent += pair.phone_tcp(h).send_slice(&upload[sent..]).expect("send");
+        pair.wait(Duration::from_millis(300));
+    }
+    let buffered = pair.phone_tcp(h).send_queue();
+    assert!(sent < upload.len(), "the phone must be held back, sent {sent}");
+    assert!(
+        sent - buffered <= pair.engine.config.tcp_buffer_size,
+        "the engine holds at most one buffer: {} bytes in flight",
+        sent - buffered
+    );
+    // The server drains: everything arrives, in order.
+    pair.up.write_budget = None;
+    pair.engine.on_upstream_writable(flow);
+    for _ in 0..200 {
+        if sent < upload.len() {
+            sent += pair.phone_tcp(h).send_slice(&upload[sent..]).expect("send");
+        }
+        pair.wait(Duration::from_millis(50));
+        if pair.up.written[&flow].len() >= upload.len() + 40 {
+            break;
+        }
+    }
+    let written = &pair.up.written[&flow];
+    assert!(written.ends_with(&upload), "upload delivered byte-exact after the stall");
+}
+
+#[test]
+fn slow_phone_stops_reads_from_the_server() {
+    let mut pair = Pair::new();
+    let (_h, flow) = forwarding_flow(&mut pair);
+    let body = vec![7u8; 4 * 1024 * 1024];
+    pair.up.to_read.insert(flow, body.clone());
+    pair.engine.on_upstream_readable(flow);
+    // The phone never reads: the engine may take only what fits its buffer plus the phone's window.
+    for _ in 0..20 {
+        pair.wait(Duration::from_millis(300));
+    }
+    let taken = body.len() - pair.up.to_read[&flow].len();
+    assert!(taken <= pair.engine.config.tcp_buffer_size + 65536, "read {taken} bytes from a server the phone ignores");
+    assert!(taken > 0);
 }
 
 #[test]

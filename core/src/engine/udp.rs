@@ -47,7 +47,8 @@ impl Engine {
             (Verdict::block(Reason::DnsOverTls), None)
         } else {
             match self.address_verdict(now, server.ip()) {
-                AddressVerdict::Decided(verdict, host) => (verdict, host),
+                AddressVerdict::Decided(verdict) => (verdict, None),
+                AddressVerdict::MappedBlocked(verdict, host) => (verdict, Some(host)),
                 AddressVerdict::Shared(host) => (Verdict::no_match(), Some(host)),
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the programs the end-to-end tests and the demo run, only those missing (Debian/Ubuntu, apt).
+# Used by tests/run.sh and demo.sh; safe to run again.
+set -euo pipefail
+
+# command → Debian package
+declare -A PACKAGE=(
+    [ip]=iproute2
+    [dig]=bind9-dnsutils
+    [dnsmasq]=dnsmasq-base # not `dnsmasq`: that one starts a system service
+    [tcpdump]=tcpdump
+    [python3]=python3
+    [openssl]=openssl
+    [curl]=curl
+    [socat]=socat
+    [kill]=procps
+    [sha256sum]=coreutils
+)
+
+missing=()
+for cmd in "${!PACKAGE[@]}"; do
+    # `kill` is also a shell builtin; the tests need the program.
+    if [[ $cmd == kill ]]; then
+        [[ -x /usr/bin/kill || -x /bin/kill ]] && continue
+    elif command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd || -x /sbin/$cmd ]]; then
+        continue
+    fi
+    missing+=("${PACKAGE[$cmd]}")
+done
+
+if ((${#missing[@]})); then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-deps: missing ${missing[*]} and no apt-get to install them" >&2
+        exit 1
+    fi
+    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+    echo "install-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq </dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+fi
+
+# The kernel pieces the test bed needs.
+[[ -c /dev/net/tun ]] || { echo "install-deps: /dev/net/tun is missing (tun module)" >&2; exit 1; }

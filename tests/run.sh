@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Hushwall test command: installs what the tests need, builds the workspace in release mode, and runs every
+# test (unit tests and the network-namespace end-to-end tests). Needs root. Extra arguments go to `cargo test`,
+# e.g. `tests/run.sh -p hushwall-tests --test e2e -- ipv6::`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "tests/run.sh: the end-to-end tests need root (network namespaces, veth, tun); run it as root" >&2
+    exit 1
+fi
+
+./tests/install-deps.sh
+
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+export HUSHWALL_BIN=${HUSHWALL_BIN:-$target_dir/release/hushwall}
+
+echo "==> cargo build --release --workspace --all-targets" >&2
+cargo build --release --workspace --all-targets
+
+echo "==> cargo test --release --workspace (HUSHWALL_BIN=$HUSHWALL_BIN)" >&2
+if (($#)); then
+    cargo test --release "$@"
+else
+    cargo test --release --workspace --no-fail-fast
+fi
