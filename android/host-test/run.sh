@@ -3,6 +3,7 @@
 #
 #   android/host-test/run.sh            # the JUnit suite (EngineHostTest)
 #   android/host-test/run.sh bench      # the JNI overhead benchmark (JniBenchmark), prints the BENCHMARKS.md numbers
+#   HOST_TEST_PROFILE=release android/host-test/run.sh    # test against a release build of the library
 #
 # 1. installs what it needs (apt: JDK 17, Maven, dnsmasq-base, curl, dig, iproute2, python3, openssl; Maven
 #    Central: Kotlin compiler, JUnit), idempotently;
@@ -50,8 +51,11 @@ java -version 2>&1 | grep -q 'version "17' || { echo "host-test: JDK 17 required
 command -v cargo >/dev/null || { echo "host-test: cargo (Rust toolchain) required" >&2; exit 1; }
 
 # --- 2. Native library ---------------------------------------------------------------------------------
-# Tests use a debug build (quick to build, debug assertions on); the benchmark measures a release build.
-if [[ "$mode" == bench ]]; then profile=release; else profile=debug; fi
+# Tests use a debug build by default (debug assertions on); HOST_TEST_PROFILE=release reuses a workspace release
+# build (tests/run.sh has one). The benchmark always measures a release build.
+profile="${HOST_TEST_PROFILE:-debug}"
+[[ "$mode" == bench ]] && profile=release
+[[ "$profile" == debug || "$profile" == release ]] || { echo "HOST_TEST_PROFILE: debug or release" >&2; exit 2; }
 echo "host-test: building libhushwall.so (host, $profile, feature host-test)"
 (cd "$repo" && cargo build -q -p hushwall-android --features host-test $([[ $profile == release ]] && echo --release))
 native_dir="$repo/target/$profile"
