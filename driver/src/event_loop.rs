@@ -91,8 +91,10 @@ pub fn run<T: Read + Write + AsRawFd>(
             tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet)?;
         }
         engine.handle_timeout(now, &mut sockets);
-        engine.drain_tun(|p| tun.write(p).map(|_| ()));
+        // Events first: app attribution reads the client's socket (/proc/net, getConnectionOwnerUid), and the
+        // refusals about to be written (RST, NXDOMAIN) make the client close it.
         deliver_events(&mut engine, uids.as_mut(), sink.as_mut(), &mut batch);
+        engine.drain_tun(|p| tun.write(p).map(|_| ()));
         control.publish_stats(engine.stats());
     }
     log::info!("engine stopping; {} upstream sockets open", sockets.len());

@@ -1,0 +1,237 @@
+//! The JSON configuration Kotlin hands to `start` and `replacePolicy`, and its translation into engine types.
+//!
+//! Kotlin's `EngineConfig.toJson()` writes exactly this shape (unknown fields are refused, so a typo in either
+//! language fails loudly instead of silently falling back to a default):
+//!
+//! ```json
+//! {"policy": {"profile": "balanced",
+//!             "lists": [{"name": "user-block.txt", "role": "block", "text": "||ads.example^\n"},
+//!                       {"path": "/data/user/0/app.hushwall/files/extra.txt", "role": "allow"}]},
+//!  "dnsUpstream": "1.1.1.1:53", "logAllowed": false, "blockAnswer": "nxdomain", "mtu": 1500,
+//!  "uids": "callback", "randomSeed": 0}
+//! ```
+//!
+//! Every field but `policy` may be left out (defaults as in [`EngineConfig::default`], `uids` = `callback`).
+
+use hushwall_core::engine::EngineConfig;
+use hushwall_core::inspect::dns::BlockAnswer;
+use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Where flow → app (UID) attribution comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UidSource {
+    /// Kotlin's `Callbacks.uidOf` (Android 10+: `ConnectivityManager.getConnectionOwnerUid`).
+    #[default]
+    Callback,
+    /// `/proc/net/{tcp,tcp6,udp,udp6}` read in Rust (Android 9, where `getConnectionOwnerUid` does not exist).
+    ProcNet,
+    /// No attribution: every event has uid -1.
+    None,
+}
+
+/// The built-in profile a policy starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ProfileName {
+    Balanced,
+    Strict,
+    None,
+}
+
+/// A list's role as written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Role {
+    Block,
+    Allow,
+}
+
+/// One extra list: inline text (with a display name) or a file path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListJson {
+    name: Option<String>,
+    text: Option<String>,
+    path: Option<String>,
+    role: Role,
+}
+
+/// The policy part: a profile plus extra lists. This alone is what `replacePolicy` takes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyJson {
+    profile: ProfileName,
+    #[serde(default)]
+    lists: Vec<ListJson>,
+}
+
+/// How blocked names are answered, as written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BlockAnswerJson {
+    Nxdomain,
+    Unspecified,
+}
+
+/// The whole `start` configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ConfigJson {
+    policy: PolicyJson,
+    dns_upstream: Option<String>,
+    #[serde(default)]
+    log_allowed: bool,
+    block_answer: Option<BlockAnswerJson>,
+    mtu: Option<u32>,
+    #[serde(default)]
+    uids: UidSource,
+    /// 0 or absent: a seed from the OS.
+    #[serde(default)]
+    random_seed: u64,
+}
+
+/// A parsed and validated `start` configuration.
+pub struct StartConfig {
+    /// The engine's settings.
+    pub engine: EngineConfig,
+    /// The compiled policy.
+    pub policy: Policy,
+    /// Where UIDs come from.
+    pub uids: UidSource,
+}
+
+/// Parses and validates a `start` configuration; the error is a message for an `IllegalArgumentException`.
+pub fn parse_start(json: &str) -> Result<StartConfig, String> {
+    let config: ConfigJson = serde_json::from_str(json).map_err(|e| format!("bad engine config JSON: {e}"))?;
+    let mut engine = EngineConfig::default();
+    if let Some(upstream) = &config.dns_upstream {
+        engine.dns_upstream = upstream
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("dnsUpstream \"{upstream}\" is not an IP:PORT address (IPv6 as [addr]:port)"))?;
+    }
+    engine.log_allowed = config.log_allowed;
+    engine.block_answer = match config.block_answer {
+        None | Some(BlockAnswerJson::Nxdomain) => BlockAnswer::NxDomain,
+        Some(BlockAnswerJson::Unspecified) => BlockAnswer::Unspecified,
+    };
+    if let Some(mtu) = config.mtu {
+        if !(1280..=65535).contains(&mtu) {
+            return Err(format!("mtu {mtu} is outside 1280..=65535"));
+        }
+        engine.mtu = mtu as usize;
+    }
+    engine.random_seed = if config.random_seed == 0 { random_seed() } else { config.random_seed };
+    let policy = compile_policy(&config.policy)?;
+    Ok(StartConfig { engine, policy, uids: config.uids })
+}
+
+/// Parses and compiles a `replacePolicy` argument.
+pub fn parse_policy(json: &str) -> Result<Policy, String> {
+    let policy: PolicyJson = serde_json::from_str(json).map_err(|e| format!("bad policy JSON: {e}"))?;
+    compile_policy(&policy)
+}
+
+/// Reads the listed files and compiles everything; errors name the list and line.
+fn compile_policy(policy: &PolicyJson) -> Result<Policy, String> {
+    let mut sources = match policy.profile {
+        ProfileName::Balanced => Profile::Balanced.sources(),
+        ProfileName::Strict => Profile::Strict.sources(),
+        ProfileName::None => Vec::new(),
+    };
+    for (index, list) in policy.lists.iter().enumerate() {
+        let role = match list.role {
+            Role::Block => ListRole::Block,
+            Role::Allow => ListRole::Allow,
+        };
+        let source = match (&list.text, &list.path) {
+            (Some(text), None) => {
+                let name = list.name.clone().unwrap_or_else(|| format!("list{index}"));
+                ListSource { name, role, text: text.clone() }
+            }
+            (None, Some(path)) => {
+                let mut source = ListSource::from_file(Path::new(path), role).map_err(|e| e.to_string())?;
+                if let Some(name) = &list.name {
+                    source.name.clone_from(name);
+                }
+                source
+            }
+            _ => return Err(format!("list {index}: give exactly one of \"text\" and \"path\"")),
+        };
+        sources.push(source);
+    }
+    Policy::compile(&sources).map_err(|e| format!("cannot load lists: {e}"))
+}
+
+/// A seed that differs between runs (initial sequence numbers, DNS ids).
+fn random_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)) {
+        Ok(()) => u64::from_ne_bytes(bytes),
+        Err(_) => u64::from(std::process::id()) ^ 0x6877_6877_6877_6877,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_config_parses() {
+        let json = r#"{"policy":{"profile":"none","lists":[{"name":"mine","role":"block","text":"||ads.example^\n"}]},
+            "dnsUpstream":"[fd00:6877::53]:53","logAllowed":true,"blockAnswer":"unspecified","mtu":1400,
+            "uids":"proc_net","randomSeed":7}"#;
+        let config = parse_start(json).unwrap();
+        assert_eq!(config.engine.dns_upstream, "[fd00:6877::53]:53".parse().unwrap());
+        assert!(config.engine.log_allowed);
+        assert_eq!(config.engine.block_answer, BlockAnswer::Unspecified);
+        assert_eq!(config.engine.mtu, 1400);
+        assert_eq!(config.engine.random_seed, 7);
+        assert_eq!(config.uids, UidSource::ProcNet);
+        let decision = config.policy.check_name("x.ads.example");
+        assert!(decision.is_blocked());
+        assert_eq!(&*decision.rule().unwrap().list, "mine");
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let config = parse_start(r#"{"policy":{"profile":"balanced"}}"#).unwrap();
+        assert_eq!(config.engine.dns_upstream, EngineConfig::default().dns_upstream);
+        assert_eq!(config.uids, UidSource::Callback);
+        assert_ne!(config.engine.random_seed, 0);
+        assert!(config.policy.check_name("tracking.intl.miui.com").is_blocked());
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_message() {
+        for (json, needle) in [
+            ("", "bad engine config JSON"),
+            ("{", "bad engine config JSON"),
+            ("[]", "bad engine config JSON"),
+            (r#"{"policy":{"profile":"paranoid"}}"#, "unknown variant"),
+            (r#"{"policy":{"profile":"none"},"dnsUpstream":"1.1.1.1"}"#, "not an IP:PORT"),
+            (r#"{"policy":{"profile":"none"},"mtu":20}"#, "outside"),
+            (r#"{"policy":{"profile":"none"},"typo":1}"#, "unknown field"),
+            (r#"{"policy":{"profile":"none","lists":[{"role":"block"}]}}"#, "exactly one"),
+            (r#"{"policy":{"profile":"none","lists":[{"role":"block","text":"a","path":"/b"}]}}"#, "exactly one"),
+            (r#"{"policy":{"profile":"none","lists":[{"role":"block","path":"/nonexistent/x"}]}}"#, "cannot read"),
+            (
+                r#"{"policy":{"profile":"none","lists":[{"name":"u","role":"block","text":"ok.example\n|||bad"}]}}"#,
+                "u:2",
+            ),
+        ] {
+            let error = parse_start(json).err().unwrap_or_else(|| panic!("accepted {json}"));
+            assert!(error.contains(needle), "{json}: {error}");
+        }
+    }
+
+    #[test]
+    fn policy_alone_parses() {
+        let policy = parse_policy(r#"{"profile":"none","lists":[{"role":"allow","text":"good.example"}]}"#).unwrap();
+        assert!(!policy.check_name("good.example").is_blocked());
+        assert!(parse_policy(r#"{"profile":"none","dnsUpstream":"1.1.1.1:53"}"#).is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Flow → UID from `/proc/net/{tcp,tcp6,udp,udp6}`: app attribution where the platform has no API for it
+//! (Android 9, before `ConnectivityManager.getConnectionOwnerUid`; Linux).
+//!
+//! Each table line names a socket's local and remote address and its owner's UID. The engine's flows are seen
+//! from the client side, so the flow's `src` is the socket's local address and `dst` its remote one. Sockets
+//! of dual-stack apps show IPv4 flows as IPv4-mapped IPv6 in the `*6` tables; unconnected UDP sockets show a
+//! zero remote address, so UDP falls back to matching the local port (and address, unless bound to any).
+//!
+//! Addresses are printed by the kernel as the raw network-order words in host byte order (`%08X` per 32-bit
+//! word), ports as plain hex numbers. Every read is bounded and nothing here panics on a malformed line: such a
+//! line is skipped.
+
+use crate::platform::UidResolver;
+use hushwall_core::event::Protocol;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Most lines read from one table (a phone has hundreds of sockets, not hundreds of thousands).
+const MAX_LINES: usize = 65_536;
+
+/// A [`UidResolver`] reading `/proc/net` (or another directory with the same files, for tests).
+#[derive(Debug, Clone)]
+pub struct ProcNetUids {
+    root: PathBuf,
+}
+
+impl Default for ProcNetUids {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcNetUids {
+    /// Reads `/proc/net`.
+    pub fn new() -> Self {
+        ProcNetUids { root: PathBuf::from("/proc/net") }
+    }
+
+    /// Reads the tables under `root` instead.
+    pub fn with_root(root: impl Into<PathBuf>) -> Self {
+        ProcNetUids { root: root.into() }
+    }
+
+    fn lookup(&self, tables: [&str; 2], udp: bool, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        let mut fallback = None;
+        for table in tables {
+            let Ok(file) = std::fs::File::open(self.root.join(table)) else { continue };
+            for line in BufReader::new(file).lines().take(MAX_LINES) {
+                let Ok(line) = line else { break };
+                let Some(entry) = parse_line(&line) else { continue };
+                if same(entry.local, src) && same(entry.remote, dst) {
+                    return Some(entry.uid);
+                }
+                if udp
+                    && fallback.is_none()
+                    && entry.local.port() == src.port()
+                    && entry.remote.port() == 0
+                    && (entry.local.ip().is_unspecified() || same_ip(entry.local.ip(), src.ip()))
+                {
+                    fallback = Some(entry.uid);
+                }
+            }
+        }
+        fallback
+    }
+}
+
+impl UidResolver for ProcNetUids {
+    fn uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        match protocol {
+            Protocol::Tcp => self.lookup(["tcp", "tcp6"], false, src, dst),
+            Protocol::Udp | Protocol::Dns => self.lookup(["udp", "udp6"], true, src, dst),
+            Protocol::Icmp => None,
+        }
+    }
+}
+
+/// One parsed table line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    local: SocketAddr,
+    remote: SocketAddr,
+    uid: u32,
+}
+
+/// Parses `sl local rem st tx:rx tr:when retrnsmt uid ...`; None for the header or a malformed line.
+fn parse_line(line: &str) -> Option<Entry> {
+    let mut fields = line.split_ascii_whitespace();
+    let _slot = fields.next()?;
+    let local = parse_addr(fields.next()?)?;
+    let remote = parse_addr(fields.next()?)?;
+    let uid = fields.nth(4)?.parse().ok()?;
+    Some(Entry { local, remote, uid })
+}
+
+/// Parses `0100007F:0277` or a 32-hex-digit IPv6 form.
+fn parse_addr(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(ip)?)),
+        32 => {
+            let mut octets = [0u8; 16];
+            for (i, chunk) in octets.chunks_exact_mut(4).enumerate() {
+                chunk.copy_from_slice(&word(ip.get(i * 8..i * 8 + 8)?)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// One `%08X` word: the kernel printed the network-order bytes as a host-order u32.
+fn word(hex: &str) -> Option<[u8; 4]> {
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes)
+}
+
+/// Equal addresses, treating an IPv4-mapped IPv6 address as the IPv4 one.
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && same_ip(a.ip(), b.ip())
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders an address the way the kernel does on this machine (for fixtures that work on any endianness).
+    fn render(addr: SocketAddr) -> String {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => format!("{:08X}", u32::from_ne_bytes(v4.octets())),
+            IpAddr::V6(v6) => v6
+                .octets()
+                .chunks_exact(4)
+                .map(|c| format!("{:08X}", u32::from_ne_bytes([c[0], c[1], c[2], c[3]])))
+                .collect(),
+        };
+        format!("{ip}:{:04X}", addr.port())
+    }
+
+    fn line(local: &str, remote: &str, uid: u32) -> String {
+        format!(
+            "   0: {} {} 01 00000000:00000000 00:00000000 00000000 {uid:>5}        0 4242 1 0000000000000000 20 4 30 10 -1",
+            render(local.parse().unwrap()),
+            render(remote.parse().unwrap())
+        )
+    }
+
+    const HEADER: &str =
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode";
+
+    fn tables(files: &[(&str, Vec<String>)]) -> (ProcNetUids, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "hushwall-procnet-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, lines) in files {
+            let mut text = format!("{HEADER}\n");
+            for l in lines {
+                text.push_str(l);
+                text.push('\n');
+            }
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        (ProcNetUids::with_root(&dir), dir)
+    }
+
+    #[test]
+    fn parses_a_real_kernel_line() {
+        // From an x86-64 /proc/net/tcp: 127.0.0.1:631 listening, uid 0.
+        if cfg!(target_endian = "little") {
+            let entry = parse_line(
+                "   0: 0100007F:0277 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 20412 1 0",
+            )
+            .unwrap();
+            assert_eq!(entry.local, "127.0.0.1:631".parse().unwrap());
+            assert_eq!(entry.remote, "0.0.0.0:0".parse().unwrap());
+            assert_eq!(entry.uid, 0);
+        }
+        assert_eq!(parse_line(HEADER), None);
+        assert_eq!(parse_line(""), None);
+        assert_eq!(parse_line("0: zz:1 00000000:0000 0A a b c 5"), None);
+    }
+
+    #[test]
+    fn finds_tcp_v4_v6_and_mapped() {
+        let (mut uids, dir) = tables(&[
+            ("tcp", vec![line("10.111.0.1:40000", "198.18.1.10:443", 10123)]),
+            (
+                "tcp6",
+                vec![
+                    line("[fd00:6877:1::1]:40001", "[fd00:6877:2::10]:443", 10124),
+                    line("[::ffff:10.111.0.1]:40002", "[::ffff:198.18.1.10]:443", 10125),
+                ],
+            ),
+        ]);
+        let dst: SocketAddr = "198.18.1.10:443".parse().unwrap();
+        assert_eq!(uids.uid(Protocol::Tcp, "10.111.0.1:40000".parse().unwrap(), dst), Some(10123));
+        assert_eq!(
+            uids.uid(
+                Protocol::Tcp,
+                "[fd00:6877:1::1]:40001".parse().unwrap(),
+                "[fd00:6877:2::10]:443".parse().unwrap()
+            ),
+            Some(10124)
+        );
+        assert_eq!(uids.uid(Protocol::Tcp, "10.111.0.1:40002".parse().unwrap(), dst), Some(10125));
+        assert_eq!(uids.uid(Protocol::Tcp, "10.111.0.1:40003".parse().unwrap(), dst), None);
+        assert_eq!(uids.uid(Protocol::Icmp, "10.111.0.1:40000".parse().unwrap(), dst), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn udp_falls_back_to_the_local_port_of_unconnected_sockets() {
+        let (mut uids, dir) = tables(&[
+            ("udp", vec![line("0.0.0.0:5353", "0.0.0.0:0", 1000), line("10.111.0.1:40000", "0.0.0.0:0", 10200)]),
+            ("udp6", vec![line("[::]:41000", "[::]:0", 10201)]),
+        ]);
+        let dns: SocketAddr = "198.18.1.53:53".parse().unwrap();
+        assert_eq!(uids.uid(Protocol::Dns, "10.111.0.1:40000".parse().unwrap(), dns), Some(10200));
+        assert_eq!(uids.uid(Protocol::Udp, "10.111.0.1:41000".parse().unwrap(), dns), Some(10201));
+        assert_eq!(uids.uid(Protocol::Udp, "10.111.0.1:42000".parse().unwrap(), dns), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn missing_tables_and_garbage_are_unknown() {
+        let (mut uids, dir) = tables(&[("tcp", vec!["garbage".into(), "1: 0:0 0:0".into()])]);
+        assert_eq!(uids.uid(Protocol::Tcp, "10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()), None);
+        assert_eq!(uids.uid(Protocol::Udp, "10.0.0.1:1".parse().unwrap(), "10.0.0.2:2".parse().unwrap()), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn finds_a_live_socket_of_this_process() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+        let found = ProcNetUids::new().uid(Protocol::Tcp, client.local_addr().unwrap(), client.peer_addr().unwrap());
+        assert_eq!(found, Some(uid));
+    }
+}
