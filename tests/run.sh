@@ -24,3 +24,8 @@ if (($#)); then
 else
     cargo test --release --workspace --no-fail-fast
 fi
+
+if ((!$#)); then
+    echo "==> android/host-test/run.sh (JNI bridge on a real JVM and tun)" >&2
+    HOST_TEST_PROFILE=release ./android/host-test/run.sh
+fi

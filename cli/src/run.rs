@@ -6,7 +6,8 @@ use hushwall_core::engine::EngineConfig;
 use hushwall_core::event::Event;
 use hushwall_core::inspect::dns::BlockAnswer;
 use hushwall_core::pcapng::Capture;
-use hushwall_driver::platform::NoUids;
+use hushwall_driver::platform::{NoUids, UidResolver};
+use hushwall_driver::procnet::ProcNetUids;
 use hushwall_driver::{Control, EventSink, Platform, Protector};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -53,9 +54,22 @@ pub struct RunArgs {
     /// they tried to send (query, form fields, decoded base64/gzip and Sensors Analytics uploads) in the event.
     #[arg(long)]
     peek: bool,
+    /// How events are attributed to a user (UID): `proc-net` reads /proc/net/{tcp,udp}[6] (for clients on this
+    /// machine, like apps on a phone); `none` for a gateway whose clients are other machines.
+    #[arg(long, value_enum, default_value_t = UidLookup::ProcNet)]
+    uid_lookup: UidLookup,
     /// Log more (repeat for even more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// Where event UIDs come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum UidLookup {
+    /// Look the flow up in /proc/net.
+    ProcNet,
+    /// Do not attribute.
+    None,
 }
 
 /// How blocked names are answered.
@@ -106,7 +120,14 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         capture: capture.clone(),
         ..EngineConfig::default()
     };
-    let platform = Platform { protector: Box::new(Fwmark(args.fwmark)), uids: Box::new(NoUids), events };
+    let platform = Platform {
+        protector: Box::new(Fwmark(args.fwmark)),
+        uids: match args.uid_lookup {
+            UidLookup::ProcNet => Box::new(ProcNetUids::new()) as Box<dyn UidResolver>,
+            UidLookup::None => Box::new(NoUids),
+        },
+        events,
+    };
     let control = Control::new();
     handle_signals(Arc::clone(&control), args.policy)?;
     eprintln!("hushwall: ready on {name}");

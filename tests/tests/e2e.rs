@@ -64,6 +64,7 @@ fn blocked_name_via_dns(fam: Family) {
         "the phone's blocked query was forwarded upstream:\n{dns_log}"
     );
     let events = finish(&mut tb);
+    assert!(events.iter().all(|e| e["uid"] == 0), "dig runs as root: attributed to uid 0: {events:?}");
     let r = fam.outside_resolver();
     assert_blocks(
         &events,
@@ -113,6 +114,10 @@ fn blocked_name_via_sni(fam: Family) {
     let seen = server_saw(&tb, "accept", fam.telemetry());
     assert!(seen.is_empty(), "the telemetry server saw connections: {seen:?}");
     let events = finish(&mut tb);
+    assert!(
+        events.iter().all(|e| e["uid"] == 0),
+        "curl runs as root on this machine: the block is attributed to uid 0 via /proc/net: {events:?}"
+    );
     assert_blocks(
         &events,
         &[Expect {
