@@ -1,13 +1,14 @@
 //! Events on their way to Kotlin: a bounded queue filled by the engine thread, drained in batches by
 //! `pollEvents`, and the compact binary form one batch crosses JNI in.
 //!
-//! # Batch format (version 1), big-endian, what `app.hushwall.engine.EventDecoder` reads
+//! # Batch format (version 2), big-endian, what `app.hushwall.engine.EventDecoder` reads
 //!
 //! ```text
-//! batch  := u8 version (=1) · u32 count · event{count}
+//! batch  := u8 version (=2) · u32 count · event{count}
 //! event  := i64 time_ms · u8 action (0 allow, 1 block) · u8 protocol (0 tcp, 1 udp, 2 dns, 3 icmp)
 //!           · addr src · addr dst · i32 uid (-1 unknown)
 //!           · str host · str reason · str rule_list · i32 rule_line (0 when no rule) · str rule_text
+//!           · str peek (the payload peek of a refused HTTP request as JSON, null when there is none)
 //! addr   := u8 family_len (4 or 16) · bytes[family_len] · u16 port
 //! str    := i32 byte_len (-1 = null) · UTF-8 bytes
 //! ```
@@ -25,7 +26,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Version byte at the start of every batch.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Events kept for Kotlin before the oldest are dropped (and counted).
 pub const QUEUE_MAX: usize = 8192;
@@ -121,6 +122,8 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
                 put_str(&mut out, None);
             }
         }
+        let peek = event.peek.as_ref().and_then(|p| serde_json::to_string(p).ok());
+        put_str(&mut out, peek.as_deref());
     }
     out
 }
@@ -171,6 +174,7 @@ pub(crate) mod tests {
             reason: Reason::DnsQuery,
             rule: Some(RuleRef { list: "builtin:xiaomi-telemetry.txt".into(), line: 12, rule: "||miui.com^".into() }),
             uid: Some(10123),
+            peek: None,
         }
     }
 
@@ -185,7 +189,7 @@ pub(crate) mod tests {
         allowed.rule = None;
         allowed.uid = None;
         let bytes = encode(&[allowed]);
-        let mut expected = vec![1, 0, 0, 0, 1];
+        let mut expected = vec![2, 0, 0, 0, 1];
         expected.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
         expected.extend_from_slice(&[0, 0]);
         expected.extend_from_slice(&[4, 10, 111, 0, 1, 0x9c, 0x40]);
@@ -197,12 +201,13 @@ pub(crate) mod tests {
         expected.extend_from_slice(&(-1i32).to_be_bytes());
         expected.extend_from_slice(&0i32.to_be_bytes());
         expected.extend_from_slice(&(-1i32).to_be_bytes());
+        expected.extend_from_slice(&(-1i32).to_be_bytes()); // no peek
         assert_eq!(bytes, expected);
     }
 
     #[test]
     fn empty_batch_is_header_only() {
-        assert_eq!(encode(&[]), vec![1, 0, 0, 0, 0]);
+        assert_eq!(encode(&[]), vec![2, 0, 0, 0, 0]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ data class Rule(val list: String, val line: Int, val text: String)
  * [reason] is the engine's stable code: `dns_query`, `dns_cname`, `tls_sni`, `http_host`, `ip_cidr`,
  * `dns_mapped_ip`, `dns_over_tls`, `flow_limit`, `icmp_unsupported` (allowed flows: `allow_rule`, `no_match`).
  * It is a string so reasons added to the engine reach the UI without a Kotlin change. [uid] is -1 if unknown.
+ * [peekJson] is the redacted summary of a refused plain-HTTP request (payload peek, when switched on), as JSON.
  */
 data class BlockEvent(
     val timeMillis: Long,
@@ -30,16 +31,17 @@ data class BlockEvent(
     val reason: String,
     val rule: Rule?,
     val uid: Int,
+    val peekJson: String? = null,
 )
 
 /**
- * Reads one event batch as written by `android/native/src/events.rs` (format version 1, big-endian):
+ * Reads one event batch as written by `android/native/src/events.rs` (format version 2, big-endian):
  * `u8 version, u32 count`, then per event `i64 time, u8 action, u8 protocol, addr src, addr dst, i32 uid,
- * str host, str reason, str ruleList, i32 ruleLine, str ruleText`; `addr = u8 len(4|16), bytes, u16 port`;
+ * str host, str reason, str ruleList, i32 ruleLine, str ruleText, str peekJson`; `addr = u8 len(4|16), bytes, u16 port`;
  * `str = i32 len (-1 null), UTF-8`.
  */
 internal object EventDecoder {
-    private const val VERSION = 1
+    private const val VERSION = 2
     private val ACTIONS = Action.values()
     private val PROTOCOLS = Protocol.values()
 
@@ -64,7 +66,8 @@ internal object EventDecoder {
             val line = buf.int
             val text = string(buf, batch, strings)
             val rule = if (list != null) Rule(list, line, text ?: "") else null
-            events.add(BlockEvent(time, action, protocol, src, dst, host, reason, rule, uid))
+            val peek = string(buf, batch, null)
+            events.add(BlockEvent(time, action, protocol, src, dst, host, reason, rule, uid, peek))
         }
         return events
     }
