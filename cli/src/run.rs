@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// they tried to send (query, form fields, decoded base64/gzip and Sensors Analytics uploads) in the event.
     #[arg(long)]
     peek: bool,
+    /// Refuse all traffic of processes running as this UID (reason `app_blocked`; needs --uid-lookup proc-net).
+    /// Repeatable.
+    #[arg(long = "block-uid", value_name = "UID")]
+    block_uids: Vec<u32>,
     /// How events are attributed to a user (UID): `proc-net` reads /proc/net/{tcp,udp}[6] (for clients on this
     /// machine, like apps on a phone); `none` for a gateway whose clients are other machines.
     #[arg(long, value_enum, default_value_t = UidLookup::ProcNet)]
@@ -129,6 +133,9 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         events,
     };
     let control = Control::new();
+    if !args.block_uids.is_empty() {
+        control.set_blocked_uids(args.block_uids.iter().copied().collect());
+    }
     handle_signals(Arc::clone(&control), args.policy)?;
     eprintln!("hushwall: ready on {name}");
     let result = hushwall_driver::run(device, config, policy, platform, control);

@@ -29,6 +29,8 @@ pub enum Reason {
     HttpHost,
     /// The server name in a QUIC client Initial's ClientHello matched a block rule.
     QuicSni,
+    /// The user blocked all traffic of the app that owns the flow.
+    AppBlocked,
     /// The destination address is inside a blocked address range.
     IpCidr,
     /// The destination address was learnt from DNS answers for a blocked name.
@@ -54,6 +56,7 @@ impl Reason {
             Reason::TlsSni => "tls_sni",
             Reason::HttpHost => "http_host",
             Reason::QuicSni => "quic_sni",
+            Reason::AppBlocked => "app_blocked",
             Reason::IpCidr => "ip_cidr",
             Reason::DnsMappedIp => "dns_mapped_ip",
             Reason::DnsOverTls => "dns_over_tls",

@@ -3,6 +3,7 @@
 use hushwall_core::engine::Stats;
 use hushwall_core::policy::Policy;
 use mio::Waker;
+use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -13,6 +14,7 @@ use std::thread::JoinHandle;
 pub struct Control {
     stop: AtomicBool,
     policy: Mutex<Option<Arc<Policy>>>,
+    blocked_uids: Mutex<Option<HashSet<u32>>>,
     stats: Mutex<Stats>,
     waker: OnceLock<Waker>,
 }
@@ -35,6 +37,13 @@ impl Control {
         self.wake();
     }
 
+    /// Blocks all new traffic of these apps (UIDs), replacing the previous set; applied at the loop's next
+    /// wake-up, which this triggers.
+    pub fn set_blocked_uids(&self, uids: HashSet<u32>) {
+        *self.blocked_uids.lock().unwrap_or_else(PoisonError::into_inner) = Some(uids);
+        self.wake();
+    }
+
     /// The counters as of the loop's last iteration.
     pub fn stats(&self) -> Stats {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
@@ -46,6 +55,10 @@ impl Control {
 
     pub(crate) fn take_policy(&self) -> Option<Arc<Policy>> {
         self.policy.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    pub(crate) fn take_blocked_uids(&self) -> Option<HashSet<u32>> {
+        self.blocked_uids.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     pub(crate) fn publish_stats(&self, stats: Stats) {

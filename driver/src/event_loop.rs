@@ -42,12 +42,12 @@ pub fn run<T: Read + Write + AsRawFd>(
     platform: Platform,
     control: Arc<Control>,
 ) -> io::Result<Stats> {
-    let Platform { protector, mut uids, events: mut sink } = platform;
+    let Platform { protector, uids, events: mut sink } = platform;
     sys::set_nonblocking(tun.as_raw_fd())?;
     let mut poll = Poll::new()?;
     control.install_waker(Waker::new(poll.registry(), WAKER)?);
     poll.registry().register(&mut SourceFd(&tun.as_raw_fd()), TUN, Interest::READABLE)?;
-    let mut sockets = Sockets::new(poll.registry().try_clone()?, protector);
+    let mut sockets = Sockets::new(poll.registry().try_clone()?, protector, uids);
     let mut engine = Engine::new(config, policy, Instant::now(), wall_clock_ms());
     let mut ready = Events::with_capacity(1024);
     let mut packet = vec![0u8; MAX_PACKET];
@@ -59,6 +59,9 @@ pub fn run<T: Read + Write + AsRawFd>(
     while !control.stop_requested() {
         if let Some(policy) = control.take_policy() {
             engine.set_policy(policy);
+        }
+        if let Some(uids) = control.take_blocked_uids() {
+            engine.set_blocked_uids(uids);
         }
         let now = Instant::now();
         let timeout = if tun_backlog || !udp_backlog.is_empty() {
@@ -93,7 +96,7 @@ pub fn run<T: Read + Write + AsRawFd>(
         engine.handle_timeout(now, &mut sockets);
         // Events first: app attribution reads the client's socket (/proc/net, getConnectionOwnerUid), and the
         // refusals about to be written (RST, NXDOMAIN) make the client close it.
-        deliver_events(&mut engine, uids.as_mut(), sink.as_mut(), &mut batch);
+        deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
         engine.drain_tun(|p| tun.write(p).map(|_| ()));
         control.publish_stats(engine.stats());
     }
@@ -188,7 +191,9 @@ fn deliver_events(
 ) {
     batch.clear();
     while let Some(mut event) = engine.poll_event() {
-        event.uid = uids.uid(event.protocol, event.src, event.dst);
+        if event.uid.is_none() {
+            event.uid = uids.uid(event.protocol, event.src, event.dst);
+        }
         batch.push(event);
     }
     if !batch.is_empty() {

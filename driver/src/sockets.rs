@@ -3,8 +3,9 @@
 //! Every socket is created with `socket2`, protected through the platform before it connects, then registered
 //! with epoll (edge-triggered) under a token equal to its flow id.
 
-use crate::platform::Protector;
+use crate::platform::{Protector, UidResolver};
 use hushwall_core::engine::{FlowId, Upstream};
+use hushwall_core::event::Protocol as FlowProtocol;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,6 +26,8 @@ pub(crate) enum Conn {
 pub(crate) struct Sockets {
     registry: Registry,
     protector: Box<dyn Protector>,
+    /// Finds the app owning a flow (for blocked apps and for event attribution).
+    pub(crate) uids: Box<dyn UidResolver>,
     pub(crate) conns: HashMap<FlowId, Conn>,
 }
 
@@ -39,8 +42,8 @@ pub(crate) fn flow_of(token: Token) -> FlowId {
 }
 
 impl Sockets {
-    pub(crate) fn new(registry: Registry, protector: Box<dyn Protector>) -> Self {
-        Sockets { registry, protector, conns: HashMap::new() }
+    pub(crate) fn new(registry: Registry, protector: Box<dyn Protector>, uids: Box<dyn UidResolver>) -> Self {
+        Sockets { registry, protector, uids, conns: HashMap::new() }
     }
 
     /// A new protected, non-blocking socket for `dst`.
@@ -140,5 +143,9 @@ impl Upstream for Sockets {
 
     fn udp_close(&mut self, flow: FlowId) {
         self.forget(flow);
+    }
+
+    fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        self.uids.uid(protocol, src, dst)
     }
 }

@@ -548,3 +548,23 @@ fn tun_fd_is_adopted() {
     let status = child.wait().expect("engine exits");
     assert!(status.success(), "exit status {status}");
 }
+
+/// `--block-uid`: every connection of processes running as that user is refused (reason `app_blocked`,
+/// attributed to the uid), while other users' traffic to the same server still works.
+#[test]
+fn blocked_uid_is_refused_and_other_users_pass() {
+    let mut tb = Testbed::start(Options::engine().engine_arg("--block-uid").engine_arg("4321"));
+    let url = format!("http://{}/", Family::V4.normal());
+    let mut app_curl = tb
+        .phone_command("setpriv", &["--reuid", "4321", "--regid", "4321", "--clear-groups", "curl", "-sS", "-m", "5"]);
+    app_curl.arg(&url);
+    let as_app = run(app_curl, Duration::from_secs(10));
+    assert_refused_fast(&as_app, "the blocked app's connection");
+    let as_root = tb.curl(&[&url]);
+    assert_eq!(as_root.http_code, 200, "other users still pass: {}", as_root.run);
+    let events = finish(&mut tb);
+    let app: Vec<&Value> = events.iter().filter(|e| e["reason"] == "app_blocked").collect();
+    assert_eq!(app.len(), 1, "one refusal for the blocked app: {events:?}");
+    assert_eq!(app[0]["uid"], 4321);
+    assert_eq!(app[0]["protocol"], "tcp");
+}

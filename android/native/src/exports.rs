@@ -11,7 +11,7 @@ use crate::callbacks::JavaCallbacks;
 use crate::error::{entry, BridgeError, Result};
 use crate::instance::{self, Instance};
 use crate::{config, events, fd};
-use jni::objects::{JClass, JObject, JString};
+use jni::objects::{JClass, JIntArray, JObject, JString};
 use jni::sys::{jbyteArray, jint, jlong, jlongArray, jstring, JNI_VERSION_1_6};
 use jni::JNIEnv;
 use std::ffi::c_void;
@@ -70,6 +70,30 @@ pub extern "system" fn Java_app_hushwall_engine_NativeBridge_nativeReplacePolicy
         let json = string_arg(env, &policy_json, "policy")?;
         let policy = config::parse_policy(&json).map_err(BridgeError::Argument)?;
         instance.replace_policy(policy)
+    })
+}
+
+/// `nativeSetBlockedUids(handle: Long, uids: IntArray)`: refuse all new traffic of these apps from now on.
+#[no_mangle]
+pub extern "system" fn Java_app_hushwall_engine_NativeBridge_nativeSetBlockedUids<'local>(
+    mut env: JNIEnv<'local>,
+    _class: JClass<'local>,
+    handle: jlong,
+    uids: JIntArray<'local>,
+) {
+    entry(&mut env, (), |env| {
+        let instance = instance::lookup(handle)?;
+        if uids.is_null() {
+            return Err(BridgeError::Argument("uids must not be null".into()));
+        }
+        let len = env.get_array_length(&uids).map_err(|e| BridgeError::Argument(format!("uids: {e}")))?;
+        let mut raw = vec![0; usize::try_from(len).unwrap_or(0)];
+        env.get_int_array_region(&uids, 0, &mut raw).map_err(|e| BridgeError::Argument(format!("uids: {e}")))?;
+        let set = raw
+            .into_iter()
+            .map(|uid| u32::try_from(uid).map_err(|_| BridgeError::Argument(format!("negative uid {uid}"))))
+            .collect::<Result<_>>()?;
+        instance.set_blocked_uids(set)
     })
 }
 

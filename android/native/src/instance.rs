@@ -84,6 +84,15 @@ impl Instance {
         Ok(())
     }
 
+    /// Replaces the set of apps (UIDs) whose traffic the running engine refuses.
+    pub fn set_blocked_uids(&self, uids: std::collections::HashSet<u32>) -> Result<()> {
+        if self.is_stopped() {
+            return Err(BridgeError::State("the engine is stopped".into()));
+        }
+        self.control.set_blocked_uids(uids);
+        Ok(())
+    }
+
     /// Takes up to `max` queued events, waiting up to `wait` for the first.
     pub fn take_events(&self, max: usize, wait: Duration) -> Vec<Event> {
         self.events.take(max, wait)

@@ -93,7 +93,14 @@ impl Engine {
         payload: &[u8],
         up: &mut impl Upstream,
     ) {
-        self.dns_query(now, DnsClient::Udp { client, server }, client, server, payload, up);
+        let via = DnsClient::Udp { client, server };
+        if let Some(uid) = self.blocked_app(Protocol::Udp, client, server, up) {
+            self.stats.dns_queries += 1;
+            self.answer_blocked(via, payload);
+            self.report_app_blocked(now, Protocol::Dns, client, server, uid);
+            return;
+        }
+        self.dns_query(now, via, client, server, payload, up);
     }
 
     /// Answers a blocked query at once or forwards it upstream.

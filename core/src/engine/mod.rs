@@ -28,7 +28,7 @@ use crate::pcapng::{Capture, Direction};
 use crate::policy::{Decision, Policy};
 use crate::verdict::{Action, Reason, RuleRef, Verdict};
 use serde::Serialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -69,6 +69,11 @@ pub trait Upstream {
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
     /// Closes the socket and forgets the flow.
     fn udp_close(&mut self, flow: FlowId);
+    /// The app (UID) owning the phone-side flow from `src` to `dst`, if the platform can tell. Asked only while
+    /// some app is blocked (see [`Engine::set_blocked_uids`]), once per new flow or DNS query.
+    fn owner_uid(&mut self, _protocol: Protocol, _src: SocketAddr, _dst: SocketAddr) -> Option<u32> {
+        None
+    }
 }
 
 /// Engine settings. [`EngineConfig::default`] is what the app and the CLI use unless told otherwise.
@@ -193,6 +198,8 @@ pub struct Engine {
     touched: Vec<FlowId>,
     /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
     retiring: Vec<FlowId>,
+    /// Apps (UIDs) whose traffic the user blocked entirely.
+    blocked_uids: HashSet<u32>,
     /// Reusable buffer for sniffing a client's first bytes.
     scratch: Vec<u8>,
     timers: Timers,
@@ -222,6 +229,7 @@ impl Engine {
             touched: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),
+            blocked_uids: HashSet::new(),
             timers: Timers::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -234,6 +242,42 @@ impl Engine {
     /// Replaces the policy; flows already forwarding keep going, new ones are judged by the new policy.
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
         self.policy = policy;
+    }
+
+    /// Blocks all new flows and DNS queries of these apps (UIDs), replacing the previous set; flows already open
+    /// keep going. While the set is empty no UID is ever looked up.
+    pub fn set_blocked_uids(&mut self, uids: HashSet<u32>) {
+        self.blocked_uids = uids;
+    }
+
+    /// The app owning a new flow, if the user blocked it.
+    fn blocked_app(
+        &self,
+        protocol: Protocol,
+        client: SocketAddr,
+        server: SocketAddr,
+        up: &mut impl Upstream,
+    ) -> Option<u32> {
+        if self.blocked_uids.is_empty() {
+            return None;
+        }
+        let uid = up.owner_uid(protocol, client, server)?;
+        self.blocked_uids.contains(&uid).then_some(uid)
+    }
+
+    /// Reports a flow refused because its app is blocked, attributed to that app.
+    fn report_app_blocked(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        client: SocketAddr,
+        server: SocketAddr,
+        uid: u32,
+    ) {
+        self.report(now, protocol, client, server, None, &Verdict::block(Reason::AppBlocked));
+        if let Some(event) = self.events.back_mut() {
+            event.uid = Some(uid);
+        }
     }
 
     /// The policy in force.

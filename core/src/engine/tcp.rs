@@ -141,6 +141,11 @@ impl Engine {
         seg: &TcpSummary,
         up: &mut impl Upstream,
     ) {
+        if let Some(uid) = self.blocked_app(Protocol::Tcp, client, server, up) {
+            self.send_reset(client, server, seg);
+            self.report_app_blocked(now, Protocol::Tcp, client, server, uid);
+            return;
+        }
         let server_first = SERVER_FIRST_PORTS.contains(&server.port());
         let (phase, host, fallback) = if server.port() == DNS_PORT {
             (Phase::Dns { pending: 0 }, None, None)

@@ -24,6 +24,9 @@ struct FakeUpstream {
     write_budget: Option<usize>,
     /// The server reset the connection.
     reset: HashSet<FlowId>,
+    /// The UID every phone-side flow belongs to, and how often the engine asked.
+    owner: Option<u32>,
+    owner_lookups: usize,
     connects: Vec<(FlowId, SocketAddr)>,
     written: HashMap<FlowId, Vec<u8>>,
     to_read: HashMap<FlowId, Vec<u8>>,
@@ -78,6 +81,10 @@ impl Upstream for FakeUpstream {
         Ok(())
     }
     fn udp_close(&mut self, _: FlowId) {}
+    fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
+        self.owner_lookups += 1;
+        self.owner
+    }
 }
 
 /// The phone's side of the tun: packets it sent, packets it will receive.
@@ -488,6 +495,42 @@ fn slow_phone_stops_reads_from_the_server() {
     let taken = body.len() - pair.up.to_read[&flow].len();
     assert!(taken <= pair.engine.config.tcp_buffer_size + 65536, "read {taken} bytes from a server the phone ignores");
     assert!(taken > 0);
+}
+
+#[test]
+fn blocked_app_is_refused_on_tcp_udp_and_dns_and_others_pass() {
+    let mut pair = Pair::new();
+    pair.up.owner = Some(10_123);
+    pair.engine.set_blocked_uids(HashSet::from([10_123]));
+    let h = pair.connect(NORMAL, 443);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "TCP refused");
+    pair.udp(NORMAL, 7, b"x");
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    let out = pair.take_out();
+    assert_eq!(out.len(), 2, "ICMP for UDP, an answer for DNS");
+    assert_eq!(udp_payload(&out[1])[3] & 0x0f, 3, "NXDOMAIN for the blocked app's DNS query");
+    assert!(pair.up.connects.is_empty() && pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty());
+    let events = pair.events();
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        assert_eq!(event.reason, Reason::AppBlocked);
+        assert_eq!(event.uid, Some(10_123), "attributed to the blocked app");
+    }
+    // Another app goes through.
+    pair.up.owner = Some(10_200);
+    let h = pair.connect(NORMAL, 22);
+    assert_eq!(pair.up.connects.len(), 1, "other apps are dialled");
+    assert_ne!(pair.phone_tcp(h).state(), tcp::State::Closed);
+}
+
+#[test]
+fn no_uid_is_looked_up_while_no_app_is_blocked() {
+    let mut pair = Pair::new();
+    pair.up.owner = Some(10_123);
+    pair.connect(NORMAL, 22);
+    pair.udp(NORMAL, 7, b"x");
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.owner_lookups, 0);
 }
 
 #[test]

@@ -50,6 +50,11 @@ impl Engine {
             }
             return;
         }
+        if let Some(uid) = self.blocked_app(Protocol::Udp, client, server, up) {
+            self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+            self.report_app_blocked(now, Protocol::Udp, client, server, uid);
+            return;
+        }
         if self.hold_quic_datagram(now, packet, client, server, payload, up) {
             return;
         }

@@ -37,6 +37,15 @@ class Engine private constructor(private val handle: Long) : AutoCloseable {
     }
 
     /**
+     * Refuses all new traffic (connections, datagrams, DNS queries) of these apps from now on, with reason
+     * `app_blocked`; replaces the previous set. Call it again when the rules or the network type (Wi-Fi/mobile)
+     * change. While the set is empty, no flow's owner is ever looked up.
+     */
+    fun setBlockedUids(uids: IntArray) {
+        NativeBridge.nativeSetBlockedUids(liveHandle(), uids)
+    }
+
+    /**
      * Takes up to [max] events, oldest first, as one JNI call. With [waitMillis] > 0 waits that long for the
      * first event. The engine keeps 8192 events for you; beyond that the oldest are dropped and counted in
      * [Counters.eventsDropped].

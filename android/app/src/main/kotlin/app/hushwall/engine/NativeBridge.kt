@@ -17,6 +17,8 @@ internal object NativeBridge {
     @JvmStatic external fun nativeReplacePolicy(handle: Long, policyJson: String?)
 
     /** One batch (see [EventDecoder]) of at most [max] events, waiting up to [waitMs] for the first; null if none. */
+    @JvmStatic external fun nativeSetBlockedUids(handle: Long, uids: IntArray?)
+
     @JvmStatic external fun nativePollEvents(handle: Long, max: Int, waitMs: Long): ByteArray?
 
     /** Counters in [Counters.fromArray]'s order. */
