@@ -214,10 +214,9 @@ apksigner sign --ks "$KS" --ks-key-alias "$ALIAS" --ks-pass "$KS_PASS" --key-pas
   --out "$APK" "$OUT/apk/aligned.apk"
 rm -f "$APK.idsig"
 apksigner verify --min-sdk-version "$MIN_SDK" "$APK"
+log "Built $APK ($(du -h "$APK" | cut -f1)) in ${SECONDS}s"
 
-# --- 6. Static checks -----------------------------------------------------------------------------------------
+# --- 6. Static checks (last: its summary line "check-apk: N passed, M failed" closes the output) ------------
 log "Static checks"
 python3 "$TOOLS/check-apk.py" --apk "$APK" --abis "$ABIS" --min-sdk "$MIN_SDK" --target-sdk "$TARGET_SDK" \
   --version-name "$VERSION" --version-code "$VERSION_CODE" --symbol-table "$ANDROID/bionic-symbols.tsv"
-
-log "Built $APK ($(du -h "$APK" | cut -f1)) in ${SECONDS}s"
