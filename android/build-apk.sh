@@ -73,6 +73,7 @@ log "Hushwall $VERSION (versionCode $VERSION_CODE), ABIs: $ABIS"
 mkdir -p "$OUT"
 
 # --- 1. Rust: libhushwall.so per ABI ------------------------------------------------------------------------
+rm -rf "$OUT/lib" "$OUT/symbols"  # only this run's ABIs get packaged
 for abi in $ABIS; do
   case $abi in
     arm64-v8a) triple=aarch64-linux-android ;;
