@@ -219,9 +219,9 @@ impl Policy {
     pub fn check_ip(&self, ip: IpAddr) -> Decision {
         let ip = ip.to_canonical();
         if let Some((net, loc)) = self.allow_cidrs.lookup(ip) {
-            Decision::Allowed(self.rule_ref(loc, net.to_string()))
+            Decision::Allowed(self.rule_ref(loc, net.to_string().into_boxed_str()))
         } else if let Some((net, loc)) = self.block_cidrs.lookup(ip) {
-            Decision::Blocked(self.rule_ref(loc, net.to_string()))
+            Decision::Blocked(self.rule_ref(loc, net.to_string().into_boxed_str()))
         } else {
             Decision::NoMatch
         }
@@ -241,13 +241,13 @@ impl Policy {
 
     /// The [`RuleRef`] of a name rule found in `name` (trailing dot already stripped).
     fn name_rule(&self, name: &str, found: Found) -> RuleRef {
-        let matched = name.get(found.start..).unwrap_or(name).to_ascii_lowercase();
-        self.rule_ref(found.meta.loc(), found.meta.render(&matched))
+        let matched = name.get(found.start..).unwrap_or(name);
+        self.rule_ref(found.meta.loc(), found.meta.render(matched))
     }
 
-    fn rule_ref(&self, loc: Loc, rule: String) -> RuleRef {
+    fn rule_ref(&self, loc: Loc, rule: Box<str>) -> RuleRef {
         let list = self.lists.get(usize::from(loc.list)).cloned().unwrap_or_else(|| Arc::from("?"));
-        RuleRef { list, line: loc.line, rule: rule.into_boxed_str() }
+        RuleRef { list, line: loc.line, rule }
     }
 }
 

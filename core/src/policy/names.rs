@@ -47,13 +47,19 @@ impl Meta {
     }
 
     /// The rule text in canonical form, for the rule's own (canonical) `name`.
-    pub(super) fn render(self, name: &str) -> String {
-        match (self.kind, self.flags & EXCEPTION != 0) {
-            (NameKind::Exact, _) => name.to_owned(),
-            (NameKind::Subdomains, _) => format!("*.{name}"),
-            (NameKind::Subtree, false) => format!("||{name}^"),
-            (NameKind::Subtree, true) => format!("@@||{name}^"),
-        }
+    pub(super) fn render(self, name: &str) -> Box<str> {
+        let (prefix, suffix) = match (self.kind, self.flags & EXCEPTION != 0) {
+            (NameKind::Exact, _) => ("", ""),
+            (NameKind::Subdomains, _) => ("*.", ""),
+            (NameKind::Subtree, false) => ("||", "^"),
+            (NameKind::Subtree, true) => ("@@||", "^"),
+        };
+        // One allocation of exactly the final size (this runs for every matched DNS query and flow).
+        let mut rule = String::with_capacity(prefix.len() + name.len() + suffix.len());
+        rule.push_str(prefix);
+        rule.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        rule.push_str(suffix);
+        rule.into_boxed_str()
     }
 
     fn is_allow(self) -> bool {
