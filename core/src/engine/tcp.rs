@@ -311,11 +311,15 @@ impl Engine {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
-        match flow.phase {
-            Phase::Sniffing { .. } => self.sniff(now, id, up),
-            Phase::Forwarding => self.splice(id, up),
-            Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
-            Phase::Dialing | Phase::Connecting | Phase::Refused => {}
+        let (phase, handle) = (flow.phase, flow.handle);
+        // Back in LISTEN means the client reset the handshake: nothing to sniff or splice, only to retire.
+        if self.stack.tcp(handle).state() != State::Listen {
+            match phase {
+                Phase::Sniffing { .. } => self.sniff(now, id, up),
+                Phase::Forwarding => self.splice(id, up),
+                Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
+                Phase::Dialing | Phase::Connecting | Phase::Refused => {}
+            }
         }
         self.retire_if_closed(id, up);
     }
@@ -431,7 +435,10 @@ impl Engine {
             return;
         };
         let state = self.stack.tcp(flow.handle).state();
-        if flow.retired || !matches!(state, State::Closed | State::TimeWait) {
+        // LISTEN: a flow's socket only gets back there when the client reset the handshake (smoltcp returns a
+        // SYN-RECEIVED socket to LISTEN on RST). The connection is over; a listener left behind would be dialled
+        // at its deadline, hold its upstream socket forever and could capture a later connection.
+        if flow.retired || !matches!(state, State::Closed | State::TimeWait | State::Listen) {
             return;
         }
         if flow.upstream_open {

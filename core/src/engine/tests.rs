@@ -474,3 +474,54 @@ proptest::proptest! {
         pair.take_out();
     }
 }
+
+// Regression: a client RST in SYN-RECEIVED (a SYN flood's spoofed SYNs, an app giving up during the handshake)
+// flips smoltcp's socket back to LISTEN. The flow used to stay forever: sniffed flows were dialled at the sniff
+// deadline and kept their upstream connection open, and the stray listener could capture a later connection to
+// the same server. (Found by the SYN flood in tests/tests/reliability.rs: 2,300 upstream sockets stayed open.)
+
+/// A bare TCP segment from the phone's port 40000 to `dst`.
+fn raw_tcp(dst: [u8; 4], port: u16, seq: u32, syn: bool, rst: bool) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4(PHONE, dst, 64).tcp(40000, port, seq, 64240);
+    if syn {
+        b = b.syn();
+    }
+    if rst {
+        b = b.rst();
+    }
+    let mut p = Vec::new();
+    b.write(&mut p, &[]).expect("builds");
+    p
+}
+
+impl Pair {
+    fn raw(&mut self, packet: &[u8]) {
+        self.engine.handle_tun_packet(self.now, packet, &mut self.up);
+        self.engine.poll(self.now, &mut self.up);
+    }
+}
+
+#[test]
+fn client_reset_during_handshake_ends_a_sniffed_flow() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 9000, 1000, true, false));
+    assert_eq!(pair.engine.stats().tcp_active, 1);
+    let synack = pair.take_out();
+    assert_eq!(synack.len(), 1, "the handshake is completed locally for sniffing");
+    pair.raw(&raw_tcp(NORMAL, 9000, 1001, false, true));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the abandoned flow is gone");
+    pair.wait(Duration::from_secs(10));
+    assert!(pair.up.connects.is_empty(), "an abandoned handshake must never be dialled: {:?}", pair.up.connects);
+}
+
+#[test]
+fn client_reset_during_handshake_ends_a_dialled_flow_and_its_upstream() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
+    let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
+    pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    assert_eq!(pair.take_out().len(), 1, "SYN|ACK released once upstream connected");
+    pair.raw(&raw_tcp(NORMAL, 22, 5001, false, true));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the abandoned flow is gone");
+    assert_eq!(pair.up.closed, vec![(id, true)], "its upstream connection is reset");
+}
