@@ -525,3 +525,19 @@ fn client_reset_during_handshake_ends_a_dialled_flow_and_its_upstream() {
     assert_eq!(pair.engine.stats().tcp_active, 0, "the abandoned flow is gone");
     assert_eq!(pair.up.closed, vec![(id, true)], "its upstream connection is reset");
 }
+
+// Regression (fuzz target `engine`, input fuzz/regressions/engine/hang-1.bin): one `Engine::poll` never returned
+// and grew the tun queue by hundreds of MB, because smoltcp repeats egress while a socket emits and our device
+// never said "full". The device now refuses to transmit past `stack::OUT_MAX` queued packets.
+#[test]
+fn the_tun_queue_is_bounded_for_smoltcp() {
+    let mut stack = stack::Stack::new(1500, 1, Instant::now());
+    let now = smoltcp::time::Instant::ZERO;
+    for _ in 0..stack::OUT_MAX {
+        assert!(stack.device.transmit(now).is_some());
+        stack.device.out.push_back(Vec::new());
+    }
+    assert!(stack.device.transmit(now).is_none(), "a full queue must stop smoltcp's egress");
+    stack.device.out.pop_front();
+    assert!(stack.device.transmit(now).is_some(), "draining reopens it");
+}
