@@ -9,7 +9,8 @@
 # toolchain, `cargo fuzz run <target>` works on this directory as well.
 #
 # New inputs go to fuzz/work/<target> (ignored by git); the committed seeds in fuzz/corpus/<target> are read only.
-# A crash leaves its input in fuzz/artifacts/<target>/ and makes this script fail.
+# A crash leaves its input in fuzz/artifacts/<target>/ and makes this script fail. Inputs that once failed are
+# kept in fuzz/regressions/<target>/ and replayed before each target runs.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,8 +37,19 @@ for t in "${targets[@]}"; do
     if [[ -f "dict/$t.dict" ]]; then
         dict=("-dict=dict/$t.dict")
     fi
+    # Inputs that once crashed or hung must pass first (each within 60 s: without a sanitizer runtime,
+    # libFuzzer's own -timeout handler can deadlock in malloc, so the wall clock is enforced from outside).
+    if compgen -G "regressions/$t/*" >/dev/null; then
+        if ! timeout 60 "$CARGO_TARGET_DIR/$host/release/$t" -runs=1 regressions/"$t"/* >"work/$t.regressions.log" 2>&1
+        then
+            status=1
+            echo "!!! fuzz target $t fails a regression input:" >&2
+            tail -20 "work/$t.regressions.log" >&2
+            continue
+        fi
+    fi
     echo "==> fuzz $t for ${secs}s" >&2
-    if ! "$CARGO_TARGET_DIR/$host/release/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    if ! timeout $((secs + 60)) "$CARGO_TARGET_DIR/$host/release/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
         -max_len=8192 -print_final_stats=1 -artifact_prefix="artifacts/$t/" "${dict[@]}" \
         "work/$t" "corpus/$t" 2>"work/$t.log"; then
         status=1
