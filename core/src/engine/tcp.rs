@@ -295,7 +295,18 @@ impl Engine {
             return;
         }
         flow.deadline = None;
+        let handshake_done = self.stack.tcp(flow.handle).state() != State::SynReceived;
         match flow.phase {
+            // The client has not even completed the handshake: never dial for it (a SYN flood would become a
+            // connection flood to the server). Give a lost SYN|ACK or ACK time to be retransmitted, then give up.
+            Phase::Sniffing { started: false } if !handshake_done => {
+                flow.phase = Phase::Sniffing { started: true };
+                self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
+            }
+            Phase::Sniffing { .. } if !handshake_done => {
+                self.stack.tcp(flow.handle).abort();
+                self.touched.push(id);
+            }
             Phase::Sniffing { .. } => self.finish_sniff(now, id, None, up),
             Phase::Dialing | Phase::Connecting => {
                 self.stats.upstream_errors += 1;

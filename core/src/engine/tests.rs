@@ -541,3 +541,19 @@ fn the_tun_queue_is_bounded_for_smoltcp() {
     stack.device.out.pop_front();
     assert!(stack.device.transmit(now).is_some(), "draining reopens it");
 }
+
+// Regression (SYN flood in tests/tests/reliability.rs): a sniffed flow whose client never completed the
+// handshake was dialled at the sniff deadline anyway, so every spoofed SYN became an upstream connection, and
+// such flows could hold their upstream socket indefinitely. Now the handshake gets SNIFF_COMPLETE_TIMEOUT more,
+// then the flow is aborted without dialling.
+#[test]
+fn syn_without_handshake_is_never_dialled_and_ends() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 9000, 7000, true, false));
+    assert_eq!(pair.engine.stats().tcp_active, 1);
+    pair.wait(Duration::from_secs(1));
+    assert!(pair.up.connects.is_empty(), "dialled before the handshake completed");
+    pair.wait(Duration::from_secs(10));
+    assert!(pair.up.connects.is_empty(), "dialled without a handshake: {:?}", pair.up.connects);
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
+}
