@@ -191,3 +191,38 @@ fn engine_killed_fails_closed() {
     let server_log = tb.server_log();
     assert!(server_log.iter().all(|e| e["event"] != "accept" && e["event"] != "udp"), "{server_log:?}");
 }
+
+/// Not a test: records the seed corpus for the fuzz targets from real traffic on the tun (DNS over UDP and TCP,
+/// HTTP, HTTPS with real ClientHellos, UDP, blocked attempts, both families) into `$HUSHWALL_SEED_OUT`
+/// (normally `fuzz/corpus`). Run: `HUSHWALL_SEED_OUT=$PWD/fuzz/corpus cargo test --release -p hushwall-tests
+/// --test leaks -- --ignored capture_seed_corpus`.
+#[test]
+#[ignore = "generates fuzz/corpus; run by hand"]
+fn capture_seed_corpus() {
+    let out = std::env::var("HUSHWALL_SEED_OUT").expect("set HUSHWALL_SEED_OUT to the corpus directory");
+    let mut tb = Testbed::start(Options::engine());
+    let pcap = tb.dir.join("tun.pcap");
+    let mut cap = tb.phone_command("tcpdump", &["-i", TUN, "-nn", "-U", "-s", "0", "-Z", "root", "-w"]);
+    cap.arg(&pcap);
+    let mut cap = hushwall_tests::proc::Background::spawn("tun-capture", cap, &tb.dir.join("tun-capture.log"));
+    cap.wait_for_log("listening on", Duration::from_secs(10));
+    for fam in Family::ALL {
+        let _ = tb.dig(&[NORMAL_NAME, fam.rtype()]);
+        let _ = tb.dig(&["+tcp", CLOAKED_NAME, fam.rtype()]);
+        let _ = tb.dig(&[TELEMETRY_NAME, "HTTPS"]);
+        let _ = tb.curl_resolved("https", NORMAL_NAME, fam.normal(), "/", fam);
+        let _ = tb.curl_resolved("http", SHARED_GOOD_NAME, fam.shared(), "/", fam);
+        let _ = tb.curl_resolved("https", TELEMETRY_NAME, fam.telemetry(), "/", fam);
+        let _ = tb.udp_echo(fam.normal(), ECHO_PORT);
+        let _ = tb.tcp_banner(fam.normal(), BANNER_PORT);
+        let _ = tb.tcp_banner(fam.cidr(), 443);
+    }
+    cap.stop("INT", Duration::from_secs(5));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/pcap2corpus.py");
+    let mut c = hushwall_tests::proc::command("python3", &[script.as_os_str(), pcap.as_os_str()]);
+    c.arg(&out);
+    let r = run(c, Duration::from_secs(60));
+    assert!(r.success(), "{r}");
+    eprintln!("{}", r.stdout);
+    finish(&mut tb);
+}
