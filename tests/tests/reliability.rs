@@ -51,7 +51,8 @@ fn assert_allowed_traffic_works(tb: &Testbed, when: &str) {
 /// buffers in its heap, so RSS after a TCP load says little about leaks (see `RELIABILITY.md`).
 fn assert_back_to_baseline(tb: &Testbed, baseline: Usage, what: &str) -> Usage {
     let mut now = tb.engine_usage();
-    let settled = eventually(Duration::from_secs(45), || {
+    // 75 s: UDP flows close after 60 s idle.
+    let settled = eventually(Duration::from_secs(75), || {
         now = tb.engine_usage();
         now.fds <= baseline.fds + FD_SLACK
     });
@@ -99,10 +100,9 @@ fn flood_10k_concurrent_tcp_connections() {
         let mut flood =
             tb.flood_background("tcp-flood", &["tcp", fam.normal(), &HOLD_PORT.to_string(), &n.to_string(), "5"]);
         flood.wait_for_log("\"phase\": \"holding\"", Duration::from_secs(180));
-        let holding: Value = serde_json::from_str(
-            flood.log_text().lines().find(|l| l.contains("\"holding\"")).expect("holding line"),
-        )
-        .expect("JSON");
+        let holding: Value =
+            serde_json::from_str(flood.log_text().lines().find(|l| l.contains("\"holding\"")).expect("holding line"))
+                .expect("JSON");
         // While the cap is saturated: DNS (not a TCP flow) and UDP flows still work.
         let d = tb.dig(&[NORMAL_NAME, "A"]);
         assert_eq!(d.status.as_deref(), Some("NOERROR"), "DNS during the TCP flood: {}", d.run);
@@ -110,10 +110,9 @@ fn flood_10k_concurrent_tcp_connections() {
         assert_eq!(u.result, "echo", "UDP during the TCP flood: {:?}", u.raw);
         let during = tb.engine_usage();
         flood.wait_for_log("\"phase\": \"done\"", Duration::from_secs(120));
-        let done: Value = serde_json::from_str(
-            flood.log_text().lines().find(|l| l.contains("\"done\"")).expect("done line"),
-        )
-        .expect("JSON");
+        let done: Value =
+            serde_json::from_str(flood.log_text().lines().find(|l| l.contains("\"done\"")).expect("done line"))
+                .expect("JSON");
         let (peak, samples) = sampler.finish();
         tb.assert_engine_alive("during the TCP flood");
         let after = assert_back_to_baseline(&tb, baseline, "the TCP flood");
