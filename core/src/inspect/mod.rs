@@ -38,12 +38,14 @@ pub fn sniff_stream(stream_start: &[u8]) -> StreamSniff {
 }
 
 /// A host name from SNI or an HTTP authority, lowercased without one trailing dot; `None` unless
-/// it is 1 to 253 letters, digits, `-`, `_` and `.`. (Internationalised names travel as
+/// it is 1 to 253 letters, digits, `-`, `_` and `.` without empty labels. (Internationalised names travel as
 /// punycode, so this covers every real host name.)
 fn normalise_hostname(raw: &[u8]) -> Option<String> {
     let name = raw.strip_suffix(b".").unwrap_or(raw);
+    // No empty labels: `tracking.example.com..` would otherwise come out with a trailing dot and match no rule.
     let valid = !name.is_empty()
         && name.len() <= MAX_HOSTNAME_LEN
+        && name.split(|&b| b == b'.').all(|label| !label.is_empty())
         && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     valid.then(|| name.iter().map(|&b| char::from(b.to_ascii_lowercase())).collect())
 }
@@ -66,6 +68,17 @@ mod tests {
         assert_eq!(sniff_stream(&[0x00, 0x01, 0x02]), StreamSniff::Unknown);
     }
 
+    /// Regression (fuzz targets `tls` and `http`, fuzz/regressions/{tls,http}/): a Host or SNI with an empty label
+    /// (`name..`, `.name`, `a..b`) came out still ending in a dot, and such a name matched no block rule.
+    #[test]
+    fn hosts_with_empty_labels_are_not_names() {
+        for bad in ["tracking.intl.miui.com..", ".tracking.intl.miui.com", "tracking..miui.com", "..", "."] {
+            let get = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(sniff_stream(get.as_bytes()), StreamSniff::Unknown, "{bad}");
+        }
+        assert_eq!(normalise_hostname(b"Tracking.Intl.Miui.Com."), Some("tracking.intl.miui.com".into()));
+    }
+
     #[test]
     fn partial_starts_need_more() {
         let hello = include_bytes!("testdata/client_hello_openssl_sni.bin");
@@ -81,8 +94,9 @@ mod tests {
         for bad in [&b""[..], b".", b"a b", b"a\0", b"a/b", b"a:1", b"\xc3\xa9.example"] {
             assert_eq!(normalise_hostname(bad), None, "{bad:?}");
         }
-        // Only one trailing dot is stripped; label structure is not judged.
-        assert_eq!(normalise_hostname(b"a.."), Some("a.".into()));
+        // Only one trailing dot is stripped, and empty labels make it no name: "a.." used to give "a.", which
+        // matched no rule for "a" (the policy ignores one trailing dot only), a way around SNI/Host blocking.
+        assert_eq!(normalise_hostname(b"a.."), None);
         assert!(normalise_hostname(&[b'a'; 253]).is_some());
         assert!(normalise_hostname(&[b'a'; 254]).is_none());
     }
