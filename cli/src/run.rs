@@ -172,6 +172,11 @@ fn open_tun(args: &RunArgs) -> Result<(tun::Device, String), String> {
             name.clone()
         }
         (None, Some(fd)) => {
+            // tun::create adopts any number without looking at it; check it is open here, so a bad number fails
+            // before "ready" is announced rather than at the first read.
+            if fd < 0 || std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+                return Err(format!("--tun-fd {fd}: no such open file descriptor"));
+            }
             config.raw_fd(fd).close_fd_on_drop(true);
             format!("fd {fd}")
         }

@@ -13,6 +13,7 @@ pub mod clients;
 pub mod evidence;
 pub mod pki;
 pub mod proc;
+pub mod reliability;
 pub mod testbed;
 pub mod topology;
 

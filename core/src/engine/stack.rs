@@ -12,6 +12,11 @@ use std::time::{Duration, Instant};
 
 /// At most this many spare packet buffers are kept for reuse in each direction.
 const POOL_MAX: usize = 512;
+/// smoltcp may queue at most this many packets for the tun before the driver drains them. smoltcp's `poll`
+/// repeats egress as long as a socket emits something, so with an unbounded device a socket that always has
+/// something to send (the fuzzer found one) makes a single `poll` loop forever and grow the queue until the
+/// process runs out of memory. A full queue makes the device say "exhausted", as a real NIC would.
+pub(crate) const OUT_MAX: usize = 4096;
 
 /// Packet queues between the tun and smoltcp, with buffer pools so the steady state allocates nothing.
 pub(crate) struct QueueDevice {
@@ -91,6 +96,9 @@ impl Device for QueueDevice {
     }
 
     fn transmit(&mut self, _: SmolInstant) -> Option<Self::TxToken<'_>> {
+        if self.out.len() >= OUT_MAX {
+            return None;
+        }
         Some(QueueTxToken { out: &mut self.out, pool: &mut self.tx_pool })
     }
 

@@ -308,7 +308,18 @@ impl Engine {
             return;
         }
         flow.deadline = None;
+        let handshake_done = self.stack.tcp(flow.handle).state() != State::SynReceived;
         match flow.phase {
+            // The client has not even completed the handshake: never dial for it (a SYN flood would become a
+            // connection flood to the server). Give a lost SYN|ACK or ACK time to be retransmitted, then give up.
+            Phase::Sniffing { started: false } if !handshake_done => {
+                flow.phase = Phase::Sniffing { started: true };
+                self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
+            }
+            Phase::Sniffing { .. } if !handshake_done => {
+                self.stack.tcp(flow.handle).abort();
+                self.touched.push(id);
+            }
             Phase::Sniffing { .. } => self.finish_sniff(now, id, None, up),
             Phase::Dialing | Phase::Connecting => {
                 self.stats.upstream_errors += 1;
@@ -325,12 +336,16 @@ impl Engine {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
-        match flow.phase {
-            Phase::Sniffing { .. } => self.sniff(now, id, up),
-            Phase::Forwarding => self.splice(id, up),
-            Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
-            Phase::Peeking { .. } => self.peek(now, id),
-            Phase::Dialing | Phase::Connecting | Phase::Refused => {}
+        let (phase, handle) = (flow.phase, flow.handle);
+        // Back in LISTEN means the client reset the handshake: nothing to sniff or splice, only to retire.
+        if self.stack.tcp(handle).state() != State::Listen {
+            match phase {
+                Phase::Sniffing { .. } => self.sniff(now, id, up),
+                Phase::Forwarding => self.splice(id, up),
+                Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
+                Phase::Peeking { .. } => self.peek(now, id),
+                Phase::Dialing | Phase::Connecting | Phase::Refused => {}
+            }
         }
         self.retire_if_closed(id, up);
     }
@@ -451,7 +466,10 @@ impl Engine {
             return;
         };
         let state = self.stack.tcp(flow.handle).state();
-        if flow.retired || !matches!(state, State::Closed | State::TimeWait) {
+        // LISTEN: a flow's socket only gets back there when the client reset the handshake (smoltcp returns a
+        // SYN-RECEIVED socket to LISTEN on RST). The connection is over; a listener left behind would be dialled
+        // at its deadline, hold its upstream socket forever and could capture a later connection.
+        if flow.retired || !matches!(state, State::Closed | State::TimeWait | State::Listen) {
             return;
         }
         if flow.upstream_open {

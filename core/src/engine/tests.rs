@@ -615,5 +615,88 @@ proptest::proptest! {
     }
 }
 
+// Regression: a client RST in SYN-RECEIVED (a SYN flood's spoofed SYNs, an app giving up during the handshake)
+// flips smoltcp's socket back to LISTEN. The flow used to stay forever: sniffed flows were dialled at the sniff
+// deadline and kept their upstream connection open, and the stray listener could capture a later connection to
+// the same server. (Found by the SYN flood in tests/tests/reliability.rs: 2,300 upstream sockets stayed open.)
+
+/// A bare TCP segment from the phone's port 40000 to `dst`.
+fn raw_tcp(dst: [u8; 4], port: u16, seq: u32, syn: bool, rst: bool) -> Vec<u8> {
+    let mut b = PacketBuilder::ipv4(PHONE, dst, 64).tcp(40000, port, seq, 64240);
+    if syn {
+        b = b.syn();
+    }
+    if rst {
+        b = b.rst();
+    }
+    let mut p = Vec::new();
+    b.write(&mut p, &[]).expect("builds");
+    p
+}
+
+impl Pair {
+    fn raw(&mut self, packet: &[u8]) {
+        self.engine.handle_tun_packet(self.now, packet, &mut self.up);
+        self.engine.poll(self.now, &mut self.up);
+    }
+}
+
+#[test]
+fn client_reset_during_handshake_ends_a_sniffed_flow() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 9000, 1000, true, false));
+    assert_eq!(pair.engine.stats().tcp_active, 1);
+    let synack = pair.take_out();
+    assert_eq!(synack.len(), 1, "the handshake is completed locally for sniffing");
+    pair.raw(&raw_tcp(NORMAL, 9000, 1001, false, true));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the abandoned flow is gone");
+    pair.wait(Duration::from_secs(10));
+    assert!(pair.up.connects.is_empty(), "an abandoned handshake must never be dialled: {:?}", pair.up.connects);
+}
+
+#[test]
+fn client_reset_during_handshake_ends_a_dialled_flow_and_its_upstream() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
+    let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
+    pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    assert_eq!(pair.take_out().len(), 1, "SYN|ACK released once upstream connected");
+    pair.raw(&raw_tcp(NORMAL, 22, 5001, false, true));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the abandoned flow is gone");
+    assert_eq!(pair.up.closed, vec![(id, true)], "its upstream connection is reset");
+}
+
+// Regression (fuzz target `engine`, input fuzz/regressions/engine/hang-1.bin): one `Engine::poll` never returned
+// and grew the tun queue by hundreds of MB, because smoltcp repeats egress while a socket emits and our device
+// never said "full". The device now refuses to transmit past `stack::OUT_MAX` queued packets.
+#[test]
+fn the_tun_queue_is_bounded_for_smoltcp() {
+    let mut stack = stack::Stack::new(1500, 1, Instant::now());
+    let now = smoltcp::time::Instant::ZERO;
+    for _ in 0..stack::OUT_MAX {
+        assert!(stack.device.transmit(now).is_some());
+        stack.device.out.push_back(Vec::new());
+    }
+    assert!(stack.device.transmit(now).is_none(), "a full queue must stop smoltcp's egress");
+    stack.device.out.pop_front();
+    assert!(stack.device.transmit(now).is_some(), "draining reopens it");
+}
+
+// Regression (SYN flood in tests/tests/reliability.rs): a sniffed flow whose client never completed the
+// handshake was dialled at the sniff deadline anyway, so every spoofed SYN became an upstream connection, and
+// such flows could hold their upstream socket indefinitely. Now the handshake gets SNIFF_COMPLETE_TIMEOUT more,
+// then the flow is aborted without dialling.
+#[test]
+fn syn_without_handshake_is_never_dialled_and_ends() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 9000, 7000, true, false));
+    assert_eq!(pair.engine.stats().tcp_active, 1);
+    pair.wait(Duration::from_secs(1));
+    assert!(pair.up.connects.is_empty(), "dialled before the handshake completed");
+    pair.wait(Duration::from_secs(10));
+    assert!(pair.up.connects.is_empty(), "dialled without a handshake: {:?}", pair.up.connects);
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
+}
+
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;

@@ -40,13 +40,17 @@ pub fn sniff_stream(stream_start: &[u8]) -> StreamSniff {
     }
 }
 
-/// A host name from SNI or an HTTP authority, lowercased without one trailing dot; `None` unless
-/// it is 1 to 253 letters, digits, `-`, `_` and `.`. (Internationalised names travel as
-/// punycode, so this covers every real host name.)
+/// A host name from SNI or an HTTP authority, lowercased, without leading or trailing dots; `None` unless it is
+/// 1 to 253 letters, digits, `-`, `_` and `.` with no empty label inside. (Internationalised names travel as
+/// punycode, so this covers every real host name.) Extra dots at either end are dropped rather than refused so
+/// that `tracking.example.com..` is judged as `tracking.example.com`: refusing it as "no name" would let the
+/// flow be decided by address alone, i.e. let a blocked name through.
 fn normalise_hostname(raw: &[u8]) -> Option<String> {
-    let name = raw.strip_suffix(b".").unwrap_or(raw);
-    let valid = !name.is_empty()
-        && name.len() <= MAX_HOSTNAME_LEN
+    let start = raw.iter().position(|&b| b != b'.')?;
+    let end = raw.iter().rposition(|&b| b != b'.')?;
+    let name = raw.get(start..=end)?;
+    let valid = name.len() <= MAX_HOSTNAME_LEN
+        && name.split(|&b| b == b'.').all(|label| !label.is_empty())
         && name.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     valid.then(|| name.iter().map(|&b| char::from(b.to_ascii_lowercase())).collect())
 }
@@ -69,6 +73,26 @@ mod tests {
         assert_eq!(sniff_stream(&[0x00, 0x01, 0x02]), StreamSniff::Unknown);
     }
 
+    /// Regression (fuzz targets `tls` and `http`, fuzz/regressions/{tls,http}/): a Host or SNI with extra dots at
+    /// either end came out still ending in a dot and matched no block rule. Such names are judged without the
+    /// dots (so a blocked name stays blocked); an empty label inside is no host name.
+    #[test]
+    fn extra_dots_at_the_ends_are_dropped_and_inner_empty_labels_are_not_names() {
+        for padded in ["tracking.intl.miui.com..", ".tracking.intl.miui.com", "..tracking.intl.miui.com..."] {
+            let get = format!("GET / HTTP/1.1\r\nHost: {padded}\r\n\r\n");
+            assert_eq!(
+                sniff_stream(get.as_bytes()),
+                StreamSniff::HttpHost("tracking.intl.miui.com".into()),
+                "{padded}"
+            );
+        }
+        for bad in ["tracking..miui.com", "..", "."] {
+            let get = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
+            assert_eq!(sniff_stream(get.as_bytes()), StreamSniff::Unknown, "{bad}");
+        }
+        assert_eq!(normalise_hostname(b"Tracking.Intl.Miui.Com."), Some("tracking.intl.miui.com".into()));
+    }
+
     #[test]
     fn partial_starts_need_more() {
         let hello = include_bytes!("testdata/client_hello_openssl_sni.bin");
@@ -84,8 +108,10 @@ mod tests {
         for bad in [&b""[..], b".", b"a b", b"a\0", b"a/b", b"a:1", b"\xc3\xa9.example"] {
             assert_eq!(normalise_hostname(bad), None, "{bad:?}");
         }
-        // Only one trailing dot is stripped; label structure is not judged.
-        assert_eq!(normalise_hostname(b"a.."), Some("a.".into()));
+        // "a.." used to give "a.", which matched no rule for "a" (the policy ignores one trailing dot only): a way
+        // around SNI/Host blocking. Dots at the ends are dropped; an empty label inside makes it no name.
+        assert_eq!(normalise_hostname(b"a.."), Some("a".into()));
+        assert_eq!(normalise_hostname(b"a..b"), None);
         assert!(normalise_hostname(&[b'a'; 253]).is_some());
         assert!(normalise_hostname(&[b'a'; 254]).is_none());
     }
