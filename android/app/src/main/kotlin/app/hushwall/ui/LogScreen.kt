@@ -174,7 +174,7 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
         private const val LIMIT = 500
 
         fun prettyJson(json: String): String = try {
-            if (json.trimStart().startsWith("[")) JSONArray(json).toString(2) else JSONObject(json).toString(2)
+            if (json.trimStart().startsWith("[")) JSONArray(json).toString(2).replace("\\/", "/") else JSONObject(json).toString(2).replace("\\/", "/")
         } catch (e: Exception) {
             json
         }
