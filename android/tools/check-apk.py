@@ -36,6 +36,9 @@ PERMISSIONS = {
     "android.permission.FOREGROUND_SERVICE",
     "android.permission.FOREGROUND_SERVICE_SPECIAL_USE",
     "android.permission.POST_NOTIFICATIONS",
+    "android.permission.ACCESS_NETWORK_STATE",
+    "android.permission.RECEIVE_BOOT_COMPLETED",
+    "android.permission.QUERY_ALL_PACKAGES",
 }
 FGS_TYPE_SPECIAL_USE = 0x40000000
 BIONIC_NEEDED = {"libc.so", "libm.so", "libdl.so", "liblog.so"}

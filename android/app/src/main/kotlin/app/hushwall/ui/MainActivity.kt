@@ -2,86 +2,164 @@ package app.hushwall.ui
 
 import android.Manifest
 import android.app.Activity
+import android.content.Intent
 import android.content.pm.PackageManager
+import android.net.Uri
 import android.net.VpnService
 import android.os.Build
 import android.os.Bundle
 import android.os.Handler
 import android.os.Looper
-import android.widget.Button
+import android.view.Gravity
+import android.view.View
+import android.widget.FrameLayout
+import android.widget.HorizontalScrollView
+import android.widget.LinearLayout
 import android.widget.TextView
 import android.widget.Toast
 import app.hushwall.R
+import app.hushwall.data.Apps
+import app.hushwall.data.Prefs
+import app.hushwall.data.Store
 import app.hushwall.vpn.HushwallVpnService
 
+/** One screen of the app: builds its view once and refreshes it from storage. */
+internal abstract class Screen(val activity: MainActivity) {
+    abstract val titleRes: Int
+    abstract val view: View
+    open fun refresh() {}
+    /** Refreshed every second while visible (Home, Live log). */
+    open val live: Boolean = false
+}
+
 /**
- * Skeleton home screen: status and a Start/Stop button. Start runs the VPN consent flow of AOSP's ToyVpn:
- * `VpnService.prepare` returns an intent while consent is missing, which goes to `startActivityForResult`;
- * `null` means consent is already given, so the result is handled at once.
+ * The app's single activity: a tab bar (Home, Live log, Apps, Lists, Setup, Settings, About) over the current
+ * screen. Start runs the VPN consent flow of AOSP's ToyVpn: `VpnService.prepare` returns an intent while consent
+ * is missing (to `startActivityForResult`); null means consent is given, so the result is handled at once.
  */
 class MainActivity : Activity() {
 
-    private lateinit var status: TextView
-    private lateinit var toggle: Button
+    internal lateinit var store: Store
+    internal lateinit var prefs: Prefs
+    internal lateinit var apps: Apps
+    private lateinit var content: FrameLayout
+    private val tabs = ArrayList<TextView>()
+    private val screens = arrayOfNulls<Screen>(TAB_TITLES.size)
+    private var current = -1
     private val handler = Handler(Looper.getMainLooper())
-    private val refresh = Runnable { render() }
+    private val tick = object : Runnable {
+        override fun run() {
+            val s = screens.getOrNull(current)
+            if (s != null && s.live) s.refresh()
+            handler.postDelayed(this, REFRESH_MS)
+        }
+    }
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
-        setContentView(R.layout.activity_main)
-        status = findViewById(R.id.status)
-        toggle = findViewById(R.id.toggle)
-        toggle.setOnClickListener {
-            if (HushwallVpnService.running) {
-                HushwallVpnService.stop(this)
-                scheduleRender()
-            } else {
-                requestNotificationsIfNeeded()
-                val consent = VpnService.prepare(this)
-                if (consent != null) {
-                    startActivityForResult(consent, REQUEST_VPN)
-                } else {
-                    onActivityResult(REQUEST_VPN, RESULT_OK, null)
-                }
-            }
+        store = Store.get(this)
+        prefs = Prefs(this)
+        apps = Apps(this)
+        val root = Ui.vertical(this)
+        root.setBackgroundColor(Ui.SCREEN_BG)
+        content = FrameLayout(this)
+        content.id = R.id.content_frame
+        root.addView(content, LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT, 0, 1f))
+        val bar = Ui.horizontal(this)
+        bar.setBackgroundColor(Ui.CARD)
+        TAB_TITLES.forEachIndexed { i, title ->
+            val tab = Ui.text(this, getString(title), 14f, Ui.TEXT_2, bold = true)
+            tab.id = TAB_IDS[i]
+            tab.gravity = Gravity.CENTER
+            tab.setPadding(Ui.dp(this, 14), Ui.dp(this, 14), Ui.dp(this, 14), Ui.dp(this, 14))
+            tab.setOnClickListener { showScreen(i) }
+            tabs.add(tab)
+            bar.addView(tab)
         }
+        val scroller = HorizontalScrollView(this)
+        scroller.isHorizontalScrollBarEnabled = false
+        scroller.addView(bar)
+        root.addView(scroller, Ui.matchWrap())
+        setContentView(root)
+        showScreen(savedInstanceState?.getInt(STATE_TAB) ?: 0)
+        handleIntent(intent)
+    }
+
+    override fun onNewIntent(intent: Intent) {
+        super.onNewIntent(intent)
+        handleIntent(intent)
+    }
+
+    private fun handleIntent(intent: Intent?) {
+        if (intent?.action == ACTION_START && !HushwallVpnService.running) startVpn()
+    }
+
+    override fun onSaveInstanceState(outState: Bundle) {
+        super.onSaveInstanceState(outState)
+        outState.putInt(STATE_TAB, current)
     }
 
     override fun onResume() {
         super.onResume()
-        render()
+        screens.getOrNull(current)?.refresh()
+        handler.postDelayed(tick, REFRESH_MS)
     }
 
     override fun onPause() {
-        handler.removeCallbacks(refresh)
+        handler.removeCallbacks(tick)
         super.onPause()
     }
 
-    override fun onActivityResult(requestCode: Int, resultCode: Int, data: android.content.Intent?) {
-        super.onActivityResult(requestCode, resultCode, data)
-        if (requestCode != REQUEST_VPN) return
-        if (resultCode == RESULT_OK) {
-            status.setText(R.string.status_starting)
-            HushwallVpnService.start(this)
-            scheduleRender()
+    /** Shows tab [index] (0 Home … 6 About). */
+    fun showScreen(index: Int) {
+        val screen = screens[index] ?: createScreen(index).also { screens[index] = it }
+        current = index
+        content.removeAllViews()
+        content.addView(screen.view, FrameLayout.LayoutParams(FrameLayout.LayoutParams.MATCH_PARENT, FrameLayout.LayoutParams.MATCH_PARENT))
+        tabs.forEachIndexed { i, tab ->
+            tab.setTextColor(if (i == index) Ui.BRAND else Ui.TEXT_2)
+            tab.setBackgroundColor(if (i == index) Ui.BRAND_LIGHT else Ui.CARD)
+        }
+        title = getString(screen.titleRes)
+        screen.refresh()
+    }
+
+    private fun createScreen(index: Int): Screen = when (index) {
+        0 -> HomeScreen(this)
+        1 -> LogScreen(this)
+        2 -> AppsScreen(this)
+        3 -> ListsScreen(this)
+        4 -> SetupScreen(this)
+        5 -> SettingsScreen(this)
+        else -> AboutScreen(this)
+    }
+
+    /** Opens the Live log filtered to one app. */
+    internal fun showLogFor(uid: Int) {
+        showScreen(1)
+        (screens[1] as LogScreen).filterTo(uid)
+    }
+
+    internal fun toggleVpn() {
+        if (HushwallVpnService.running) {
+            HushwallVpnService.stop(this)
+            handler.postDelayed({ screens.getOrNull(current)?.refresh() }, 500)
         } else {
-            Toast.makeText(this, R.string.vpn_denied, Toast.LENGTH_LONG).show()
+            startVpn()
         }
     }
 
-    private fun render() {
-        val on = HushwallVpnService.running
-        status.setText(if (on) R.string.status_on else R.string.status_off)
-        toggle.setText(if (on) R.string.action_stop else R.string.action_start)
+    private fun startVpn() {
+        requestNotificationsIfNeeded()
+        val consent = VpnService.prepare(this)
+        if (consent != null) {
+            startActivityForResult(consent, REQUEST_VPN)
+        } else {
+            onActivityResult(REQUEST_VPN, RESULT_OK, null)
+        }
     }
 
-    /** The service starts asynchronously; look again shortly (the real screens will observe its state). */
-    private fun scheduleRender() {
-        handler.removeCallbacks(refresh)
-        handler.postDelayed(refresh, RENDER_DELAY_MS)
-    }
-
-    private fun requestNotificationsIfNeeded() {
+    internal fun requestNotificationsIfNeeded() {
         if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.TIRAMISU &&
             checkSelfPermission(Manifest.permission.POST_NOTIFICATIONS) != PackageManager.PERMISSION_GRANTED
         ) {
@@ -90,9 +168,67 @@ class MainActivity : Activity() {
         }
     }
 
-    private companion object {
-        const val REQUEST_VPN = 1
-        const val REQUEST_NOTIFICATIONS = 2
-        const val RENDER_DELAY_MS = 500L
+    /** Asks where to save the log (Storage Access Framework: no storage permission, no FileProvider). */
+    internal fun export(json: Boolean) {
+        val stamp = java.text.SimpleDateFormat("yyyyMMdd-HHmm", java.util.Locale.US).format(java.util.Date())
+        val intent = Intent(Intent.ACTION_CREATE_DOCUMENT)
+            .addCategory(Intent.CATEGORY_OPENABLE)
+            .setType(if (json) "application/json" else "text/csv")
+            .putExtra(Intent.EXTRA_TITLE, "hushwall-log-$stamp.${if (json) "json" else "csv"}")
+        try {
+            startActivityForResult(intent, if (json) REQUEST_EXPORT_JSON else REQUEST_EXPORT_CSV)
+        } catch (e: android.content.ActivityNotFoundException) {
+            Toast.makeText(this, R.string.export_no_picker, Toast.LENGTH_LONG).show()
+        }
+    }
+
+    override fun onActivityResult(requestCode: Int, resultCode: Int, data: Intent?) {
+        @Suppress("DEPRECATION")
+        super.onActivityResult(requestCode, resultCode, data)
+        when (requestCode) {
+            REQUEST_VPN -> if (resultCode == RESULT_OK) {
+                HushwallVpnService.start(this)
+                handler.postDelayed({ screens.getOrNull(current)?.refresh() }, 500)
+            } else {
+                Toast.makeText(this, R.string.vpn_denied, Toast.LENGTH_LONG).show()
+            }
+            REQUEST_EXPORT_CSV, REQUEST_EXPORT_JSON -> {
+                val uri = data?.data
+                if (resultCode == RESULT_OK && uri != null) writeExport(uri, requestCode == REQUEST_EXPORT_JSON)
+            }
+        }
+    }
+
+    private fun writeExport(uri: Uri, json: Boolean) {
+        val resolver = contentResolver
+        val labels = apps
+        Thread {
+            val message = try {
+                val out = resolver.openOutputStream(uri, "wt") ?: throw java.io.IOException("no output stream")
+                val count = out.bufferedWriter().use { w -> Export.write(store, w, json) { uid -> labels.entry(uid) } }
+                getString(R.string.export_done, count)
+            } catch (e: Exception) {
+                getString(R.string.export_failed, e.message ?: e.toString())
+            }
+            runOnUiThread { Toast.makeText(this, message, Toast.LENGTH_LONG).show() }
+        }.start()
+    }
+
+    companion object {
+        /** Opens the app and starts the VPN (the Quick Settings tile uses it when consent is missing). */
+        const val ACTION_START = "app.hushwall.action.START"
+        private const val REQUEST_VPN = 1
+        private const val REQUEST_NOTIFICATIONS = 2
+        private const val REQUEST_EXPORT_CSV = 3
+        private const val REQUEST_EXPORT_JSON = 4
+        private const val REFRESH_MS = 1_000L
+        private const val STATE_TAB = "tab"
+        private val TAB_TITLES = intArrayOf(
+            R.string.tab_home, R.string.tab_log, R.string.tab_apps, R.string.tab_lists,
+            R.string.tab_setup, R.string.tab_settings, R.string.tab_about,
+        )
+        private val TAB_IDS = intArrayOf(
+            R.id.tab_home, R.id.tab_log, R.id.tab_apps, R.id.tab_lists, R.id.tab_setup, R.id.tab_settings, R.id.tab_about,
+        )
     }
 }

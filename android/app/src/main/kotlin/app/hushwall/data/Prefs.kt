@@ -1,0 +1,55 @@
+package app.hushwall.data
+
+import android.content.Context
+import android.content.SharedPreferences
+import app.hushwall.engine.Profile
+
+/**
+ * Small settings in framework `SharedPreferences` (internal storage; written with `commit()`, which writes a
+ * temporary file and renames it over the old one: atomic).
+ */
+class Prefs(context: Context) {
+    private val sp: SharedPreferences =
+        context.applicationContext.getSharedPreferences("settings", Context.MODE_PRIVATE)
+
+    /** The user wants the VPN on (set by Start, cleared by Stop): what start-on-boot restores. */
+    var vpnWanted: Boolean
+        get() = sp.getBoolean("vpn_wanted", false)
+        set(v) { sp.edit().putBoolean("vpn_wanted", v).commit() }
+
+    var startOnBoot: Boolean
+        get() = sp.getBoolean("start_on_boot", false)
+        set(v) { sp.edit().putBoolean("start_on_boot", v).commit() }
+
+    /** Keep the payload peek ("what did it try to send?") in the log. Off by default (issue 8). */
+    var peek: Boolean
+        get() = sp.getBoolean("peek", false)
+        set(v) { sp.edit().putBoolean("peek", v).commit() }
+
+    var profile: Profile
+        get() = if (sp.getString("profile", "balanced") == "strict") Profile.STRICT else Profile.BALANCED
+        set(v) { sp.edit().putString("profile", if (v == Profile.STRICT) "strict" else "balanced").commit() }
+
+    /** Extra block-list URLs (https), in the user's order. */
+    var listUrls: List<String>
+        get() = (sp.getString("list_urls", "") ?: "").split('\n').map { it.trim() }.filter { it.isNotEmpty() }
+        set(v) { sp.edit().putString("list_urls", v.joinToString("\n")).commit() }
+
+    /** The last list update: when, whether all lists came through, and what it said. */
+    var lastUpdateMillis: Long
+        get() = sp.getLong("update_time", 0)
+        set(v) { sp.edit().putLong("update_time", v).commit() }
+
+    var lastUpdateOk: Boolean
+        get() = sp.getBoolean("update_ok", true)
+        set(v) { sp.edit().putBoolean("update_ok", v).commit() }
+
+    var lastUpdateMessage: String
+        get() = sp.getString("update_message", "") ?: ""
+        set(v) { sp.edit().putString("update_message", v).commit() }
+
+    /** The last engine start problem shown to the user (empty: none). */
+    var lastError: String
+        get() = sp.getString("last_error", "") ?: ""
+        set(v) { sp.edit().putString("last_error", v).commit() }
+}

@@ -1,0 +1,207 @@
+package app.hushwall.data
+
+import android.content.ContentValues
+import android.content.Context
+import android.database.sqlite.SQLiteDatabase
+import android.database.sqlite.SQLiteOpenHelper
+import app.hushwall.engine.BlockEvent
+
+/** One stored block, as the log shows it. */
+data class LogEntry(
+    val id: Long,
+    val timeMillis: Long,
+    val uid: Int,
+    val protocol: String,
+    val destination: String,
+    val host: String?,
+    val reason: String,
+    val ruleList: String?,
+    val ruleLine: Int,
+    val ruleText: String?,
+    val peekJson: String?,
+)
+
+/** What the user decided for one app (keyed by package name: UIDs change on reinstall). */
+data class AppRule(
+    val packageName: String,
+    val blockWifi: Boolean = false,
+    val blockMobile: Boolean = false,
+    val bypass: Boolean = false,
+) {
+    val isDefault: Boolean get() = !blockWifi && !blockMobile && !bypass
+}
+
+/** A count per key (host or UID). */
+data class Count<K>(val key: K, val count: Int)
+
+/**
+ * The block log and the per-app rules, in framework SQLite in the app's internal storage (`databases/`, never
+ * under `Android/data`, which MIUI's storage cleaner empties). Every write is one transaction, so a crash leaves
+ * either the old or the new state. The log keeps [RETENTION_MILLIS]; [prune] drops older rows and their peeks.
+ */
+class Store private constructor(context: Context) :
+    SQLiteOpenHelper(context.applicationContext, FILE_NAME, null, VERSION) {
+
+    override fun onCreate(db: SQLiteDatabase) {
+        db.execSQL(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, uid INTEGER NOT NULL, " +
+                "protocol TEXT NOT NULL, dst TEXT NOT NULL, host TEXT, reason TEXT NOT NULL, rule_list TEXT, " +
+                "rule_line INTEGER NOT NULL DEFAULT 0, rule_text TEXT, peek TEXT)",
+        )
+        db.execSQL("CREATE INDEX events_time ON events(time)")
+        db.execSQL("CREATE INDEX events_uid_time ON events(uid, time)")
+        db.execSQL(
+            "CREATE TABLE app_rules (package TEXT PRIMARY KEY, block_wifi INTEGER NOT NULL, " +
+                "block_mobile INTEGER NOT NULL, bypass INTEGER NOT NULL)",
+        )
+    }
+
+    override fun onUpgrade(db: SQLiteDatabase, oldVersion: Int, newVersion: Int) {
+        // Version 1 is the first schema; later versions migrate here.
+    }
+
+    override fun onConfigure(db: SQLiteDatabase) {
+        // WAL: the reader thread writes while the UI reads, without either waiting on the other.
+        db.enableWriteAheadLogging()
+    }
+
+    /** Stores a batch in one transaction. Without [keepPeek] the payload summaries are dropped before storage. */
+    fun insert(events: List<BlockEvent>, keepPeek: Boolean) {
+        if (events.isEmpty()) return
+        val db = writableDatabase
+        db.beginTransaction()
+        try {
+            val values = ContentValues(10)
+            for (e in events) {
+                values.clear()
+                values.put("time", e.timeMillis)
+                values.put("uid", e.uid)
+                values.put("protocol", e.protocol.name)
+                values.put("dst", formatAddress(e.dst.address?.hostAddress, e.dst.port))
+                values.put("host", e.host)
+                values.put("reason", e.reason)
+                values.put("rule_list", e.rule?.list)
+                values.put("rule_line", e.rule?.line ?: 0)
+                values.put("rule_text", e.rule?.text)
+                values.put("peek", if (keepPeek) e.peekJson else null)
+                db.insertOrThrow("events", null, values)
+            }
+            db.setTransactionSuccessful()
+        } finally {
+            db.endTransaction()
+        }
+    }
+
+    /** Drops entries older than the retention period; returns how many went. */
+    fun prune(now: Long = System.currentTimeMillis()): Int =
+        writableDatabase.delete("events", "time < ?", arrayOf((now - RETENTION_MILLIS).toString()))
+
+    /** Deletes the whole log (rules stay). */
+    fun clearLog() {
+        writableDatabase.delete("events", null, null)
+    }
+
+    fun countSince(since: Long): Int = readableDatabase.rawQuery(
+        "SELECT COUNT(*) FROM events WHERE time >= ?", arrayOf(since.toString()),
+    ).use { c -> if (c.moveToFirst()) c.getInt(0) else 0 }
+
+    fun countAll(): Int = readableDatabase.rawQuery("SELECT COUNT(*) FROM events", null)
+        .use { c -> if (c.moveToFirst()) c.getInt(0) else 0 }
+
+    fun topHosts(since: Long, limit: Int): List<Count<String>> = readableDatabase.rawQuery(
+        "SELECT COALESCE(host, dst) AS h, COUNT(*) AS n FROM events WHERE time >= ? GROUP BY h ORDER BY n DESC, h LIMIT ?",
+        arrayOf(since.toString(), limit.toString()),
+    ).use { c ->
+        val out = ArrayList<Count<String>>()
+        while (c.moveToNext()) out.add(Count(c.getString(0), c.getInt(1)))
+        out
+    }
+
+    /** Blocks per UID since [since], most first. */
+    fun countsByUid(since: Long, limit: Int = Int.MAX_VALUE): List<Count<Int>> = readableDatabase.rawQuery(
+        "SELECT uid, COUNT(*) AS n FROM events WHERE time >= ? GROUP BY uid ORDER BY n DESC, uid LIMIT ?",
+        arrayOf(since.toString(), limit.toString()),
+    ).use { c ->
+        val out = ArrayList<Count<Int>>()
+        while (c.moveToNext()) out.add(Count(c.getInt(0), c.getInt(1)))
+        out
+    }
+
+    /** The newest [limit] entries, optionally of one UID. */
+    fun recent(limit: Int, uid: Int? = null): List<LogEntry> {
+        val where = if (uid != null) "WHERE uid = ?" else ""
+        val args = if (uid != null) arrayOf(uid.toString(), limit.toString()) else arrayOf(limit.toString())
+        return readableDatabase.rawQuery("SELECT $COLUMNS FROM events $where ORDER BY time DESC, id DESC LIMIT ?", args)
+            .use { c ->
+                val out = ArrayList<LogEntry>()
+                while (c.moveToNext()) out.add(entry(c))
+                out
+            }
+    }
+
+    /** Every entry, oldest first, for export (streamed: [block] sees one entry at a time). */
+    fun forEachEntry(block: (LogEntry) -> Unit) {
+        readableDatabase.rawQuery("SELECT $COLUMNS FROM events ORDER BY time, id", null).use { c ->
+            while (c.moveToNext()) block(entry(c))
+        }
+    }
+
+    fun rules(): Map<String, AppRule> = readableDatabase.rawQuery(
+        "SELECT package, block_wifi, block_mobile, bypass FROM app_rules", null,
+    ).use { c ->
+        val out = HashMap<String, AppRule>()
+        while (c.moveToNext()) {
+            out[c.getString(0)] = AppRule(c.getString(0), c.getInt(1) != 0, c.getInt(2) != 0, c.getInt(3) != 0)
+        }
+        out
+    }
+
+    /** Saves [rule] (a rule back at the defaults is deleted). */
+    fun setRule(rule: AppRule) {
+        val db = writableDatabase
+        if (rule.isDefault) {
+            db.delete("app_rules", "package = ?", arrayOf(rule.packageName))
+            return
+        }
+        val values = ContentValues(4)
+        values.put("package", rule.packageName)
+        values.put("block_wifi", if (rule.blockWifi) 1 else 0)
+        values.put("block_mobile", if (rule.blockMobile) 1 else 0)
+        values.put("bypass", if (rule.bypass) 1 else 0)
+        db.insertWithOnConflict("app_rules", null, values, SQLiteDatabase.CONFLICT_REPLACE)
+    }
+
+    private fun entry(c: android.database.Cursor) = LogEntry(
+        id = c.getLong(0), timeMillis = c.getLong(1), uid = c.getInt(2), protocol = c.getString(3),
+        destination = c.getString(4), host = c.getString(5), reason = c.getString(6), ruleList = c.getString(7),
+        ruleLine = c.getInt(8), ruleText = c.getString(9), peekJson = c.getString(10),
+    )
+
+    companion object {
+        const val FILE_NAME = "hushwall.db"
+        private const val VERSION = 1
+        const val RETENTION_MILLIS = 30L * 24 * 60 * 60 * 1000
+        private const val COLUMNS = "id, time, uid, protocol, dst, host, reason, rule_list, rule_line, rule_text, peek"
+
+        @Volatile private var instance: Store? = null
+
+        fun get(context: Context): Store =
+            instance ?: synchronized(this) { instance ?: Store(context).also { instance = it } }
+
+        fun formatAddress(host: String?, port: Int): String {
+            val h = host ?: "?"
+            return if (h.contains(':')) "[$h]:$port" else "$h:$port"
+        }
+
+        /** Midnight today in the phone's time zone. */
+        fun startOfToday(now: Long = System.currentTimeMillis()): Long {
+            val cal = java.util.Calendar.getInstance()
+            cal.timeInMillis = now
+            cal.set(java.util.Calendar.HOUR_OF_DAY, 0)
+            cal.set(java.util.Calendar.MINUTE, 0)
+            cal.set(java.util.Calendar.SECOND, 0)
+            cal.set(java.util.Calendar.MILLISECOND, 0)
+            return cal.timeInMillis
+        }
+    }
+}

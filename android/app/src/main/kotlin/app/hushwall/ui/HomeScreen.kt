@@ -1,0 +1,127 @@
+package app.hushwall.ui
+
+import android.net.ConnectivityManager
+import android.view.Gravity
+import android.view.View
+import android.widget.Button
+import android.widget.ImageView
+import android.widget.LinearLayout
+import android.widget.ScrollView
+import android.widget.TextView
+import app.hushwall.R
+import app.hushwall.data.Store
+import app.hushwall.vpn.HushwallVpnService
+
+/** Home: on/off, today's blocks, the most blocked hosts and apps. */
+internal class HomeScreen(activity: MainActivity) : Screen(activity) {
+    override val titleRes = R.string.tab_home
+    override val live = true
+    private val ctx = activity
+    private val status: TextView
+    private val detail: TextView
+    private val toggle: Button
+    private val privateDns: LinearLayout
+    private val today: TextView
+    private val month: TextView
+    private val hosts: LinearLayout
+    private val appsList: LinearLayout
+    override val view: View
+
+    init {
+        val column = Ui.vertical(ctx)
+        column.setPadding(0, Ui.dp(ctx, 6), 0, Ui.dp(ctx, 12))
+
+        val head = Ui.card(ctx, null)
+        head.gravity = Gravity.CENTER_HORIZONTAL
+        val icon = ImageView(ctx)
+        icon.setImageResource(R.drawable.ic_launcher)
+        head.addView(icon, LinearLayout.LayoutParams(Ui.dp(ctx, 72), Ui.dp(ctx, 72)))
+        status = Ui.text(ctx, "", 20f, Ui.TEXT, bold = true)
+        status.id = R.id.home_status
+        status.gravity = Gravity.CENTER
+        head.addView(status, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 10) })
+        detail = Ui.text(ctx, "", 14f, Ui.TEXT_2)
+        detail.gravity = Gravity.CENTER
+        head.addView(detail, Ui.matchWrap())
+        toggle = Ui.button(ctx, "") { activity.toggleVpn() }
+        toggle.id = R.id.home_toggle
+        toggle.minWidth = Ui.dp(ctx, 180)
+        head.addView(toggle, LinearLayout.LayoutParams(LinearLayout.LayoutParams.WRAP_CONTENT, LinearLayout.LayoutParams.WRAP_CONTENT).apply { topMargin = Ui.dp(ctx, 12) })
+        column.addView(head)
+
+        privateDns = Ui.card(ctx, ctx.getString(R.string.private_dns_title), Ui.WARN_BG)
+        privateDns.id = R.id.home_private_dns
+        privateDns.addView(Ui.text(ctx, ctx.getString(R.string.private_dns_text), 14f, Ui.WARN))
+        privateDns.addView(Ui.button(ctx, ctx.getString(R.string.private_dns_open)) { activity.showScreen(4) })
+        column.addView(privateDns)
+
+        val counts = Ui.card(ctx, ctx.getString(R.string.home_today_title))
+        today = Ui.text(ctx, "0", 40f, Ui.BRAND, bold = true)
+        today.id = R.id.home_today
+        counts.addView(today)
+        month = Ui.text(ctx, "", 14f, Ui.TEXT_2)
+        counts.addView(month)
+        column.addView(counts)
+
+        val hostCard = Ui.card(ctx, ctx.getString(R.string.home_top_hosts))
+        hosts = Ui.vertical(ctx)
+        hosts.id = R.id.home_top_hosts
+        hostCard.addView(hosts)
+        column.addView(hostCard)
+
+        val appCard = Ui.card(ctx, ctx.getString(R.string.home_top_apps))
+        appsList = Ui.vertical(ctx)
+        appsList.id = R.id.home_top_apps
+        appCard.addView(appsList)
+        column.addView(appCard)
+
+        view = ScrollView(ctx).apply { addView(column) }
+    }
+
+    override fun refresh() {
+        val on = HushwallVpnService.running
+        status.setText(if (on) R.string.status_on else R.string.status_off)
+        toggle.setText(if (on) R.string.action_stop else R.string.action_start)
+        val error = activity.prefs.lastError
+        detail.text = when {
+            error.isNotEmpty() -> error
+            on -> ctx.getString(R.string.home_since_start, HushwallVpnService.blockedSinceStart)
+            else -> ctx.getString(R.string.home_off_hint)
+        }
+        detail.setTextColor(if (error.isNotEmpty()) Ui.WARN else Ui.TEXT_2)
+        privateDns.visibility = if (isPrivateDnsActive(activity)) View.VISIBLE else View.GONE
+
+        val store = activity.store
+        val startOfDay = Store.startOfToday()
+        today.text = store.countSince(startOfDay).toString()
+        month.text = ctx.getString(R.string.home_month, store.countSince(System.currentTimeMillis() - Store.RETENTION_MILLIS))
+
+        hosts.removeAllViews()
+        val topHosts = store.topHosts(startOfDay, 5)
+        if (topHosts.isEmpty()) hosts.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
+        for (h in topHosts) hosts.addView(Ui.pair(ctx, h.key, h.count.toString()))
+
+        appsList.removeAllViews()
+        val topApps = store.countsByUid(startOfDay, 5)
+        if (topApps.isEmpty()) appsList.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
+        for (a in topApps) {
+            val row = Ui.pair(ctx, activity.apps.entry(a.key).label, a.count.toString(), activity.apps.icon(a.key))
+            row.setOnClickListener { activity.showLogFor(a.key) }
+            appsList.addView(row)
+        }
+    }
+
+    companion object {
+        /** Private DNS (DNS over TLS) on the network we run over: names then bypass our DNS view. */
+        fun isPrivateDnsActive(activity: MainActivity): Boolean {
+            HushwallVpnService.privateDnsActive?.let { return it }
+            return try {
+                val cm = activity.getSystemService(ConnectivityManager::class.java)
+                val network = cm.activeNetwork ?: return false
+                cm.getLinkProperties(network)?.isPrivateDnsActive == true
+            } catch (e: RuntimeException) {
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+package app.hushwall.screenshots
+
+import android.app.Application
+import android.content.pm.ApplicationInfo
+import android.content.pm.PackageInfo
+import android.graphics.Bitmap
+import android.graphics.Canvas
+import android.graphics.Color
+import android.graphics.ColorFilter
+import android.graphics.Paint
+import android.graphics.PixelFormat
+import android.graphics.drawable.Drawable
+import android.os.Looper
+import android.view.View
+import android.widget.Button
+import android.widget.ListView
+import android.widget.RadioGroup
+import android.widget.TextView
+import app.hushwall.R
+import app.hushwall.data.AppRule
+import app.hushwall.data.LogEntry
+import app.hushwall.data.Prefs
+import app.hushwall.data.Store
+import app.hushwall.engine.Action
+import app.hushwall.engine.BlockEvent
+import app.hushwall.engine.Protocol
+import app.hushwall.engine.Rule
+import app.hushwall.ui.MainActivity
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotNull
+import org.junit.Assert.assertTrue
+import org.junit.Before
+import org.junit.Test
+import org.junit.runner.RunWith
+import org.robolectric.Robolectric
+import org.robolectric.RobolectricTestRunner
+import org.robolectric.RuntimeEnvironment
+import org.robolectric.Shadows.shadowOf
+import org.robolectric.annotation.Config
+import org.robolectric.annotation.GraphicsMode
+import org.robolectric.shadows.ShadowDialog
+import java.io.File
+import java.net.InetAddress
+import java.net.InetSocketAddress
+
+/**
+ * Renders every screen of the app to PNG (real pixels: Robolectric's native graphics) with a realistic block log
+ * and asserts the key views are there. The data is made up by this test (apps, times, UIDs) but every rule and
+ * line number is read from the files in `blocklists/`, and every host is one those rules block. App icons are letter
+ * badges drawn here: Robolectric has no real apps installed.
+ *
+ * Output: `$hushwall.out/<nn>-<screen>.png` (android/screenshots/run.sh sets it to build/android/screenshots).
+ */
+@RunWith(RobolectricTestRunner::class)
+@Config(sdk = [34], qualifiers = "w392dp-h820dp-xhdpi")
+@GraphicsMode(GraphicsMode.Mode.NATIVE)
+class ScreenshotTest {
+    private val app: Application = RuntimeEnvironment.getApplication()
+    private val out = File(System.getProperty("hushwall.out") ?: "build/android/screenshots")
+    private val root = File(System.getProperty("hushwall.root") ?: ".")
+    private val now = System.currentTimeMillis()
+
+    private class FakeApp(val pkg: String, val label: String, val uid: Int, val color: Int, val system: Boolean)
+
+    private val fakeApps = listOf(
+        FakeApp("com.miui.analytics", "Analytics", 10_071, 0xFFFF6900.toInt(), true),
+        FakeApp("com.mi.globalbrowser", "Mi Browser", 10_112, 0xFF1E88E5.toInt(), true),
+        FakeApp("com.miui.msa.global", "MSA", 10_064, 0xFF8E24AA.toInt(), true),
+        FakeApp("com.miui.securitycenter", "Security", 10_050, 0xFF43A047.toInt(), true),
+        FakeApp("com.miui.weather2", "Weather", 10_093, 0xFF00ACC1.toInt(), true),
+        FakeApp("com.xiaomi.mipicks", "GetApps", 10_120, 0xFFF4511E.toInt(), true),
+        FakeApp("com.miui.cleaner", "Cleaner", 10_131, 0xFF6D4C41.toInt(), true),
+        FakeApp("org.mozilla.firefox", "Firefox", 10_201, 0xFFE65100.toInt(), false),
+        FakeApp("com.spotify.music", "Spotify", 10_215, 0xFF1DB954.toInt(), false),
+    )
+
+    @Before
+    fun seed() {
+        out.mkdirs()
+        val pm = shadowOf(app.packageManager)
+        for (a in fakeApps) {
+            val info = PackageInfo()
+            info.packageName = a.pkg
+            info.requestedPermissions = arrayOf(android.Manifest.permission.INTERNET)
+            info.applicationInfo = ApplicationInfo().apply {
+                packageName = a.pkg
+                uid = a.uid
+                nonLocalizedLabel = a.label
+                flags = if (a.system) ApplicationInfo.FLAG_SYSTEM else 0
+            }
+            pm.installPackage(info)
+            pm.setPackagesForUid(a.uid, a.pkg)
+            pm.setApplicationIcon(a.pkg, LetterIcon(a.label.first(), a.color))
+        }
+        val store = Store.get(app)
+        store.clearLog()
+        store.insert(events(), keepPeek = true)
+        store.setRule(AppRule("com.miui.msa.global", blockWifi = true, blockMobile = true))
+        store.setRule(AppRule("com.miui.weather2", blockMobile = true))
+        store.setRule(AppRule("com.spotify.music", bypass = true))
+        val prefs = Prefs(app)
+        prefs.listUrls = listOf("https://raw.githubusercontent.com/hagezi/dns-blocklists/main/domains/native.xiaomi.txt", "https://lists.example.org/my-extra.txt")
+        prefs.lastUpdateMillis = now - 2 * 3600_000L
+        prefs.lastUpdateOk = false
+        prefs.lastUpdateMessage = "✓ raw.githubusercontent.com/native.xiaomi.txt\n✗ lists.example.org/my-extra.txt: HTTP 404"
+        prefs.peek = true
+    }
+
+    /** Blocks of the last 30 days, built from real list rules (list name, line, text). */
+    private fun events(): List<BlockEvent> {
+        val rules = listOf(
+            "xiaomi-telemetry.txt" to 6, "xiaomi-ads.txt" to 5, "sensorsdata.txt" to 1, "strict-extra.txt" to 2,
+        ).flatMap { (file, n) -> rulesOf(file).take(n) }
+        check(rules.size >= 8) { "too few rules found in ${File(root, "blocklists")}" }
+        val who = listOf(0, 0, 1, 0, 2, 3, 1, 4, 0, 5, 2, 6, 0, 1, 7, 0, 2, 8)
+        val reasons = listOf("dns_query", "tls_sni", "dns_query", "quic_sni", "dns_query", "http_host", "dns_cname")
+        val list = ArrayList<BlockEvent>()
+        var t = now - 90_000L
+        for (i in 0 until 120) {
+            val rule = rules[(i * 7 + i / 5) % rules.size]
+            val appIndex = who[(i * 5 + 3) % who.size]
+            val reason = reasons[(i * 3) % reasons.size]
+            list.add(event(t, fakeApps[appIndex].uid, hostFor(rule.text, i), reason, rule, null))
+            t -= if (i < 60) 4 * 60_000L + (i % 7) * 40_000L else 9 * 3600_000L
+        }
+        val telemetry = rulesOf("xiaomi-telemetry.txt").firstOrNull { it.text.contains("sa.api") } ?: rules[0]
+        list.add(event(now - 30_000L, fakeApps[1].uid, hostFor(telemetry.text, 0), "http_host", telemetry, SENSORS_PEEK))
+        return list.sortedBy { it.timeMillis }
+    }
+
+    private fun event(time: Long, uid: Int, host: String, reason: String, rule: Rule, peek: String?): BlockEvent {
+        val proto = when (reason) { "dns_query", "dns_cname" -> Protocol.DNS; "quic_sni" -> Protocol.UDP; else -> Protocol.TCP }
+        val port = when (proto) { Protocol.DNS -> 53; Protocol.UDP -> 443; else -> if (reason == "http_host") 80 else 443 }
+        val dst = if (proto == Protocol.DNS) "10.111.222.53" else "47.241.${(uid % 200) + 1}.${(time / 1000 % 250) + 1}"
+        return BlockEvent(
+            time, Action.BLOCK, proto,
+            InetSocketAddress(InetAddress.getByName("10.111.222.1"), 40_000 + (time / 1000 % 20_000).toInt()),
+            InetSocketAddress(InetAddress.getByName(dst), port),
+            host, reason, rule, uid, peek,
+        )
+    }
+
+    /** The entries of a built-in list with their 1-based line numbers, as the engine reports them. */
+    private fun rulesOf(file: String): List<Rule> = File(root, "blocklists/$file").readLines().mapIndexedNotNull { i, line ->
+        val entry = line.substringBefore('#').trim()
+        if (entry.isEmpty() || entry.contains('/') || entry.first().isDigit()) null else Rule("builtin:$file", i + 1, entry)
+    }
+
+    private fun hostFor(rule: String, i: Int): String {
+        val base = rule.removePrefix("||").removeSuffix("^").removePrefix("*.")
+        return if (rule.startsWith("*.") || (rule.startsWith("||") && i % 3 == 1)) "${listOf("api", "v2", "sg")[i % 3]}.$base" else base
+    }
+
+    @Test
+    fun rendersEveryScreen() {
+        val activity = Robolectric.buildActivity(MainActivity::class.java).setup().get()
+        idle()
+
+        // Home
+        val today = activity.findViewById<TextView>(R.id.home_today)
+        assertTrue("today's count", today.text.toString().toInt() > 10)
+        assertEquals("Start", activity.findViewById<Button>(R.id.home_toggle).text.toString())
+        assertTrue(activity.findViewById<android.view.ViewGroup>(R.id.home_top_hosts).childCount in 1..5)
+        assertTrue(activity.findViewById<android.view.ViewGroup>(R.id.home_top_apps).childCount in 1..5)
+        snap(activity, "01-home")
+
+        // Live log, then its details dialog with the decoded peek
+        activity.showScreen(1); idle()
+        val log = activity.findViewById<ListView>(R.id.log_list)
+        assertTrue("log rows", log.adapter.count > 50)
+        assertNotNull(activity.findViewById<View>(R.id.log_filter))
+        snap(activity, "02-live-log")
+        val first = log.adapter.getItem(0) as LogEntry
+        assertNotNull("newest entry has the peek", first.peekJson)
+        log.performItemClick(log.getChildAt(0), 0, first.id); idle()
+        val dialog = ShadowDialog.getLatestDialog()
+        assertNotNull(dialog)
+        val peek = dialog.findViewById<TextView>(R.id.detail_peek)
+        assertTrue("decoded peek shown", peek.text.contains("\$AppStart"))
+        snapDialog(activity, dialog, "03-log-details")
+        dialog.dismiss(); idle()
+
+        // Apps
+        activity.showScreen(2); idle()
+        val apps = activity.findViewById<ListView>(R.id.apps_list)
+        assertEquals(fakeApps.size, apps.adapter.count)
+        snap(activity, "04-apps")
+
+        // Lists
+        activity.showScreen(3); idle()
+        assertEquals(R.id.lists_balanced, activity.findViewById<RadioGroup>(R.id.lists_profile).checkedRadioButtonId)
+        assertTrue(activity.findViewById<TextView>(R.id.lists_result).text.contains("HTTP 404"))
+        snap(activity, "05-lists")
+
+        // Setup for Xiaomi
+        activity.showScreen(4); idle()
+        assertEquals(5 + 1, activity.findViewById<android.view.ViewGroup>(R.id.setup_steps).childCount)
+        snap(activity, "06-setup")
+
+        // Settings
+        activity.showScreen(5); idle()
+        assertTrue(activity.findViewById<android.widget.Switch>(R.id.settings_peek).isChecked)
+        assertNotNull(activity.findViewById<View>(R.id.settings_export_csv))
+        snap(activity, "07-settings")
+
+        // About
+        activity.showScreen(6); idle()
+        assertTrue(activity.findViewById<TextView>(R.id.about_collected).text.startsWith("Nothing"))
+        snap(activity, "08-about")
+    }
+
+    private fun idle() = shadowOf(Looper.getMainLooper()).idle()
+
+    private fun render(view: View): Bitmap {
+        val bitmap = Bitmap.createBitmap(view.width, view.height, Bitmap.Config.ARGB_8888)
+        view.draw(Canvas(bitmap))
+        return bitmap
+    }
+
+    private fun snap(activity: MainActivity, name: String) = save(render(activity.window.decorView), name)
+
+    /** The activity dimmed, the dialog's own window drawn centred over it (as Android composes them). */
+    private fun snapDialog(activity: MainActivity, dialog: android.app.Dialog, name: String) {
+        val screen = render(activity.window.decorView)
+        val canvas = Canvas(screen)
+        canvas.drawColor(Color.argb(140, 0, 0, 0))
+        val window = dialog.window!!.decorView
+        val dialogBitmap = render(window)
+        canvas.drawBitmap(dialogBitmap, ((screen.width - dialogBitmap.width) / 2).toFloat(), ((screen.height - dialogBitmap.height) / 2).toFloat(), null)
+        save(screen, name)
+    }
+
+    private fun save(bitmap: Bitmap, name: String) {
+        assertTrue("$name is not blank", bitmap.width > 0 && bitmap.height > 0)
+        File(out, "$name.png").outputStream().use { bitmap.compress(Bitmap.CompressFormat.PNG, 100, it) }
+    }
+
+    /** A round coloured badge with the app's initial, standing in for the app icon. */
+    private class LetterIcon(private val letter: Char, private val color: Int) : Drawable() {
+        private val paint = Paint(Paint.ANTI_ALIAS_FLAG)
+        override fun draw(canvas: Canvas) {
+            val b = bounds
+            paint.color = color
+            canvas.drawCircle(b.exactCenterX(), b.exactCenterY(), b.width() / 2f, paint)
+            paint.color = Color.WHITE
+            paint.textSize = b.height() * 0.55f
+            paint.textAlign = Paint.Align.CENTER
+            paint.isFakeBoldText = true
+            canvas.drawText(letter.toString(), b.exactCenterX(), b.exactCenterY() - (paint.ascent() + paint.descent()) / 2, paint)
+        }
+        override fun setAlpha(alpha: Int) { paint.alpha = alpha }
+        override fun setColorFilter(colorFilter: ColorFilter?) { paint.colorFilter = colorFilter }
+        @Deprecated("Drawable API")
+        override fun getOpacity() = PixelFormat.TRANSLUCENT
+        override fun getIntrinsicWidth() = 96
+        override fun getIntrinsicHeight() = 96
+    }
+
+    private companion object {
+        /** The shape of the engine's peek JSON (core/src/inspect/peek.rs) for a Sensors Analytics upload. */
+        val SENSORS_PEEK = """{"method":"POST","path":"/sa","query":[{"name":"project","value":"mibrowser_global"}],"content_type":"application/x-www-form-urlencoded","user_agent":"SensorsAnalytics Android SDK/6.2.0","body_len":1184,"form":[{"name":"gzip","value":"1"},{"name":"data_list","value":"H4sIAAAAAAAAA6tWSkksSVSyUlAqS8wpTVWqBQA…","decoded":{"json":[{"event":"${'$'}AppStart","distinct_id":"a1************18","properties":{"${'$'}model":"Redmi Note 8","${'$'}os_version":"11","${'$'}screen_width":1080,"imei":"86***********23","${'$'}wifi":true}},{"event":"${'$'}AppViewScreen","distinct_id":"a1************18","properties":{"${'$'}screen_name":"com.mi.globalbrowser.HomeActivity","url":"[redacted]"}}]}}],"kind":"sensors_analytics","truncated":false}"""
+    }
+}
