@@ -85,6 +85,9 @@ struct ConfigJson {
     dns_upstream: Option<String>,
     #[serde(default)]
     log_allowed: bool,
+    /// Payload peek (issue 8): read refused plain-HTTP requests and attach a redacted summary to the event.
+    #[serde(default)]
+    payload_peek: bool,
     block_answer: Option<BlockAnswerJson>,
     mtu: Option<u32>,
     #[serde(default)]
@@ -114,6 +117,7 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
             .map_err(|_| format!("dnsUpstream \"{upstream}\" is not an IP:PORT address (IPv6 as [addr]:port)"))?;
     }
     engine.log_allowed = config.log_allowed;
+    engine.peek = config.payload_peek;
     engine.block_answer = match config.block_answer {
         None | Some(BlockAnswerJson::Nxdomain) => BlockAnswer::NxDomain,
         Some(BlockAnswerJson::Unspecified) => BlockAnswer::Unspecified,

@@ -21,7 +21,8 @@ class Prefs(context: Context) {
         get() = sp.getBoolean("start_on_boot", false)
         set(v) { sp.edit().putBoolean("start_on_boot", v).commit() }
 
-    /** Keep the payload peek ("what did it try to send?") in the log. Off by default (issue 8). */
+    /** Payload peek ("what did it try to send?"): the engine reads refused plain-HTTP requests and the log keeps
+     * their redacted summary; applied at the next start of the VPN. Off by default (issue 8). */
     var peek: Boolean
         get() = sp.getBoolean("peek", false)
         set(v) { sp.edit().putBoolean("peek", v).commit() }

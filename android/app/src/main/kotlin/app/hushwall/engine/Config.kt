@@ -73,6 +73,8 @@ data class EngineConfig(
     val dnsUpstream: String = "1.1.1.1:53",
     /** Report allowed flows and queries too, not only blocks. */
     val logAllowed: Boolean = false,
+    /** Payload peek: refused plain-HTTP requests are read locally and summarised (redacted) in their event. */
+    val payloadPeek: Boolean = false,
     val blockAnswer: BlockAnswer = BlockAnswer.NXDOMAIN,
     /** MTU of the tun, as given to `VpnService.Builder.setMtu`. */
     val mtu: Int = 1500,
@@ -85,6 +87,7 @@ data class EngineConfig(
         out.append("{\"policy\":").append(policy.toJson())
         out.append(",\"dnsUpstream\":").appendJson(dnsUpstream)
         out.append(",\"logAllowed\":").append(logAllowed)
+        out.append(",\"payloadPeek\":").append(payloadPeek)
         out.append(",\"blockAnswer\":").appendJson(blockAnswer.json)
         out.append(",\"mtu\":").append(mtu)
         out.append(",\"uids\":").appendJson(uids.json)

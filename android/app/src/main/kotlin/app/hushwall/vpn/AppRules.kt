@@ -35,22 +35,10 @@ object AppRules {
         Store.get(context).rules().values.filter { it.bypass }.map { it.packageName }.sorted()
 
     /**
-     * The one call that hands the blocked set to the engine: `Engine.setBlockedUids(uids)` (flows and DNS
-     * queries of these UIDs are refused with reason `app_blocked`). Returns false if this engine build lacks
-     * it. Looked up reflectively only because that call lands in the engine API in parallel with this code;
-     * once merged this becomes `engine.setBlockedUids(uids); true`.
+     * Hands the blocked set to the engine: flows and DNS queries of these UIDs are refused with reason
+     * `app_blocked`, from now on, replacing the previous set.
      */
-    fun apply(engine: Engine, uids: IntArray): Boolean {
-        val method = try {
-            Engine::class.java.getMethod("setBlockedUids", IntArray::class.java)
-        } catch (e: NoSuchMethodException) {
-            return false
-        }
-        try {
-            method.invoke(engine, uids)
-        } catch (e: java.lang.reflect.InvocationTargetException) {
-            throw e.targetException ?: e
-        }
-        return true
+    fun apply(engine: Engine, uids: IntArray) {
+        engine.setBlockedUids(uids)
     }
 }

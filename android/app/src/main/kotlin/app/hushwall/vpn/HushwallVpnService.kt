@@ -152,15 +152,26 @@ class HushwallVpnService : VpnService() {
         val uids = if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.Q) UidSource.CALLBACK else UidSource.PROC_NET
         val policy = Lists(this).policy()
         val callbacks = EngineCallbacks(this)
+        val peek = Prefs(this).peek
         return try {
-            Engine.start(tun.fd, EngineConfig(policy = policy, mtu = MTU, uids = uids, dnsUpstream = DNS_UPSTREAM), callbacks)
+            Engine.start(
+                tun.fd,
+                EngineConfig(policy = policy, mtu = MTU, uids = uids, dnsUpstream = DNS_UPSTREAM, payloadPeek = peek),
+                callbacks,
+            )
         } catch (e: IllegalArgumentException) {
             if (policy.lists.isEmpty()) throw e
             Log.w(TAG, "extra lists rejected, starting with the profile only", e)
             Prefs(this).lastError = getString(R.string.error_lists_rejected, e.message ?: "")
             Engine.start(
                 tun.fd,
-                EngineConfig(policy = PolicyConfig(policy.profile), mtu = MTU, uids = uids, dnsUpstream = DNS_UPSTREAM),
+                EngineConfig(
+                    policy = PolicyConfig(policy.profile),
+                    mtu = MTU,
+                    uids = uids,
+                    dnsUpstream = DNS_UPSTREAM,
+                    payloadPeek = peek,
+                ),
                 callbacks,
             )
         }
@@ -219,9 +230,7 @@ class HushwallVpnService : VpnService() {
         val e = engine ?: return
         val uids = AppRules.blockedUids(this, netType)
         try {
-            if (!AppRules.apply(e, uids) && uids.isNotEmpty()) {
-                Log.w(TAG, "this engine cannot block apps yet (no Engine.setBlockedUids): ${uids.size} UIDs not blocked")
-            }
+            AppRules.apply(e, uids)
         } catch (ex: Exception) {
             Log.w(TAG, "setBlockedUids failed", ex)
         }
