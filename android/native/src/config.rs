@@ -88,6 +88,8 @@ struct ConfigJson {
     /// Payload peek (issue 8): read refused plain-HTTP requests and attach a redacted summary to the event.
     #[serde(default)]
     payload_peek: bool,
+    /// Record every tun packet as pcapng (verdicts as packet comments) to this file, truncated at start.
+    capture_path: Option<String>,
     block_answer: Option<BlockAnswerJson>,
     mtu: Option<u32>,
     #[serde(default)]
@@ -118,6 +120,12 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
     }
     engine.log_allowed = config.log_allowed;
     engine.peek = config.payload_peek;
+    if let Some(path) = &config.capture_path {
+        let file = std::fs::File::create(path).map_err(|e| format!("capturePath {path}: {e}"))?;
+        let capture = hushwall_core::pcapng::Capture::new(std::io::BufWriter::new(file))
+            .map_err(|e| format!("capturePath {path}: {e}"))?;
+        engine.capture = Some(capture);
+    }
     engine.block_answer = match config.block_answer {
         None | Some(BlockAnswerJson::Nxdomain) => BlockAnswer::NxDomain,
         Some(BlockAnswerJson::Unspecified) => BlockAnswer::Unspecified,
@@ -182,6 +190,28 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peek_and_capture_reach_the_engine_config() {
+        let dir = std::env::temp_dir().join(format!("hushwall-capture-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("capture.pcapng");
+        let json = format!(
+            r#"{{"policy":{{"profile":"none"}},"payloadPeek":true,"capturePath":{}}}"#,
+            serde_json::to_string(&path.to_string_lossy()).unwrap()
+        );
+        let config = parse_start(&json).unwrap();
+        assert!(config.engine.peek);
+        let capture = config.engine.capture.expect("capture configured");
+        capture.flush().unwrap();
+        let header = std::fs::read(&path).unwrap();
+        assert_eq!(header.get(..4), Some(&[0x0a, 0x0d, 0x0d, 0x0a][..]), "pcapng section header block");
+        let bad = r#"{"policy":{"profile":"none"},"capturePath":"/nonexistent-dir/x.pcapng"}"#;
+        assert!(parse_start(bad).err().unwrap().contains("capturePath"));
+        let off = parse_start(r#"{"policy":{"profile":"none"}}"#).unwrap();
+        assert!(!off.engine.peek && off.engine.capture.is_none(), "both off by default");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn full_config_parses() {

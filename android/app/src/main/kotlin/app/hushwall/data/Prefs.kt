@@ -21,6 +21,11 @@ class Prefs(context: Context) {
         get() = sp.getBoolean("start_on_boot", false)
         set(v) { sp.edit().putBoolean("start_on_boot", v).commit() }
 
+    /** Record the tunnel's packets to [captureFile] as pcapng (for Wireshark); applied at the next VPN start. */
+    var capture: Boolean
+        get() = sp.getBoolean("capture", false)
+        set(v) { sp.edit().putBoolean("capture", v).commit() }
+
     /** Payload peek ("what did it try to send?"): the engine reads refused plain-HTTP requests and the log keeps
      * their redacted summary; applied at the next start of the VPN. Off by default (issue 8). */
     var peek: Boolean

@@ -75,6 +75,8 @@ data class EngineConfig(
     val logAllowed: Boolean = false,
     /** Payload peek: refused plain-HTTP requests are read locally and summarised (redacted) in their event. */
     val payloadPeek: Boolean = false,
+    /** Record every packet through the tunnel as pcapng (verdicts as packet comments) to this file; null: off. */
+    val capturePath: String? = null,
     val blockAnswer: BlockAnswer = BlockAnswer.NXDOMAIN,
     /** MTU of the tun, as given to `VpnService.Builder.setMtu`. */
     val mtu: Int = 1500,
@@ -88,6 +90,7 @@ data class EngineConfig(
         out.append(",\"dnsUpstream\":").appendJson(dnsUpstream)
         out.append(",\"logAllowed\":").append(logAllowed)
         out.append(",\"payloadPeek\":").append(payloadPeek)
+        if (capturePath != null) out.append(",\"capturePath\":").appendJson(capturePath)
         out.append(",\"blockAnswer\":").appendJson(blockAnswer.json)
         out.append(",\"mtu\":").append(mtu)
         out.append(",\"uids\":").appendJson(uids.json)

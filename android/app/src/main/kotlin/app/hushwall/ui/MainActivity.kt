@@ -182,6 +182,24 @@ class MainActivity : Activity() {
         }
     }
 
+    /** Asks where to save the packet capture (pcapng, opens in Wireshark). */
+    internal fun exportCapture() {
+        val source = HushwallVpnService.captureFile(this)
+        if (!source.exists()) {
+            Toast.makeText(this, R.string.export_no_capture, Toast.LENGTH_LONG).show()
+            return
+        }
+        val intent = Intent(Intent.ACTION_CREATE_DOCUMENT)
+            .addCategory(Intent.CATEGORY_OPENABLE)
+            .setType("application/octet-stream")
+            .putExtra(Intent.EXTRA_TITLE, "hushwall-capture.pcapng")
+        try {
+            startActivityForResult(intent, REQUEST_EXPORT_CAPTURE)
+        } catch (e: android.content.ActivityNotFoundException) {
+            Toast.makeText(this, R.string.export_no_picker, Toast.LENGTH_LONG).show()
+        }
+    }
+
     override fun onActivityResult(requestCode: Int, resultCode: Int, data: Intent?) {
         @Suppress("DEPRECATION")
         super.onActivityResult(requestCode, resultCode, data)
@@ -192,11 +210,30 @@ class MainActivity : Activity() {
             } else {
                 Toast.makeText(this, R.string.vpn_denied, Toast.LENGTH_LONG).show()
             }
+            REQUEST_EXPORT_CAPTURE -> {
+                val uri = data?.data
+                if (resultCode == RESULT_OK && uri != null) copyCapture(uri)
+            }
             REQUEST_EXPORT_CSV, REQUEST_EXPORT_JSON -> {
                 val uri = data?.data
                 if (resultCode == RESULT_OK && uri != null) writeExport(uri, requestCode == REQUEST_EXPORT_JSON)
             }
         }
+    }
+
+    private fun copyCapture(uri: Uri) {
+        val resolver = contentResolver
+        val source = HushwallVpnService.captureFile(this)
+        Thread {
+            val message = try {
+                val out = resolver.openOutputStream(uri, "wt") ?: throw java.io.IOException("no output stream")
+                val bytes = out.use { o -> source.inputStream().use { it.copyTo(o) } }
+                getString(R.string.export_capture_done, bytes)
+            } catch (e: Exception) {
+                getString(R.string.export_failed, e.message ?: e.toString())
+            }
+            runOnUiThread { Toast.makeText(this, message, Toast.LENGTH_LONG).show() }
+        }.start()
     }
 
     private fun writeExport(uri: Uri, json: Boolean) {
@@ -221,6 +258,7 @@ class MainActivity : Activity() {
         private const val REQUEST_NOTIFICATIONS = 2
         private const val REQUEST_EXPORT_CSV = 3
         private const val REQUEST_EXPORT_JSON = 4
+        private const val REQUEST_EXPORT_CAPTURE = 5
         private const val REFRESH_MS = 1_000L
         private const val STATE_TAB = "tab"
         private val TAB_TITLES = intArrayOf(

@@ -13,6 +13,7 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     private val ctx = activity
     private val boot: Switch
     private val peek: Switch
+    private val capture: Switch
     private val stored: TextView
     override val view: View
 
@@ -28,6 +29,11 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         peek.setOnCheckedChangeListener { _, checked -> activity.prefs.peek = checked }
         general.addView(peek, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
         general.addView(Ui.text(ctx, ctx.getString(R.string.settings_peek_text), 13f, Ui.TEXT_2))
+        capture = Switch(ctx).apply { id = R.id.settings_capture; setText(R.string.settings_capture) }
+        capture.setOnCheckedChangeListener { _, checked -> activity.prefs.capture = checked }
+        general.addView(capture, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
+        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_capture_text), 13f, Ui.TEXT_2))
+        general.addView(Ui.button(ctx, ctx.getString(R.string.settings_export_capture)) { activity.exportCapture() }.apply { id = R.id.settings_export_capture })
         column.addView(general)
 
         val data = Ui.card(ctx, ctx.getString(R.string.settings_log))
@@ -53,6 +59,7 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     override fun refresh() {
         boot.isChecked = activity.prefs.startOnBoot
         peek.isChecked = activity.prefs.peek
+        capture.isChecked = activity.prefs.capture
         stored.text = ctx.getString(R.string.settings_stored, activity.store.countAll())
     }
 }

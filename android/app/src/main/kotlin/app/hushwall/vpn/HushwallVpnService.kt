@@ -153,10 +153,18 @@ class HushwallVpnService : VpnService() {
         val policy = Lists(this).policy()
         val callbacks = EngineCallbacks(this)
         val peek = Prefs(this).peek
+        val capture = if (Prefs(this).capture) captureFile(this).path else null
         return try {
             Engine.start(
                 tun.fd,
-                EngineConfig(policy = policy, mtu = MTU, uids = uids, dnsUpstream = DNS_UPSTREAM, payloadPeek = peek),
+                EngineConfig(
+                    policy = policy,
+                    mtu = MTU,
+                    uids = uids,
+                    dnsUpstream = DNS_UPSTREAM,
+                    payloadPeek = peek,
+                    capturePath = capture,
+                ),
                 callbacks,
             )
         } catch (e: IllegalArgumentException) {
@@ -171,6 +179,7 @@ class HushwallVpnService : VpnService() {
                     uids = uids,
                     dnsUpstream = DNS_UPSTREAM,
                     payloadPeek = peek,
+                    capturePath = capture,
                 ),
                 callbacks,
             )
@@ -444,6 +453,9 @@ class HushwallVpnService : VpnService() {
     }
 
     companion object {
+        /** Where the packet capture goes (internal storage; exported through the document picker). */
+        fun captureFile(context: android.content.Context): java.io.File = java.io.File(context.filesDir, "capture.pcapng")
+
         private const val TAG = "HushwallVpn"
         const val ACTION_CONNECT = "app.hushwall.action.CONNECT"
         const val ACTION_DISCONNECT = "app.hushwall.action.DISCONNECT"
