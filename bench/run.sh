@@ -174,7 +174,9 @@ start_contender() {
             ip netns exec "$P" microsocks -i 127.0.0.1 -p 1080 -b 198.18.0.2 >"$OUT/microsocks.log" 2>&1 &
             CONTENDER=($!)
             # --tcp-mss: without it tun2proxy advertises no MSS and the phone falls back to 536-byte segments.
-            ip netns exec "$P" "$PY" "$TUNFD" $TUN "$CACHE/bin/tun2proxy" --tun $TUN --tun-fd 3 --proxy socks5://127.0.0.1:1080 \
+            # tun2proxy 0.8.7's CLI rejects --tun-fd without --setup on Linux: it opens the tun itself (plain
+            # IFF_TUN | IFF_NO_PI as well; checked in /proc/PID/fdinfo).
+            ip netns exec "$P" "$CACHE/bin/tun2proxy" --tun $TUN --proxy socks5://127.0.0.1:1080 \
                 --dns over-tcp --dns-addr $RESOLVER --mtu "$mtu" --tcp-mss $((mtu - 40)) --max-sessions 20000 \
                 --verbosity warn >"$OUT/tun2proxy.log" 2>&1 &
             CONTENDER+=($!)
@@ -182,6 +184,8 @@ start_contender() {
     esac
     wait_for_tun "$name"
     route_into_tun "$mtu"
+    # 0x1001 = IFF_TUN | IFF_NO_PI: no vnet header, so no GSO/GRO offloads (as on Android).
+    record "{\"contender\":\"$name\",\"mtu\":$mtu,\"test\":\"tun_flags\",\"flags\":\"$(inp cat /sys/class/net/$TUN/tun_flags)\"}"
     sleep 0.5
 }
 

@@ -139,7 +139,7 @@ def hold(addr, port, n, ready_path):
     pending = {}  # fd -> [sock, state]  state: 0 connecting, 1 waiting for the response
     held, failures = [], 0
     started, parallel = 0, 256
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 60
     while (started < n or pending) and time.monotonic() < deadline:
         while started < n and len(pending) < parallel:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
