@@ -43,6 +43,7 @@ pub fn run<T: Read + Write + AsRawFd>(
     control: Arc<Control>,
 ) -> io::Result<Stats> {
     let Platform { protector, mut uids, events: mut sink } = platform;
+    sys::prefer_mmap_for_large_buffers();
     sys::set_nonblocking(tun.as_raw_fd())?;
     let mut poll = Poll::new()?;
     control.install_waker(Waker::new(poll.registry(), WAKER)?);

@@ -20,3 +20,24 @@ pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Makes glibc serve large allocations (the per-flow smoltcp buffers) from fresh `mmap`s and unmap them on free.
+///
+/// glibc's default *dynamic* mmap threshold rises to the size of the largest freed mmapped block, after which
+/// each new flow's zeroed buffers come from the reused heap, where `calloc` memsets them: every page of every
+/// buffer becomes resident at once and stays so (1 GiB with 4,096 flows in BENCHMARKS.md). A fixed threshold
+/// keeps buffers lazily backed by zero pages, resident only as far as data has passed through them, and gives
+/// them back to the system when the flow closes. Other C libraries (bionic) are left alone.
+pub(crate) fn prefer_mmap_for_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// Allocations of at least this many bytes are mmapped (a packet buffer and a socket buffer are larger).
+        const THRESHOLD: libc::c_int = 64 * 1024;
+        // SAFETY: mallopt only changes allocator tuning parameters; it takes no pointers. A failure (0) leaves the
+        // defaults in place, which is harmless.
+        let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD) };
+        if ok == 0 {
+            log::debug!("mallopt(M_MMAP_THRESHOLD) failed; keeping glibc's dynamic threshold");
+        }
+    }
+}

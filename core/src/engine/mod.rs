@@ -86,10 +86,16 @@ pub struct EngineConfig {
     pub max_tcp_flows: usize,
     /// At most this many concurrent UDP flows; more are refused with ICMP.
     pub max_udp_flows: usize,
-    /// smoltcp receive and send buffer size per TCP flow, in bytes. It bounds the window on the tun hop and so
-    /// how much one flow moves per wake-up: 256 KiB measured 1.5–2× the throughput of 128 KiB at a 9000-byte
-    /// tun MTU (BENCHMARKS.md). Pages are touched only as data passes, so idle flows stay small.
+    /// smoltcp send buffer size per TCP flow (server → phone), in bytes, and the most the receive buffer may
+    /// be. It bounds how much one flow moves per wake-up: 256 KiB measured 1.5–2× the throughput of 128 KiB at a
+    /// 9000-byte tun MTU (BENCHMARKS.md). Pages become resident only as data passes through them.
     pub tcp_buffer_size: usize,
+    /// The receive buffer (phone → server), and so the window smoltcp advertises, holds at most this many
+    /// full-sized segments (MTU − 40 bytes each), capped by [`EngineConfig::tcp_buffer_size`]. Segments from the
+    /// phone wait in the tun device's queue (500 packets, `txqueuelen`, which an app cannot change) until the
+    /// engine reads them; if the windows of the busy flows add up to more than that queue, the kernel drops
+    /// packets there and the phone's TCP backs off hard. 48 lets about ten flows upload at full speed at once.
+    pub tcp_receive_window_segments: usize,
     /// How long to wait for a client's first bytes (SNI, Host) before deciding by address alone.
     pub sniff_timeout: Duration,
     /// How long an upstream TCP connect may take.
@@ -114,6 +120,7 @@ impl Default for EngineConfig {
             max_tcp_flows: 4096,
             max_udp_flows: 4096,
             tcp_buffer_size: 256 * 1024,
+            tcp_receive_window_segments: 48,
             sniff_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(15),
             udp_idle_timeout: Duration::from_secs(60),
