@@ -3,7 +3,7 @@
 # the peers from their registries (tun2socks from the Go module proxy, tun2proxy from crates.io) into a cache
 # directory, and matplotlib from PyPI into a venv there. Safe to run again.
 set -euo pipefail
-CACHE=${BENCH_CACHE:-$(cd "$(dirname "$0")/.." && pwd)/target/bench-tools}
+CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hushwall-bench}
 TUN2SOCKS_VERSION=${TUN2SOCKS_VERSION:-v2.7.0}
 TUN2PROXY_VERSION=${TUN2PROXY_VERSION:-0.8.7}
 mkdir -p "$CACHE/bin"

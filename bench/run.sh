@@ -26,7 +26,7 @@ MTUS=""
 OUT=""
 REPORT=1
 EXEC=""
-COMMAND_LINE="bench/run.sh $*"
+COMMAND_LINE="bench/run.sh${*:+ $*}"
 while (($#)); do
     case $1 in
         --smoke) MODE=smoke ;;
@@ -60,7 +60,8 @@ RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
 echo "bench: results in $OUT" >&2
 
-CACHE=${BENCH_CACHE:-$ROOT/target/bench-tools}
+# Outside the work tree, so CI's fresh clones on the same machine reuse the peers' builds (minutes each).
+CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hushwall-bench}
 [[ -n ${BENCH_NO_INSTALL:-} ]] || BENCH_CACHE=$CACHE "$ROOT/bench/install.sh"
 PY=$CACHE/venv/bin/python
 TOOLS=$ROOT/bench/tools.py
