@@ -42,11 +42,11 @@ while (($#)); do
 done
 
 if [[ $MODE == smoke ]]; then
-    IPERF_SECONDS=1 CONNECTS=100 DNS_QUERIES=100 FLOW_COUNTS="200 400 200" IDLE_SECONDS=2
+    IPERF_SECONDS=1 CONNECTS=100 DNS_QUERIES=100 FLOW_COUNTS="100 200 100" IDLE_SECONDS=2 SETTLE=0.3
     MTUS=${MTUS:-"1500 9000"}
 else
     # Flows: 1,000 and 10,000 on a fresh contender, then 1,000 again (memory kept after churn).
-    IPERF_SECONDS=5 CONNECTS=1000 DNS_QUERIES=1000 FLOW_COUNTS="1000 10000 1000" IDLE_SECONDS=30
+    IPERF_SECONDS=5 CONNECTS=1000 DNS_QUERIES=1000 FLOW_COUNTS="1000 10000 1000" IDLE_SECONDS=30 SETTLE=2
     MTUS=${MTUS:-"1500 9000"}
 fi
 # The large MTU: see BENCHMARKS.md ("Why 9000").
@@ -259,7 +259,7 @@ measure_latency() {
 
 measure_idle() {
     local name=$1 mtu=$2 before after
-    sleep 2
+    sleep "$SETTLE"
     before=$(procstat)
     sleep "$IDLE_SECONDS"
     after=$(procstat)
@@ -281,13 +281,13 @@ measure_flows() {
         holder=$!
         exec 9>"$fifo"
         for _ in $(seq 1500); do [[ -s $ready ]] && break; sleep 0.1; done
-        sleep 1
+        sleep "$SETTLE"
         stat=$(procstat)
         record "{\"contender\":\"$name\",\"mtu\":$mtu,\"test\":\"flows\",\"flows\":$n,\"round\":$round,\"held\":$(cat "$ready" 2>/dev/null || echo null),\"stat\":$stat}"
         tail -1 "$RESULTS" >&2
         exec 9>&-
         wait "$holder" 2>/dev/null || true
-        sleep 2
+        sleep "$SETTLE"
     done
 }
 
