@@ -3,13 +3,15 @@
 //! It is shared by the Linux CLI and the Android JNI library; what differs between them is behind the traits in
 //! [`platform`] (protecting sockets from the tunnel, finding a flow's app, delivering events). One thread blocks
 //! in epoll (through `mio`) on the tun, every upstream socket and a waker, with the engine's next deadline as
-//! the timeout: when nothing happens, it does not wake up at all.
+//! the timeout: when nothing happens, it does not wake up at all. A second thread only writes packets to the tun
+//! ([`tun_writer`]), so the kernel work each `write()` triggers runs beside the engine; it sleeps when idle.
 
 pub mod control;
 pub mod event_loop;
 pub mod platform;
 mod sockets;
 mod sys;
+mod tun_writer;
 
 pub use control::{Control, EngineThread};
 pub use event_loop::run;

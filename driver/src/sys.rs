@@ -3,7 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Puts `fd` into non-blocking mode.
 pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -39,5 +39,18 @@ pub(crate) fn prefer_mmap_for_large_buffers() {
         if ok == 0 {
             log::debug!("mallopt(M_MMAP_THRESHOLD) failed; keeping glibc's dynamic threshold");
         }
+    }
+}
+
+/// A second descriptor for the same open file (shares its flags, including non-blocking mode).
+pub(crate) fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: dup only reads the descriptor table; an invalid `fd` yields EBADF. On success the new descriptor
+    // is ours alone, so OwnedFd may close it.
+    unsafe {
+        let new = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+        if new < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(new))
     }
 }

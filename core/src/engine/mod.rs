@@ -328,6 +328,30 @@ impl Engine {
         }
     }
 
+    /// Moves every packet waiting for the tun into `out`, in order, counting them as written. For a driver that
+    /// writes from another thread; it hands the buffers back through [`Engine::recycle_tun_buffers`] and reports
+    /// failed writes with [`Engine::note_tun_write_failures`].
+    pub fn take_tun_packets(&mut self, out: &mut Vec<Vec<u8>>) {
+        while let Some(buf) = self.stack.device.out.pop_front() {
+            self.stats.packets_out += 1;
+            self.stats.bytes_out += buf.len() as u64;
+            out.push(buf);
+        }
+    }
+
+    /// Takes back packet buffers from [`Engine::take_tun_packets`] for reuse.
+    pub fn recycle_tun_buffers(&mut self, buffers: impl IntoIterator<Item = Vec<u8>>) {
+        for buf in buffers {
+            self.stack.device.recycle(buf);
+        }
+    }
+
+    /// Counts packets from [`Engine::take_tun_packets`] that could not be written as dropped, not written.
+    pub fn note_tun_write_failures(&mut self, count: u64) {
+        self.stats.packets_out = self.stats.packets_out.saturating_sub(count);
+        self.stats.dropped += count;
+    }
+
     /// The next event for the user interface, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
