@@ -31,7 +31,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    pin_malloc_mmap_threshold();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
@@ -46,25 +45,3 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Keeps glibc from hoarding the engine's per-flow TCP buffers.
-///
-/// Each flow has two smoltcp buffers of 64-256 KiB. glibc serves those from `mmap` at first, but raises its mmap
-/// threshold to the size of the first such block freed; from then on they come from the heap, where `calloc`
-/// zeroes (touches) every page and freed blocks are rarely returned. Measured with 4,096 concurrent flows: about
-/// 570 MiB resident at the peak, never given back, and about 1 GiB after a second flood. With the threshold pinned
-/// at 64 KiB every buffer is its own mapping, untouched pages cost nothing, and `free` returns them: 42 MiB at the
-/// peak, 9.5 MiB afterwards (tests/tests/reliability.rs `flood_10k_concurrent_tcp_connections`).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn pin_malloc_mmap_threshold() {
-    // SAFETY: mallopt only changes allocator parameters; it is called first thing in main, before any other
-    // thread exists or any allocation of interest is made.
-    #[allow(unsafe_code)]
-    let ok = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024) };
-    if ok != 1 {
-        eprintln!("hushwall: warning: could not set the malloc mmap threshold");
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn pin_malloc_mmap_threshold() {}

@@ -1,14 +1,15 @@
 //! The data-path thread: one `mio` poll over the tun, the upstream sockets and a waker.
 //!
 //! Each iteration: wait (until the engine's next deadline, or forever when it has none), read a bounded batch
-//! of tun packets and socket data into the engine, run its timers and stack, write its packets to the tun and
-//! deliver its events. Work per iteration is bounded so a flood on one side cannot starve the other or the
+//! of tun packets and socket data into the engine, run its timers and stack, hand its packets to the tun writer
+//! (a second thread, see [`crate::tun_writer`]) and deliver its events. Work per iteration is bounded so a flood on one side cannot starve the other or the
 //! timers; whatever was left over makes the next wait zero-length.
 
 use crate::control::Control;
 use crate::platform::Platform;
 use crate::sockets::{flow_of, Conn, Sockets};
 use crate::sys;
+use crate::tun_writer::TunWriter;
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Stats};
 use hushwall_core::event::Event;
 use hushwall_core::policy::Policy;
@@ -43,11 +44,13 @@ pub fn run<T: Read + Write + AsRawFd>(
     control: Arc<Control>,
 ) -> io::Result<Stats> {
     let Platform { protector, uids, events: mut sink } = platform;
+    sys::prefer_mmap_for_large_buffers();
     sys::set_nonblocking(tun.as_raw_fd())?;
     let mut poll = Poll::new()?;
     control.install_waker(Waker::new(poll.registry(), WAKER)?);
     poll.registry().register(&mut SourceFd(&tun.as_raw_fd()), TUN, Interest::READABLE)?;
     let mut sockets = Sockets::new(poll.registry().try_clone()?, protector, uids);
+    let mut writer = TunWriter::spawn(tun.as_raw_fd())?;
     let mut engine = Engine::new(config, policy, Instant::now(), wall_clock_ms());
     let mut ready = Events::with_capacity(1024);
     let mut packet = vec![0u8; MAX_PACKET];
@@ -97,7 +100,7 @@ pub fn run<T: Read + Write + AsRawFd>(
         // Events first: app attribution reads the client's socket (/proc/net, getConnectionOwnerUid), and the
         // refusals about to be written (RST, NXDOMAIN) make the client close it.
         deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
-        engine.drain_tun(|p| tun.write(p).map(|_| ()));
+        writer.flush(&mut engine);
         control.publish_stats(engine.stats());
     }
     log::info!("engine stopping; {} upstream sockets open", sockets.len());

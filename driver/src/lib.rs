@@ -3,7 +3,8 @@
 //! It is shared by the Linux CLI and the Android JNI library; what differs between them is behind the traits in
 //! [`platform`] (protecting sockets from the tunnel, finding a flow's app, delivering events). One thread blocks
 //! in epoll (through `mio`) on the tun, every upstream socket and a waker, with the engine's next deadline as
-//! the timeout: when nothing happens, it does not wake up at all.
+//! the timeout: when nothing happens, it does not wake up at all. A second thread only writes packets to the tun
+//! ([`tun_writer`]), so the kernel work each `write()` triggers runs beside the engine; it sleeps when idle.
 //!
 //! [`lists`] keeps downloaded block and allow lists on disk and updates them (the same code path on both
 //! platforms; only the download itself differs).
@@ -15,6 +16,7 @@ pub mod platform;
 pub mod procnet;
 mod sockets;
 mod sys;
+mod tun_writer;
 
 pub use control::{Control, EngineThread};
 pub use event_loop::run;

@@ -96,8 +96,16 @@ pub struct EngineConfig {
     pub max_tcp_flows: usize,
     /// At most this many concurrent UDP flows; more are refused with ICMP.
     pub max_udp_flows: usize,
-    /// smoltcp receive and send buffer size per TCP flow, in bytes.
+    /// smoltcp send buffer size per TCP flow (server → phone), in bytes, and the most the receive buffer may
+    /// be. It bounds how much one flow moves per wake-up: 256 KiB measured 1.5–2× the throughput of 128 KiB at a
+    /// 9000-byte tun MTU (BENCHMARKS.md). Pages become resident only as data passes through them.
     pub tcp_buffer_size: usize,
+    /// The receive buffer (phone → server), and so the window smoltcp advertises, holds at most this many
+    /// full-sized segments (MTU − 40 bytes each), capped by [`EngineConfig::tcp_buffer_size`]. Segments from the
+    /// phone wait in the tun device's queue (500 packets, `txqueuelen`, which an app cannot change) until the
+    /// engine reads them; if the windows of the busy flows add up to more than that queue, the kernel drops
+    /// packets there and the phone's TCP backs off hard. 48 lets about ten flows upload at full speed at once.
+    pub tcp_receive_window_segments: usize,
     /// How long to wait for a client's first bytes (SNI, Host) before deciding by address alone.
     pub sniff_timeout: Duration,
     /// How long an upstream TCP connect may take.
@@ -126,7 +134,8 @@ impl Default for EngineConfig {
             mtu: 1500,
             max_tcp_flows: 4096,
             max_udp_flows: 4096,
-            tcp_buffer_size: 128 * 1024,
+            tcp_buffer_size: 256 * 1024,
+            tcp_receive_window_segments: 48,
             sniff_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(15),
             udp_idle_timeout: Duration::from_secs(60),
@@ -387,6 +396,30 @@ impl Engine {
             self.stack.device.recycle(buf);
         }
         self.flush_capture();
+    }
+
+    /// Moves every packet waiting for the tun into `out`, in order, counting them as written. For a driver that
+    /// writes from another thread; it hands the buffers back through [`Engine::recycle_tun_buffers`] and reports
+    /// failed writes with [`Engine::note_tun_write_failures`].
+    pub fn take_tun_packets(&mut self, out: &mut Vec<Vec<u8>>) {
+        while let Some(buf) = self.stack.device.out.pop_front() {
+            self.stats.packets_out += 1;
+            self.stats.bytes_out += buf.len() as u64;
+            out.push(buf);
+        }
+    }
+
+    /// Takes back packet buffers from [`Engine::take_tun_packets`] for reuse.
+    pub fn recycle_tun_buffers(&mut self, buffers: impl IntoIterator<Item = Vec<u8>>) {
+        for buf in buffers {
+            self.stack.device.recycle(buf);
+        }
+    }
+
+    /// Counts packets from [`Engine::take_tun_packets`] that could not be written as dropped, not written.
+    pub fn note_tun_write_failures(&mut self, count: u64) {
+        self.stats.packets_out = self.stats.packets_out.saturating_sub(count);
+        self.stats.dropped += count;
     }
 
     /// The next event for the user interface, oldest first.

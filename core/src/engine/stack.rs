@@ -164,11 +164,15 @@ impl Stack {
     }
 
     /// Adds a socket listening on `local` (the phone's original destination) and returns its handle.
-    pub(crate) fn listen(&mut self, local: SocketAddr, buffer_size: usize, hold_synack: bool) -> Option<SocketHandle> {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; buffer_size]),
-            tcp::SocketBuffer::new(vec![0; buffer_size]),
-        );
+    pub(crate) fn listen(
+        &mut self,
+        local: SocketAddr,
+        rx_size: usize,
+        tx_size: usize,
+        hold_synack: bool,
+    ) -> Option<SocketHandle> {
+        let mut socket =
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; rx_size]), tcp::SocketBuffer::new(vec![0; tx_size]));
         socket.set_nagle_enabled(false);
         socket.set_congestion_control(tcp::CongestionControl::Cubic);
         socket.pause_synack(hold_synack);

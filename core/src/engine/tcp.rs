@@ -183,7 +183,9 @@ impl Engine {
         // Let smoltcp finish what is queued first, so this SYN is the only one that can meet the new listener.
         self.stack.poll(now);
         let hold_synack = phase == Phase::Dialing;
-        let Some(handle) = self.stack.listen(server, self.config.tcp_buffer_size, hold_synack) else {
+        let Some(handle) =
+            self.stack.listen(server, self.tcp_rx_buffer_size(), self.config.tcp_buffer_size, hold_synack)
+        else {
             self.stats.dropped += 1;
             self.send_reset(client, server, seg);
             return;
@@ -207,6 +209,15 @@ impl Engine {
             Phase::Sniffing { .. } => self.set_deadline(id, now + self.config.sniff_timeout),
             _ => {}
         }
+    }
+
+    /// The receive buffer size for a new flow: [`EngineConfig::tcp_receive_window_segments`] full segments.
+    ///
+    /// [`EngineConfig::tcp_receive_window_segments`]: super::EngineConfig::tcp_receive_window_segments
+    fn tcp_rx_buffer_size(&self) -> usize {
+        let segments = self.config.tcp_receive_window_segments;
+        let mss = self.config.mtu.saturating_sub(40).max(536);
+        segments.saturating_mul(mss).min(self.config.tcp_buffer_size)
     }
 
     /// Refuses a connection attempt with RST and reports it.
