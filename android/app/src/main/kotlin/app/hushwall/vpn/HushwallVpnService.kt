@@ -152,37 +152,22 @@ class HushwallVpnService : VpnService() {
         val uids = if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.Q) UidSource.CALLBACK else UidSource.PROC_NET
         val policy = Lists(this).policy()
         val callbacks = EngineCallbacks(this)
-        val peek = Prefs(this).peek
-        val capture = if (Prefs(this).capture) captureFile(this).path else null
+        val prefs = Prefs(this)
+        val base = EngineConfig(
+            policy = policy,
+            mtu = MTU,
+            uids = uids,
+            dnsUpstream = DNS_UPSTREAM,
+            payloadPeek = prefs.peek,
+            capturePath = if (prefs.capture) captureFile(this).path else null,
+        )
         return try {
-            Engine.start(
-                tun.fd,
-                EngineConfig(
-                    policy = policy,
-                    mtu = MTU,
-                    uids = uids,
-                    dnsUpstream = DNS_UPSTREAM,
-                    payloadPeek = peek,
-                    capturePath = capture,
-                ),
-                callbacks,
-            )
+            Engine.start(tun.fd, base, callbacks)
         } catch (e: IllegalArgumentException) {
             if (policy.lists.isEmpty()) throw e
             Log.w(TAG, "extra lists rejected, starting with the profile only", e)
-            Prefs(this).lastError = getString(R.string.error_lists_rejected, e.message ?: "")
-            Engine.start(
-                tun.fd,
-                EngineConfig(
-                    policy = PolicyConfig(policy.profile),
-                    mtu = MTU,
-                    uids = uids,
-                    dnsUpstream = DNS_UPSTREAM,
-                    payloadPeek = peek,
-                    capturePath = capture,
-                ),
-                callbacks,
-            )
+            prefs.lastError = getString(R.string.error_lists_rejected, e.message ?: "")
+            Engine.start(tun.fd, base.copy(policy = PolicyConfig(policy.profile)), callbacks)
         }
     }
 
