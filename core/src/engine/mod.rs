@@ -405,8 +405,10 @@ impl Engine {
         while let Some(buf) = self.stack.device.out.pop_front() {
             self.stats.packets_out += 1;
             self.stats.bytes_out += buf.len() as u64;
+            self.capture_packet(None, Direction::Outbound, &buf);
             out.push(buf);
         }
+        self.flush_capture();
     }
 
     /// Takes back packet buffers from [`Engine::take_tun_packets`] for reuse.

@@ -253,3 +253,20 @@ fn capture_records_both_directions_with_the_verdict_on_the_deciding_packet() {
     let captured_len = u32::from_le_bytes(sni[12..16].try_into().unwrap()) as usize;
     assert!(captured_len > hello.len(), "the deciding packet is the ClientHello segment");
 }
+
+/// Regression: a driver that writes the tun from another thread takes packets with `take_tun_packets`, which
+/// once skipped the capture (the pcapng stayed empty with `--pcap`).
+#[test]
+fn capture_also_records_packets_taken_for_a_writer_thread() {
+    let mut pair = Pair::new();
+    let buf = SharedBuf::default();
+    pair.engine.capture = Some(capture::CaptureState::new(Capture::new(buf.clone()).unwrap()));
+    pair.udp(BLOCKED_NET, 7, b"ping");
+    let mut taken = Vec::new();
+    pair.engine.take_tun_packets(&mut taken);
+    assert_eq!(taken.len(), 1, "the ICMP refusal");
+    pair.engine.recycle_tun_buffers(taken);
+    let bytes = buf.0.lock().unwrap().clone();
+    let packets = pcapng_blocks(&bytes).iter().filter(|b| b.0 == 6).count();
+    assert_eq!(packets, 2, "the datagram in and the ICMP refusal out, flushed");
+}
