@@ -6,6 +6,11 @@
 //! of dual-stack apps show IPv4 flows as IPv4-mapped IPv6 in the `*6` tables; unconnected UDP sockets show a
 //! zero remote address, so UDP falls back to matching the local port (and address, unless bound to any).
 //!
+//! Each table is parsed into a snapshot that serves lookups for a short while: during a flood the engine reports
+//! thousands of refusals a second, and re-reading a table of thousands of sockets for each would stall the data
+//! path for seconds. A lookup that misses in a snapshot older than [`MISS_REFRESH`] re-reads the table (a new
+//! socket may have appeared since), so attribution of new flows stays exact while re-reads stay bounded.
+//!
 //! Addresses are printed by the kernel as the raw network-order words in host byte order (`%08X` per 32-bit
 //! word), ports as plain hex numbers. Every read is bounded and nothing here panics on a malformed line: such a
 //! line is skipped.
@@ -14,15 +19,58 @@ use crate::platform::UidResolver;
 use hushwall_core::event::Protocol;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Most lines read from one table (a phone has hundreds of sockets, not hundreds of thousands).
 const MAX_LINES: usize = 65_536;
+/// A snapshot older than this is re-read when a lookup misses in it.
+pub const MISS_REFRESH: Duration = Duration::from_millis(20);
+/// A snapshot older than this is re-read before any lookup.
+pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A [`UidResolver`] reading `/proc/net` (or another directory with the same files, for tests).
 #[derive(Debug, Clone)]
 pub struct ProcNetUids {
     root: PathBuf,
+    tcp: Snapshot,
+    udp: Snapshot,
+}
+
+/// The parsed lines of one protocol's two tables (`x` and `x6`) and when they were read.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    entries: Vec<Entry>,
+    read_at: Option<Instant>,
+}
+
+impl Snapshot {
+    fn age(&self, now: Instant) -> Duration {
+        self.read_at.map_or(Duration::MAX, |at| now.saturating_duration_since(at))
+    }
+
+    fn refresh(&mut self, root: &Path, tables: [&str; 2], now: Instant) {
+        self.entries.clear();
+        for table in tables {
+            let Ok(file) = std::fs::File::open(root.join(table)) else { continue };
+            let lines = BufReader::new(file).lines().take(MAX_LINES);
+            self.entries.extend(lines.map_while(Result::ok).filter_map(|line| parse_line(&line)));
+        }
+        self.read_at = Some(now);
+    }
+
+    /// The owner of the socket `src`→`dst`; for UDP, an unconnected socket bound to `src` also counts.
+    fn find(&self, udp: bool, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        let exact = self.entries.iter().find(|e| same(e.local, src) && same(e.remote, dst));
+        let unconnected = || {
+            self.entries.iter().find(|e| {
+                e.local.port() == src.port()
+                    && e.remote.port() == 0
+                    && (e.local.ip().is_unspecified() || same_ip(e.local.ip(), src.ip()))
+            })
+        };
+        exact.or_else(|| if udp { unconnected() } else { None }).map(|e| e.uid)
+    }
 }
 
 impl Default for ProcNetUids {
@@ -34,43 +82,36 @@ impl Default for ProcNetUids {
 impl ProcNetUids {
     /// Reads `/proc/net`.
     pub fn new() -> Self {
-        ProcNetUids { root: PathBuf::from("/proc/net") }
+        Self::with_root("/proc/net")
     }
 
     /// Reads the tables under `root` instead.
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        ProcNetUids { root: root.into() }
+        ProcNetUids { root: root.into(), tcp: Snapshot::default(), udp: Snapshot::default() }
     }
 
-    fn lookup(&self, tables: [&str; 2], udp: bool, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
-        let mut fallback = None;
-        for table in tables {
-            let Ok(file) = std::fs::File::open(self.root.join(table)) else { continue };
-            for line in BufReader::new(file).lines().take(MAX_LINES) {
-                let Ok(line) = line else { break };
-                let Some(entry) = parse_line(&line) else { continue };
-                if same(entry.local, src) && same(entry.remote, dst) {
-                    return Some(entry.uid);
-                }
-                if udp
-                    && fallback.is_none()
-                    && entry.local.port() == src.port()
-                    && entry.remote.port() == 0
-                    && (entry.local.ip().is_unspecified() || same_ip(entry.local.ip(), src.ip()))
-                {
-                    fallback = Some(entry.uid);
-                }
-            }
+    fn lookup(&mut self, udp: bool, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        let (snapshot, tables) = if udp { (&mut self.udp, ["udp", "udp6"]) } else { (&mut self.tcp, ["tcp", "tcp6"]) };
+        let now = Instant::now();
+        if snapshot.age(now) > MAX_AGE {
+            snapshot.refresh(&self.root, tables, now);
         }
-        fallback
+        if let Some(uid) = snapshot.find(udp, src, dst) {
+            return Some(uid);
+        }
+        if snapshot.age(now) > MISS_REFRESH {
+            snapshot.refresh(&self.root, tables, now);
+            return snapshot.find(udp, src, dst);
+        }
+        None
     }
 }
 
 impl UidResolver for ProcNetUids {
     fn uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         match protocol {
-            Protocol::Tcp => self.lookup(["tcp", "tcp6"], false, src, dst),
-            Protocol::Udp | Protocol::Dns => self.lookup(["udp", "udp6"], true, src, dst),
+            Protocol::Tcp => self.lookup(false, src, dst),
+            Protocol::Udp | Protocol::Dns => self.lookup(true, src, dst),
             Protocol::Icmp => None,
         }
     }
@@ -191,6 +232,26 @@ mod tests {
         assert_eq!(parse_line(HEADER), None);
         assert_eq!(parse_line(""), None);
         assert_eq!(parse_line("0: zz:1 00000000:0000 0A a b c 5"), None);
+    }
+
+    /// A flood of lookups re-reads a table at most once per [`MISS_REFRESH`]: hits are served from the snapshot,
+    /// and a miss re-reads only a snapshot older than that (so a socket that appeared since is still found).
+    #[test]
+    fn lookups_reuse_a_snapshot_and_refresh_on_a_stale_miss() {
+        let (mut uids, dir) = tables(&[("tcp", vec![line("10.111.0.1:40000", "198.18.1.10:443", 10123)])]);
+        let (src, dst) = ("10.111.0.1:40000".parse().unwrap(), "198.18.1.10:443".parse().unwrap());
+        assert_eq!(uids.uid(Protocol::Tcp, src, dst), Some(10123));
+        // The table changes on disk; hits keep using the snapshot.
+        let newer =
+            [line("10.111.0.1:40000", "198.18.1.10:443", 20000), line("10.111.0.1:40001", "198.18.1.10:443", 10124)];
+        std::fs::write(dir.join("tcp"), format!("{HEADER}\n{}\n{}\n", newer[0], newer[1])).unwrap();
+        assert_eq!(uids.uid(Protocol::Tcp, src, dst), Some(10123), "served from the snapshot");
+        // A miss on a stale snapshot re-reads the table and finds the new socket.
+        std::thread::sleep(MISS_REFRESH + Duration::from_millis(5));
+        let src2 = "10.111.0.1:40001".parse().unwrap();
+        assert_eq!(uids.uid(Protocol::Tcp, src2, dst), Some(10124));
+        assert_eq!(uids.uid(Protocol::Tcp, src, dst), Some(20000), "the re-read snapshot serves later lookups");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
