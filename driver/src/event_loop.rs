@@ -78,6 +78,7 @@ pub fn run<T: Read + Write + AsRawFd>(
             Err(e) => return Err(e),
         }
         let now = Instant::now();
+        sockets.uids.next_iteration();
         for event in ready.iter() {
             match event.token() {
                 TUN => tun_backlog = true,

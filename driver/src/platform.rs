@@ -15,6 +15,10 @@ pub trait Protector: Send {
 pub trait UidResolver: Send {
     /// The UID owning the connection from `src` to `dst`, if it can be found.
     fn uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32>;
+
+    /// Called once per event-loop iteration, before that iteration's lookups: a resolver that reads a table may
+    /// re-read it at most once per iteration, however many flows the iteration judged or refused.
+    fn next_iteration(&mut self) {}
 }
 
 /// Receives events, in batches (one call per loop iteration that produced any).

@@ -8,8 +8,9 @@
 //!
 //! Each table is parsed into a snapshot that serves lookups for a short while: during a flood the engine reports
 //! thousands of refusals a second, and re-reading a table of thousands of sockets for each would stall the data
-//! path for seconds. A lookup that misses in a snapshot older than [`MISS_REFRESH`] re-reads the table (a new
-//! socket may have appeared since), so attribution of new flows stays exact while re-reads stay bounded.
+//! path for seconds. A lookup that misses re-reads the table (a new socket may have appeared since) unless it was
+//! already re-read in this event-loop iteration ([`UidResolver::next_iteration`]): attribution of new flows stays
+//! exact, and a flood costs at most one re-read per protocol per iteration.
 //!
 //! Addresses are printed by the kernel as the raw network-order words in host byte order (`%08X` per 32-bit
 //! word), ports as plain hex numbers. Every read is bounded and nothing here panics on a malformed line: such a
@@ -24,8 +25,6 @@ use std::time::{Duration, Instant};
 
 /// Most lines read from one table (a phone has hundreds of sockets, not hundreds of thousands).
 const MAX_LINES: usize = 65_536;
-/// A snapshot older than this is re-read when a lookup misses in it.
-pub const MISS_REFRESH: Duration = Duration::from_millis(20);
 /// A snapshot older than this is re-read before any lookup.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 
@@ -42,6 +41,8 @@ pub struct ProcNetUids {
 struct Snapshot {
     entries: Vec<Entry>,
     read_at: Option<Instant>,
+    /// Already re-read in the current event-loop iteration.
+    fresh_this_iteration: bool,
 }
 
 impl Snapshot {
@@ -57,6 +58,7 @@ impl Snapshot {
             self.entries.extend(lines.map_while(Result::ok).filter_map(|line| parse_line(&line)));
         }
         self.read_at = Some(now);
+        self.fresh_this_iteration = true;
     }
 
     /// The owner of the socket `src`→`dst`; for UDP, an unconnected socket bound to `src` also counts.
@@ -99,7 +101,7 @@ impl ProcNetUids {
         if let Some(uid) = snapshot.find(udp, src, dst) {
             return Some(uid);
         }
-        if snapshot.age(now) > MISS_REFRESH {
+        if !snapshot.fresh_this_iteration {
             snapshot.refresh(&self.root, tables, now);
             return snapshot.find(udp, src, dst);
         }
@@ -108,6 +110,11 @@ impl ProcNetUids {
 }
 
 impl UidResolver for ProcNetUids {
+    fn next_iteration(&mut self) {
+        self.tcp.fresh_this_iteration = false;
+        self.udp.fresh_this_iteration = false;
+    }
+
     fn uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         match protocol {
             Protocol::Tcp => self.lookup(false, src, dst),
@@ -234,8 +241,8 @@ mod tests {
         assert_eq!(parse_line("0: zz:1 00000000:0000 0A a b c 5"), None);
     }
 
-    /// A flood of lookups re-reads a table at most once per [`MISS_REFRESH`]: hits are served from the snapshot,
-    /// and a miss re-reads only a snapshot older than that (so a socket that appeared since is still found).
+    /// A flood of lookups re-reads a table at most once per event-loop iteration: hits are served from the
+    /// snapshot, and a miss re-reads it once per iteration (so a socket that appeared since is still found).
     #[test]
     fn lookups_reuse_a_snapshot_and_refresh_on_a_stale_miss() {
         let (mut uids, dir) = tables(&[("tcp", vec![line("10.111.0.1:40000", "198.18.1.10:443", 10123)])]);
@@ -246,9 +253,10 @@ mod tests {
             [line("10.111.0.1:40000", "198.18.1.10:443", 20000), line("10.111.0.1:40001", "198.18.1.10:443", 10124)];
         std::fs::write(dir.join("tcp"), format!("{HEADER}\n{}\n{}\n", newer[0], newer[1])).unwrap();
         assert_eq!(uids.uid(Protocol::Tcp, src, dst), Some(10123), "served from the snapshot");
-        // A miss on a stale snapshot re-reads the table and finds the new socket.
-        std::thread::sleep(MISS_REFRESH + Duration::from_millis(5));
+        // In the same iteration a miss does not re-read again; in the next one it does and finds the new socket.
         let src2 = "10.111.0.1:40001".parse().unwrap();
+        assert_eq!(uids.uid(Protocol::Tcp, src2, dst), None, "one re-read per iteration");
+        uids.next_iteration();
         assert_eq!(uids.uid(Protocol::Tcp, src2, dst), Some(10124));
         assert_eq!(uids.uid(Protocol::Tcp, src, dst), Some(20000), "the re-read snapshot serves later lookups");
         let _ = std::fs::remove_dir_all(dir);
