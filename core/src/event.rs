@@ -19,7 +19,7 @@ pub enum Protocol {
     Icmp,
 }
 
-/// One decision about one flow or DNS query, as shown in the block log.
+/// One decision about one flow or DNS query, as shown in the block log, or (action `error`) an upstream failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Wall-clock time, milliseconds since the Unix epoch.
@@ -43,4 +43,7 @@ pub struct Event {
     /// With the payload peek on: what a refused plain-HTTP request tried to send (bounded, redacted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peek: Option<RequestPeek>,
+    /// For action `error`: what failed, e.g. "Connection refused (os error 111)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -12,6 +12,9 @@ pub enum Action {
     Allow,
     /// Refused locally; the destination never sees a packet.
     Block,
+    /// Not a verdict: an allowed flow or query failed upstream or was ended by the engine (see the reason and
+    /// the event's `error`). The phone was told at once (RST, ICMP, SERVFAIL), never left hanging.
+    Error,
 }
 
 /// Why a verdict was reached. Stable codes: the UI and the event log show them.
@@ -45,6 +48,16 @@ pub enum Reason {
     AllowRule,
     /// No rule matched.
     NoMatch,
+    /// (Error) The upstream connect failed: refused, unreachable or timed out.
+    ConnectFailed,
+    /// (Error) An upstream connection failed while forwarding (reset or another socket error).
+    UpstreamReset,
+    /// (Error) An upstream UDP socket could not be opened or sent on, or the network refused it.
+    UdpFailed,
+    /// (Error) A forwarded DNS query got no usable answer in time; the phone was answered SERVFAIL.
+    DnsFailed,
+    /// (Error) The flow table was full: this, the least recently active flow, was closed to make room.
+    FlowEvicted,
 }
 
 impl Reason {
@@ -64,6 +77,11 @@ impl Reason {
             Reason::IcmpUnsupported => "icmp_unsupported",
             Reason::AllowRule => "allow_rule",
             Reason::NoMatch => "no_match",
+            Reason::ConnectFailed => "connect_failed",
+            Reason::UpstreamReset => "upstream_reset",
+            Reason::UdpFailed => "udp_failed",
+            Reason::DnsFailed => "dns_failed",
+            Reason::FlowEvicted => "flow_evicted",
         }
     }
 }

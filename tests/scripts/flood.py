@@ -10,7 +10,8 @@ namespaces: 198.18.0.0/15, fd00:6877::/32). Each prints JSON lines on stdout; th
                                                still echo, close them
   flood.py syn SRC DST PORT N                  N raw SYNs from SRC (random ports) to DST:PORT, nothing else
   flood.py dns SERVER N WINDOW NAME...         N queries (A) for the names in turn, at most WINDOW outstanding
-  flood.py udp HOST PORT N FLOWS SIZE          N datagrams of SIZE bytes over FLOWS sockets; counts echoes
+  flood.py udp HOST PORT N FLOWS SIZE          N datagrams of SIZE bytes over FLOWS sockets, one retry per
+                                               unanswered flow; counts echoes and refusals per datagram and flow
 """
 
 import errno
@@ -297,6 +298,9 @@ def dns_flood(server, n, window, names):
 
 # --------------------------------------------------------------------------------------------------------------
 def udp_flood(host, port, n, flows, size):
+    """N datagrams over FLOWS sockets, then one retry on every flow that got no answer at all (as a real client
+    would: the kernel's tun queue may drop a burst's datagrams before the engine sees them). Counts datagrams
+    and flows: echoed, refused (ICMP), silent."""
     start = time.monotonic()
     socks = []
     for _ in range(flows):
@@ -305,10 +309,15 @@ def udp_flood(host, port, n, flows, size):
         s.connect((host, port))
         socks.append(s)
     sel = selectors.DefaultSelector()
-    for s in socks:
-        sel.register(s, selectors.EVENT_READ)
+    for i, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ, i)
     payload = os.urandom(size)
-    sent = echoed = refused = send_blocked = 0
+    sent = echoed = refused = send_blocked = retried = 0
+    answer = [None] * flows  # per flow: "echo" or "refused" once answered
+
+    def note(i, what):
+        if answer[i] is None or what == "echo":
+            answer[i] = what
 
     def drain(timeout):
         nonlocal echoed, refused
@@ -320,29 +329,48 @@ def udp_flood(host, port, n, flows, size):
                     break
                 except ConnectionRefusedError:
                     refused += 1
+                    note(key.data, "refused")
                     break
                 if d == payload:
                     echoed += 1
+                    note(key.data, "echo")
 
-    for i in range(n):
-        s = socks[i % flows]
+    def send(i):
+        nonlocal sent, send_blocked, refused
         try:
-            s.send(payload)
+            socks[i].send(payload)
             sent += 1
         except BlockingIOError:
             send_blocked += 1
         except ConnectionRefusedError:
             refused += 1
-        if i % 64 == 63:
+            note(i, "refused")
+
+    # Many flows: pace harder, each new flow costs the engine a socket.
+    batch = 64 if flows <= 1000 else 16
+    for i in range(n):
+        send(i % flows)
+        if i % batch == batch - 1:
             drain(0)
             # Pace a little so the tun queue (500 packets) is not what drops the datagrams.
             time.sleep(0.002)
     end = time.monotonic() + 3
     while time.monotonic() < end:
         drain(0.2)
+    for i in range(flows):
+        if answer[i] is None:
+            retried += 1
+            send(i)
+            if retried % batch == 0:
+                drain(0)
+                time.sleep(0.002)
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        drain(0.2)
     for s in socks:
         s.close()
-    out(sent=sent, echoed=echoed, icmp_refused=refused, send_blocked=send_blocked,
+    out(sent=sent, echoed=echoed, icmp_refused=refused, send_blocked=send_blocked, retried=retried,
+        flows_echoed=answer.count("echo"), flows_refused=answer.count("refused"), flows_silent=answer.count(None),
         elapsed_ms=int((time.monotonic() - start) * 1000))
 
 

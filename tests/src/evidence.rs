@@ -85,6 +85,12 @@ pub fn assert_blocks(events: &[Value], expected: &[Expect]) {
     );
 }
 
+/// The error events (an allowed flow that failed upstream or was evicted) with `reason` to port `dst_port`.
+pub fn failures<'a>(events: &'a [Value], reason: &str, dst_port: u16) -> Vec<&'a Value> {
+    let port = |ev: &Value| ev["dst"].as_str().and_then(|d| d.parse::<SocketAddr>().ok()).map(|d| d.port());
+    events.iter().filter(|ev| ev["action"] == "error" && ev["reason"] == reason && port(ev) == Some(dst_port)).collect()
+}
+
 /// Events, one per line.
 pub fn pretty(events: &[&Value]) -> String {
     events.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
@@ -96,7 +102,8 @@ pub fn assert_event_schema(events: &[Value]) {
     for ev in events {
         let t = ev["time_ms"].as_u64().unwrap_or_else(|| panic!("time_ms: {ev}"));
         assert!(t <= now_ms && t + 600_000 > now_ms, "time_ms not now: {ev}");
-        assert!(ev["action"] == "block" || ev["action"] == "allow", "action: {ev}");
+        assert!(["block", "allow", "error"].iter().any(|a| ev["action"] == *a), "action: {ev}");
+        assert_eq!(ev["action"] == "error", ev["error"].is_string(), "an error event says what failed: {ev}");
         assert!(["dns", "tcp", "udp", "icmp"].iter().any(|p| ev["protocol"] == *p), "protocol: {ev}");
         let src: SocketAddr = ev["src"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("src: {ev}"));
         let phone = [ip(PHONE_TUN_V4), ip(PHONE_TUN_V6)];

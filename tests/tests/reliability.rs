@@ -8,7 +8,7 @@
 //!
 //! Sizes: `HUSHWALL_SOAK_SECS` sets the mixed soak's length (default 20 s; `tests/soak.sh` runs 600 s).
 
-use hushwall_tests::evidence::finish;
+use hushwall_tests::evidence::{failures, finish, pretty};
 use hushwall_tests::proc::{run, Run};
 use hushwall_tests::reliability::{eventually, num, usage, Sampler, Usage, HOLD_PORT};
 use hushwall_tests::testbed::{EngineConfig, TempDir};
@@ -157,9 +157,11 @@ fn flood_10k_concurrent_tcp_connections() {
 /// (the upstream connect hangs until the connect timeout) and at a blocked range: the engine stays up, DNS keeps
 /// working during the flood, flows stay under the cap, the blocked range sees nothing, and once the connect
 /// timeout has passed, new connections work again and fds are back to baseline.
+///
+/// (Under load this once left ~40 upstream sockets open: a flow dialled before its handshake completed had no
+/// deadline once connected. Such flows now end after `HANDSHAKE_TIMEOUT`; engine test
+/// `dialled_flow_whose_phone_never_completes_the_handshake_ends`.)
 #[test]
-#[ignore = "open finding (RELIABILITY.md §8): under heavy load ~40 upstream fds can stay open after the flood; \
-            run by tests/soak.sh"]
 fn flood_syn() {
     let mut tb = start();
     let _hold = tb.start_hold_server(&[Family::V4.normal(), Family::V6.normal()]);
@@ -258,11 +260,10 @@ fn flood_50k_dns_queries() {
 /// UDP flow cap). The engine stays up, refuses flows past the cap with ICMP (never silently), DNS keeps working,
 /// and fds come back down once the flows idle out.
 ///
-/// Ignored in CI (run by `tests/soak.sh`): its bounds depend on how many of 6,000 new-flow datagrams the kernel's
-/// tun queue delivers, which varies with machine load (passed alone; failed twice under the full CI run with
-/// 3,669 echoed + 692 refused < 4,500). An open finding of issue 7 (RELIABILITY.md).
+/// The kernel's tun queue (500 packets) drops part of a burst before the engine sees it, more so on a loaded
+/// machine (this once made the test depend on load: 3,669 echoed + 692 refused of 6,000). So the client retries
+/// each unanswered flow once, as real clients do, and the bounds are on flows answered, not datagrams.
 #[test]
-#[ignore = "load-dependent bounds; run by tests/soak.sh (RELIABILITY.md)"]
 fn flood_udp_small_packets() {
     let mut tb = start();
     let baseline = warm_baseline(&tb);
@@ -292,12 +293,11 @@ fn flood_udp_small_packets() {
             ("after", format!("{after:?}")),
         ],
     );
-    // A burst of 6,000 new flows overruns the tun queue (the kernel drops some datagrams before the engine sees
-    // them), so not every flow is answered; but flows past the cap are refused with ICMP, not dropped silently.
-    let answered = num(&flows, "echoed") + num(&flows, "icmp_refused");
-    assert!(num(&flows, "icmp_refused") > 0, "flows past the cap must be refused: {flows}");
-    assert!(num(&flows, "echoed") <= MAX_UDP_FLOWS, "more flows than the cap: {flows}");
-    assert!(answered >= 4500, "most flows get an echo or a refusal: {flows}");
+    // Flows past the cap are refused with ICMP, not dropped silently; every flow is answered one way or the
+    // other (allowing 2 % lost twice by the kernel's queues under load).
+    assert!(num(&flows, "flows_refused") > 0, "flows past the cap must be refused: {flows}");
+    assert!(num(&flows, "flows_echoed") <= MAX_UDP_FLOWS, "more flows than the cap: {flows}");
+    assert!(num(&flows, "flows_silent") <= 6000 / 50, "flows neither served nor refused: {flows}");
     assert!(peak.fds <= baseline.fds + MAX_UDP_FLOWS as usize + 16, "fds beyond the flow cap: {peak:?}");
     finish(&mut tb);
 }
@@ -383,7 +383,14 @@ fn dns_upstream_silent_or_down_gives_servfail() {
     assert_eq!(d.status.as_deref(), Some("SERVFAIL"), "upstream down: {}", d.run);
     report("dns-down", &[("servfail_after_ms", start.elapsed().as_millis().to_string())]);
     tb.assert_engine_alive("with the DNS upstream down");
-    finish(&mut tb);
+    // Each SERVFAIL was reported as an error event naming the query and what went wrong.
+    let events = finish(&mut tb);
+    let failed = failures(&events, "dns_failed", 53);
+    let about = |name: &str| failed.iter().filter(|e| e["host"] == name).map(|e| e["error"].to_string()).collect();
+    let silent: Vec<String> = about(NORMAL_NAME);
+    assert!(silent.iter().any(|e| e.contains("no answer from")), "silent upstream: {}", pretty(&failed));
+    let down: Vec<String> = about(SHARED_GOOD_NAME);
+    assert!(!down.is_empty(), "upstream down: {}", pretty(&failed));
 }
 
 /// Upstream TCP faults: a port nothing listens on (RST to the connect), a server that resets, an unreachable
@@ -413,16 +420,32 @@ fn upstream_refuses_resets_or_is_unreachable() {
     tb.ip_phone(&["route", "del", "unreachable", "198.18.1.0/24", "table", PROTECT_TABLE]);
     tb.assert_engine_alive("after upstream faults");
     assert_allowed_traffic_works(&tb, "after upstream faults");
-    finish(&mut tb);
+    // Every failure was reported as an error event saying what happened.
+    let events = finish(&mut tb);
+    let refused = failures(&events, "connect_failed", 81);
+    assert!(refused.iter().any(|e| e["error"].to_string().contains("refused")), "port 81: {}", pretty(&refused));
+    let unreachable = failures(&events, "connect_failed", BANNER_PORT);
+    assert!(
+        unreachable
+            .iter()
+            .any(|e| ["No route to host", "unreachable"].iter().any(|m| e["error"].to_string().contains(m))),
+        "unreachable network: {}",
+        pretty(&unreachable)
+    );
+    assert!(
+        !failures(&events, "udp_failed", ECHO_PORT).is_empty(),
+        "unreachable UDP: {}",
+        pretty(&events.iter().collect::<Vec<_>>())
+    );
 }
 
-/// The engine runs with `ulimit -n 64`: connections past what its fds allow are refused, it stays up, and once
-/// they close everything works again.
+/// The engine runs with `ulimit -n 64`: connections past what its fds allow are refused (and reported), it stays
+/// up, and once they close everything works again.
 ///
-/// Ignored in CI (run by `tests/soak.sh`): passes alone, but in the full CI run the first HTTPS fetch after the
-/// exhaustion was reset (no fd free yet) — not yet understood; an open finding of issue 7 (RELIABILITY.md).
+/// Recovery is checked once the engine's fds are back to its baseline: the UDP flows that filled the table idle
+/// out together, so "one UDP echo works" can come a moment before a TCP connection finds a free descriptor (this
+/// race once failed the test under load).
 #[test]
-#[ignore = "flaky recovery after exhaustion under the full run; run by tests/soak.sh (RELIABILITY.md)"]
 fn fd_exhaustion() {
     let dir = TempDir::create();
     let wrapper = dir.path.join("hushwall-ulimit.sh");
@@ -434,6 +457,7 @@ fn fd_exhaustion() {
     let engine = EngineConfig { bin: wrapper, ..EngineConfig::from_env() };
     let mut tb = Testbed::start(Options { engine: Some(engine), ..Options::default() });
     let _hold = tb.start_hold_server(&[Family::V4.normal()]);
+    let baseline = warm_baseline(&tb);
     let r = tb.flood(&["tcp", Family::V4.normal(), &HOLD_PORT.to_string(), "200", "2"], Duration::from_secs(120));
     tb.assert_engine_alive("out of file descriptors");
     let u =
@@ -446,10 +470,14 @@ fn fd_exhaustion() {
     // At most the limit, plus a descriptor or two the engine may inherit above it from its parent.
     let usage = tb.engine_usage();
     assert!(usage.fds <= 64 + 2, "{usage:?}");
-    let ok = eventually(Duration::from_secs(90), || tb.udp_echo(Family::V4.normal(), ECHO_PORT).result == "echo");
-    assert!(ok, "UDP never recovered after fd exhaustion");
+    assert_back_to_baseline(&tb, baseline, "fd exhaustion");
     assert_allowed_traffic_works(&tb, "after fd exhaustion");
-    finish(&mut tb);
+    // The refusals were reported: sockets the engine could not open are errors, with the reason.
+    let events = finish(&mut tb);
+    let tcp = failures(&events, "connect_failed", HOLD_PORT);
+    let udp = failures(&events, "udp_failed", ECHO_PORT);
+    assert!(!tcp.is_empty() && !udp.is_empty(), "TCP {} / UDP {}", tcp.len(), udp.len());
+    assert!(tcp.iter().chain(&udp).all(|e| e["error"].to_string().contains("Too many open files")), "{}", pretty(&udp));
 }
 
 /// The tun device is taken down and up under the engine (what a network change can do), then deleted (the fd

@@ -1,14 +1,15 @@
 //! Events on their way to Kotlin: a bounded queue filled by the engine thread, drained in batches by
 //! `pollEvents`, and the compact binary form one batch crosses JNI in.
 //!
-//! # Batch format (version 2), big-endian, what `app.hushwall.engine.EventDecoder` reads
+//! # Batch format (version 3), big-endian, what `app.hushwall.engine.EventDecoder` reads
 //!
 //! ```text
-//! batch  := u8 version (=2) · u32 count · event{count}
-//! event  := i64 time_ms · u8 action (0 allow, 1 block) · u8 protocol (0 tcp, 1 udp, 2 dns, 3 icmp)
+//! batch  := u8 version (=3) · u32 count · event{count}
+//! event  := i64 time_ms · u8 action (0 allow, 1 block, 2 error) · u8 protocol (0 tcp, 1 udp, 2 dns, 3 icmp)
 //!           · addr src · addr dst · i32 uid (-1 unknown)
 //!           · str host · str reason · str rule_list · i32 rule_line (0 when no rule) · str rule_text
 //!           · str peek (the payload peek of a refused HTTP request as JSON, null when there is none)
+//!           · str error (what failed, for action `error`; null otherwise)
 //! addr   := u8 family_len (4 or 16) · bytes[family_len] · u16 port
 //! str    := i32 byte_len (-1 = null) · UTF-8 bytes
 //! ```
@@ -26,7 +27,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Version byte at the start of every batch.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// Events kept for Kotlin before the oldest are dropped (and counted).
 pub const QUEUE_MAX: usize = 8192;
@@ -97,6 +98,7 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
         out.push(match event.action {
             Action::Allow => 0,
             Action::Block => 1,
+            Action::Error => 2,
         });
         out.push(match event.protocol {
             Protocol::Tcp => 0,
@@ -124,6 +126,7 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
         }
         let peek = event.peek.as_ref().and_then(|p| serde_json::to_string(p).ok());
         put_str(&mut out, peek.as_deref());
+        put_str(&mut out, event.error.as_deref());
     }
     out
 }
@@ -175,6 +178,7 @@ pub(crate) mod tests {
             rule: Some(RuleRef { list: "builtin:xiaomi-telemetry.txt".into(), line: 12, rule: "||miui.com^".into() }),
             uid: Some(10123),
             peek: None,
+            error: None,
         }
     }
 
@@ -189,7 +193,7 @@ pub(crate) mod tests {
         allowed.rule = None;
         allowed.uid = None;
         let bytes = encode(&[allowed]);
-        let mut expected = vec![2, 0, 0, 0, 1];
+        let mut expected = vec![3, 0, 0, 0, 1];
         expected.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
         expected.extend_from_slice(&[0, 0]);
         expected.extend_from_slice(&[4, 10, 111, 0, 1, 0x9c, 0x40]);
@@ -202,12 +206,28 @@ pub(crate) mod tests {
         expected.extend_from_slice(&0i32.to_be_bytes());
         expected.extend_from_slice(&(-1i32).to_be_bytes());
         expected.extend_from_slice(&(-1i32).to_be_bytes()); // no peek
+        expected.extend_from_slice(&(-1i32).to_be_bytes()); // no error
         assert_eq!(bytes, expected);
     }
 
     #[test]
+    fn error_events_carry_action_2_and_the_error_text() {
+        let mut failed = sample(0);
+        failed.action = Action::Error;
+        failed.reason = Reason::ConnectFailed;
+        failed.rule = None;
+        failed.error = Some("Connection refused (os error 111)".into());
+        let bytes = encode(&[failed]);
+        assert_eq!(bytes[13], 2, "action byte after version, count and time");
+        let tail = b"Connection refused (os error 111)";
+        assert!(bytes.ends_with(tail));
+        let len = &bytes[bytes.len() - tail.len() - 4..bytes.len() - tail.len()];
+        assert_eq!(len, (tail.len() as i32).to_be_bytes());
+    }
+
+    #[test]
     fn empty_batch_is_header_only() {
-        assert_eq!(encode(&[]), vec![2, 0, 0, 0, 0]);
+        assert_eq!(encode(&[]), vec![3, 0, 0, 0, 0]);
     }
 
     #[test]

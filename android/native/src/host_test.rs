@@ -142,6 +142,7 @@ pub extern "system" fn Java_app_hushwall_hosttest_TestNative_injectEvents<'local
                 rule: Some(RuleRef { list: Arc::clone(&list), line: 12, rule: "||tracking.intl.miui.com^".into() }),
                 uid: Some(10123),
                 peek: None,
+                error: None,
             })
             .collect();
         instance.events().push(&batch);

@@ -32,7 +32,7 @@ pub struct Instance {
 }
 
 /// Counters as Kotlin receives them: the engine's [`Stats`], events dropped (engine and bridge), running.
-pub const COUNTER_COUNT: usize = 15;
+pub const COUNTER_COUNT: usize = 16;
 
 impl Instance {
     /// Starts an engine thread on `tun` (which it then owns).
@@ -138,6 +138,7 @@ impl Instance {
             n(s.blocked),
             n(s.upstream_errors),
             n(s.events_dropped.saturating_add(self.events.dropped())),
+            n(s.flows_evicted),
             i64::from(running),
         ]
     }

@@ -13,6 +13,8 @@ use crate::inspect::dns::{self, DnsQuery};
 use crate::verdict::Reason;
 use smoltcp::socket::tcp::Socket;
 use std::collections::HashMap;
+use std::fmt::Display;
+use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -137,39 +139,46 @@ impl Engine {
             question: name,
             deadline: now + self.config.dns_timeout,
         };
-        self.forward_query(pending, up);
+        self.forward_query(now, pending, up);
     }
 
     /// Sends a query upstream and remembers it; answers SERVFAIL at once if that cannot be done.
-    fn forward_query(&mut self, pending: Pending, up: &mut impl Upstream) {
+    fn forward_query(&mut self, now: Instant, pending: Pending, up: &mut impl Upstream) {
         match self.send_upstream(&pending.query, up) {
-            Some(id) => {
+            Ok(id) => {
                 self.timers.arm(pending.deadline, Timer::Dns(id));
                 self.dns.pending.insert(id, pending);
             }
-            None => self.answer_servfail(pending.via, &pending.query),
+            Err(error) => self.fail_query(now, pending, error),
         }
     }
 
     /// Sends `query` to the upstream resolver under a fresh id, opening the socket if needed; the id used.
-    fn send_upstream(&mut self, query: &[u8], up: &mut impl Upstream) -> Option<u16> {
+    fn send_upstream(&mut self, query: &[u8], up: &mut impl Upstream) -> io::Result<u16> {
         if self.dns.pending.len() >= MAX_PENDING {
-            return None;
+            return Err(io::Error::other(format!("{MAX_PENDING} queries already wait for answers")));
         }
         if !self.dns.open {
-            if up.udp_open(self.dns.flow, self.dns.upstream).is_err() {
-                self.stats.upstream_errors += 1;
-                return None;
-            }
+            up.udp_open(self.dns.flow, self.dns.upstream)?;
             self.dns.open = true;
         }
         let id = self.dns.next_id();
         let mut forwarded = query.to_vec();
-        if dns::set_id(&mut forwarded, id).is_err() || up.udp_send(self.dns.flow, &forwarded).is_err() {
+        dns::set_id(&mut forwarded, id).map_err(|_| io::Error::other("query too short for an id"))?;
+        up.udp_send(self.dns.flow, &forwarded)?;
+        Ok(id)
+    }
+
+    /// A query that got no usable answer: SERVFAIL to the phone, so it gives up quickly instead of hanging, and
+    /// an `error` event (none for the engine's own [`DnsClient::Learn`] queries, which only count).
+    fn fail_query(&mut self, now: Instant, pending: Pending, error: impl Display) {
+        if pending.via == DnsClient::Learn {
             self.stats.upstream_errors += 1;
-            return None;
+            return;
         }
-        Some(id)
+        self.answer_servfail(pending.via, &pending.query);
+        let flow = (pending.client, pending.server);
+        self.report_failure(now, Protocol::Dns, flow, Some(&pending.question), Reason::DnsFailed, error);
     }
 
     /// An answer from the upstream resolver.
@@ -181,7 +190,7 @@ impl Engine {
         };
         let Ok(answer) = dns::parse_response(data) else {
             self.stats.malformed += 1;
-            self.answer_servfail(pending.via, &pending.query);
+            self.fail_query(now, pending, "malformed answer from the upstream resolver");
             return;
         };
         if pending.via == DnsClient::Learn {
@@ -211,16 +220,18 @@ impl Engine {
     pub(super) fn on_dns_deadline(&mut self, now: Instant, id: u16) {
         let due = self.dns.pending.get(&id).is_some_and(|p| p.deadline <= now);
         if let Some(pending) = due.then(|| self.dns.pending.remove(&id)).flatten() {
-            self.answer_servfail(pending.via, &pending.query);
+            let why = format!("no answer from {} within {:?}", self.dns.upstream, self.config.dns_timeout);
+            self.fail_query(now, pending, why);
         }
     }
 
     /// The upstream socket failed: every waiting query gets SERVFAIL now, and the socket is reopened next time.
-    pub(super) fn fail_all_dns(&mut self, _now: Instant) {
+    pub(super) fn fail_all_dns(&mut self, now: Instant, error: &io::Error) {
         self.dns.open = false;
         let pending: Vec<Pending> = self.dns.pending.drain().map(|(_, p)| p).collect();
+        let why = format!("upstream resolver {}: {error}", self.dns.upstream);
         for p in pending {
-            self.answer_servfail(p.via, &p.query);
+            self.fail_query(now, p, &why);
         }
     }
 

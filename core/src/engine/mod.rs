@@ -174,10 +174,13 @@ pub struct Stats {
     pub dns_queries: u64,
     /// Blocks of any kind.
     pub blocked: u64,
-    /// Upstream socket errors (connect failures, resets).
+    /// Upstream failures (connect failures, resets, UDP errors, DNS queries answered SERVFAIL); each is also an
+    /// event with action `error`.
     pub upstream_errors: u64,
     /// Events discarded because the event queue was full.
     pub events_dropped: u64,
+    /// Idle flows closed to make room at the flow caps; each is also an event (`flow_evicted`).
+    pub flows_evicted: u64,
 }
 
 /// Key of a TCP or UDP flow as the phone sees it: (client address, original destination).
@@ -478,23 +481,63 @@ impl Engine {
         } else if !self.config.log_allowed {
             return;
         }
-        if self.events.len() >= EVENT_QUEUE_MAX {
-            self.events.pop_front();
-            self.stats.events_dropped += 1;
+        let event = self.event(now, verdict.action, protocol, (src, dst), host, verdict.reason);
+        self.push_event(Event { rule: verdict.rule.clone(), ..event });
+    }
+
+    /// Records an allowed flow or query that failed upstream or was ended by the engine (action `error`) and
+    /// counts it: `reason` is one of the error reasons, `error` says what happened.
+    fn report_failure(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        flow: FlowKey,
+        host: Option<&str>,
+        reason: Reason,
+        error: impl std::fmt::Display,
+    ) {
+        if reason == Reason::FlowEvicted {
+            self.stats.flows_evicted += 1;
+        } else {
+            self.stats.upstream_errors += 1;
         }
+        let event = self.event(now, Action::Error, protocol, flow, host, reason);
+        self.push_event(Event { error: Some(error.to_string()), ..event });
+    }
+
+    /// An event at `now` about the flow from `src` to `dst`, without rule, app or details.
+    fn event(
+        &self,
+        now: Instant,
+        action: Action,
+        protocol: Protocol,
+        (src, dst): FlowKey,
+        host: Option<&str>,
+        reason: Reason,
+    ) -> Event {
         let elapsed = now.saturating_duration_since(self.epoch).as_millis();
-        self.events.push_back(Event {
+        Event {
             time_ms: self.epoch_wall_ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)),
-            action: verdict.action,
+            action,
             protocol,
             src,
             dst,
             host: host.map(str::to_owned),
-            reason: verdict.reason,
-            rule: verdict.rule.clone(),
+            reason,
+            rule: None,
             uid: None,
             peek: None,
-        });
+            error: None,
+        }
+    }
+
+    /// Queues an event for the driver, dropping (and counting) the oldest past [`EVENT_QUEUE_MAX`].
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= EVENT_QUEUE_MAX {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(event);
     }
 
     /// Answers an offending packet with an ICMP destination-unreachable error.

@@ -97,7 +97,7 @@ impl Engine {
                 AddressVerdict::Shared(host) => (Verdict::no_match(), Some(host)),
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             };
-            if self.udp.len() + self.quic_holds.len() >= self.config.max_udp_flows {
+            if self.udp_table_full(now, up) {
                 return false;
             }
             let id = self.new_flow_id();
@@ -193,14 +193,11 @@ impl Engine {
             return;
         }
         let id = hold.id;
-        let opened = up.udp_open(id, server).is_ok();
-        let sent = opened && hold.datagrams.iter().all(|d| up.udp_send(id, d).is_ok());
-        if !sent {
-            self.stats.upstream_errors += 1;
-            if opened {
-                up.udp_close(id);
-            }
+        let sent = up.udp_open(id, server).and_then(|()| hold.datagrams.iter().try_for_each(|d| up.udp_send(id, d)));
+        if let Err(error) = sent {
+            up.udp_close(id);
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+            self.report_failure(now, Protocol::Udp, key, host.as_deref(), Reason::UdpFailed, error);
             return;
         }
         self.stats.udp_flows += 1;

@@ -25,6 +25,11 @@ pub(crate) use peek::PeekState;
 const SNIFF_MAX: usize = 16 * 1024;
 /// Once a client has started sending, how long it has to complete its ClientHello or request headers.
 const SNIFF_COMPLETE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dialled flow's phone side has to answer the SYN|ACK once the upstream connected.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// At the flow cap, a connection quiet for at least this long is closed to make room for a new one; busier ones
+/// are never evicted (a flood of fresh connections is refused instead of displacing the phone's live ones).
+const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
 /// Ports whose protocols have the server speak first: waiting for client bytes would only add delay, so these
 /// are judged by address and dialled at once (FTP, SSH, Telnet, SMTP, POP3, IMAP, submission, MySQL, VNC).
 const SERVER_FIRST_PORTS: [u16; 9] = [21, 22, 23, 25, 110, 143, 587, 3306, 5900];
@@ -83,10 +88,19 @@ pub(crate) struct TcpFlow {
     fin_forwarded: bool,
     /// The flow is closed and waits for its socket to be freed.
     retired: bool,
+    /// When the flow last moved bytes or changed state.
+    last_active: Instant,
 }
 
 impl TcpFlow {
-    fn new(handle: SocketHandle, client: SocketAddr, server: SocketAddr, phase: Phase, host: Option<String>) -> Self {
+    fn new(
+        handle: SocketHandle,
+        client: SocketAddr,
+        server: SocketAddr,
+        phase: Phase,
+        host: Option<String>,
+        now: Instant,
+    ) -> Self {
         TcpFlow {
             handle,
             client,
@@ -101,6 +115,7 @@ impl TcpFlow {
             upstream_eof: false,
             fin_forwarded: false,
             retired: false,
+            last_active: now,
         }
     }
 }
@@ -176,7 +191,7 @@ impl Engine {
                 AddressVerdict::Unknown(None) => (Phase::Sniffing { started: false }, None, None),
             }
         };
-        if self.tcp.len() >= self.config.max_tcp_flows {
+        if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows && !self.evict_idle_tcp_flow(now, up) {
             self.refuse_tcp(now, client, server, seg, host.as_deref(), &Verdict::block(Reason::FlowLimit));
             return;
         }
@@ -200,7 +215,7 @@ impl Engine {
         }
         let id = self.new_flow_id();
         self.stats.tcp_flows += 1;
-        let mut flow = TcpFlow::new(handle, client, server, phase, host);
+        let mut flow = TcpFlow::new(handle, client, server, phase, host, now);
         flow.fallback = fallback;
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
@@ -260,11 +275,7 @@ impl Engine {
                 flow.upstream_open = true;
                 self.set_deadline(id, now + self.config.connect_timeout);
             }
-            Err(_) => {
-                self.stats.upstream_errors += 1;
-                self.stack.tcp(flow.handle).abort();
-                self.touched.push(id);
-            }
+            Err(error) => self.fail_tcp_flow(now, id, Reason::ConnectFailed, error),
         }
     }
 
@@ -276,21 +287,22 @@ impl Engine {
         if !matches!(flow.phase, Phase::Dialing | Phase::Connecting) {
             return;
         }
-        let socket = self.stack.tcp(flow.handle);
         match result {
             Ok(()) => {
+                let socket = self.stack.tcp(flow.handle);
                 socket.pause_synack(false);
                 flow.phase = Phase::Forwarding;
                 flow.deadline = None;
                 flow.upstream_writable = true;
                 flow.upstream_readable = true;
+                if socket.state() == State::SynReceived {
+                    // The phone has yet to answer the SYN|ACK released now.
+                    self.set_deadline(id, now + HANDSHAKE_TIMEOUT);
+                }
+                self.touched.push(id);
             }
-            Err(_) => {
-                self.stats.upstream_errors += 1;
-                socket.abort();
-            }
+            Err(error) => self.fail_tcp_flow(now, id, Reason::ConnectFailed, error),
         }
-        self.touched.push(id);
         self.poll(now, up);
     }
 
@@ -333,26 +345,36 @@ impl Engine {
             }
             Phase::Sniffing { .. } => self.finish_sniff(now, id, None, up),
             Phase::Dialing | Phase::Connecting => {
-                self.stats.upstream_errors += 1;
+                let why = format!("no answer within {:?}", self.config.connect_timeout);
+                self.fail_tcp_flow(now, id, Reason::ConnectFailed, why);
+            }
+            Phase::Peeking { .. } => self.on_peek_deadline(now, id),
+            // Dialled for a SYN whose sender never completed the handshake (spoofed, or gone): end it and its
+            // upstream connection rather than retransmit the SYN|ACK forever.
+            Phase::Forwarding if !handshake_done => {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
-            Phase::Peeking { .. } => self.on_peek_deadline(now, id),
             Phase::Forwarding | Phase::Dns { .. } | Phase::Refused => {}
         }
     }
 
     /// Moves whatever can move for one flow, then retires it if both sides are done.
     pub(super) fn service_tcp(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
-        let Some(flow) = self.tcp.get(&id) else {
+        let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
+        flow.last_active = now;
         let (phase, handle) = (flow.phase, flow.handle);
         // Back in LISTEN means the client reset the handshake: nothing to sniff or splice, only to retire.
         if self.stack.tcp(handle).state() != State::Listen {
             match phase {
                 Phase::Sniffing { .. } => self.sniff(now, id, up),
-                Phase::Forwarding => self.splice(id, up),
+                Phase::Forwarding => {
+                    if let Err(error) = self.splice(id, up) {
+                        self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+                    }
+                }
                 Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
                 Phase::Peeking { .. } => self.peek(now, id),
                 Phase::Dialing | Phase::Connecting | Phase::Refused => {}
@@ -421,9 +443,10 @@ impl Engine {
     }
 
     /// Copies bytes both ways between the smoltcp socket and the upstream socket, as far as both sides allow.
-    fn splice(&mut self, id: FlowId, up: &mut impl Upstream) {
+    /// An error is the upstream socket's: the caller ends the flow.
+    fn splice(&mut self, id: FlowId, up: &mut impl Upstream) -> io::Result<()> {
         let Some(flow) = self.tcp.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         // Phone → upstream.
@@ -435,11 +458,7 @@ impl Engine {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => flow.upstream_writable = false,
-                Ok(Err(_)) => {
-                    self.stats.upstream_errors += 1;
-                    socket.abort();
-                    return;
-                }
+                Ok(Err(e)) => return Err(e),
                 Err(_) => break,
             }
         }
@@ -459,15 +478,42 @@ impl Engine {
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => flow.upstream_readable = false,
-                Ok(Err(_)) => {
-                    // The server reset the connection: reset the phone's side too.
-                    self.stats.upstream_errors += 1;
-                    socket.abort();
-                    return;
-                }
+                // The server reset the connection: the caller resets the phone's side too.
+                Ok(Err(e)) => return Err(e),
                 Err(_) => break,
             }
         }
+        Ok(())
+    }
+
+    /// Ends a flow whose upstream failed: resets the phone's side (the upstream socket is closed when the flow
+    /// retires) and reports the failure.
+    fn fail_tcp_flow(&mut self, now: Instant, id: FlowId, reason: Reason, error: impl std::fmt::Display) {
+        let Some(flow) = self.tcp.get(&id) else {
+            return;
+        };
+        let (key, host) = ((flow.client, flow.server), flow.host.clone());
+        self.stack.tcp(flow.handle).abort();
+        self.touched.push(id);
+        self.report_failure(now, Protocol::Tcp, key, host.as_deref(), reason, error);
+    }
+
+    /// At the flow cap: closes the least recently active established flow if it has been quiet for
+    /// [`EVICT_MIN_IDLE`] (RST to the phone, upstream closed, a `flow_evicted` event). False if none qualifies.
+    fn evict_idle_tcp_flow(&mut self, now: Instant, up: &mut impl Upstream) -> bool {
+        let oldest = self
+            .tcp
+            .iter()
+            .filter(|(_, f)| !f.retired && matches!(f.phase, Phase::Forwarding | Phase::Dns { .. }))
+            .min_by_key(|(_, f)| f.last_active)
+            .map(|(&id, f)| (id, f.last_active));
+        let Some((id, last_active)) = oldest.filter(|&(_, at)| at + EVICT_MIN_IDLE <= now) else {
+            return false;
+        };
+        let idle = now.saturating_duration_since(last_active).as_secs();
+        self.fail_tcp_flow(now, id, Reason::FlowEvicted, format_args!("flow table full; idle for {idle} s"));
+        self.retire_if_closed(id, up);
+        true
     }
 
     /// Removes a flow whose smoltcp socket has closed (after smoltcp had the chance to send its last RST/ACK)

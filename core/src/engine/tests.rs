@@ -24,6 +24,8 @@ struct FakeUpstream {
     write_budget: Option<usize>,
     /// The server reset the connection.
     reset: HashSet<FlowId>,
+    /// `udp_open` fails (e.g. out of file descriptors).
+    fail_udp_open: bool,
     /// The UID every phone-side flow belongs to, and how often the engine asked.
     owner: Option<u32>,
     owner_lookups: usize,
@@ -73,6 +75,9 @@ impl Upstream for FakeUpstream {
         self.closed.push((flow, reset));
     }
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        if self.fail_udp_open {
+            return Err(io::Error::from_raw_os_error(24));
+        }
         self.udp_opened.push((flow, dst));
         Ok(())
     }
@@ -698,5 +703,7 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
     assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
 }
 
+/// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
+mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;

@@ -10,10 +10,13 @@ use crate::event::Protocol;
 use crate::verdict::{Reason, Verdict};
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// DNS over QUIC uses the DNS-over-TLS port.
 const DOQ_PORT: u16 = 853;
+/// At the flow cap, a flow quiet for at least this long is closed to make room for a new one (it would idle out
+/// anyway); busier ones are never evicted.
+const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
 
 /// One UDP flow from the phone.
 #[derive(Debug)]
@@ -68,7 +71,7 @@ impl Engine {
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             }
         };
-        let verdict = if !verdict.is_block() && self.udp.len() >= self.config.max_udp_flows {
+        let verdict = if !verdict.is_block() && self.udp_table_full(now, up) {
             Verdict::block(Reason::FlowLimit)
         } else {
             verdict
@@ -79,10 +82,10 @@ impl Engine {
             return;
         }
         let id = self.new_flow_id();
-        if up.udp_open(id, server).and_then(|()| up.udp_send(id, payload)).is_err() {
-            self.stats.upstream_errors += 1;
+        if let Err(error) = up.udp_open(id, server).and_then(|()| up.udp_send(id, payload)) {
             up.udp_close(id);
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+            self.report_failure(now, Protocol::Udp, (client, server), host.as_deref(), Reason::UdpFailed, error);
             return;
         }
         self.stats.udp_flows += 1;
@@ -106,11 +109,33 @@ impl Engine {
     }
 
     /// The driver's report that an upstream UDP socket failed (e.g. ICMP port unreachable from the network).
-    pub fn on_udp_error(&mut self, now: Instant, id: FlowId, _error: io::Error) {
-        self.stats.upstream_errors += 1;
+    pub fn on_udp_error(&mut self, now: Instant, id: FlowId, error: io::Error) {
         if id == self.dns.flow() {
-            self.fail_all_dns(now);
+            self.fail_all_dns(now, &error);
+        } else if let Some(flow) = self.udp.get(&id) {
+            let key = (flow.client, flow.server);
+            self.report_failure(now, Protocol::Udp, key, None, Reason::UdpFailed, error);
         }
+    }
+
+    /// True if no UDP flow (or QUIC hold) can be added: the table is at its cap and no flow has been quiet for
+    /// [`EVICT_MIN_IDLE`]. Otherwise the least recently active such flow is closed (a `flow_evicted` event) first.
+    pub(super) fn udp_table_full(&mut self, now: Instant, up: &mut impl Upstream) -> bool {
+        if self.udp.len() + self.quic_holds.len() < self.config.max_udp_flows {
+            return false;
+        }
+        let oldest = self.udp.iter().min_by_key(|(_, f)| f.last_active).map(|(&id, f)| (id, f.last_active));
+        let Some((id, last_active)) = oldest.filter(|&(_, at)| at + EVICT_MIN_IDLE <= now) else {
+            return true;
+        };
+        if let Some(flow) = self.udp.remove(&id) {
+            self.udp_keys.remove(&(flow.client, flow.server));
+            up.udp_close(id);
+            let idle = now.saturating_duration_since(last_active).as_secs();
+            let why = format!("flow table full; idle for {idle} s");
+            self.report_failure(now, Protocol::Udp, (flow.client, flow.server), None, Reason::FlowEvicted, why);
+        }
+        false
     }
 
     /// Closes a UDP flow that has been idle long enough; re-arms the check otherwise.

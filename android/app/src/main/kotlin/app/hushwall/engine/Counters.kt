@@ -26,18 +26,22 @@ data class Counters(
     val dnsQueries: Long,
     /** Blocks of any kind (each one is also an event). */
     val blocked: Long,
-    /** Upstream socket errors: connect failures, resets, sockets that could not be protected. */
+    /** Upstream failures (connect failures, resets, UDP errors, DNS SERVFAILs); each is also an `ERROR` event. */
     val upstreamErrors: Long,
     /** Events lost because nobody polled them in time (engine queue and bridge queue). */
     val eventsDropped: Long,
+    /** Idle flows closed to make room at the flow caps (each is also an `ERROR` event, `flow_evicted`). */
+    val flowsEvicted: Long,
 ) {
     internal companion object {
-        /** Entries in the native array: the 14 counters above, then `running` (1/0). */
-        const val SIZE = 15
+        /** Entries in the native array: the 15 counters above, then `running` (1/0). */
+        const val SIZE = 16
 
         fun fromArray(a: LongArray): Counters {
             check(a.size == SIZE) { "counter array of ${a.size}, expected $SIZE (app and libhushwall.so differ)" }
-            return Counters(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13])
+            return Counters(
+                a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14],
+            )
         }
     }
 }

@@ -4,8 +4,8 @@ import java.net.InetAddress
 import java.net.InetSocketAddress
 import java.nio.ByteBuffer
 
-/** Allowed or refused. */
-enum class Action { ALLOW, BLOCK }
+/** Allowed, refused, or (not a verdict) an allowed flow that failed upstream or was ended by the engine. */
+enum class Action { ALLOW, BLOCK, ERROR }
 
 /** The transport a verdict applied to. */
 enum class Protocol { TCP, UDP, DNS, ICMP }
@@ -14,11 +14,13 @@ enum class Protocol { TCP, UDP, DNS, ICMP }
 data class Rule(val list: String, val line: Int, val text: String)
 
 /**
- * One decision about one flow or DNS query, as the block log shows it.
+ * One decision about one flow or DNS query, as the block log shows it, or (action [Action.ERROR]) a failure.
  *
  * [reason] is the engine's stable code: `dns_query`, `dns_cname`, `tls_sni`, `http_host`, `ip_cidr`,
  * `dns_mapped_ip`, `dns_over_tls`, `flow_limit`, `icmp_unsupported` (allowed flows: `allow_rule`, `no_match`).
- * It is a string so reasons added to the engine reach the UI without a Kotlin change. [uid] is -1 if unknown.
+ * Errors: `connect_failed`, `upstream_reset`, `udp_failed`, `dns_failed`, `flow_evicted`, with [error] saying
+ * what happened. It is a string so reasons added to the engine reach the UI without a Kotlin change. [uid] is -1
+ * if unknown.
  * [peekJson] is the redacted summary of a refused plain-HTTP request (payload peek, when switched on), as JSON.
  */
 data class BlockEvent(
@@ -32,16 +34,18 @@ data class BlockEvent(
     val rule: Rule?,
     val uid: Int,
     val peekJson: String? = null,
+    val error: String? = null,
 )
 
 /**
- * Reads one event batch as written by `android/native/src/events.rs` (format version 2, big-endian):
+ * Reads one event batch as written by `android/native/src/events.rs` (format version 3, big-endian):
  * `u8 version, u32 count`, then per event `i64 time, u8 action, u8 protocol, addr src, addr dst, i32 uid,
- * str host, str reason, str ruleList, i32 ruleLine, str ruleText, str peekJson`; `addr = u8 len(4|16), bytes, u16 port`;
+ * str host, str reason, str ruleList, i32 ruleLine, str ruleText, str peekJson, str error`; `addr = u8 len(4|16),
+ * bytes, u16 port`;
  * `str = i32 len (-1 null), UTF-8`.
  */
 internal object EventDecoder {
-    private const val VERSION = 2
+    private const val VERSION = 3
     private val ACTIONS = Action.values()
     private val PROTOCOLS = Protocol.values()
 
@@ -67,7 +71,8 @@ internal object EventDecoder {
             val text = string(buf, batch, strings)
             val rule = if (list != null) Rule(list, line, text ?: "") else null
             val peek = string(buf, batch, null)
-            events.add(BlockEvent(time, action, protocol, src, dst, host, reason, rule, uid, peek))
+            val error = string(buf, batch, null)
+            events.add(BlockEvent(time, action, protocol, src, dst, host, reason, rule, uid, peek, error))
         }
         return events
     }

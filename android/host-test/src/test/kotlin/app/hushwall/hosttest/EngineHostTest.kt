@@ -157,9 +157,11 @@ class EngineHostTest {
         val callbacks = TestCallbacks(refuse = true)
         val acceptsBefore = upstreamAccepts()
         val engine = Engine.start(tunFd, config(), callbacks)
+        val events = ArrayList<BlockEvent>()
         val counters = try {
             val r = curl("https://allowed.test/blob.bin", "--resolve", "allowed.test:443:198.18.1.10")
             assertNotEquals(0, r.exit, "the connection must fail")
+            events.addAll(engine.pollEvents(waitMillis = 2_000))
             engine.counters()
         } finally {
             engine.stop()
@@ -167,6 +169,12 @@ class EngineHostTest {
         assertTrue(callbacks.tcpProtects >= 1, "protect was asked: ${callbacks.protectedTypes}")
         assertEquals(acceptsBefore, upstreamAccepts(), "nothing reached the server")
         assertTrue(counters.upstreamErrors >= 1, "$counters")
+        // The failure crossed JNI as an event: action ERROR, its reason, the host, and what went wrong.
+        val failure = events.firstOrNull { it.action == Action.ERROR }
+        assertNotNull(failure, "an error event: $events")
+        assertEquals("connect_failed", failure!!.reason)
+        assertEquals("allowed.test", failure.host)
+        assertTrue(!failure.error.isNullOrEmpty(), "$failure")
     }
 
     @Test

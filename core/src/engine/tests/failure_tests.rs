@@ -1,0 +1,210 @@
+//! Engine tests of what happens when the network fails or the flow tables fill: every failure of an allowed
+//! flow reaches the phone at once (RST, ICMP, SERVFAIL) and is reported as an `error` event; idle flows make room
+//! at the caps; half-open connections end.
+
+use super::*;
+
+/// The events with action `error`, as (reason, host, error text).
+fn failures(pair: &mut Pair) -> Vec<(Reason, Option<String>, String)> {
+    pair.events()
+        .into_iter()
+        .filter(|e| e.action == Action::Error)
+        .map(|e| (e.reason, e.host, e.error.unwrap_or_default()))
+        .collect()
+}
+
+/// A forwarding flow to `NORMAL:80` like `forwarding_flow`, for the newest dial.
+fn open_forwarding(pair: &mut Pair) -> (SocketHandle, FlowId) {
+    let h = pair.connect(NORMAL, 80);
+    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    pair.drive();
+    let (flow, _) = *pair.up.connects.last().expect("dialled");
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    // Let delayed ACKs go out, so no retransmission later counts as activity.
+    pair.wait(Duration::from_millis(100));
+    (h, flow)
+}
+
+#[test]
+fn refused_connect_resets_the_phone_and_is_an_error_event() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 80);
+    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    pair.drive();
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()), &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let (reason, host, error) = &failures[0];
+    assert_eq!(*reason, Reason::ConnectFailed);
+    assert_eq!(host.as_deref(), Some("www.example.org"));
+    assert!(error.contains("refused"), "{error}");
+    assert_eq!(pair.engine.stats().upstream_errors, 1);
+    assert_eq!(pair.up.closed, vec![(flow, true)]);
+}
+
+#[test]
+fn connect_timeout_is_an_error_event() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 22);
+    pair.wait(pair.engine.config.connect_timeout);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at the deadline");
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::ConnectFailed);
+    assert!(failures[0].2.contains("no answer within"), "{failures:?}");
+    let (first, _) = pair.up.connects[0];
+    assert_eq!(pair.up.closed.first(), Some(&(first, true)), "its upstream socket closed");
+}
+
+#[test]
+fn server_reset_is_an_error_event() {
+    let mut pair = Pair::new();
+    let (h, flow) = open_forwarding(&mut pair);
+    pair.events();
+    pair.up.reset.insert(flow);
+    pair.engine.on_upstream_readable(flow);
+    pair.engine.poll(pair.now, &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::UpstreamReset);
+    assert_eq!(failures[0].1.as_deref(), Some("www.example.org"));
+}
+
+#[test]
+fn unanswered_dns_is_an_error_event_but_a_blocked_names_learning_query_is_not() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("slow.example.org"));
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert_eq!(pair.up.udp_sent.len(), 2, "the query and the learning copy went upstream");
+    pair.take_out();
+    pair.events();
+    pair.now += pair.engine.config.dns_timeout;
+    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    assert_eq!(pair.take_out().len(), 1, "one SERVFAIL: the blocked name was already answered NXDOMAIN");
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::DnsFailed);
+    assert_eq!(failures[0].1.as_deref(), Some("slow.example.org"));
+    assert!(failures[0].2.contains("198.18.0.1:53"), "names the resolver: {failures:?}");
+}
+
+#[test]
+fn dns_socket_error_fails_waiting_queries_with_events() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    pair.events();
+    let dns_flow = pair.up.udp_sent[0].0;
+    pair.engine.on_udp_error(pair.now, dns_flow, io::ErrorKind::ConnectionRefused.into());
+    assert_eq!(udp_payload(&pair.take_out()[0])[3] & 0x0f, 2, "SERVFAIL at once");
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::DnsFailed);
+    assert!(failures[0].2.contains("refused"), "{failures:?}");
+}
+
+#[test]
+fn udp_that_cannot_be_opened_is_refused_and_reported() {
+    let mut pair = Pair::new();
+    pair.up.fail_udp_open = true;
+    pair.udp(NORMAL, 7, b"ping");
+    let out = pair.take_out();
+    assert_eq!(out.len(), 1, "ICMP refusal");
+    assert_eq!(pair.engine.stats().udp_active, 0);
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::UdpFailed);
+    assert!(!failures[0].2.is_empty());
+}
+
+#[test]
+fn udp_socket_error_is_reported() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 7, b"ping");
+    let flow = pair.up.udp_opened[0].0;
+    pair.engine.on_udp_error(pair.now, flow, io::ErrorKind::ConnectionRefused.into());
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::UdpFailed);
+}
+
+// Regression (SYN flood, RELIABILITY.md): a dialled flow whose phone never answered the SYN|ACK released after the
+// upstream connected kept its upstream connection forever (smoltcp retransmits the SYN|ACK without end).
+#[test]
+fn dialled_flow_whose_phone_never_completes_the_handshake_ends() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
+    let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
+    pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    assert_eq!(pair.take_out().len(), 1, "SYN|ACK released");
+    // Nobody answers (no phone in this test): the engine's SYN|ACK retransmissions go nowhere.
+    for _ in 0..5 {
+        pair.now += Duration::from_secs(1);
+        pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.take_out();
+    }
+    assert_eq!(pair.engine.stats().tcp_active, 1, "some patience for a slow phone");
+    for _ in 0..6 {
+        pair.now += Duration::from_secs(1);
+        pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.take_out();
+    }
+    assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow ended");
+    assert_eq!(pair.up.closed, vec![(id, true)], "and its upstream connection");
+}
+
+#[test]
+fn a_full_tcp_table_evicts_the_longest_idle_flow() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_tcp_flows = 2;
+    let (old, old_flow) = open_forwarding(&mut pair);
+    pair.wait(Duration::from_secs(30));
+    let (recent, _) = open_forwarding(&mut pair);
+    pair.wait(Duration::from_secs(31));
+    pair.events();
+    // `old` has been quiet for 61 s, `recent` for 31 s: `old` makes room.
+    let (new, _) = open_forwarding(&mut pair);
+    assert_eq!(pair.phone_tcp(new).state(), tcp::State::Established, "the new connection is served");
+    assert_eq!(pair.phone_tcp(old).state(), tcp::State::Closed, "the idle one was reset");
+    assert_eq!(pair.phone_tcp(recent).state(), tcp::State::Established, "the recent one is untouched");
+    assert!(pair.up.closed.contains(&(old_flow, true)), "its upstream closed: {:?}", pair.up.closed);
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::FlowEvicted);
+    assert_eq!(pair.engine.stats().flows_evicted, 1);
+    assert_eq!(pair.engine.stats().tcp_active, 2);
+    // Nobody has been quiet for a minute now: the next connection is refused, nothing evicted.
+    let refused = pair.connect(NORMAL, 80);
+    assert_eq!(pair.phone_tcp(refused).state(), tcp::State::Closed, "refused at the cap");
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason, Reason::FlowLimit);
+    assert_eq!(pair.phone_tcp(recent).state(), tcp::State::Established);
+}
+
+#[test]
+fn a_full_udp_table_evicts_the_longest_idle_flow() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_udp_flows = 2;
+    pair.udp(NORMAL, 7, b"a");
+    pair.udp(NORMAL, 8, b"b");
+    pair.now += Duration::from_secs(16);
+    pair.udp(NORMAL, 8, b"b again");
+    pair.udp(NORMAL, 9, b"c");
+    assert_eq!(pair.up.udp_opened.len(), 3, "the new flow was opened");
+    let failures = failures(&mut pair);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, Reason::FlowEvicted);
+    assert!(pair.take_out().is_empty(), "no refusal");
+    // Both remaining flows are busy: the next one is refused with ICMP, nothing evicted.
+    pair.udp(NORMAL, 10, b"d");
+    assert_eq!(pair.up.udp_opened.len(), 3);
+    assert_eq!(pair.take_out().len(), 1, "ICMP refusal");
+    let events = pair.events();
+    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::FlowLimit]);
+    assert_eq!(pair.engine.stats().udp_active, 2);
+}
