@@ -5,7 +5,7 @@
 #
 # 1. the flood tests and a mixed soak of SOAK_SECONDS (tests/tests/reliability.rs) with their figures printed,
 # 2. every fuzz target for FUZZ_SECONDS_PER_TARGET (fuzz/run.sh).
-# Needs root (like tests/run.sh). CI runs the same tests with a 20 s soak and 30 s per fuzz target instead.
+# Needs root (like tests/run.sh). CI runs the same tests with a 20 s soak and 60 s per fuzz target instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 soak=${1:-600}
@@ -16,7 +16,7 @@ export HUSHWALL_BIN=${HUSHWALL_BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release/hus
 cargo build --release -p hushwall
 log=$(mktemp /tmp/hushwall-soak-XXXXXX.log)
 echo "==> reliability tests with a ${soak}s soak (figures in $log)" >&2
-# --include-ignored: also the SYN flood, which CI skips while its open finding stands (RELIABILITY.md §8).
+# --include-ignored: also tests too slow for every CI run, if any are marked so.
 HUSHWALL_SOAK_SECS=$soak cargo test --release -p hushwall-tests --test reliability --test leaks --test restart -- \
     --include-ignored --test-threads=1 --nocapture 2>&1 | tee "$log"
 grep '^FIGURES' "$log" >&2 || true

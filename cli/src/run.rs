@@ -58,6 +58,14 @@ pub struct RunArgs {
     /// Repeatable.
     #[arg(long = "block-uid", value_name = "UID")]
     block_uids: Vec<u32>,
+    /// At most N concurrent TCP flows (each holds up to 2 × 256 KiB of buffers while busy); past it, the flow
+    /// quiet for longest is closed to make room if it has been quiet for 60 s, else the new one is refused.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_tcp_flows: u32,
+    /// At most N concurrent UDP flows (each holds one socket); past it, the flow quiet for longest is closed to
+    /// make room if it has been quiet for 15 s, else the new one is refused.
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_udp_flows: u32,
     /// How events are attributed to a user (UID): `proc-net` reads /proc/net/{tcp,udp}[6] (for clients on this
     /// machine, like apps on a phone); `none` for a gateway whose clients are other machines.
     #[arg(long, value_enum, default_value_t = UidLookup::ProcNet)]
@@ -122,6 +130,8 @@ pub fn run(args: RunArgs) -> Result<(), String> {
         random_seed: random_seed(),
         peek: args.peek,
         capture: capture.clone(),
+        max_tcp_flows: args.max_tcp_flows as usize,
+        max_udp_flows: args.max_udp_flows as usize,
         ..EngineConfig::default()
     };
     let platform = Platform {

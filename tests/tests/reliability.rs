@@ -302,6 +302,44 @@ fn flood_udp_small_packets() {
     finish(&mut tb);
 }
 
+/// Flow caps with eviction (`--max-tcp-flows 20 --max-udp-flows 20`): one app fills both flow tables and goes
+/// quiet. New flows are refused at once (never left hanging) while the quiet ones are fresh; once they have been
+/// quiet long enough (15 s UDP, 60 s TCP) the longest-quiet flow is closed to make room, a `flow_evicted` event
+/// says so, and the new flow is served. The other held connections are untouched.
+#[test]
+fn idle_flows_make_room_at_the_caps() {
+    let options = Options::engine().engine_arg("--max-tcp-flows").engine_arg("20");
+    let mut tb = Testbed::start(options.engine_arg("--max-udp-flows").engine_arg("20"));
+    let _hold = tb.start_hold_server(&[Family::V4.normal()]);
+    let port = HOLD_PORT.to_string();
+    let mut victims = tb.flood_background("victims", &["tcp", Family::V4.normal(), &port, "20", "75"]);
+    victims.wait_for_log("\"phase\": \"holding\"", Duration::from_secs(30));
+    let held_since = Instant::now();
+    let u = tb.flood(&["udp", Family::V4.normal(), &ECHO_PORT.to_string(), "20", "20", "16"], Duration::from_secs(60));
+    assert_eq!(num(&u, "flows_echoed"), 20, "{u}");
+    // Both tables are full of fresh flows: refused at once.
+    let udp = tb.udp_echo(Family::V6.normal(), ECHO_PORT);
+    assert_eq!(udp.result, "refused", "UDP past a full table of fresh flows: {:?}", udp.raw);
+    let tcp = tb.tcp_banner(Family::V6.normal(), BANNER_PORT);
+    assert!(matches!(tcp.result.as_str(), "refused" | "reset"), "TCP past a full table: {:?}", tcp.raw);
+    // The UDP flows have been quiet for 15 s: the oldest makes room.
+    std::thread::sleep(Duration::from_secs(16));
+    let udp = tb.udp_echo(Family::V6.normal(), ECHO_PORT);
+    assert_eq!(udp.result, "echo", "UDP once quiet flows can make room: {:?}", udp.raw);
+    // The held TCP connections have been quiet for 60 s: the oldest makes room for an HTTPS fetch.
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(held_since.elapsed()));
+    let f = tb.curl_resolved("https", NORMAL_NAME, Family::V4.normal(), "/", Family::V4);
+    assert_eq!(f.http_code, 200, "HTTPS once quiet flows can make room: {}", f.run);
+    victims.wait_for_log("\"phase\": \"done\"", Duration::from_secs(60));
+    let held = victims.log_text();
+    assert!(held.contains("\"alive_after_hold\": 19"), "exactly one held connection made room: {held}");
+    let events = finish(&mut tb);
+    assert_eq!(failures(&events, "flow_evicted", HOLD_PORT).len(), 1, "{}", pretty(&events.iter().collect::<Vec<_>>()));
+    assert_eq!(failures(&events, "flow_evicted", ECHO_PORT).len(), 1, "{}", pretty(&events.iter().collect::<Vec<_>>()));
+    let limited = events.iter().filter(|e| e["reason"] == "flow_limit").count();
+    assert_eq!(limited, 2, "the two refusals while the flows were fresh");
+}
+
 /// A mixed soak: HTTPS downloads, DNS, UDP, blocked attempts and connection churn in a loop for
 /// `HUSHWALL_SOAK_SECS` (default 20 s), sampling the engine. Nothing fails, nothing leaks, memory stays flat.
 #[test]

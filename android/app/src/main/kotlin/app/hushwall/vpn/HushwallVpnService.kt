@@ -297,12 +297,18 @@ class HushwallVpnService : VpnService() {
             try {
                 while (!Thread.currentThread().isInterrupted) {
                     val events = engine.pollEvents(max = 512, waitMillis = 5_000)
-                    if (events.isNotEmpty()) {
-                        store.insert(events.filter { it.action == app.hushwall.engine.Action.BLOCK }, prefs.peek)
-                        blockedSinceStart += events.size
-                        lastBlockedHost = events.last().host ?: lastBlockedHost
+                    val blocks = events.filter { it.action == app.hushwall.engine.Action.BLOCK }
+                    if (blocks.isNotEmpty()) {
+                        store.insert(blocks, prefs.peek)
+                        blockedSinceStart += blocks.size
+                        lastBlockedHost = blocks.last().host ?: lastBlockedHost
                         service.onEvents()
                     }
+                    // Upstream failures are not blocks: they go to logcat (a few per batch), not the block log.
+                    events.asSequence()
+                        .filter { it.action == app.hushwall.engine.Action.ERROR }
+                        .take(ERRORS_LOGGED_PER_BATCH)
+                        .forEach { Log.w(TAG, "${it.reason} ${it.host ?: it.dst}: ${it.error}") }
                     val now = SystemClock.elapsedRealtime()
                     if (now >= nextPrune) {
                         store.prune()
@@ -463,6 +469,8 @@ class HushwallVpnService : VpnService() {
         private const val NOTIFICATION_ID = 1
         private const val NOTIFY_INTERVAL_MS = 5_000L
         private const val PRUNE_INTERVAL_MS = 60L * 60 * 1000
+        /** Upstream failures written to logcat per event batch; the rest only count (Counters.upstreamErrors). */
+        private const val ERRORS_LOGGED_PER_BATCH = 5
 
         /** Whether the VPN is up, for the screens and the tile (same process). */
         @Volatile
