@@ -18,7 +18,7 @@ secs=${1:-30}
 shift || true
 targets=("$@")
 if ((${#targets[@]} == 0)); then
-    targets=(packet engine dns tls http policy)
+    targets=(packet engine dns tls http quic policy)
 fi
 
 host=$(rustc -vV | sed -n 's/^host: //p')

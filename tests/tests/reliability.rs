@@ -72,8 +72,9 @@ fn assert_rss_near(baseline: Usage, now: Usage, what: &str) {
     );
 }
 
-/// The most memory the TCP flow cap allows: every flow's two smoltcp buffers (128 KiB each), plus 128 MiB.
-const RSS_CAP_KIB: u64 = MAX_TCP_FLOWS * 2 * 128 + 128 * 1024;
+/// The most memory the TCP flow cap allows: every flow's smoltcp buffers full (256 KiB to the phone, 48 segments
+/// of 1460 bytes from it: `EngineConfig::tcp_buffer_size`, `tcp_receive_window_segments`), plus 128 MiB.
+const RSS_CAP_KIB: u64 = MAX_TCP_FLOWS * (256 + 48 * 1460 / 1024) + 128 * 1024;
 
 fn report(what: &str, fields: &[(&str, String)]) {
     let text: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();

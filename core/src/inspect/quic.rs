@@ -454,14 +454,15 @@ fn as_tls_records(handshake: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Builds protected client Initial packets, for tests of this module and of the engine.
-#[cfg(test)]
-pub(crate) mod seal {
+/// Builds protected client Initial packets, for tests of this module and of the engine, and for the `quic` fuzz
+/// target (feature `quic-seal`), which needs valid Initials to reach frame parsing past the AEAD.
+#[cfg(any(test, feature = "quic-seal"))]
+pub mod seal {
     use super::*;
 
     /// A protected client Initial: `frames` (plaintext) padded with PADDING so the packet is `size` bytes, with a
     /// 4-byte packet number and an empty SCID and token.
-    pub(crate) fn client_initial(version: u32, dcid: &[u8], pn: u32, frames: &[u8], size: usize) -> Vec<u8> {
+    pub fn client_initial(version: u32, dcid: &[u8], pn: u32, frames: &[u8], size: usize) -> Vec<u8> {
         let first = match version {
             VERSION_2 => 0xd3,
             _ => 0xc3,
@@ -483,7 +484,7 @@ pub(crate) mod seal {
 
     /// Encrypts `payload` under `header` (unprotected, ending with a 4-byte packet number at `pn_offset`) and
     /// applies header protection.
-    pub(crate) fn protect(
+    pub fn protect(
         version: u32,
         dcid: &[u8],
         header: &[u8],
@@ -508,7 +509,7 @@ pub(crate) mod seal {
     }
 
     /// A CRYPTO frame.
-    pub(crate) fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
+    pub fn crypto_frame(offset: u64, data: &[u8]) -> Vec<u8> {
         let mut f = vec![0x06];
         f.extend_from_slice(&(0x8000_0000u32 | offset as u32).to_be_bytes());
         f.extend_from_slice(&(0x4000u16 | data.len() as u16).to_be_bytes());
