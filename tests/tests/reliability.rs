@@ -13,7 +13,7 @@ use hushwall_tests::proc::{run, Run};
 use hushwall_tests::reliability::{eventually, num, usage, Sampler, Usage, HOLD_PORT};
 use hushwall_tests::testbed::{EngineConfig, TempDir};
 use hushwall_tests::topology::*;
-use hushwall_tests::{hushwall_bin, Family, Netns, Options, Testbed};
+use hushwall_tests::{hushwall_bin, Dig, Family, Netns, Options, Testbed};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -352,6 +352,7 @@ fn soak_mixed() {
     let sampler = Sampler::start(tb.engine_pid().expect("engine"));
     let end = Instant::now() + Duration::from_secs(secs);
     let mut rounds = 0u64;
+    let mut dns_retries = 0u64;
     let mut samples: Vec<Usage> = Vec::new();
     let port = HOLD_PORT.to_string();
     while Instant::now() < end {
@@ -361,9 +362,20 @@ fn soak_mixed() {
         let mut churn = tb.flood_background("churn", &["tcp", fam.normal(), &port, "300", "0"]);
         let big = tb.curl_resolved("https", NORMAL_NAME, fam.normal(), "/big", fam);
         assert_eq!(big.http_code, 200, "round {rounds}: {}", big.run);
-        let d = tb.dig(&[NORMAL_NAME, fam.rtype()]);
-        assert_eq!(d.addresses(fam.rtype()), vec![fam.normal().to_string()], "round {rounds}: {}", d.run);
-        let b = tb.dig(&[TELEMETRY_NAME, fam.rtype()]);
+        // One try, then (counted) a second: while 300 connections churn beside it, the kernel's tun queue may drop
+        // the query datagram before the engine sees it, and resolvers retry. Retries must stay rare (below).
+        let mut dig_retrying = |args: &[&str], answered: &dyn Fn(&Dig) -> bool| {
+            let first = tb.dig(args);
+            if answered(&first) {
+                return first;
+            }
+            dns_retries += 1;
+            tb.dig(args)
+        };
+        let normal = [fam.normal().to_string()];
+        let d = dig_retrying(&[NORMAL_NAME, fam.rtype()], &|d: &Dig| d.addresses(fam.rtype()) == normal);
+        assert_eq!(d.addresses(fam.rtype()), normal, "round {rounds}: {}", d.run);
+        let b = dig_retrying(&[TELEMETRY_NAME, fam.rtype()], &|d: &Dig| d.status.as_deref() == Some("NXDOMAIN"));
         assert_eq!(b.status.as_deref(), Some("NXDOMAIN"), "round {rounds}: {}", b.run);
         let blocked = tb.curl_resolved("https", TELEMETRY_NAME, fam.telemetry(), "/", fam);
         assert_eq!(blocked.http_code, 0, "round {rounds}: blocked fetch got an answer: {}", blocked.run);
@@ -381,6 +393,7 @@ fn soak_mixed() {
         &[
             ("secs", secs.to_string()),
             ("rounds", rounds.to_string()),
+            ("dns_retries", dns_retries.to_string()),
             ("baseline", format!("{baseline:?}")),
             ("peak", format!("{peak:?}")),
             ("samples", n.to_string()),
@@ -389,6 +402,7 @@ fn soak_mixed() {
         ],
     );
     assert!(rounds >= 1);
+    assert!(dns_retries <= 1 + rounds * 2 / 20, "{dns_retries} DNS retries in {rounds} rounds (2 queries each)");
     // No growth over the soak: the last rounds use no more memory than the early ones (plus slack).
     if samples.len() >= 4 {
         let early = samples[..2].iter().map(|u| u.rss_kib).max().unwrap_or(0);

@@ -484,14 +484,7 @@ pub mod seal {
 
     /// Encrypts `payload` under `header` (unprotected, ending with a 4-byte packet number at `pn_offset`) and
     /// applies header protection.
-    pub fn protect(
-        version: u32,
-        dcid: &[u8],
-        header: &[u8],
-        pn_offset: usize,
-        pn: u64,
-        payload: &[u8],
-    ) -> Vec<u8> {
+    pub fn protect(version: u32, dcid: &[u8], header: &[u8], pn_offset: usize, pn: u64, payload: &[u8]) -> Vec<u8> {
         let keys = client_initial_keys(version, dcid).unwrap();
         let cipher = Aes128Gcm::new(&GenericArray::from(keys.key));
         let nonce = GenericArray::from(nonce(&keys.iv, pn));
