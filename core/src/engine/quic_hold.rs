@@ -15,7 +15,6 @@
 
 use super::reply::Unreachable;
 use super::timers::Timer;
-use super::udp::UdpFlow;
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
@@ -192,17 +191,7 @@ impl Engine {
             self.quic_holds.insert(key, hold);
             return;
         }
-        let id = hold.id;
-        let sent = up.udp_open(id, server).and_then(|()| hold.datagrams.iter().try_for_each(|d| up.udp_send(id, d)));
-        if let Err(error) = sent {
-            up.udp_close(id);
-            self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
-            self.report_failure(now, Protocol::Udp, key, host.as_deref(), Reason::UdpFailed, error);
-            return;
-        }
-        self.stats.udp_flows += 1;
-        self.udp.insert(id, UdpFlow::new(client, server, now));
-        self.udp_keys.insert(key, id);
-        self.timers.arm(now + self.config.udp_idle_timeout, Timer::Udp(id));
+        let held = hold.datagrams.iter().map(Vec::as_slice);
+        self.open_udp_flow(now, packet, key, host.as_deref(), held, up);
     }
 }

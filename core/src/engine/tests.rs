@@ -419,14 +419,15 @@ fn allowed_http_is_spliced_both_ways_with_half_close() {
     assert_eq!(pair.up.closed, vec![(flow, false)], "upstream closed gracefully");
 }
 
-/// An established, forwarding flow to 198.18.1.1:80 (the request already passed upstream).
+/// An established, forwarding flow to 198.18.1.1:80 (the request already passed upstream), by the newest dial.
 fn forwarding_flow(pair: &mut Pair) -> (SocketHandle, FlowId) {
     let h = pair.connect(NORMAL, 80);
     pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
     pair.drive();
-    let (flow, _) = pair.up.connects[0];
+    let (flow, _) = *pair.up.connects.last().expect("dialled");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
-    pair.drive();
+    // Let delayed ACKs go out, so no retransmission later counts as activity.
+    pair.wait(Duration::from_millis(100));
     (h, flow)
 }
 

@@ -5,7 +5,7 @@
 
 use super::reply::Unreachable;
 use super::timers::Timer;
-use super::{AddressVerdict, Engine, FlowId, Upstream};
+use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::verdict::{Reason, Verdict};
 use std::io;
@@ -24,13 +24,6 @@ pub(crate) struct UdpFlow {
     client: SocketAddr,
     server: SocketAddr,
     last_active: Instant,
-}
-
-impl UdpFlow {
-    /// A flow that was active at `now`.
-    pub(crate) fn new(client: SocketAddr, server: SocketAddr, now: Instant) -> Self {
-        UdpFlow { client, server, last_active: now }
-    }
 }
 
 impl Engine {
@@ -81,11 +74,27 @@ impl Engine {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             return;
         }
+        self.open_udp_flow(now, packet, (client, server), host.as_deref(), [payload], up);
+    }
+
+    /// Opens the upstream socket of an allowed flow (under a new flow id), sends its first `datagrams` and enters it
+    /// in the NAT table. If the socket cannot be opened or sent on, the flow is refused with ICMP (quoting `packet`)
+    /// and reported.
+    pub(super) fn open_udp_flow<'a>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        (client, server): FlowKey,
+        host: Option<&str>,
+        datagrams: impl IntoIterator<Item = &'a [u8]>,
+        up: &mut impl Upstream,
+    ) {
         let id = self.new_flow_id();
-        if let Err(error) = up.udp_open(id, server).and_then(|()| up.udp_send(id, payload)) {
+        let sent = up.udp_open(id, server).and_then(|()| datagrams.into_iter().try_for_each(|d| up.udp_send(id, d)));
+        if let Err(error) = sent {
             up.udp_close(id);
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
-            self.report_failure(now, Protocol::Udp, (client, server), host.as_deref(), Reason::UdpFailed, error);
+            self.report_failure(now, Protocol::Udp, (client, server), host, Reason::UdpFailed, error);
             return;
         }
         self.stats.udp_flows += 1;
@@ -128,9 +137,7 @@ impl Engine {
         let Some((id, last_active)) = oldest.filter(|&(_, at)| at + EVICT_MIN_IDLE <= now) else {
             return true;
         };
-        if let Some(flow) = self.udp.remove(&id) {
-            self.udp_keys.remove(&(flow.client, flow.server));
-            up.udp_close(id);
+        if let Some(flow) = self.close_udp_flow(id, up) {
             let idle = now.saturating_duration_since(last_active).as_secs();
             let why = format!("flow table full; idle for {idle} s");
             self.report_failure(now, Protocol::Udp, (flow.client, flow.server), None, Reason::FlowEvicted, why);
@@ -148,9 +155,14 @@ impl Engine {
             self.timers.arm(expires, Timer::Udp(id));
             return;
         }
-        let key = (flow.client, flow.server);
-        self.udp.remove(&id);
-        self.udp_keys.remove(&key);
+        self.close_udp_flow(id, up);
+    }
+
+    /// Removes a flow from the NAT table and closes its upstream socket; the flow, if it was there.
+    fn close_udp_flow(&mut self, id: FlowId, up: &mut impl Upstream) -> Option<UdpFlow> {
+        let flow = self.udp.remove(&id)?;
+        self.udp_keys.remove(&(flow.client, flow.server));
         up.udp_close(id);
+        Some(flow)
     }
 }

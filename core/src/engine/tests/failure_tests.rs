@@ -13,18 +13,6 @@ fn failures(pair: &mut Pair) -> Vec<(Reason, Option<String>, String)> {
         .collect()
 }
 
-/// A forwarding flow to `NORMAL:80` like `forwarding_flow`, for the newest dial.
-fn open_forwarding(pair: &mut Pair) -> (SocketHandle, FlowId) {
-    let h = pair.connect(NORMAL, 80);
-    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
-    pair.drive();
-    let (flow, _) = *pair.up.connects.last().expect("dialled");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
-    // Let delayed ACKs go out, so no retransmission later counts as activity.
-    pair.wait(Duration::from_millis(100));
-    (h, flow)
-}
-
 #[test]
 fn refused_connect_resets_the_phone_and_is_an_error_event() {
     let mut pair = Pair::new();
@@ -62,7 +50,7 @@ fn connect_timeout_is_an_error_event() {
 #[test]
 fn server_reset_is_an_error_event() {
     let mut pair = Pair::new();
-    let (h, flow) = open_forwarding(&mut pair);
+    let (h, flow) = forwarding_flow(&mut pair);
     pair.events();
     pair.up.reset.insert(flow);
     pair.engine.on_upstream_readable(flow);
@@ -161,13 +149,13 @@ fn dialled_flow_whose_phone_never_completes_the_handshake_ends() {
 fn a_full_tcp_table_evicts_the_longest_idle_flow() {
     let mut pair = Pair::new();
     pair.engine.config.max_tcp_flows = 2;
-    let (old, old_flow) = open_forwarding(&mut pair);
+    let (old, old_flow) = forwarding_flow(&mut pair);
     pair.wait(Duration::from_secs(30));
-    let (recent, _) = open_forwarding(&mut pair);
+    let (recent, _) = forwarding_flow(&mut pair);
     pair.wait(Duration::from_secs(31));
     pair.events();
     // `old` has been quiet for 61 s, `recent` for 31 s: `old` makes room.
-    let (new, _) = open_forwarding(&mut pair);
+    let (new, _) = forwarding_flow(&mut pair);
     assert_eq!(pair.phone_tcp(new).state(), tcp::State::Established, "the new connection is served");
     assert_eq!(pair.phone_tcp(old).state(), tcp::State::Closed, "the idle one was reset");
     assert_eq!(pair.phone_tcp(recent).state(), tcp::State::Established, "the recent one is untouched");
