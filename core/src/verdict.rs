@@ -40,6 +40,13 @@ pub enum Reason {
     DnsMappedIp,
     /// DNS-over-TLS (port 853) is refused so that DNS filtering cannot be bypassed.
     DnsOverTls,
+    /// The client's first bytes are TLS or HTTP whose host cannot be read (malformed, truncated at the
+    /// inspection limit, over the parser's limits), or a client on a port where clients speak first sent
+    /// nothing to judge: refused rather than let through unjudged.
+    Uninspectable,
+    /// The destination is not a host on the network: loopback, unspecified, link-local, multicast or
+    /// broadcast (after mapping `::ffff:a.b.c.d` to `a.b.c.d`). Dialling it would reach the device itself.
+    LocalDestination,
     /// Too many concurrent flows; the new one is refused.
     FlowLimit,
     /// ICMP echo is not forwarded.
@@ -73,6 +80,8 @@ impl Reason {
             Reason::IpCidr => "ip_cidr",
             Reason::DnsMappedIp => "dns_mapped_ip",
             Reason::DnsOverTls => "dns_over_tls",
+            Reason::Uninspectable => "uninspectable",
+            Reason::LocalDestination => "local_destination",
             Reason::FlowLimit => "flow_limit",
             Reason::IcmpUnsupported => "icmp_unsupported",
             Reason::AllowRule => "allow_rule",

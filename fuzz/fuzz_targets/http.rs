@@ -14,6 +14,6 @@ fuzz_target!(|data: &[u8]| {
     }
     match sniff_stream(data) {
         StreamSniff::HttpHost(host) => assert_eq!(scan, HttpScan::Host(host)),
-        StreamSniff::NeedMore | StreamSniff::TlsSni(_) | StreamSniff::Unknown => {}
+        StreamSniff::NeedMore | StreamSniff::TlsSni(_) | StreamSniff::Unknown | StreamSniff::Uninspectable => {}
     }
 });

@@ -21,6 +21,6 @@ fuzz_target!(|data: &[u8]| {
     }
     match sniff_stream(data) {
         StreamSniff::TlsSni(name) => assert_eq!(first, ClientHelloScan::Sni(name)),
-        StreamSniff::NeedMore | StreamSniff::HttpHost(_) | StreamSniff::Unknown => {}
+        StreamSniff::NeedMore | StreamSniff::HttpHost(_) | StreamSniff::Unknown | StreamSniff::Uninspectable => {}
     }
 });

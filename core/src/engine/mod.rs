@@ -106,7 +106,9 @@ pub struct EngineConfig {
     /// engine reads them; if the windows of the busy flows add up to more than that queue, the kernel drops
     /// packets there and the phone's TCP backs off hard. 48 lets about ten flows upload at full speed at once.
     pub tcp_receive_window_segments: usize,
-    /// How long to wait for a client's first bytes (SNI, Host) before deciding by address alone.
+    /// How long to wait for a client's first bytes (SNI, Host) before dialling by address, on ports other than
+    /// the web ports (where a silent client is never dialled). The client's bytes are still judged before any
+    /// is forwarded.
     pub sniff_timeout: Duration,
     /// How long an upstream TCP connect may take.
     pub connect_timeout: Duration,
@@ -437,10 +439,24 @@ impl Engine {
         verdict_of(self.policy.check_name(name), block_reason)
     }
 
-    /// Judges a destination address by CIDR rules and the names DNS answers mapped to it.
+    /// Judges a destination address by CIDR rules and the names DNS answers mapped to it. `::ffff:a.b.c.d` is
+    /// judged as `a.b.c.d`. A blocked range yields to an allow rule for a name DNS mapped to the address
+    /// (Xiaomi's essential services may share Alibaba's addresses with its telemetry), never to a name that is
+    /// merely not blocked.
     fn address_verdict(&self, now: Instant, dst: IpAddr) -> AddressVerdict {
+        let dst = dst.to_canonical();
         match self.policy.check_ip(dst) {
             Decision::NoMatch => {}
+            Decision::Blocked(rule) => {
+                let allowed = self.dns_cache.names_for(dst, now).find_map(|name| match self.policy.check_name(name) {
+                    Decision::Allowed(rule) => Some(rule),
+                    Decision::Blocked(_) | Decision::NoMatch => None,
+                });
+                return AddressVerdict::Decided(match allowed {
+                    Some(rule) => Verdict { action: Action::Allow, reason: Reason::AllowRule, rule: Some(rule) },
+                    None => Verdict { action: Action::Block, reason: Reason::IpCidr, rule: Some(rule) },
+                });
+            }
             decided => return AddressVerdict::Decided(verdict_of(decided, Reason::IpCidr)),
         }
         let mut blocked: Option<(&str, RuleRef)> = None;
@@ -463,6 +479,11 @@ impl Engine {
             (Some(_), Some(name)) => AddressVerdict::Shared(name.to_owned()),
             (None, name) => AddressVerdict::Unknown(name.map(str::to_owned)),
         }
+    }
+
+    /// Whether DNS answers have mapped any name to `dst` (still valid at `now`).
+    fn knows_names(&self, now: Instant, dst: IpAddr) -> bool {
+        self.dns_cache.names_for(dst.to_canonical(), now).next().is_some()
     }
 
     /// Records a verdict as an event (blocks always, allows when configured) and counts blocks.

@@ -4,27 +4,37 @@
 //! either dials at once with the SYN|ACK held back until the upstream answers ([`Phase::Dialing`]), or completes
 //! the handshake locally and reads the client's first bytes to learn the TLS SNI or HTTP Host before it decides
 //! and dials ([`Phase::Sniffing`]): that way a blocked server never receives a packet.
+//!
+//! The client's first bytes are always judged before any of them is forwarded. On the ports where clients speak
+//! first (web ports) a silent client is never dialled: after [`CLIENT_FIRST_WAIT`] it is reset. On other ports a
+//! client silent for [`EngineConfig::sniff_timeout`](super::EngineConfig::sniff_timeout) is dialled by address
+//! (the server may speak first), but its direction stays shut ([`ClientGate`]) until its first bytes are judged:
+//! a late ClientHello or request naming a blocked host resets both sides, and that server has seen a TCP
+//! handshake but no byte of the client's. TLS or HTTP whose host cannot be read is refused
+//! ([`Reason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
 use super::packet::TcpSummary;
 use super::reply;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, Upstream};
 use crate::event::Protocol;
+use crate::inspect::tls::MAX_CLIENT_HELLO_STREAM_LEN;
 use crate::inspect::{sniff_stream, StreamSniff};
 use crate::verdict::{Reason, Verdict};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{Socket, State};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 mod peek;
 pub(crate) use peek::PeekState;
 
-/// The most client bytes read to find a ClientHello or request headers.
-const SNIFF_MAX: usize = 16 * 1024;
+/// The most client bytes read to find a ClientHello or request headers: the largest ClientHello the TLS reader
+/// accepts. A head still incomplete at this size (or at the receive buffer's size, if smaller) is refused.
+const SNIFF_MAX: usize = MAX_CLIENT_HELLO_STREAM_LEN;
 /// Once a client has started sending, how long it has to complete its ClientHello or request headers.
-const SNIFF_COMPLETE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const SNIFF_COMPLETE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dialled flow's phone side has to answer the SYN|ACK once the upstream connected.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At the flow cap, a connection quiet for at least this long is closed to make room for a new one; busier ones
@@ -33,6 +43,12 @@ const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
 /// Ports whose protocols have the server speak first: waiting for client bytes would only add delay, so these
 /// are judged by address and dialled at once (FTP, SSH, Telnet, SMTP, POP3, IMAP, submission, MySQL, VNC).
 const SERVER_FIRST_PORTS: [u16; 9] = [21, 22, 23, 25, 110, 143, 587, 3306, 5900];
+/// Ports whose protocols have the client speak first (HTTP, HTTPS and their alternates): a connection here is
+/// never dialled before the client's first bytes are judged, however long they take.
+const CLIENT_FIRST_PORTS: [u16; 4] = [80, 443, 8080, 8443];
+/// How long a client on a [`CLIENT_FIRST_PORTS`] port may stay silent before it is reset (browsers keep
+/// preconnected sockets unused for up to 10 s).
+pub(super) const CLIENT_FIRST_WAIT: Duration = Duration::from_secs(15);
 /// DNS over TCP is answered by the engine's own DNS forwarder.
 const DNS_PORT: u16 = 53;
 /// DNS over TLS.
@@ -63,6 +79,17 @@ pub(crate) enum Phase {
     },
 }
 
+/// Whether a connected flow passes the client's bytes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientGate {
+    /// The client's first bytes were judged (or an explicit allow rule decided): bytes flow.
+    Open,
+    /// Dialled before the client sent anything: its bytes wait until judged; the server's pass.
+    Shut,
+    /// Shut, and the client has started sending: it has [`SNIFF_COMPLETE_TIMEOUT`] to complete its head.
+    Reading,
+}
+
 /// One TCP connection from the phone.
 #[derive(Debug)]
 pub(crate) struct TcpFlow {
@@ -74,8 +101,11 @@ pub(crate) struct TcpFlow {
     host: Option<String>,
     /// When the current phase times out (sniffing, connecting).
     deadline: Option<Instant>,
-    /// The verdict if sniffing finds no host name (set when the address alone says block).
+    /// The verdict if sniffing finds no host name (set when the address alone says block). A name overrides it
+    /// unless it is an `ip_cidr` block, which only an allow rule for the name lifts.
     fallback: Option<Verdict>,
+    /// Whether the client's bytes may pass upstream yet.
+    gate: ClientGate,
     /// An upstream socket was requested and not yet closed.
     upstream_open: bool,
     /// The upstream socket may have bytes to read.
@@ -109,6 +139,7 @@ impl TcpFlow {
             host,
             deadline: None,
             fallback: None,
+            gate: ClientGate::Shut,
             upstream_open: false,
             upstream_readable: false,
             upstream_writable: false,
@@ -156,12 +187,17 @@ impl Engine {
         seg: &TcpSummary,
         up: &mut impl Upstream,
     ) {
+        if is_local_destination(server.ip()) {
+            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::LocalDestination));
+            return;
+        }
         if let Some(uid) = self.blocked_app(Protocol::Tcp, client, server, up) {
             self.send_reset(client, server, seg);
             self.report_app_blocked(now, Protocol::Tcp, client, server, uid);
             return;
         }
         let server_first = SERVER_FIRST_PORTS.contains(&server.port());
+        let mut gate = ClientGate::Shut;
         let (phase, host, fallback) = if server.port() == DNS_PORT {
             (Phase::Dns { pending: 0 }, None, None)
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
@@ -169,6 +205,13 @@ impl Engine {
             return;
         } else {
             match self.address_verdict(now, server.ip()) {
+                // A blocked range, and DNS has told us no name for the address: the ClientHello or request may
+                // name an allow-listed service hosted there (issue 14.2).
+                AddressVerdict::Decided(verdict)
+                    if verdict.reason == Reason::IpCidr && !server_first && !self.knows_names(now, server.ip()) =>
+                {
+                    (Phase::Sniffing { started: false }, None, Some(verdict))
+                }
                 AddressVerdict::Decided(verdict) if verdict.is_block() => {
                     self.refuse_tcp(now, client, server, seg, None, &verdict);
                     return;
@@ -177,7 +220,11 @@ impl Engine {
                     self.refuse_tcp(now, client, server, seg, Some(&host), &verdict);
                     return;
                 }
-                AddressVerdict::Decided(_) => (Phase::Dialing, None, None),
+                // An allow rule (for the range, or for a name DNS mapped to it) wins over everything.
+                AddressVerdict::Decided(_) => {
+                    gate = ClientGate::Open;
+                    (Phase::Dialing, None, None)
+                }
                 AddressVerdict::MappedBlocked(verdict, host) => {
                     (Phase::Sniffing { started: false }, Some(host), Some(verdict))
                 }
@@ -217,10 +264,14 @@ impl Engine {
         self.stats.tcp_flows += 1;
         let mut flow = TcpFlow::new(handle, client, server, phase, host, now);
         flow.fallback = fallback;
+        flow.gate = gate;
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
         match phase {
             Phase::Dialing => self.dial(now, id, up),
+            Phase::Sniffing { .. } if CLIENT_FIRST_PORTS.contains(&server.port()) => {
+                self.set_deadline(id, now + CLIENT_FIRST_WAIT);
+            }
             Phase::Sniffing { .. } => self.set_deadline(id, now + self.config.sniff_timeout),
             _ => {}
         }
@@ -270,7 +321,9 @@ impl Engine {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        match up.tcp_connect(id, flow.server) {
+        // Dial `a.b.c.d` for `::ffff:a.b.c.d`: what the policy judged, and never through a dual-stack socket.
+        let target = SocketAddr::new(flow.server.ip().to_canonical(), flow.server.port());
+        match up.tcp_connect(id, target) {
             Ok(()) => {
                 flow.upstream_open = true;
                 self.set_deadline(id, now + self.config.connect_timeout);
@@ -343,7 +396,7 @@ impl Engine {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
-            Phase::Sniffing { .. } => self.finish_sniff(now, id, None, up),
+            Phase::Sniffing { .. } => self.sniff_at_deadline(now, id, up),
             Phase::Dialing | Phase::Connecting => {
                 let why = format!("no answer within {:?}", self.config.connect_timeout);
                 self.fail_tcp_flow(now, id, Reason::ConnectFailed, why);
@@ -355,6 +408,7 @@ impl Engine {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
+            Phase::Forwarding if flow.gate == ClientGate::Reading => self.judge_late_bytes(now, id, true),
             Phase::Forwarding | Phase::Dns { .. } | Phase::Refused => {}
         }
     }
@@ -365,14 +419,20 @@ impl Engine {
             return;
         };
         flow.last_active = now;
-        let (phase, handle) = (flow.phase, flow.handle);
+        let (phase, handle, gate) = (flow.phase, flow.handle, flow.gate);
         // Back in LISTEN means the client reset the handshake: nothing to sniff or splice, only to retire.
         if self.stack.tcp(handle).state() != State::Listen {
             match phase {
                 Phase::Sniffing { .. } => self.sniff(now, id, up),
                 Phase::Forwarding => {
-                    if let Err(error) = self.splice(id, up) {
-                        self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+                    if gate != ClientGate::Open {
+                        self.judge_late_bytes(now, id, false);
+                    }
+                    let still_forwarding = self.tcp.get(&id).is_some_and(|f| f.phase == Phase::Forwarding);
+                    if still_forwarding {
+                        if let Err(error) = self.splice(id, up) {
+                            self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+                        }
                     }
                 }
                 Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
@@ -394,10 +454,23 @@ impl Engine {
         if queued == 0 && !client_closed {
             return;
         }
-        self.scratch.resize(queued.min(SNIFF_MAX), 0);
+        if queued == 0 && CLIENT_FIRST_PORTS.contains(&flow.server.port()) {
+            // The client closed without a word where it had to speak first: nothing to judge or dial.
+            socket.abort();
+            flow.phase = Phase::Refused;
+            self.touched.push(id);
+            return;
+        }
+        let limit = SNIFF_MAX.min(socket.recv_capacity());
+        self.scratch.resize(queued.min(limit), 0);
         let seen = socket.peek_slice(&mut self.scratch).unwrap_or(0);
-        let sniffed = sniff_stream(&self.scratch[..seen]);
-        if matches!(sniffed, StreamSniff::NeedMore) && seen < SNIFF_MAX && !client_closed {
+        let sniffed = sniff_stream(self.scratch.get(..seen).unwrap_or_default());
+        if seen == 0 {
+            // Closed without a byte on another port: decided by address, like a silent client.
+            self.finish_sniff(now, id, None, up);
+            return;
+        }
+        if matches!(sniffed, StreamSniff::NeedMore) && seen < limit && !client_closed {
             if flow.phase == (Phase::Sniffing { started: false }) {
                 flow.phase = Phase::Sniffing { started: true };
                 self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
@@ -407,24 +480,61 @@ impl Engine {
         self.finish_sniff(now, id, Some(sniffed), up);
     }
 
-    /// Decides a sniffed flow: by the name in its first bytes if there is one, else by address (already cleared).
-    fn finish_sniff(&mut self, now: Instant, id: FlowId, sniffed: Option<StreamSniff>, up: &mut impl Upstream) {
-        let http = matches!(sniffed, Some(StreamSniff::HttpHost(_)));
-        let named = match sniffed {
-            Some(StreamSniff::TlsSni(name)) => Some((self.name_verdict(&name, Reason::TlsSni), name)),
-            Some(StreamSniff::HttpHost(name)) => Some((self.name_verdict(&name, Reason::HttpHost), name)),
-            _ => None,
-        };
+    /// A sniffing flow's time is up: judged by what it sent (an incomplete head is refused), or, if it sent
+    /// nothing, reset on a client-first port and decided by address elsewhere.
+    fn sniff_at_deadline(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        let (verdict, host) = match named {
-            Some((verdict, name)) => (verdict, Some(name)),
-            None => (flow.fallback.take().unwrap_or_else(Verdict::no_match), None),
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+        let limit = SNIFF_MAX.min(socket.recv_capacity());
+        self.scratch.resize(socket.recv_queue().min(limit), 0);
+        let seen = socket.peek_slice(&mut self.scratch).unwrap_or(0);
+        let sniffed = (seen > 0).then(|| sniff_stream(self.scratch.get(..seen).unwrap_or_default()));
+        self.finish_sniff(now, id, sniffed, up);
+    }
+
+    /// The verdict on a flow's first bytes, `None` if it sent none; `fallback` is the address's.
+    fn first_bytes_verdict(&self, sniffed: &Option<StreamSniff>, fallback: Option<Verdict>, port: u16) -> Verdict {
+        let (name, block_reason) = match sniffed {
+            Some(StreamSniff::TlsSni(name)) => (name, Reason::TlsSni),
+            Some(StreamSniff::HttpHost(name)) => (name, Reason::HttpHost),
+            Some(StreamSniff::Uninspectable | StreamSniff::NeedMore) => return Verdict::block(Reason::Uninspectable),
+            None if CLIENT_FIRST_PORTS.contains(&port) => return Verdict::block(Reason::Uninspectable),
+            Some(StreamSniff::Unknown) | None => return fallback.unwrap_or_else(Verdict::no_match),
         };
-        if host.is_some() {
-            flow.host = host;
+        let verdict = self.name_verdict(name, block_reason);
+        match &fallback {
+            // A blocked address range yields only to an allow rule for the name (issue 14.2); a block rule for
+            // the name is the more precise reason.
+            Some(cidr) if cidr.reason == Reason::IpCidr && cidr.is_block() => {
+                if verdict.reason == Reason::AllowRule || verdict.is_block() {
+                    verdict
+                } else {
+                    fallback.unwrap_or_else(Verdict::no_match)
+                }
+            }
+            _ => verdict,
         }
+    }
+
+    /// Decides a sniffed flow by its first bytes (`None`: it sent none in time): by the name in them if there is
+    /// one, refused if they are TLS or HTTP without a readable name, else by address.
+    fn finish_sniff(&mut self, now: Instant, id: FlowId, sniffed: Option<StreamSniff>, up: &mut impl Upstream) {
+        let http = matches!(sniffed, Some(StreamSniff::HttpHost(_)));
+        let Some(flow) = self.tcp.get(&id) else {
+            return;
+        };
+        let verdict = self.first_bytes_verdict(&sniffed, flow.fallback.clone(), flow.server.port());
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        flow.fallback = None;
+        if let Some(StreamSniff::TlsSni(name) | StreamSniff::HttpHost(name)) = sniffed.as_ref() {
+            flow.host = Some(name.clone());
+        }
+        // Bytes were judged: they may pass. A silent client's will be judged when they come.
+        flow.gate = if sniffed.is_some() { ClientGate::Open } else { ClientGate::Shut };
         let (client, server, host) = (flow.client, flow.server, flow.host.clone());
         if verdict.is_block() && http && self.config.peek {
             self.start_peek(now, id, verdict);
@@ -442,6 +552,53 @@ impl Engine {
         self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
     }
 
+    /// Judges the first bytes of a client dialled before it spoke (gate shut): a name that is blocked, or TLS or
+    /// HTTP without a readable name, resets both sides before any byte is forwarded; anything else opens the
+    /// gate. `at_deadline`: the client's time to complete its head is up.
+    fn judge_late_bytes(&mut self, now: Instant, id: FlowId, at_deadline: bool) {
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+        let (queued, client_closed) = (socket.recv_queue(), !socket.may_recv());
+        if queued == 0 {
+            if client_closed {
+                // Nothing was sent: only the FIN is left to pass.
+                flow.gate = ClientGate::Open;
+            }
+            return;
+        }
+        let limit = SNIFF_MAX.min(socket.recv_capacity());
+        self.scratch.resize(queued.min(limit), 0);
+        let seen = socket.peek_slice(&mut self.scratch).unwrap_or(0);
+        let sniffed = sniff_stream(self.scratch.get(..seen).unwrap_or_default());
+        if matches!(sniffed, StreamSniff::NeedMore) && seen < limit && !client_closed && !at_deadline {
+            if flow.gate == ClientGate::Shut {
+                flow.gate = ClientGate::Reading;
+                self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
+            }
+            return;
+        }
+        let verdict = self.first_bytes_verdict(&Some(sniffed.clone()), None, 0);
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        if let StreamSniff::TlsSni(name) | StreamSniff::HttpHost(name) = sniffed {
+            flow.host = Some(name);
+        }
+        if !verdict.is_block() {
+            flow.gate = ClientGate::Open;
+            flow.deadline = None;
+            return;
+        }
+        // The upstream saw a handshake and nothing else; it is reset when the flow retires.
+        flow.phase = Phase::Refused;
+        self.stack.tcp(flow.handle).abort();
+        self.touched.push(id);
+        let (client, server, host) = (flow.client, flow.server, flow.host.clone());
+        self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
+    }
+
     /// Copies bytes both ways between the smoltcp socket and the upstream socket, as far as both sides allow.
     /// An error is the upstream socket's: the caller ends the flow.
     fn splice(&mut self, id: FlowId, up: &mut impl Upstream) -> io::Result<()> {
@@ -449,8 +606,8 @@ impl Engine {
             return Ok(());
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        // Phone → upstream.
-        while flow.upstream_writable && socket.can_recv() {
+        // Phone → upstream, once the client's first bytes have been judged.
+        while flow.gate == ClientGate::Open && flow.upstream_writable && socket.can_recv() {
             match socket.recv(|data| match up.tcp_write(id, data) {
                 Ok(n) => (n, Ok(n)),
                 Err(e) => (0, Err(e)),
@@ -462,7 +619,12 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        if !flow.fin_forwarded && !socket.may_recv() && socket.recv_queue() == 0 && socket.state() != State::Closed {
+        if flow.gate == ClientGate::Open
+            && !flow.fin_forwarded
+            && !socket.may_recv()
+            && socket.recv_queue() == 0
+            && socket.state() != State::Closed
+        {
             up.tcp_shutdown_write(id);
             flow.fin_forwarded = true;
         }
@@ -546,5 +708,19 @@ impl Engine {
                 self.stack.remove(flow.handle);
             }
         }
+    }
+}
+
+/// Whether dialling `ip` would reach the device itself or no single host: loopback, unspecified, link-local,
+/// multicast, broadcast, also when written as `::ffff:a.b.c.d`. Such destinations are refused at the SYN (a LAN
+/// host routed through the engine must not reach the gateway's local services).
+pub(super) fn is_local_destination(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            v4.is_loopback() || v4.is_unspecified() || v4.is_link_local() || v4.is_multicast() || v4.is_broadcast()
+                // 0.0.0.0/8 is "this network": connecting to it reaches the local host on Linux.
+                || v4.octets()[0] == 0
+        }
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local(),
     }
 }

@@ -149,8 +149,14 @@ struct Pair {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_allow_list("")
+    }
+
+    /// A pair whose policy has, besides the test block list, an allow list `allow.txt` with these rules.
+    fn with_allow_list(allow: &str) -> Pair {
         let source = ListSource { name: "test.txt".into(), role: ListRole::Block, text: LIST.into() };
-        let policy = Policy::compile(&[source]).expect("test list compiles");
+        let allow = ListSource { name: "allow.txt".into(), role: ListRole::Allow, text: allow.into() };
+        let policy = Policy::compile(&[source, allow]).expect("test lists compile");
         let now = Instant::now();
         let config = EngineConfig { dns_upstream: "198.18.0.1:53".parse().expect("addr"), ..EngineConfig::default() };
         let mut wire = Wire::default();
@@ -348,12 +354,25 @@ fn unanswered_dns_gets_servfail_after_the_timeout() {
 #[test]
 fn syn_to_blocked_cidr_is_reset_without_dialling() {
     let mut pair = Pair::new();
+    // A server-first port cannot be sniffed: refused at the SYN.
+    let h = pair.connect(BLOCKED_NET, 22);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
+    // On a web port, with no name known for the address, the ClientHello is read: a name that is merely not
+    // blocked does not lift the range block (issue 14.2).
     let h = pair.connect(BLOCKED_NET, 443);
+    pair.phone_tcp(h)
+        .send_slice(&inspect_tests::tls_record(&inspect_tests::client_hello("www.example.org", 300)))
+        .expect("send");
+    pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
     assert!(pair.up.connects.is_empty());
     let events = pair.events();
-    assert_eq!(events[0].reason, Reason::IpCidr);
-    assert_eq!(events[0].protocol, Protocol::Tcp);
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert_eq!((event.reason, event.protocol), (Reason::IpCidr, Protocol::Tcp));
+        assert_eq!(event.rule.as_ref().map(|r| &*r.rule), Some("198.19.0.0/24"));
+    }
+    assert_eq!(events[1].host.as_deref(), Some("www.example.org"));
 }
 
 #[test]
@@ -704,6 +723,8 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
     assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
 }
 
+/// The TCP inspector fails closed: late, big and odd heads, local destinations, allow rules over ranges.
+mod bypass_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.

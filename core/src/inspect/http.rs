@@ -3,14 +3,22 @@
 //! The request head is parsed with `httparse`. The host comes from the request target when it
 //! carries one (CONNECT's authority-form, an `http://` or `https://` absolute-form target, which
 //! RFC 9112 §3.2.2 says overrides Host), otherwise from the Host header.
+//!
+//! Read the way servers read it: empty lines before the request line are skipped (RFC 9112 §2.2),
+//! any number of header lines is accepted, and user info before `@` in an authority is dropped. A
+//! stream that is recognisably HTTP but whose host cannot be read is [`HttpScan::Unreadable`], so
+//! the caller can refuse it rather than let it pass unjudged.
 
 use std::net::Ipv6Addr;
 
 use httparse::{Header, Request, Status, EMPTY_HEADER};
 
-/// Header slots given to `httparse`; a request with more headers is reported as
-/// [`HttpScan::NoHost`].
-const MAX_HEADERS: usize = 64;
+/// Header slots given to `httparse` when the head has few lines (on the stack).
+const INLINE_HEADERS: usize = 64;
+/// Most header slots ever given to `httparse`: a head with more header lines is
+/// [`HttpScan::Unreadable`]. (The caller reads at most 64 KiB, so this is never the limit of a
+/// head of real header lines, which take at least 3 bytes each.)
+const MAX_HEADERS: usize = 32 * 1024;
 /// Longest method token accepted before the first space (e.g. `VERSION-CONTROL` is 15).
 const MAX_METHOD_LEN: usize = 24;
 
@@ -22,29 +30,74 @@ pub enum HttpScan {
     /// The request's host: lowercase, port and trailing dot stripped; an IPv6 literal is given
     /// without brackets in its canonical form (`2001:db8::1`).
     Host(String),
-    /// A complete request head without a usable host (HTTP/1.0 without Host, conflicting Host
-    /// headers, an invalid host, more than 64 headers).
+    /// A complete HTTP/1.0 request head without any host (no Host header, no authority in the
+    /// target): only the destination address can tell where it goes.
     NoHost,
+    /// Recognisably HTTP, but the host cannot be read: a malformed, empty or conflicting Host, an
+    /// HTTP/1.1 request without one, a malformed head after a request line ending in `HTTP/1.x`,
+    /// too many header lines, or the HTTP/2 connection preface (its host is HPACK-coded).
+    Unreadable,
     /// Not an HTTP/1.x request.
     NotHttp,
 }
+
+/// The HTTP/2 connection preface a prior-knowledge cleartext client starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// Looks for an HTTP/1.x request head in everything the client has sent so far.
 ///
 /// Answers [`NotHttp`](HttpScan::NotHttp) from the first bytes when they cannot start a method
 /// (an uppercase letter, then up to 24 token characters before a space).
 pub fn scan_http_request(stream_start: &[u8]) -> HttpScan {
-    if !plausible_method(stream_start) {
+    // RFC 9112 §2.2: a server should ignore empty lines before the request line, and servers do.
+    let Some(start) = stream_start.iter().position(|&b| !matches!(b, b'\r' | b'\n')) else {
+        return HttpScan::NeedMore;
+    };
+    let head = stream_start.get(start..).unwrap_or_default();
+    if head.starts_with(H2_PREFACE) {
+        return HttpScan::Unreadable;
+    }
+    if !plausible_method(head) {
         return HttpScan::NotHttp;
     }
-    let mut headers = [EMPTY_HEADER; MAX_HEADERS];
-    let mut request = Request::new(&mut headers);
-    match request.parse(stream_start) {
+    // Every header takes a line: one slot per line feed is always enough (bounded by MAX_HEADERS).
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    if lines <= INLINE_HEADERS {
+        parse_head(head, &mut [EMPTY_HEADER; INLINE_HEADERS])
+    } else {
+        parse_head(head, &mut vec![EMPTY_HEADER; lines.min(MAX_HEADERS)])
+    }
+}
+
+/// Parses a request head (leading empty lines removed) with `headers` as httparse's header slots.
+fn parse_head<'h>(head: &'h [u8], headers: &mut [Header<'h>]) -> HttpScan {
+    let mut request = Request::new(headers);
+    match request.parse(head) {
         Ok(Status::Partial) => HttpScan::NeedMore,
-        Ok(Status::Complete(_)) => request_host(&request).map_or(HttpScan::NoHost, HttpScan::Host),
-        Err(httparse::Error::TooManyHeaders) => HttpScan::NoHost,
+        Ok(Status::Complete(_)) => match request_host(&request) {
+            Some(host) => HttpScan::Host(host),
+            None if request.version == Some(0) && !has_host_header(request.headers) => HttpScan::NoHost,
+            None => HttpScan::Unreadable,
+        },
+        Err(httparse::Error::TooManyHeaders) => HttpScan::Unreadable,
+        Err(_) if has_http_request_line(head) => HttpScan::Unreadable,
         Err(_) => HttpScan::NotHttp,
     }
+}
+
+/// Whether the first line of `head` ends in ` HTTP/1.x`: an HTTP request line, whatever follows.
+fn has_http_request_line(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    matches!(
+        line.len().checked_sub(9).and_then(|at| line.get(at..)),
+        Some([b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', digit]) if digit.is_ascii_digit()
+    )
+}
+
+/// Whether the head has a Host header at all (even one that cannot be read).
+fn has_host_header(headers: &[Header<'_>]) -> bool {
+    headers.iter().any(|h| h.name.eq_ignore_ascii_case("host"))
 }
 
 /// Whether `bytes` can begin with a method token (RFC 9110 §9.1; every registered method is
@@ -88,9 +141,14 @@ fn host_header<'a>(headers: &[Header<'a>]) -> Option<&'a [u8]> {
     hosts.all(|other| other == first).then_some(first)
 }
 
-/// The host of `host[:port]` or `[v6]:port`.
+/// The host of `[userinfo@]host[:port]` or `[userinfo@][v6]:port`. User info has no place in a
+/// Host header (RFC 9110 §7.2), but lenient servers drop it and route by what follows.
 fn authority_host(authority: &[u8]) -> Option<String> {
     let authority = authority.trim_ascii();
+    let authority = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => authority.get(at + 1..)?,
+        None => authority,
+    };
     if let Some(bracketed) = authority.strip_prefix(b"[") {
         let close = bracketed.iter().position(|&b| b == b']')?;
         if !is_port_suffix(bracketed.get(close + 1..)?) {
@@ -162,24 +220,46 @@ mod tests {
     fn ipv6_literals() {
         assert_eq!(get_with_host("[2001:DB8:0::1]:8080"), host("2001:db8::1"));
         assert_eq!(get_with_host("[::1]"), host("::1"));
-        assert_eq!(get_with_host("[zz::1]"), HttpScan::NoHost);
-        assert_eq!(get_with_host("[::1"), HttpScan::NoHost);
-        assert_eq!(get_with_host("[::1]x"), HttpScan::NoHost);
-        assert_eq!(get_with_host("2001:db8::1"), HttpScan::NoHost);
+        assert_eq!(get_with_host("[zz::1]"), HttpScan::Unreadable);
+        assert_eq!(get_with_host("[::1"), HttpScan::Unreadable);
+        assert_eq!(get_with_host("[::1]x"), HttpScan::Unreadable);
+        assert_eq!(get_with_host("2001:db8::1"), HttpScan::Unreadable);
     }
 
     #[test]
-    fn invalid_hosts() {
-        for bad in ["", "exa mple.com", "a/b", "a.com:x", "a.com:123456", "user@a.com", "é.com"] {
-            assert_eq!(get_with_host(bad), HttpScan::NoHost, "{bad:?}");
+    fn invalid_hosts_are_unreadable() {
+        for bad in ["", "exa mple.com", "a/b", "a.com:x", "a.com:123456", "é.com", "a.com@", "[::1"] {
+            assert_eq!(get_with_host(bad), HttpScan::Unreadable, "{bad:?}");
         }
+        let http10 = b"GET / HTTP/1.0\r\nHost: exa mple.com\r\n\r\n";
+        assert_eq!(scan_http_request(http10), HttpScan::Unreadable);
+    }
+
+    /// Regression (issue 18.2): `Host: user@name` was read as no host, so the flow was judged by address.
+    #[test]
+    fn user_info_is_dropped() {
+        assert_eq!(get_with_host("user@Tracking.Intl.Miui.com"), host("tracking.intl.miui.com"));
+        assert_eq!(get_with_host("u:p@a@tracking.intl.miui.com:8080"), host("tracking.intl.miui.com"));
+        assert_eq!(get_with_host("user@[2001:db8::1]:80"), host("2001:db8::1"));
+    }
+
+    /// Regression (issue 18.2): servers skip empty lines before the request line (RFC 9112 §2.2); the scanner
+    /// called such a request "not HTTP" and the flow was judged by address.
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let mut req = b"\r\n\n\r\n".to_vec();
+        req.extend_from_slice(GET);
+        assert_eq!(scan_http_request(&req), host("tracking.intl.miui.com"));
+        assert_eq!(scan_http_request(b"\r\n"), HttpScan::NeedMore);
+        assert_eq!(scan_http_request(b"\r\n\r\nGET / HT"), HttpScan::NeedMore);
     }
 
     #[test]
     fn missing_or_conflicting_host() {
         assert_eq!(scan_http_request(b"GET / HTTP/1.0\r\n\r\n"), HttpScan::NoHost);
+        assert_eq!(scan_http_request(b"GET / HTTP/1.1\r\n\r\n"), HttpScan::Unreadable);
         let conflict = b"GET / HTTP/1.1\r\nHost: allowed.example\r\nhost: tracking.miui.com\r\n\r\n";
-        assert_eq!(scan_http_request(conflict), HttpScan::NoHost);
+        assert_eq!(scan_http_request(conflict), HttpScan::Unreadable);
         let same = b"GET / HTTP/1.1\r\nHost: a.example\r\nHOST: a.example\r\n\r\n";
         assert_eq!(scan_http_request(same), host("a.example"));
     }
@@ -209,8 +289,15 @@ mod tests {
         assert_eq!(scan_http_request(b"get / HTTP/1.1\r\n"), HttpScan::NotHttp);
         assert_eq!(scan_http_request(b"SSH-2.0-OpenSSH_9.2\r\n"), HttpScan::NotHttp);
         assert_eq!(scan_http_request(b"AAAAAAAAAAAAAAAAAAAAAAAAA"), HttpScan::NotHttp);
-        assert_eq!(scan_http_request(b"GET /\x01 HTTP/1.1\r\n"), HttpScan::NotHttp);
-        assert_eq!(scan_http_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), HttpScan::NotHttp);
+        assert_eq!(scan_http_request(b"EHLO mail.example\r\n"), HttpScan::NotHttp);
+        assert_eq!(scan_http_request(b"USER bob\r\n"), HttpScan::NotHttp);
+    }
+
+    #[test]
+    fn malformed_http_and_h2c_are_unreadable() {
+        assert_eq!(scan_http_request(b"GET /\x01 HTTP/1.1\r\n"), HttpScan::Unreadable);
+        assert_eq!(scan_http_request(b"GET / HTTP/1.1\r\nHo st: a.example\r\n\r\n"), HttpScan::Unreadable);
+        assert_eq!(scan_http_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), HttpScan::Unreadable);
     }
 
     #[test]
@@ -220,14 +307,17 @@ mod tests {
         assert_eq!(scan_http_request(b"M-SEARCH"), HttpScan::NeedMore);
     }
 
+    /// Regression (issue 18.2): a head with more than 64 headers was "no host" and judged by address.
     #[test]
-    fn too_many_headers_is_no_host() {
-        let mut req = b"GET / HTTP/1.1\r\nHost: a.example\r\n".to_vec();
-        for i in 0..MAX_HEADERS {
-            req.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    fn many_headers_are_read() {
+        for count in [INLINE_HEADERS, 70, 5000] {
+            let mut req = b"GET / HTTP/1.1\r\n".to_vec();
+            for i in 0..count {
+                req.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            req.extend_from_slice(b"Host: tracking.intl.miui.com\r\n\r\n");
+            assert_eq!(scan_http_request(&req), host("tracking.intl.miui.com"), "{count} headers");
         }
-        req.extend_from_slice(b"\r\n");
-        assert_eq!(scan_http_request(&req), HttpScan::NoHost);
     }
 
     proptest! {

@@ -22,8 +22,13 @@ pub enum StreamSniff {
     TlsSni(String),
     /// An HTTP/1.x request for this host.
     HttpHost(String),
-    /// Neither names a host: another protocol, garbage, TLS without SNI, HTTP without Host.
+    /// Neither names a host: another protocol, garbage, a well-formed ClientHello without SNI (a client
+    /// connecting to an IP literal), an HTTP/1.0 request without Host. The destination address decides.
     Unknown,
+    /// Recognisably TLS or HTTP, but the host cannot be read: a malformed ClientHello or SNI, a malformed
+    /// or conflicting Host, HTTP/1.1 without Host, the HTTP/2 preface. Refused: a server may read a name
+    /// from it that the inspector could not.
+    Uninspectable,
 }
 
 /// Classifies the start of a client→server stream: tries TLS, then HTTP.
@@ -32,9 +37,11 @@ pub fn sniff_stream(stream_start: &[u8]) -> StreamSniff {
         tls::ClientHelloScan::NeedMore => StreamSniff::NeedMore,
         tls::ClientHelloScan::Sni(name) => StreamSniff::TlsSni(name),
         tls::ClientHelloScan::NoSni => StreamSniff::Unknown,
+        tls::ClientHelloScan::NotTls if tls::is_client_hello_start(stream_start) => StreamSniff::Uninspectable,
         tls::ClientHelloScan::NotTls => match http::scan_http_request(stream_start) {
             http::HttpScan::NeedMore => StreamSniff::NeedMore,
             http::HttpScan::Host(host) => StreamSniff::HttpHost(host),
+            http::HttpScan::Unreadable => StreamSniff::Uninspectable,
             http::HttpScan::NoHost | http::HttpScan::NotHttp => StreamSniff::Unknown,
         },
     }
@@ -73,6 +80,21 @@ mod tests {
         assert_eq!(sniff_stream(&[0x00, 0x01, 0x02]), StreamSniff::Unknown);
     }
 
+    /// Issue 18.2: TLS or HTTP whose host cannot be read is refused, not judged by address.
+    #[test]
+    fn recognisable_but_unreadable_heads_are_uninspectable() {
+        let hello = include_bytes!("testdata/client_hello_openssl_sni.bin");
+        let mut bad_sni = hello.to_vec();
+        let at = bad_sni.windows(8).position(|w| w == b"tracking").expect("sni");
+        bad_sni[at + 8] = b' ';
+        assert_eq!(sniff_stream(&bad_sni), StreamSniff::Uninspectable);
+        let mut huge = hello.to_vec();
+        huge[6] = 0x02; // a handshake length of 128 KiB
+        assert_eq!(sniff_stream(&huge), StreamSniff::Uninspectable);
+        assert_eq!(sniff_stream(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), StreamSniff::Uninspectable);
+        assert_eq!(sniff_stream(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), StreamSniff::Uninspectable);
+    }
+
     /// Regression (fuzz targets `tls` and `http`, fuzz/regressions/{tls,http}/): a Host or SNI with extra dots at
     /// either end came out still ending in a dot and matched no block rule. Such names are judged without the
     /// dots (so a blocked name stays blocked); an empty label inside is no host name.
@@ -88,7 +110,7 @@ mod tests {
         }
         for bad in ["tracking..miui.com", "..", "."] {
             let get = format!("GET / HTTP/1.1\r\nHost: {bad}\r\n\r\n");
-            assert_eq!(sniff_stream(get.as_bytes()), StreamSniff::Unknown, "{bad}");
+            assert_eq!(sniff_stream(get.as_bytes()), StreamSniff::Uninspectable, "{bad}");
         }
         assert_eq!(normalise_hostname(b"Tracking.Intl.Miui.Com."), Some("tracking.intl.miui.com".into()));
     }

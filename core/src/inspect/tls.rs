@@ -21,6 +21,11 @@ const MAX_PLAINTEXT_LEN: usize = 1 << 14;
 /// Largest ClientHello we wait for. Real ones are under 2 KiB, or a few KiB with post-quantum
 /// key shares and large tickets; a longer announced length is treated as not TLS.
 const MAX_CLIENT_HELLO_LEN: usize = 64 * 1024;
+/// The stream bytes a ClientHello of the largest accepted length takes in full-sized records: what a
+/// caller must be ready to read before it may call a hello too big. (A hello split into smaller
+/// records takes more; a caller that stops short of it must refuse, not pass, the stream.)
+pub const MAX_CLIENT_HELLO_STREAM_LEN: usize =
+    MAX_CLIENT_HELLO_LEN + 4 + 5 * (MAX_CLIENT_HELLO_LEN + 4).div_ceil(MAX_PLAINTEXT_LEN);
 
 /// Result of looking for a TLS ClientHello at the start of a client→server byte stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +36,18 @@ pub enum ClientHelloScan {
     Sni(String),
     /// A complete ClientHello without a usable host name.
     NoSni,
-    /// Not a TLS ClientHello (or a malformed one).
+    /// Not a TLS ClientHello, or a malformed one (including an SNI extension without a usable host
+    /// name). [`is_client_hello_start`] tells the two apart.
     NotTls,
+}
+
+/// Whether the stream starts like a TLS ClientHello: a plausible handshake record header followed by
+/// the ClientHello message type. A stream that does but scans as [`ClientHelloScan::NotTls`] is a
+/// malformed (or deliberately odd) ClientHello, not another protocol.
+pub fn is_client_hello_start(stream_start: &[u8]) -> bool {
+    stream_start.len() > 5
+        && plausible_record_start(stream_start)
+        && stream_start.get(5) == Some(&HANDSHAKE_CLIENT_HELLO)
 }
 
 /// Looks for a ClientHello in everything the client has sent so far.
@@ -138,14 +153,15 @@ fn server_name(body: &[u8]) -> ClientHelloScan {
     ClientHelloScan::NoSni
 }
 
-/// The first host_name entry of a server_name extension.
+/// The first host_name entry of a server_name extension. An extension present without a usable
+/// host name is malformed ([`ClientHelloScan::NotTls`]): a server may still read a name from it.
 fn sni_host(data: &[u8]) -> ClientHelloScan {
     match parse_tls_extension_sni_content(data) {
         Ok((_, TlsExtension::SNI(names))) => names
             .iter()
             .find(|(kind, _)| *kind == SNIType::HostName)
             .and_then(|(_, name)| super::normalise_hostname(name))
-            .map_or(ClientHelloScan::NoSni, ClientHelloScan::Sni),
+            .map_or(ClientHelloScan::NotTls, ClientHelloScan::Sni),
         _ => ClientHelloScan::NotTls,
     }
 }
@@ -260,15 +276,41 @@ mod tests {
         assert_eq!(scan_client_hello(&upper), sni("tracking.intl.miui.co"));
     }
 
+    /// Regression (issue 18.2): an SNI extension without a usable name was "no SNI", and the flow was judged
+    /// by address. It is malformed now; the caller refuses a malformed hello.
     #[test]
-    fn unusable_sni_is_no_sni() {
+    fn unusable_sni_is_malformed() {
         let space = replace(OPENSSL_SNI, b"tracking.intl", b"tracking intl");
-        assert_eq!(scan_client_hello(&space), ClientHelloScan::NoSni);
+        assert_eq!(scan_client_hello(&space), ClientHelloScan::NotTls);
+        assert!(is_client_hello_start(&space));
         // name_type 1 is not host_name: the byte before the 2-byte name length 0x0016.
         let at = OPENSSL_SNI.windows(24).position(|w| w == b"\x00\x16tracking.intl.miui.com");
         let mut other_type = OPENSSL_SNI.to_vec();
         other_type[at.unwrap() - 1] = 1;
-        assert_eq!(scan_client_hello(&other_type), ClientHelloScan::NoSni);
+        assert_eq!(scan_client_hello(&other_type), ClientHelloScan::NotTls);
+    }
+
+    #[test]
+    fn client_hello_starts() {
+        assert!(is_client_hello_start(&OPENSSL_SNI[..6]));
+        assert!(!is_client_hello_start(&OPENSSL_SNI[..5]), "the message type is not known yet");
+        assert!(!is_client_hello_start(b"GET / HTTP/1.1\r\n"));
+        assert!(!is_client_hello_start(&[0x16, 3, 1, 0, 50, 2]), "a ServerHello");
+        assert!(!is_client_hello_start(&[0x16, 3, 1, 0x40, 0x01, 1]), "an over-long record");
+    }
+
+    /// A hello of the largest accepted length, in full-sized records, fits the stream length callers are
+    /// told to read, and is waited for to its last byte.
+    #[test]
+    fn the_largest_hello_fits_the_stream_limit() {
+        let len = MAX_CLIENT_HELLO_LEN as u32;
+        let mut big = vec![HANDSHAKE_CLIENT_HELLO];
+        big.extend_from_slice(&len.to_be_bytes()[1..]);
+        big.resize(4 + MAX_CLIENT_HELLO_LEN, 0);
+        let sizes = vec![MAX_PLAINTEXT_LEN; big.len().div_ceil(MAX_PLAINTEXT_LEN)];
+        let stream = reframe(&big, &sizes, [3, 1]);
+        assert_eq!(stream.len(), MAX_CLIENT_HELLO_STREAM_LEN);
+        assert_eq!(scan_client_hello(&stream[..stream.len() - 1]), ClientHelloScan::NeedMore);
     }
 
     #[test]

@@ -7,8 +7,9 @@ use crate::inspect::quic::{VERSION_1, VERSION_2};
 use crate::pcapng::Capture;
 use std::sync::Mutex;
 
-/// A ClientHello handshake message naming `name`, padded to about `size` bytes with a padding extension.
-fn client_hello(name: &str, size: usize) -> Vec<u8> {
+/// A ClientHello handshake message naming `name`, padded to about `size` bytes (at most 64 KiB) with a padding
+/// extension.
+pub(super) fn client_hello(name: &str, size: usize) -> Vec<u8> {
     let mut sni = Vec::new();
     let n = name.len() as u16;
     sni.extend_from_slice(&(n + 3).to_be_bytes());
@@ -31,6 +32,22 @@ fn client_hello(name: &str, size: usize) -> Vec<u8> {
     let mut msg = vec![0x01, 0, (body.len() >> 8) as u8, body.len() as u8];
     msg.extend_from_slice(&body);
     msg
+}
+
+/// `handshake` framed into TLS handshake records of at most `record` bytes each.
+pub(super) fn tls_records(handshake: &[u8], record: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in handshake.chunks(record) {
+        out.extend_from_slice(&[0x16, 0x03, 0x01]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+/// `handshake` framed into full-sized (16 KiB) TLS records, as a client sends it.
+pub(super) fn tls_record(handshake: &[u8]) -> Vec<u8> {
+    tls_records(handshake, 16 * 1024)
 }
 
 fn is_icmp_port_unreachable(packet: &[u8]) -> bool {
