@@ -32,6 +32,9 @@ pub enum Reason {
     HttpHost,
     /// The server name in a QUIC client Initial's ClientHello matched a block rule.
     QuicSni,
+    /// The flow is recognisably TLS, HTTP or QUIC, but what the server would read as its host cannot be read
+    /// reliably (e.g. QUIC CRYPTO data that overlaps with different bytes); it is refused, not let through unjudged.
+    Uninspectable,
     /// The user blocked all traffic of the app that owns the flow.
     AppBlocked,
     /// The destination address is inside a blocked address range.
@@ -69,6 +72,7 @@ impl Reason {
             Reason::TlsSni => "tls_sni",
             Reason::HttpHost => "http_host",
             Reason::QuicSni => "quic_sni",
+            Reason::Uninspectable => "uninspectable",
             Reason::AppBlocked => "app_blocked",
             Reason::IpCidr => "ip_cidr",
             Reason::DnsMappedIp => "dns_mapped_ip",

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use capture::CaptureState;
 use dns::DnsForwarder;
 use packet::Transport;
-use quic_hold::QuicHold;
+use quic_hold::{QuicHold, QuicRefusals};
 use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
@@ -202,6 +202,8 @@ pub struct Engine {
     udp_keys: HashMap<FlowKey, FlowId>,
     /// New QUIC flows held until their ClientHello names the server (see `quic_hold`).
     quic_holds: HashMap<FlowKey, QuicHold>,
+    /// Refused QUIC flows whose later datagrams are refused too (see `quic_hold`).
+    quic_refused: QuicRefusals,
     /// Blocked HTTP requests being read for the payload peek (see `tcp::peek`).
     peeks: HashMap<FlowId, tcp::PeekState>,
     /// The pcapng capture, if configured.
@@ -237,6 +239,7 @@ impl Engine {
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
             quic_holds: HashMap::new(),
+            quic_refused: QuicRefusals::default(),
             peeks: HashMap::new(),
             touched: Vec::new(),
             retiring: Vec::new(),

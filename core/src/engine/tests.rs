@@ -704,6 +704,8 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
     assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
 }
 
+/// Bypasses of issue 18 (QUIC, DNS learning, NAT64, exhaustion): each refused, nothing reaches the server.
+mod failclosed_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.

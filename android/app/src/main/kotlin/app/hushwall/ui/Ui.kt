@@ -101,6 +101,7 @@ internal object Ui {
         "dns_cname" -> "DNS alias (CNAME)"
         "tls_sni" -> "TLS server name"
         "quic_sni" -> "QUIC server name"
+        "uninspectable" -> "Unreadable (refused)"
         "http_host" -> "HTTP host"
         "ip_cidr" -> "IP address range"
         "dns_mapped_ip" -> "IP of a blocked name"
