@@ -77,3 +77,33 @@ fn refused_quic_flows_do_not_count_toward_the_udp_cap() {
     assert_eq!(pair.up.udp_opened.len(), 1, "the table still has room");
     assert!(pair.events().iter().all(|e| e.reason != Reason::FlowLimit));
 }
+
+/// A blocked query's labels can carry data to the blocked domain's authoritative servers. Before: the client's
+/// query was forwarded as it was (for address learning), 20 queries → 20 upstream, each with the identifier. Now:
+/// the upstream sees only the rule's name, once.
+#[test]
+fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
+    let mut pair = Pair::new();
+    for i in 0..20 {
+        let id = format!("ZGV2aWNlLWlkLTEyMzQ1Njc4OTA{i:02}");
+        pair.udp([198, 18, 53, 53], 53, &dns_query(&format!("{id}.tracking.intl.miui.com")));
+        assert_eq!(pair.take_out().len(), 1, "answered at once");
+    }
+    let sent: Vec<String> =
+        pair.up.udp_sent.iter().map(|(_, q)| crate::inspect::dns::parse_query(q).expect("a query").name).collect();
+    assert_eq!(sent, ["tracking.intl.miui.com"], "only the rule's name, once");
+    assert!(pair.up.udp_sent.iter().all(|(_, q)| !q.windows(6).any(|w| w == b"ZGV2aW")));
+    // Its answer maps the address to the rule's name: a connection there is refused (dns_mapped_ip).
+    let (flow, learn) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.events();
+    let h = pair.connect(TELEMETRY, 22);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
+    let events = pair.events();
+    assert_eq!(events[0].reason, Reason::DnsMappedIp);
+    assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+    // Learnt again after the interval.
+    pair.now += learn::LEARN_INTERVAL;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("other.tracking.intl.miui.com"));
+    assert_eq!(pair.up.udp_sent.len(), 2);
+}
