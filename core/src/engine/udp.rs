@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// DNS over QUIC uses the DNS-over-TLS port.
-const DOQ_PORT: u16 = 853;
+pub(super) const DOQ_PORT: u16 = 853;
 /// At the flow cap, a flow quiet for at least this long is closed to make room for a new one (it would idle out
 /// anyway); busier ones are never evicted.
 const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
