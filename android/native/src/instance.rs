@@ -48,6 +48,8 @@ impl Instance {
             protector: Box::new(JavaProtector(Arc::clone(&callbacks))),
             uids,
             events: Box::new(QueueSink(Arc::clone(&events))),
+            // Android apps may not bind netlink route sockets: the app reports changes (networkChanged).
+            watch_network: false,
         };
         let (loop_events, loop_failure) = (Arc::clone(&events), Arc::clone(&failure));
         let StartConfig { engine, policy, .. } = config;

@@ -708,3 +708,5 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// Network changes: refusing a family without a route, ending flows whose socket lost its address.
+mod network_tests;
