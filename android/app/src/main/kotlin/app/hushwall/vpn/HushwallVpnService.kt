@@ -261,6 +261,12 @@ class HushwallVpnService : VpnService() {
 
             override fun onLinkPropertiesChanged(network: Network, lp: LinkProperties) {
                 privateDnsActive = lp.isPrivateDnsActive
+                // Families with a route, resolvers, Private DNS, MTU (issue 12): refuse what the network cannot carry.
+                try {
+                    engine?.networkChanged(networkInfoOf(lp))
+                } catch (ex: RuntimeException) {
+                    Log.w(TAG, "networkChanged failed", ex)
+                }
             }
 
             override fun onLost(network: Network) {
