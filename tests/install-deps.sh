@@ -16,6 +16,7 @@ declare -A PACKAGE=(
     [kill]=procps
     [sha256sum]=coreutils
     [tshark]=tshark # reads back the engine's pcapng export (tests/tests/inspect.rs)
+    [chromium]=chromium # the real browser of tests/tests/families.rs
 )
 
 missing=()

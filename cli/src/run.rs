@@ -141,6 +141,7 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             UidLookup::None => Box::new(NoUids),
         },
         events,
+        watch_network: true,
     };
     let control = Control::new();
     if !args.block_uids.is_empty() {

@@ -66,6 +66,9 @@ pub enum Reason {
     DnsFailed,
     /// (Error) The flow table was full: this, the least recently active flow, was closed to make room.
     FlowEvicted,
+    /// (Error) The destination's address family (IPv4 or IPv6) has no route upstream: the new connection was
+    /// refused at once (RST, ICMP no route), as the kernel refuses it without Hushwall.
+    NoRoute,
 }
 
 impl Reason {
@@ -92,6 +95,7 @@ impl Reason {
             Reason::UdpFailed => "udp_failed",
             Reason::DnsFailed => "dns_failed",
             Reason::FlowEvicted => "flow_evicted",
+            Reason::NoRoute => "no_route",
         }
     }
 }

@@ -14,6 +14,7 @@
 mod capture;
 mod dns;
 mod learn;
+mod network;
 mod packet;
 mod quic_hold;
 mod reply;
@@ -44,6 +45,8 @@ use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
 use udp::UdpFlow;
+
+pub use network::NetworkInfo;
 
 /// Identifies one flow and the upstream socket the engine asked the driver for on its behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -221,6 +224,8 @@ pub struct Engine {
     retiring: Vec<FlowId>,
     /// Apps (UIDs) whose traffic the user blocked entirely.
     blocked_uids: HashSet<u32>,
+    /// The network under the engine, as the platform last reported it.
+    network: network::NetworkState,
     /// Reusable buffer for sniffing a client's first bytes.
     scratch: Vec<u8>,
     timers: Timers,
@@ -253,6 +258,7 @@ impl Engine {
             retiring: Vec::new(),
             scratch: Vec::new(),
             blocked_uids: HashSet::new(),
+            network: network::NetworkState::default(),
             timers: Timers::default(),
             events: VecDeque::new(),
             stats: Stats::default(),

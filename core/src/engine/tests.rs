@@ -731,3 +731,5 @@ mod failclosed_tests;
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// Network changes: refusing a family without a route, ending flows whose socket lost its address.
+mod network_tests;

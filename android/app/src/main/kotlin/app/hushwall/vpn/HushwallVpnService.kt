@@ -375,6 +375,12 @@ class HushwallVpnService : VpnService() {
         privateDnsActive = dns
         privateDnsServer = if (dns) lp.privateDnsServerName else null
         if (changed) updateNotification()
+        // Families with a route, resolvers, Private DNS, MTU (issue 12): refuse what the network cannot carry.
+        try {
+            engine?.networkChanged(networkInfoOf(lp))
+        } catch (ex: RuntimeException) {
+            Log.w(TAG, "networkChanged failed", ex)
+        }
         // New local subnets (another Wi-Fi): the LAN exclusions are fixed at establish(), so re-establish.
         if (Prefs(this).allowLan && lanExclusions() != lanExcludedNow) startTunnel()
     }
