@@ -16,6 +16,8 @@ declare -A PACKAGE=(
     [kill]=procps
     [sha256sum]=coreutils
     [tshark]=tshark # reads back the engine's pcapng export (tests/tests/inspect.rs)
+    [dpkg-deb]=dpkg # packaging/build-deb.sh (tests/tests/gateway.rs)
+    [objdump]=binutils # packaging/build-deb.sh: the libc6 version the binary needs; and strip
 )
 
 missing=()
