@@ -136,6 +136,9 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
     let control = Control::new();
     let store = (!args.policy.no_store).then(|| args.policy.store.clone());
     let (status, events) = Status::new(events, Arc::clone(&control), store);
+    // Before the tun and the gateway's routing: a SIGTERM during the start then stops the engine as soon as it
+    // starts, and what was added is removed, rather than killing the process half way.
+    handle_signals(Arc::clone(&control), args.policy.clone())?;
     let (device, name) = open_tun(&args)?;
     after_tun(&name)?;
     let config = EngineConfig {
@@ -164,7 +167,6 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
     if !args.block_uids.is_empty() {
         control.set_blocked_uids(args.block_uids.iter().copied().collect());
     }
-    handle_signals(Arc::clone(&control), args.policy)?;
     let services = status::start(&args.status, &status)?;
     eprintln!("hushwall: ready on {name}");
     notify::ready();

@@ -450,6 +450,19 @@ fn deb_installs_and_its_unit_command_line_runs_the_gateway() {
         assert!(unit.lines().any(|l| l == directive), "{directive} missing from the unit:\n{unit}");
     }
     let exec_start = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    // systemd itself accepts the unit (with ExecStart pointing at the installed root's binary).
+    let units = bed.dir.path.join("units");
+    std::fs::create_dir_all(&units).expect("mkdir");
+    let installed = root.join("usr/bin/hushwall");
+    std::fs::write(
+        units.join("hushwall.service"),
+        unit.replace("/usr/bin/hushwall", installed.to_str().expect("utf-8")),
+    )
+    .expect("write unit copy");
+    let mut verify = command("systemd-analyze", &["verify"]);
+    verify.arg(units.join("hushwall.service"));
+    let verify = run(verify, STEP);
+    assert!(verify.success() && verify.stderr.trim().is_empty(), "systemd-analyze verify: {verify}");
 
     // The shipped configuration, edited as a user would (their LAN interface, their lists) plus the test
     // bed's paths.
