@@ -445,6 +445,7 @@ fn deb_installs_and_its_unit_command_line_runs_the_gateway() {
         "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW",
         "StateDirectory=hushwall",
         "RuntimeDirectory=hushwall",
+        "RuntimeDirectoryPreserve=restart",
         "ExecReload=/bin/kill -HUP $MAINPID",
     ] {
         assert!(unit.lines().any(|l| l == directive), "{directive} missing from the unit:\n{unit}");
