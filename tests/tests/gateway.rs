@@ -376,13 +376,15 @@ fn pcap_and_events_files_are_private_whatever_the_umask() {
     std::fs::set_permissions(&events, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let mut cmd = ns.command("sh");
     cmd.args(["-c", "umask 022; exec \"$0\" \"$@\""]).arg(hushwall_bin());
-    cmd.args(["run", "--tun", "hw0", "--profile", "none", "--no-store", "--quiet", "--events"]).arg(&events);
+    cmd.args(["run", "--tun", "hw0", "--profile", "none", "--no-store", "--events"]).arg(&events);
     cmd.arg("--pcap").arg(&pcap);
     let mut engine = Background::spawn("engine", cmd, &dir.path.join("engine.log"));
     engine.wait_for_log(READY, STEP);
     assert_eq!(mode(&events), 0o600, "events file mode");
     assert_eq!(mode(&pcap), 0o600, "capture file mode");
     assert!(engine.stop("TERM", STEP).is_some_and(|s| s.success()), "{}", engine.log_text());
+    // Not a terminal: plain log lines, no live status line.
+    assert!(!engine.log_text().contains(LIVE_LINE), "{}", engine.log_text());
     // A planted (dangling) symlink at the events path is refused, and nothing is created where it points.
     let link = dir.path.join("events-link.jsonl");
     let target = dir.path.join("created-through-link");
@@ -514,4 +516,41 @@ fn deb_installs_and_its_unit_command_line_runs_the_gateway() {
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+/// How the live status line starts (carriage return, erase line).
+const LIVE_LINE: &str = "\r\x1b[2Khushwall: 0 blocked, 0 flows open";
+
+#[test]
+fn live_status_line_on_a_terminal_unless_quiet() {
+    for quiet in [false, true] {
+        let ns = Netns::create();
+        let dir = TempDir::create();
+        // script(1) gives the engine a pseudo-terminal and copies what it draws to its own output (the log).
+        let engine = format!(
+            "exec {} run --tun hw0 --profile none --no-store{}",
+            hushwall_bin().display(),
+            if quiet { " --quiet" } else { "" }
+        );
+        let mut cmd = ns.command("script");
+        cmd.args(["-qfec", &engine, "/dev/null"]);
+        let mut script = Background::spawn("script", cmd, &dir.path.join("pty.log"));
+        script.wait_for_log(READY, STEP);
+        if !quiet {
+            script.wait_for_log(LIVE_LINE, STEP);
+        }
+        // Stop the engine itself (script would turn a SIGTERM into a SIGHUP, which reloads the lists).
+        let pids = run_ok(command("ip", &["netns", "pids", &ns.name]), STEP).stdout;
+        let engine_pid = pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "hushwall"))
+            .expect("the engine's pid");
+        signal(engine_pid, "TERM");
+        let status = hushwall_tests::proc::wait_deadline(&mut script.child, STEP);
+        assert!(status.is_some(), "script did not end:\n{}", script.log_text());
+        let log = script.log_text();
+        assert!(log.contains("hushwall: stopped;"), "{log}");
+        assert_eq!(log.contains(LIVE_LINE), !quiet, "quiet={quiet}: {log:?}");
+    }
 }
