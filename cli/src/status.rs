@@ -488,10 +488,14 @@ impl LiveLine {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         spawn("live-line", move || {
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+            // First drawn a second in, after the start-up messages.
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
                 // Carriage return and erase-line: the line is redrawn in place.
                 eprint!("\r\x1b[2K{}", live_line(&status.snapshot()));
-                std::thread::sleep(Duration::from_secs(1));
             }
         })?;
         Ok(LiveLine { stop })
