@@ -21,7 +21,7 @@ pub enum ProfileArg {
 }
 
 /// Policy options shared by `run` and `check`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// Built-in profile.
     #[arg(long, value_enum, default_value_t = ProfileArg::Balanced)]
