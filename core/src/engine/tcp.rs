@@ -281,6 +281,9 @@ impl Engine {
 
     /// The driver's report that an upstream connect finished.
     pub fn on_tcp_connected(&mut self, now: Instant, id: FlowId, result: io::Result<()>, up: &mut impl Upstream) {
+        if self.dns.owns(id) {
+            return self.on_dns_tcp_connected(now, id, result, up);
+        }
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -308,6 +311,9 @@ impl Engine {
 
     /// The driver's report that a flow's upstream socket became readable.
     pub fn on_upstream_readable(&mut self, id: FlowId) {
+        if self.dns.owns(id) {
+            return self.on_dns_tcp_ready(id);
+        }
         if let Some(flow) = self.tcp.get_mut(&id) {
             flow.upstream_readable = true;
             self.touched.push(id);
@@ -316,6 +322,9 @@ impl Engine {
 
     /// The driver's report that a flow's upstream socket became writable.
     pub fn on_upstream_writable(&mut self, id: FlowId) {
+        if self.dns.owns(id) {
+            return self.on_dns_tcp_ready(id);
+        }
         if let Some(flow) = self.tcp.get_mut(&id) {
             flow.upstream_writable = true;
             self.touched.push(id);
