@@ -14,6 +14,7 @@
 mod capture;
 mod dns;
 mod packet;
+mod private_dns;
 mod quic_hold;
 mod reply;
 mod stack;
@@ -242,7 +243,8 @@ pub struct Engine {
 impl Engine {
     /// A new engine. `wall_clock_ms` is the Unix time in milliseconds at `now`; event times derive from it.
     pub fn new(config: EngineConfig, policy: Arc<Policy>, now: Instant, wall_clock_ms: u64) -> Self {
-        Engine {
+        let private_dns = config.private_dns_server.clone();
+        let mut engine = Engine {
             stack: Stack::new(config.mtu, config.random_seed, now),
             dns: DnsForwarder::new(&config.dns_upstreams, &config.dns_fallbacks, config.dns_seed),
             dns_cache: DnsCache::new(16 * 1024),
@@ -265,7 +267,9 @@ impl Engine {
             next_flow: 1,
             epoch: now,
             epoch_wall_ms: wall_clock_ms,
-        }
+        };
+        engine.set_private_dns_server(private_dns);
+        engine
     }
 
     /// Replaces the policy; flows already forwarding keep going, new ones are judged by the new policy.

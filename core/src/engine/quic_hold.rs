@@ -13,6 +13,7 @@
 //! or [`EngineConfig::sniff_timeout`](super::EngineConfig::sniff_timeout) passes first, the flow is decided by
 //! address as any UDP flow would have been.
 
+use super::private_dns::DOT_PORT;
 use super::reply::Unreachable;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
@@ -86,10 +87,13 @@ impl Engine {
             }
         }
         if !self.quic_holds.contains_key(&key) {
-            if server.port() != QUIC_PORT || !looks_like_quic_initial(payload) {
+            let doq = server.port() == DOT_PORT && self.private_dns_is_set();
+            if (server.port() != QUIC_PORT && !doq) || !looks_like_quic_initial(payload) {
                 return false;
             }
             let (fallback, mapped_host) = match self.address_verdict(now, server.ip()) {
+                // DNS over QUIC is refused unless its ClientHello names the Private DNS server.
+                _ if doq => (Verdict::block(Reason::DnsOverTls), None),
                 // A CIDR rule decides regardless of the name: leave it to the plain UDP path.
                 AddressVerdict::Decided(_) => return false,
                 AddressVerdict::MappedBlocked(verdict, host) => (verdict, Some(host)),
@@ -123,7 +127,9 @@ impl Engine {
         let over_bounds = hold.datagrams.len() >= MAX_HELD_DATAGRAMS || hold.held_bytes >= MAX_HELD_BYTES;
         match hold.assembler.push_datagram(payload) {
             QuicScan::Sni(name) => {
-                let verdict = self.name_verdict(&name, Reason::QuicSni);
+                let verdict = self
+                    .private_dns_verdict(now, server, Some(&name))
+                    .unwrap_or_else(|| self.name_verdict(&name, Reason::QuicSni));
                 self.release_quic_hold(now, key, packet, verdict, Some(name), up);
             }
             QuicScan::NeedMore if !over_bounds => {}

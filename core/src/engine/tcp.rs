@@ -35,8 +35,7 @@ const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
 const SERVER_FIRST_PORTS: [u16; 9] = [21, 22, 23, 25, 110, 143, 587, 3306, 5900];
 /// DNS over TCP is answered by the engine's own DNS forwarder.
 const DNS_PORT: u16 = 53;
-/// DNS over TLS.
-const DOT_PORT: u16 = 853;
+use super::private_dns::DOT_PORT;
 
 /// Where a TCP flow is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +163,9 @@ impl Engine {
         let server_first = SERVER_FIRST_PORTS.contains(&server.port());
         let (phase, host, fallback) = if server.port() == DNS_PORT {
             (Phase::Dns { pending: 0 }, None, None)
+        } else if server.port() == DOT_PORT && self.config.block_dns_over_tls && self.private_dns_is_set() {
+            // Only the ClientHello tells whether it goes to the user's Private DNS server (finish_sniff).
+            (Phase::Sniffing { started: false }, None, Some(Verdict::block(Reason::DnsOverTls)))
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
             self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::DnsOverTls));
             return;
@@ -424,12 +426,18 @@ impl Engine {
             Some(StreamSniff::HttpHost(name)) => Some((self.name_verdict(&name, Reason::HttpHost), name)),
             _ => None,
         };
+        let sni = match &named {
+            Some((_, name)) if !http => Some(name.as_str()),
+            _ => None,
+        };
+        let private_dns = self.tcp.get(&id).and_then(|f| self.private_dns_verdict(now, f.server, sni));
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        let (verdict, host) = match named {
-            Some((verdict, name)) => (verdict, Some(name)),
-            None => (flow.fallback.take().unwrap_or_else(Verdict::no_match), None),
+        let (verdict, host) = match (private_dns, named) {
+            (Some(verdict), named) => (verdict, named.map(|(_, name)| name)),
+            (None, Some((verdict, name))) => (verdict, Some(name)),
+            (None, None) => (flow.fallback.take().unwrap_or_else(Verdict::no_match), None),
         };
         if host.is_some() {
             flow.host = host;

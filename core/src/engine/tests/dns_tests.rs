@@ -252,3 +252,99 @@ fn dns_over_tcp_from_the_phone_goes_upstream_over_tcp_and_comes_back_whole() {
     assert_eq!(&got[2..4], &[0x12, 0x34], "the phone's id");
     assert_eq!(&got[4..], &full[2..]);
 }
+
+/// A TLS record carrying a ClientHello that names `name`.
+fn tls_hello(name: &str) -> Vec<u8> {
+    let hello = super::inspect_tests::client_hello(name, 300);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hello);
+    record
+}
+
+/// (action, reason, host) of the events so far.
+fn verdicts(pair: &mut Pair) -> Vec<(Action, Reason, Option<String>)> {
+    pair.events().into_iter().map(|e| (e.action, e.reason, e.host)).collect()
+}
+
+const PRIVATE_DNS: &str = "dns.example.net";
+
+#[test]
+fn dns_over_tls_to_the_private_dns_server_is_let_through_and_other_dot_refused() {
+    let mut pair = pair_with(&[RESOLVER_A], &[]);
+    pair.engine.config.log_allowed = true;
+    // Without Private DNS, DoT is refused at the SYN.
+    let h = pair.connect(NORMAL, 853);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
+    assert_eq!(verdicts(&mut pair), vec![(Action::Block, Reason::DnsOverTls, None)]);
+    // With it (as Android reports it: any case, maybe a trailing dot), DoT naming that host is dialled.
+    pair.engine.set_private_dns_server(Some("DNS.Example.net.".into()));
+    let h = pair.connect(NORMAL, 853);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established, "read up to the ClientHello");
+    assert!(pair.up.connects.is_empty());
+    pair.phone_tcp(h).send_slice(&tls_hello(PRIVATE_DNS)).expect("send");
+    pair.drive();
+    assert_eq!(pair.up.connects, vec![(pair.up.connects[0].0, SocketAddr::from((NORMAL, 853)))], "dialled");
+    assert_eq!(verdicts(&mut pair), vec![(Action::Allow, Reason::PrivateDns, Some(PRIVATE_DNS.into()))]);
+    // DoT to any other server is still refused, after its ClientHello; so is one without a name.
+    for hello in
+        [tls_hello("dns.google"), include_bytes!("../../inspect/testdata/client_hello_openssl_no_sni.bin").to_vec()]
+    {
+        let h = pair.connect(NORMAL, 853);
+        pair.phone_tcp(h).send_slice(&hello).expect("send");
+        pair.drive();
+        assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused");
+    }
+    assert_eq!(pair.up.connects.len(), 1, "never dialled");
+    let refused = verdicts(&mut pair);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|(a, r, _)| (*a, *r) == (Action::Block, Reason::DnsOverTls)), "{refused:?}");
+    // Private DNS off again: refused at the SYN.
+    pair.engine.set_private_dns_server(None);
+    let h = pair.connect(NORMAL, 853);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
+}
+
+#[test]
+fn dns_over_tls_without_a_name_is_let_through_to_the_address_dns_gave_the_private_dns_server() {
+    let mut pair = pair_with(&[RESOLVER_A], &[]);
+    pair.engine.set_private_dns_server(Some(PRIVATE_DNS.into()));
+    pair.udp([198, 18, 53, 53], 53, &dns_query(PRIVATE_DNS));
+    let (flow, forwarded) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1), &mut pair.up);
+    let no_sni = include_bytes!("../../inspect/testdata/client_hello_openssl_no_sni.bin");
+    let h = pair.connect([198, 18, 1, 0], 853);
+    pair.phone_tcp(h).send_slice(no_sni).expect("send");
+    pair.drive();
+    assert_eq!(pair.up.connects.len(), 1, "dialled: the address is the Private DNS server's");
+}
+
+#[test]
+fn dns_over_quic_and_http3_to_the_private_dns_server_are_let_through_and_other_doq_refused() {
+    use crate::inspect::quic::seal::{client_initial, crypto_frame};
+    use crate::inspect::quic::VERSION_1;
+    let initial = |name: &str| {
+        let hello = super::inspect_tests::client_hello(name, 400);
+        client_initial(VERSION_1, &[3; 8], 0, &crypto_frame(0, &hello), 1200)
+    };
+    let mut pair = pair_with(&[RESOLVER_A], &[]);
+    pair.engine.config.log_allowed = true;
+    pair.udp(NORMAL, 853, &initial(PRIVATE_DNS));
+    assert_eq!(pair.take_out().len(), 1, "without Private DNS, DNS over QUIC is refused");
+    assert!(pair.up.udp_opened.is_empty());
+    pair.events();
+    pair.engine.set_private_dns_server(Some(PRIVATE_DNS.into()));
+    pair.udp([198, 18, 1, 5], 853, &initial(PRIVATE_DNS));
+    pair.udp([198, 18, 1, 6], 443, &initial(PRIVATE_DNS));
+    let opened: Vec<SocketAddr> = pair.up.udp_opened.iter().map(|(_, a)| *a).collect();
+    assert_eq!(opened, vec![SocketAddr::from(([198, 18, 1, 5], 853)), SocketAddr::from(([198, 18, 1, 6], 443))]);
+    assert_eq!(
+        verdicts(&mut pair),
+        vec![(Action::Allow, Reason::PrivateDns, Some(PRIVATE_DNS.into())); 2],
+        "DoQ and DoH3 to the Private DNS server"
+    );
+    pair.udp([198, 18, 1, 7], 853, &initial("dns.google"));
+    assert_eq!(pair.take_out().len(), 1, "ICMP: DNS over QUIC to another server");
+    assert_eq!(pair.up.udp_opened.len(), 2);
+    assert_eq!(verdicts(&mut pair), vec![(Action::Block, Reason::DnsOverTls, Some("dns.google".into()))]);
+}

@@ -8,7 +8,7 @@ use crate::pcapng::Capture;
 use std::sync::Mutex;
 
 /// A ClientHello handshake message naming `name`, padded to about `size` bytes with a padding extension.
-fn client_hello(name: &str, size: usize) -> Vec<u8> {
+pub(super) fn client_hello(name: &str, size: usize) -> Vec<u8> {
     let mut sni = Vec::new();
     let n = name.len() as u16;
     sni.extend_from_slice(&(n + 3).to_be_bytes());

@@ -105,6 +105,7 @@ internal object Ui {
         "ip_cidr" -> "IP address range"
         "dns_mapped_ip" -> "IP of a blocked name"
         "dns_over_tls" -> "Private DNS (DNS over TLS)"
+        "private_dns" -> "Your Private DNS server (let through)"
         "flow_limit" -> "Too many connections"
         "icmp_unsupported" -> "ICMP (not forwarded)"
         "app_blocked" -> "App blocked by you"
