@@ -78,3 +78,38 @@ fn dns_tcp_and_udp_recover_after_the_upstream_address_changes() {
         "the IPv6 resolver answered the new address:\n{log}"
     );
 }
+
+/// A name with more A records than fit a 1,232-byte UDP answer.
+const BIG_NAME: &str = "big.example.org";
+const BIG_RECORDS: u8 = 100;
+
+/// A large answer: over UDP the phone gets it truncated (TC set, within its EDNS size) and asks again over TCP,
+/// which the engine forwards over TCP and answers whole; the engine itself fetched the truncated upstream UDP
+/// answer again over TCP. (Before, DNS over TCP went upstream over UDP, so a big answer stayed truncated.)
+#[test]
+fn a_large_answer_comes_whole_over_tcp_and_truncated_over_udp() {
+    // One record per option: dnsmasq keeps only the last IPv4 address of a multi-address --host-record.
+    let options =
+        (1..=BIG_RECORDS).fold(Options::engine(), |o, i| o.host_record(BIG_NAME, &[&format!("198.18.2.{i}")]));
+    let mut tb = Testbed::start(options);
+    // UDP only (+ignore: no retry over TCP): a correctly truncated answer that fits the 1,232 bytes asked for.
+    let udp = tb.dig(&["+ignore", "+bufsize=1232", "+stats", BIG_NAME, "A"]);
+    assert_eq!(udp.status.as_deref(), Some("NOERROR"), "{}", udp.run);
+    let flags = udp.run.stdout.lines().find(|l| l.contains(";; flags:")).unwrap_or_default().to_string();
+    assert!(flags.contains(" tc"), "TC set: {}", udp.run);
+    let size: usize = udp
+        .run
+        .stdout
+        .lines()
+        .find_map(|l| l.split("MSG SIZE  rcvd: ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no size: {}", udp.run));
+    assert!(size <= 1232, "the truncated answer is {size} bytes");
+    // What a stub resolver does next (dig's default: retry over TCP on TC), and DNS over TCP directly.
+    for args in [vec![BIG_NAME, "A"], vec!["+tcp", BIG_NAME, "A"]] {
+        let d = tb.dig(&args);
+        assert_eq!(d.addresses("A").len(), usize::from(BIG_RECORDS), "the whole answer: {}", d.run);
+    }
+    let upstream_tcp = tb.captured("tcp dst port 53 and tcp[tcpflags] & tcp-syn != 0");
+    assert!(upstream_tcp.len() >= 3, "the engine asked upstream over TCP: {upstream_tcp:?}");
+}
