@@ -5,6 +5,7 @@
 
 use hushwall_tests::topology::*;
 use hushwall_tests::{Dig, Family, Options, Testbed};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// DNS, TCP and UDP must work again this soon after the new address and routes appear.
@@ -112,4 +113,10 @@ fn a_large_answer_comes_whole_over_tcp_and_truncated_over_udp() {
     }
     let upstream_tcp = tb.captured("tcp dst port 53 and tcp[tcpflags] & tcp-syn != 0");
     assert!(upstream_tcp.len() >= 3, "the engine asked upstream over TCP: {upstream_tcp:?}");
+    // Every query the engine sent over UDP left from a source port of its own.
+    let udp_queries = tb.captured("udp dst port 53");
+    let ports: HashSet<&str> =
+        udp_queries.iter().filter_map(|l| l.split_whitespace().nth(2)?.rsplit('.').next()).collect();
+    assert!(udp_queries.len() >= 2, "{udp_queries:?}");
+    assert_eq!(ports.len(), udp_queries.len(), "a source port reused: {udp_queries:?}");
 }
