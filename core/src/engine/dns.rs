@@ -285,6 +285,7 @@ impl Engine {
 
     /// Sends the query to `resolver` on a socket of its own under a fresh id. If that fails at once, the
     /// resolver is marked down and the query goes on to the next try (or SERVFAIL).
+    // Each argument is one fact about the try; bundling them in a struct would only rename them.
     #[allow(clippy::too_many_arguments)]
     fn start_try(
         &mut self,

@@ -6,6 +6,7 @@
 //! and dials ([`Phase::Sniffing`]): that way a blocked server never receives a packet.
 
 use super::packet::TcpSummary;
+use super::private_dns::DOT_PORT;
 use super::reply;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, Upstream};
@@ -35,7 +36,6 @@ const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
 const SERVER_FIRST_PORTS: [u16; 9] = [21, 22, 23, 25, 110, 143, 587, 3306, 5900];
 /// DNS over TCP is answered by the engine's own DNS forwarder.
 const DNS_PORT: u16 = 53;
-use super::private_dns::DOT_PORT;
 
 /// Where a TCP flow is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
