@@ -31,9 +31,18 @@ pub struct RunArgs {
     pub(crate) tun_fd: Option<RawFd>,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Resolver that allowed DNS queries are forwarded to.
-    #[arg(long, value_name = "IP:PORT", default_value = "1.1.1.1:53")]
-    dns_upstream: SocketAddr,
+    /// The network's own resolver that allowed DNS queries are forwarded to (each query from a fresh socket).
+    /// Repeatable: tried in order, a resolver that fails or times out is skipped for a backoff.
+    #[arg(long = "dns-upstream", value_name = "IP:PORT")]
+    dns_upstreams: Vec<SocketAddr>,
+    /// Resolver tried after every --dns-upstream (when they are down, or none is given). Repeatable; replaces
+    /// the default fallbacks, Cloudflare's unfiltered 1.1.1.1:53 and [2606:4700:4700::1111]:53.
+    #[arg(long = "dns-fallback", value_name = "IP:PORT")]
+    dns_fallbacks: Vec<SocketAddr>,
+    /// The Private DNS (DNS-over-TLS) host name the system resolver uses, as Android's strict Private DNS:
+    /// DNS-over-TLS and DNS over QUIC/HTTP3 to it are let through (reason private_dns), other DoT is refused.
+    #[arg(long, value_name = "HOST")]
+    private_dns: Option<String>,
     /// Write events as JSON Lines to PATH (`-` for standard output).
     #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
@@ -141,8 +150,15 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
     handle_signals(Arc::clone(&control), args.policy.clone())?;
     let (device, name) = open_tun(&args)?;
     after_tun(&name)?;
+    let defaults = EngineConfig::default();
     let config = EngineConfig {
-        dns_upstream: args.dns_upstream,
+        dns_upstreams: args.dns_upstreams.clone(),
+        dns_fallbacks: if args.dns_fallbacks.is_empty() {
+            defaults.dns_fallbacks.clone()
+        } else {
+            args.dns_fallbacks.clone()
+        },
+        private_dns_server: args.private_dns.clone(),
         block_answer: match args.block_answer {
             BlockAnswerArg::Nxdomain => BlockAnswer::NxDomain,
             BlockAnswerArg::Unspecified => BlockAnswer::Unspecified,
@@ -154,7 +170,7 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
         capture: capture.clone(),
         max_tcp_flows: args.max_tcp_flows as usize,
         max_udp_flows: args.max_udp_flows as usize,
-        ..EngineConfig::default()
+        ..defaults
     };
     let platform = Platform {
         protector: Box::new(Fwmark(args.fwmark)),
@@ -220,7 +236,7 @@ fn open_tun(args: &RunArgs) -> Result<(tun::Device, String), String> {
     Ok((device, name))
 }
 
-/// A seed for initial sequence numbers and DNS ids that differs between runs.
+/// A seed for initial sequence numbers that differs between runs.
 fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
     match File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes)) {

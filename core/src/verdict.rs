@@ -56,6 +56,10 @@ pub enum Reason {
     AllowRule,
     /// No rule matched.
     NoMatch,
+    /// (Allow) DNS-over-TLS, or DNS over QUIC/HTTP3, to the user's own Private DNS server: let through so the
+    /// phone keeps its DNS (DNS-level blocking is off while Private DNS is set; SNI, QUIC and address blocking
+    /// still apply).
+    PrivateDns,
     /// (Error) The upstream connect failed: refused, unreachable or timed out.
     ConnectFailed,
     /// (Error) An upstream connection failed while forwarding (reset or another socket error).
@@ -90,6 +94,7 @@ impl Reason {
             Reason::IcmpUnsupported => "icmp_unsupported",
             Reason::AllowRule => "allow_rule",
             Reason::NoMatch => "no_match",
+            Reason::PrivateDns => "private_dns",
             Reason::ConnectFailed => "connect_failed",
             Reason::UpstreamReset => "upstream_reset",
             Reason::UdpFailed => "udp_failed",

@@ -41,12 +41,15 @@ const MAX_PACKET: usize = 65535;
 /// is switched to non-blocking mode here.
 pub fn run<T: Read + Write + AsRawFd>(
     mut tun: T,
-    config: EngineConfig,
+    mut config: EngineConfig,
     policy: Arc<Policy>,
     platform: Platform,
     control: Arc<Control>,
 ) -> io::Result<Stats> {
     let Platform { protector, uids, events: mut sink, watch_network } = platform;
+    if config.dns_seed == [0; 32] {
+        config.dns_seed = os_random_key()?;
+    }
     sys::prefer_mmap_for_large_buffers();
     sys::set_nonblocking(tun.as_raw_fd())?;
     let mut poll = Poll::new()?;
@@ -73,7 +76,7 @@ pub fn run<T: Read + Write + AsRawFd>(
             engine.set_blocked_uids(uids);
         }
         if let Some(info) = control.take_network() {
-            engine.network_changed(Instant::now(), info, &mut sockets);
+            engine.network_changed(info);
             network::end_flows_on_vanished_addresses(Instant::now(), &mut engine, &mut sockets);
         }
         let now = Instant::now();
@@ -143,7 +146,7 @@ fn follow_network(now: Instant, engine: &mut Engine, sockets: &mut Sockets, watc
     if changed || suspect {
         network::end_flows_on_vanished_addresses(now, engine, sockets);
         if watching {
-            network::reprobe(now, engine, sockets);
+            network::reprobe(engine, sockets);
         }
     }
 }
@@ -220,10 +223,10 @@ fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Socke
             return false;
         };
         match socket.recv(buf) {
-            Ok(n) => engine.on_udp_datagram(now, flow, buf.get(..n).unwrap_or_default()),
+            Ok(n) => engine.on_udp_datagram(now, flow, buf.get(..n).unwrap_or_default(), sockets),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => engine.on_udp_error(now, flow, e),
+            Err(e) => engine.on_udp_error(now, flow, e, sockets),
         }
     }
     true
@@ -246,6 +249,16 @@ fn deliver_events(
     if !batch.is_empty() {
         sink.deliver(batch);
     }
+}
+
+/// 32 bytes from the kernel's CSPRNG (`/dev/urandom`: readable by apps on Android too), the key of the engine's
+/// DNS query ids.
+fn os_random_key() -> io::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut key))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read OS randomness from /dev/urandom: {e}")))?;
+    Ok(key)
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

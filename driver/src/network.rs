@@ -71,12 +71,12 @@ pub(crate) fn is_network_gone(error: &io::Error) -> bool {
 }
 
 /// Probes which families have a route upstream and tells the engine (keeping what the engine knew of DNS).
-pub(crate) fn reprobe(now: Instant, engine: &mut Engine, sockets: &mut Sockets) {
+pub(crate) fn reprobe(engine: &mut Engine, sockets: &mut Sockets) {
     let known = engine.network().clone();
     let ipv4 = sockets.has_route(PROBE_V4).unwrap_or(known.ipv4);
     let ipv6 = sockets.has_route(PROBE_V6).unwrap_or(known.ipv6);
     log::debug!("network probe: ipv4 {ipv4}, ipv6 {ipv6}");
-    engine.network_changed(now, NetworkInfo { ipv4, ipv6, ..known }, sockets);
+    engine.network_changed(NetworkInfo { ipv4, ipv6, ..known });
 }
 
 /// Ends every flow whose upstream socket is bound to an address no longer assigned here, with an error event.

@@ -150,7 +150,7 @@ impl Harness {
         let policy = Policy::compile(&[source]).expect("test list compiles");
         let now = Instant::now();
         let config = EngineConfig {
-            dns_upstream: "198.18.0.1:53".parse().expect("addr"),
+            dns_upstreams: vec!["198.18.0.1:53".parse().expect("addr")],
             max_tcp_flows: 8,
             max_udp_flows: 8,
             tcp_buffer_size: 8 * 1024,
@@ -257,17 +257,18 @@ impl Harness {
                     self.drain();
                 }
             }
-            // A datagram from upstream: to a UDP flow, or to the DNS forwarder (flow 0) as a DNS response.
+            // A datagram from upstream: to a UDP flow, or to the newest DNS query's socket as a DNS response.
             10 => {
                 let to_dns = input.u8() % 2 == 0;
                 let len = usize::from(input.u16() % 1500);
                 let data = input.bytes(len).to_vec();
-                let flow = if to_dns { Some(FlowId(0)) } else { self.pick_flow(input) };
+                let newest_dns = self.up.open.iter().filter(|(_, dst)| dst.port() == 53).map(|(&f, _)| f).max();
+                let flow = if to_dns { newest_dns } else { self.pick_flow(input) };
                 if let Some(flow) = flow {
                     if input.u8() % 8 == 0 {
-                        self.engine.on_udp_error(self.now, flow, io::ErrorKind::ConnectionRefused.into());
+                        self.engine.on_udp_error(self.now, flow, io::ErrorKind::ConnectionRefused.into(), &mut self.up);
                     } else {
-                        self.engine.on_udp_datagram(self.now, flow, &data);
+                        self.engine.on_udp_datagram(self.now, flow, &data, &mut self.up);
                     }
                     self.engine.poll(self.now, &mut self.up);
                     self.drain();

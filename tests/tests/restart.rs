@@ -128,7 +128,8 @@ fn engine_loop_started_and_stopped_100_times_leaks_nothing() {
     for round in 0..101u16 {
         let (phone, engine_end) = UnixDatagram::pair().expect("socketpair");
         phone.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-        let config = EngineConfig { dns_upstream: upstream, ..EngineConfig::default() };
+        let config =
+            EngineConfig { dns_upstreams: vec![upstream], dns_fallbacks: Vec::new(), ..EngineConfig::default() };
         let platform = Platform {
             protector: Box::new(NoProtect),
             uids: Box::new(NoUids),

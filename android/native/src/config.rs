@@ -120,9 +120,9 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
     let config: ConfigJson = serde_json::from_str(json).map_err(|e| format!("bad engine config JSON: {e}"))?;
     let mut engine = EngineConfig::default();
     if let Some(upstream) = &config.dns_upstream {
-        engine.dns_upstream = upstream
+        engine.dns_upstreams = vec![upstream
             .parse::<SocketAddr>()
-            .map_err(|_| format!("dnsUpstream \"{upstream}\" is not an IP:PORT address (IPv6 as [addr]:port)"))?;
+            .map_err(|_| format!("dnsUpstream \"{upstream}\" is not an IP:PORT address (IPv6 as [addr]:port)"))?];
     }
     engine.log_allowed = config.log_allowed;
     engine.peek = config.payload_peek;
@@ -277,7 +277,7 @@ mod tests {
             "dnsUpstream":"[fd00:6877::53]:53","logAllowed":true,"blockAnswer":"unspecified","mtu":1400,
             "uids":"proc_net","randomSeed":7}"#;
         let config = parse_start(json).unwrap();
-        assert_eq!(config.engine.dns_upstream, "[fd00:6877::53]:53".parse().unwrap());
+        assert_eq!(config.engine.dns_upstreams, vec!["[fd00:6877::53]:53".parse().unwrap()]);
         assert!(config.engine.log_allowed);
         assert_eq!(config.engine.block_answer, BlockAnswer::Unspecified);
         assert_eq!(config.engine.mtu, 1400);
@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn minimal_config_takes_defaults() {
         let config = parse_start(r#"{"policy":{"profile":"balanced"}}"#).unwrap();
-        assert_eq!(config.engine.dns_upstream, EngineConfig::default().dns_upstream);
+        assert_eq!(config.engine.dns_upstreams, EngineConfig::default().dns_upstreams);
         assert_eq!(config.uids, UidSource::Callback);
         assert_ne!(config.engine.random_seed, 0);
         assert!(config.policy.check_name("tracking.intl.miui.com").is_blocked());

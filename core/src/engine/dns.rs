@@ -1,30 +1,60 @@
 //! DNS interception: every query on port 53 (UDP or TCP, whatever address the phone sent it to) is answered here.
 //!
 //! Blocked names get an immediate answer (NXDOMAIN or 0.0.0.0/::), never a silent drop, which would make apps
-//! retry for minutes. Other queries go to the configured upstream through one protected UDP socket, under ids
-//! of the forwarder's own (so queries from different clients cannot collide). Answers are checked for blocked
-//! names hidden behind CNAMEs and recorded in the IP→names cache that later judges connections.
+//! retry for minutes. Other queries are forwarded to a resolver: the network's own ([`Engine::set_dns_upstreams`],
+//! `--dns-upstream`), then the user's fallbacks, in order. Answers are checked for blocked names hidden behind
+//! CNAMEs and recorded in the IP→names cache that later judges connections.
+//!
+//! Each try of a query gets an upstream socket of its own (the same as Android's own resolver does), opened
+//! through [`Upstream`] under a fresh [`FlowId`] and closed when the try ends:
+//! - nothing can go stale: a socket opened after a network change gets the new source address and route, so DNS
+//!   recovers with the network instead of failing until a restart;
+//! - each query leaves from a new source port the kernel picks at random, and carries a query id drawn from a
+//!   ChaCha20 CSPRNG keyed with OS randomness ([`super::EngineConfig::dns_seed`]): an off-path forger must guess
+//!   about 32 bits, as against the phone's own resolver;
+//! - the socket is connected, so the kernel delivers only datagrams from the resolver's address and port, and an
+//!   answer is taken only if its id and question (name case-insensitively, type, class) are those of the query.
+//!   Anything else on the socket is dropped without ending the query.
+//!
+//! A try that times out (half of [`super::EngineConfig::dns_timeout`]) or fails marks its resolver down for a
+//! backoff (5 s, doubling to 60 s; an answer clears it), and the query is tried once more on the next resolver
+//! that is up within the same budget; then the phone gets SERVFAIL. An answer with TC set is fetched again over
+//! TCP from the same resolver; queries the phone sends over TCP go upstream over TCP. A UDP answer that does not
+//! fit the phone's EDNS size (or 512 bytes, or the tun MTU) reaches it truncated (TC set), so it retries over TCP.
 
 use super::tcp::Phase;
 use super::timers::Timer;
 use super::{Engine, FlowId, Upstream};
 use crate::event::Protocol;
-use crate::inspect::dns::{self, DnsQuery};
+use crate::inspect::dns::{self, DnsQuery, QuestionKey};
 use crate::verdict::Reason;
+use chacha20::rand_core::{Rng, SeedableRng};
+use chacha20::ChaCha20Rng;
 use smoltcp::socket::tcp::Socket;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// At most this many forwarded queries wait for answers; more are answered SERVFAIL at once.
-const MAX_PENDING: usize = 4096;
+/// At most this many forwarded queries wait for answers (each holds an upstream socket); more are answered
+/// SERVFAIL at once.
+const MAX_PENDING: usize = 1024;
 /// DNS record types whose answers carry addresses.
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
 /// Largest DNS message over TCP (two-byte length prefix).
 const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
+/// Tries per query on different resolvers (a TCP retry after a truncated answer is part of the same try).
+const MAX_TRIES: u8 = 2;
+/// How long a resolver is skipped after its first failure; doubled for each further one, up to
+/// [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_secs(5);
+/// The longest a failing resolver is skipped before it is tried again.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// IP and UDP header sizes, to keep UDP answers to the phone within the tun MTU.
+const IPV4_UDP_HEADERS: usize = 20 + 8;
+const IPV6_UDP_HEADERS: usize = 40 + 8;
 
 /// How an answer gets back to the phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,54 +69,156 @@ pub(crate) enum DnsClient {
     Learn,
 }
 
-/// A forwarded query awaiting its answer.
+/// A query to forward, and what to do with its answer.
 #[derive(Debug)]
-struct Pending {
-    via: DnsClient,
-    client: SocketAddr,
-    server: SocketAddr,
+pub(crate) struct Pending {
+    pub(crate) via: DnsClient,
+    pub(crate) client: SocketAddr,
+    pub(crate) server: SocketAddr,
     /// The phone's query as sent (its id included), to build refusals and SERVFAIL from.
-    query: Vec<u8>,
-    question: String,
-    deadline: Instant,
+    pub(crate) query: Vec<u8>,
+    /// The query's first question, normalised: an answer must echo it.
+    pub(crate) question: QuestionKey,
+    /// When the phone must have an answer (SERVFAIL then).
+    pub(crate) deadline: Instant,
 }
 
-/// The upstream side of DNS: one socket, id mapping, pending queries.
+/// One upstream exchange of a query: the socket it uses and what it expects back.
 #[derive(Debug)]
+struct Try {
+    pending: Pending,
+    resolver: SocketAddr,
+    /// The id the query went upstream with.
+    id: u16,
+    /// Tries so far, this one included.
+    tries: u8,
+    /// When this try is given up.
+    until: Instant,
+    transport: Transport,
+}
+
+/// How a try talks to its resolver.
+#[derive(Debug)]
+enum Transport {
+    Udp,
+    /// DNS over TCP (RFC 7766): the length-prefixed query to write, and the answer as read so far.
+    Tcp {
+        out: Vec<u8>,
+        written: usize,
+        connected: bool,
+        input: Vec<u8>,
+    },
+}
+
+/// A resolver and its health.
+#[derive(Debug, Clone)]
+struct Resolver {
+    addr: SocketAddr,
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+impl Resolver {
+    fn new(addr: SocketAddr) -> Self {
+        Resolver { addr, failures: 0, down_until: None }
+    }
+
+    fn is_up(&self, now: Instant) -> bool {
+        self.down_until.is_none_or(|until| until <= now)
+    }
+}
+
+/// The upstream side of DNS: resolvers, the queries in flight (by the flow id of their socket), the id generator.
 pub(crate) struct DnsForwarder {
-    upstream: SocketAddr,
-    flow: FlowId,
-    open: bool,
-    pending: HashMap<u16, Pending>,
-    rng: u64,
+    /// The network's own resolvers, in order.
+    upstreams: Vec<Resolver>,
+    /// The user's fallbacks, tried after the upstreams.
+    fallbacks: Vec<Resolver>,
+    tries: HashMap<FlowId, Try>,
+    /// DNS-over-TCP tries whose sockets became readable or writable, serviced at the next poll.
+    tcp_ready: Vec<FlowId>,
+    rng: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for DnsForwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The generator's state is a secret: never printed.
+        f.debug_struct("DnsForwarder")
+            .field("upstreams", &self.upstreams)
+            .field("fallbacks", &self.fallbacks)
+            .field("tries", &self.tries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DnsForwarder {
-    /// A forwarder to `upstream` using flow id `flow` for its socket.
-    pub(crate) fn new(upstream: SocketAddr, flow: FlowId, seed: u64) -> Self {
-        DnsForwarder { upstream, flow, open: false, pending: HashMap::new(), rng: seed | 1 }
-    }
-
-    /// The flow id of the upstream DNS socket.
-    pub(crate) fn flow(&self) -> FlowId {
-        self.flow
-    }
-
-    /// An unused query id, unpredictable to off-path spoofers (xorshift64*).
-    fn next_id(&mut self) -> u16 {
-        loop {
-            self.rng ^= self.rng >> 12;
-            self.rng ^= self.rng << 25;
-            self.rng ^= self.rng >> 27;
-            let id = (self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 48) as u16;
-            if !self.pending.contains_key(&id) {
-                return id;
-            }
+    /// A forwarder over `upstreams` then `fallbacks`, drawing query ids from a ChaCha20 generator keyed by `seed`.
+    pub(crate) fn new(upstreams: &[SocketAddr], fallbacks: &[SocketAddr], seed: [u8; 32]) -> Self {
+        DnsForwarder {
+            upstreams: upstreams.iter().copied().map(Resolver::new).collect(),
+            fallbacks: fallbacks.iter().copied().map(Resolver::new).collect(),
+            tries: HashMap::new(),
+            tcp_ready: Vec::new(),
+            rng: ChaCha20Rng::from_seed(seed),
         }
+    }
+
+    /// True if `flow` is the socket of a query in flight.
+    pub(crate) fn owns(&self, flow: FlowId) -> bool {
+        self.tries.contains_key(&flow)
+    }
+
+    /// Replaces the network's resolvers; the health of one that stays on the list is kept.
+    pub(crate) fn set_upstreams(&mut self, upstreams: &[SocketAddr]) {
+        let old = std::mem::take(&mut self.upstreams);
+        self.upstreams = upstreams
+            .iter()
+            .map(|&addr| old.iter().find(|r| r.addr == addr).cloned().unwrap_or_else(|| Resolver::new(addr)))
+            .collect();
+    }
+
+    /// The resolver for a new try: the first one that is up, upstreams before fallbacks, other than `avoid`;
+    /// if every other one is down, the one whose backoff ends first; `avoid` itself only when it is the only one.
+    fn pick(&self, now: Instant, avoid: Option<SocketAddr>) -> Option<SocketAddr> {
+        let all = || self.upstreams.iter().chain(&self.fallbacks).filter(|r| Some(r.addr) != avoid);
+        all()
+            .find(|r| r.is_up(now))
+            .or_else(|| all().min_by_key(|r| r.down_until))
+            .map(|r| r.addr)
+            .or(avoid.filter(|a| self.upstreams.iter().chain(&self.fallbacks).any(|r| r.addr == *a)))
+    }
+
+    /// Records that `addr` failed: skipped for a backoff that doubles with each failure in a row.
+    fn mark_failed(&mut self, addr: SocketAddr, now: Instant) {
+        for r in self.upstreams.iter_mut().chain(&mut self.fallbacks).filter(|r| r.addr == addr) {
+            r.failures = r.failures.saturating_add(1);
+            let backoff = BACKOFF_MIN.saturating_mul(1 << r.failures.saturating_sub(1).min(8)).min(BACKOFF_MAX);
+            r.down_until = Some(now + backoff);
+        }
+    }
+
+    /// Records that `addr` answered.
+    fn mark_answered(&mut self, addr: SocketAddr) {
+        for r in self.upstreams.iter_mut().chain(&mut self.fallbacks).filter(|r| r.addr == addr) {
+            r.failures = 0;
+            r.down_until = None;
+        }
+    }
+
+    /// A query id from the CSPRNG.
+    fn next_id(&mut self) -> u16 {
+        // Both halves of the 32-bit output are uniform; the low 16 bits are the id.
+        (self.rng.next_u32() & 0xFFFF) as u16
     }
 }
 
 impl Engine {
+    /// Replaces the network's own DNS resolvers (what the platform reports for the current network), tried in
+    /// order before the fallbacks. Queries in flight finish on the resolver they went to (or retry on these).
+    pub fn set_dns_upstreams(&mut self, upstreams: Vec<SocketAddr>) {
+        self.dns.set_upstreams(&upstreams);
+    }
+
     /// A UDP datagram to port 53.
     pub(super) fn on_dns_datagram(
         &mut self,
@@ -117,7 +249,7 @@ impl Engine {
         up: &mut impl Upstream,
     ) {
         self.stats.dns_queries += 1;
-        let Ok(DnsQuery { name, qtype, .. }) = dns::parse_query(msg) else {
+        let (Ok(DnsQuery { name, qtype, .. }), Ok(question)) = (dns::parse_query(msg), dns::question_key(msg)) else {
             self.stats.malformed += 1;
             return;
         };
@@ -131,56 +263,106 @@ impl Engine {
             }
             return;
         }
-        let pending = Pending {
-            via,
-            client,
-            server,
-            query: msg.to_vec(),
-            question: name,
-            deadline: now + self.config.dns_timeout,
-        };
+        let pending =
+            Pending { via, client, server, query: msg.to_vec(), question, deadline: now + self.config.dns_timeout };
         self.forward_query(now, pending, up);
     }
 
-    /// Sends the engine's own query for a blocked rule's `name` upstream ([`DnsClient::Learn`]; see `learn`).
+    /// Sends the engine's own query for a blocked rule's name upstream ([`DnsClient::Learn`]; see `learn`).
     pub(super) fn forward_learning_query(
         &mut self,
         now: Instant,
-        name: String,
         query: Vec<u8>,
         (client, server): (SocketAddr, SocketAddr),
         up: &mut impl Upstream,
     ) {
+        let Ok(question) = dns::question_key(&query) else {
+            return;
+        };
         let deadline = now + self.config.dns_timeout;
-        let pending = Pending { via: DnsClient::Learn, client, server, query, question: name, deadline };
+        let pending = Pending { via: DnsClient::Learn, client, server, query, question, deadline };
         self.forward_query(now, pending, up);
     }
 
-    /// Sends a query upstream and remembers it; answers SERVFAIL at once if that cannot be done.
-    fn forward_query(&mut self, now: Instant, pending: Pending, up: &mut impl Upstream) {
-        match self.send_upstream(&pending.query, up) {
-            Ok(id) => {
-                self.timers.arm(pending.deadline, Timer::Dns(id));
-                self.dns.pending.insert(id, pending);
-            }
-            Err(error) => self.fail_query(now, pending, error),
+    /// Sends a query upstream (over TCP if the phone asked over TCP) and remembers it; answers SERVFAIL at once
+    /// if no resolver can be reached.
+    pub(crate) fn forward_query(&mut self, now: Instant, pending: Pending, up: &mut impl Upstream) {
+        if self.dns.tries.len() >= MAX_PENDING {
+            self.fail_query(now, pending, format!("{MAX_PENDING} queries already wait for answers"));
+            return;
+        }
+        let tcp = matches!(pending.via, DnsClient::Tcp(_));
+        let first_try_until = (now + self.config.dns_timeout / 2).min(pending.deadline);
+        match self.dns.pick(now, None) {
+            Some(resolver) => self.start_try(now, pending, resolver, 1, first_try_until, tcp, up),
+            None => self.fail_query(now, pending, "no DNS resolver is configured"),
         }
     }
 
-    /// Sends `query` to the upstream resolver under a fresh id, opening the socket if needed; the id used.
-    fn send_upstream(&mut self, query: &[u8], up: &mut impl Upstream) -> io::Result<u16> {
-        if self.dns.pending.len() >= MAX_PENDING {
-            return Err(io::Error::other(format!("{MAX_PENDING} queries already wait for answers")));
-        }
-        if !self.dns.open {
-            up.udp_open(self.dns.flow, self.dns.upstream)?;
-            self.dns.open = true;
-        }
+    /// Sends the query to `resolver` on a socket of its own under a fresh id. If that fails at once, the
+    /// resolver is marked down and the query goes on to the next try (or SERVFAIL).
+    // Each argument is one fact about the try; bundling them in a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    fn start_try(
+        &mut self,
+        now: Instant,
+        pending: Pending,
+        resolver: SocketAddr,
+        tries: u8,
+        until: Instant,
+        tcp: bool,
+        up: &mut impl Upstream,
+    ) {
+        let flow = self.new_flow_id();
         let id = self.dns.next_id();
-        let mut forwarded = query.to_vec();
-        dns::set_id(&mut forwarded, id).map_err(|_| io::Error::other("query too short for an id"))?;
-        up.udp_send(self.dns.flow, &forwarded)?;
-        Ok(id)
+        let mut query = pending.query.clone();
+        if dns::set_id(&mut query, id).is_err() {
+            self.stats.malformed += 1;
+            return;
+        }
+        let started = if tcp {
+            let Ok(len) = u16::try_from(query.len()) else {
+                self.stats.malformed += 1;
+                return;
+            };
+            let mut out = len.to_be_bytes().to_vec();
+            out.extend_from_slice(&query);
+            up.tcp_connect(flow, resolver)
+                .map(|()| Transport::Tcp { out, written: 0, connected: false, input: Vec::new() })
+                .inspect_err(|_| up.tcp_close(flow, true))
+        } else {
+            up.udp_open(flow, resolver)
+                .and_then(|()| up.udp_send(flow, &query))
+                .map(|()| Transport::Udp)
+                .inspect_err(|_| up.udp_close(flow))
+        };
+        let attempt = Try { pending, resolver, id, tries, until, transport: Transport::Udp };
+        match started {
+            Ok(transport) => {
+                self.timers.arm(until, Timer::Dns(flow));
+                self.dns.tries.insert(flow, Try { transport, ..attempt });
+            }
+            Err(error) => self.retry_or_fail(now, attempt, error, up),
+        }
+    }
+
+    /// A try failed (`error`): its resolver is marked down and the query tried once more on the next resolver,
+    /// if tries and time are left; SERVFAIL otherwise.
+    fn retry_or_fail(&mut self, now: Instant, attempt: Try, error: impl Display, up: &mut impl Upstream) {
+        self.dns.mark_failed(attempt.resolver, now);
+        let why = format!("resolver {}: {error}", attempt.resolver);
+        if attempt.tries >= MAX_TRIES || attempt.pending.deadline <= now {
+            self.fail_query(now, attempt.pending, why);
+            return;
+        }
+        log::debug!("dns {}: {why}; trying again", attempt.pending.question.name);
+        match self.dns.pick(now, Some(attempt.resolver)) {
+            Some(next) => {
+                let (tcp, until) = (matches!(attempt.pending.via, DnsClient::Tcp(_)), attempt.pending.deadline);
+                self.start_try(now, attempt.pending, next, attempt.tries + 1, until, tcp, up);
+            }
+            None => self.fail_query(now, attempt.pending, why),
+        }
     }
 
     /// A query that got no usable answer: SERVFAIL to the phone, so it gives up quickly instead of hanging, and
@@ -192,16 +374,155 @@ impl Engine {
         }
         self.answer_servfail(pending.via, &pending.query);
         let flow = (pending.client, pending.server);
-        self.report_failure(now, Protocol::Dns, flow, Some(&pending.question), Reason::DnsFailed, error);
+        self.report_failure(now, Protocol::Dns, flow, Some(&pending.question.name), Reason::DnsFailed, error);
     }
 
-    /// An answer from the upstream resolver.
-    pub(super) fn on_dns_answer(&mut self, now: Instant, data: &[u8]) {
-        let Some(pending) = dns::message_id(data).and_then(|id| self.dns.pending.remove(&id)) else {
-            // Late (already timed out) or not an answer to us.
-            self.stats.dropped += 1;
+    /// A datagram on the UDP socket `flow` of a query in flight.
+    pub(super) fn on_dns_datagram_from_upstream(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        data: &[u8],
+        up: &mut impl Upstream,
+    ) {
+        let Some(attempt) = self.dns.tries.get(&flow) else {
             return;
         };
+        if !dns::is_answer_to(data, attempt.id, &attempt.pending.question) {
+            // A forgery, or garbage: the query keeps waiting for its real answer.
+            self.stats.dropped += 1;
+            return;
+        }
+        let Some(attempt) = self.dns.tries.remove(&flow) else {
+            return;
+        };
+        up.udp_close(flow);
+        if dns::is_truncated(data) {
+            // The whole answer only comes over TCP: ask the same resolver again, within the same budget.
+            let until = attempt.pending.deadline;
+            self.start_try(now, attempt.pending, attempt.resolver, attempt.tries, until, true, up);
+            return;
+        }
+        self.dns.mark_answered(attempt.resolver);
+        self.on_dns_answer(now, attempt.pending, data);
+    }
+
+    /// The UDP socket of a query in flight failed (e.g. ICMP port unreachable, or the network is gone).
+    pub(super) fn on_dns_socket_error(&mut self, now: Instant, flow: FlowId, error: io::Error, up: &mut impl Upstream) {
+        if let Some(attempt) = self.dns.tries.remove(&flow) {
+            self.close_try_socket(flow, &attempt, up);
+            self.retry_or_fail(now, attempt, error, up);
+        }
+    }
+
+    /// A try's deadline passed: on to the next try, or SERVFAIL.
+    pub(super) fn on_dns_deadline(&mut self, now: Instant, flow: FlowId, up: &mut impl Upstream) {
+        if self.dns.tries.get(&flow).is_none_or(|t| t.until > now) {
+            return;
+        }
+        if let Some(attempt) = self.dns.tries.remove(&flow) {
+            self.close_try_socket(flow, &attempt, up);
+            let why = match attempt.transport {
+                Transport::Udp => "no answer from it in time",
+                Transport::Tcp { .. } => "no answer from it over TCP in time",
+            };
+            self.retry_or_fail(now, attempt, why, up);
+        }
+    }
+
+    fn close_try_socket(&mut self, flow: FlowId, attempt: &Try, up: &mut impl Upstream) {
+        match attempt.transport {
+            Transport::Udp => up.udp_close(flow),
+            Transport::Tcp { .. } => up.tcp_close(flow, true),
+        }
+    }
+
+    /// The DNS-over-TCP socket of a query in flight connected (or failed to).
+    pub(super) fn on_dns_tcp_connected(
+        &mut self,
+        now: Instant,
+        flow: FlowId,
+        result: io::Result<()>,
+        up: &mut impl Upstream,
+    ) {
+        match result {
+            Ok(()) => {
+                if let Some(Try { transport: Transport::Tcp { connected, .. }, .. }) = self.dns.tries.get_mut(&flow) {
+                    *connected = true;
+                }
+                self.service_dns_tcp(now, flow, up);
+            }
+            Err(error) => self.on_dns_socket_error(now, flow, error, up),
+        }
+    }
+
+    /// The DNS-over-TCP socket of a query in flight may be readable or writable: serviced at the next poll.
+    pub(super) fn on_dns_tcp_ready(&mut self, flow: FlowId) {
+        self.dns.tcp_ready.push(flow);
+    }
+
+    /// Services every DNS-over-TCP try whose socket changed since the last poll.
+    pub(super) fn service_dns_tcp_ready(&mut self, now: Instant, up: &mut impl Upstream) {
+        for flow in std::mem::take(&mut self.dns.tcp_ready) {
+            self.service_dns_tcp(now, flow, up);
+        }
+    }
+
+    /// Writes what is left of the query and reads what has come of the answer; handles the answer once whole.
+    fn service_dns_tcp(&mut self, now: Instant, flow: FlowId, up: &mut impl Upstream) {
+        let Some(Try { transport: Transport::Tcp { out, written, connected: true, input }, .. }) =
+            self.dns.tries.get_mut(&flow)
+        else {
+            return;
+        };
+        let mut failure: Option<io::Error> = None;
+        while *written < out.len() && failure.is_none() {
+            match up.tcp_write(flow, out.get(*written..).unwrap_or_default()) {
+                Ok(0) => failure = Some(io::ErrorKind::WriteZero.into()),
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => failure = Some(e),
+            }
+        }
+        let mut buf = [0u8; 4096];
+        while failure.is_none() && !tcp_message_complete(input) {
+            match up.tcp_read(flow, &mut buf) {
+                Ok(0) => failure = Some(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering")),
+                Ok(n) => input.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(error) = failure {
+            self.on_dns_socket_error(now, flow, error, up);
+            return;
+        }
+        if !tcp_message_complete(input) {
+            return;
+        }
+        let Some(attempt) = self.dns.tries.remove(&flow) else {
+            return;
+        };
+        up.tcp_close(flow, false);
+        let Transport::Tcp { input, .. } = &attempt.transport else {
+            return;
+        };
+        let answer = input.get(2..).unwrap_or_default();
+        if !dns::is_answer_to(answer, attempt.id, &attempt.pending.question) {
+            let why = "answer over TCP does not match the query";
+            self.stats.malformed += 1;
+            let answer_len = answer.len();
+            log::debug!("dns {}: {why} ({answer_len} bytes)", attempt.pending.question.name);
+            self.retry_or_fail(now, attempt, why, up);
+            return;
+        }
+        self.dns.mark_answered(attempt.resolver);
+        let answer = answer.to_vec();
+        self.on_dns_answer(now, attempt.pending, &answer);
+    }
+
+    /// The accepted answer to a query: checked for CNAME cloaking, learnt, and delivered with the phone's id.
+    fn on_dns_answer(&mut self, now: Instant, pending: Pending, data: &[u8]) {
         let Ok(answer) = dns::parse_response(data) else {
             self.stats.malformed += 1;
             self.fail_query(now, pending, "malformed answer from the upstream resolver");
@@ -224,29 +545,26 @@ impl Engine {
         self.dns_cache.record(&answer, now);
         let mut out = data.to_vec();
         match dns::message_id(&pending.query) {
-            Some(id) if dns::set_id(&mut out, id).is_ok() => self.deliver_dns(pending.via, &out),
+            Some(id) if dns::set_id(&mut out, id).is_ok() => {
+                if let DnsClient::Udp { client, .. } = pending.via {
+                    out = self.fit_for_udp(out, &pending.query, client);
+                }
+                self.deliver_dns(pending.via, &out);
+            }
             _ => self.stats.malformed += 1,
         }
-        log::trace!("dns {} answered", pending.question);
+        log::trace!("dns {} answered", pending.question.name);
     }
 
-    /// A forwarded query's deadline passed: SERVFAIL, so the phone gives up quickly instead of hanging.
-    pub(super) fn on_dns_deadline(&mut self, now: Instant, id: u16) {
-        let due = self.dns.pending.get(&id).is_some_and(|p| p.deadline <= now);
-        if let Some(pending) = due.then(|| self.dns.pending.remove(&id)).flatten() {
-            let why = format!("no answer from {} within {:?}", self.dns.upstream, self.config.dns_timeout);
-            self.fail_query(now, pending, why);
+    /// `answer` as it may go to a UDP client: whole if it fits the client's EDNS size (512 without EDNS) and the
+    /// tun MTU, else truncated with TC set, so the client asks again over TCP.
+    fn fit_for_udp(&self, answer: Vec<u8>, query: &[u8], client: SocketAddr) -> Vec<u8> {
+        let headers = if client.is_ipv4() { IPV4_UDP_HEADERS } else { IPV6_UDP_HEADERS };
+        let mtu_limit = self.config.mtu.saturating_sub(headers).max(dns::MIN_UDP_PAYLOAD);
+        if answer.len() <= dns::udp_payload_limit(query).min(mtu_limit) {
+            return answer;
         }
-    }
-
-    /// The upstream socket failed: every waiting query gets SERVFAIL now, and the socket is reopened next time.
-    pub(super) fn fail_all_dns(&mut self, now: Instant, error: &io::Error) {
-        self.dns.open = false;
-        let pending: Vec<Pending> = self.dns.pending.drain().map(|(_, p)| p).collect();
-        let why = format!("upstream resolver {}: {error}", self.dns.upstream);
-        for p in pending {
-            self.fail_query(now, p, &why);
-        }
+        dns::truncated_response(&answer).unwrap_or(answer)
     }
 
     fn answer_blocked(&mut self, via: DnsClient, query: &[u8]) {
@@ -319,5 +637,13 @@ impl Engine {
             }
             self.dns_query(now, DnsClient::Tcp(id), client, server, msg.get(2..).unwrap_or_default(), up);
         }
+    }
+}
+
+/// True once `input` holds a whole length-prefixed DNS message.
+fn tcp_message_complete(input: &[u8]) -> bool {
+    match *input {
+        [a, b, ref rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([a, b])),
+        _ => false,
     }
 }

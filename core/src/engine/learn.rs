@@ -105,8 +105,7 @@ impl Engine {
         let Some(query) = learning_query(name, qtype) else {
             return;
         };
-        let name = name.to_owned();
-        self.forward_learning_query(now, name, query, flow, up);
+        self.forward_learning_query(now, query, flow, up);
     }
 }
 

@@ -16,6 +16,7 @@ mod dns;
 mod learn;
 mod network;
 mod packet;
+mod private_dns;
 mod quic_hold;
 mod reply;
 mod stack;
@@ -84,8 +85,19 @@ pub trait Upstream {
 /// Engine settings. [`EngineConfig::default`] is what the app and the CLI use unless told otherwise.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Where forwarded DNS queries go.
-    pub dns_upstream: SocketAddr,
+    /// The network's own DNS resolvers, tried in order (Android: the network's `LinkProperties` DNS servers;
+    /// Linux: `--dns-upstream`). Replaced at run time with [`Engine::set_dns_upstreams`].
+    pub dns_upstreams: Vec<SocketAddr>,
+    /// Resolvers tried after [`EngineConfig::dns_upstreams`] (when those are down, or none are known). The
+    /// default is Cloudflare's unfiltered public resolver (README "Network changes and DNS" says why).
+    pub dns_fallbacks: Vec<SocketAddr>,
+    /// Key of the ChaCha20 generator that draws DNS query ids. It must be secret and unpredictable:
+    /// `hushwall_driver::run` replaces the default (all zeros) with OS randomness.
+    pub dns_seed: [u8; 32],
+    /// The user's Private DNS server (Android "Private DNS provider hostname"): DNS-over-TLS and DNS over QUIC
+    /// or HTTP/3 to this host are let through (reason `private_dns`) while other DoT stays refused. Replaced at
+    /// run time with [`Engine::set_private_dns_server`].
+    pub private_dns_server: Option<String>,
     /// How blocked names are answered.
     pub block_answer: BlockAnswer,
     /// Also report allowed flows and queries as events.
@@ -122,7 +134,7 @@ pub struct EngineConfig {
     pub udp_idle_timeout: Duration,
     /// A forwarded DNS query with no answer for this long is answered with SERVFAIL.
     pub dns_timeout: Duration,
-    /// Seed for smoltcp's initial sequence numbers and the DNS forwarder's query ids.
+    /// Seed for smoltcp's initial sequence numbers.
     pub random_seed: u64,
     /// Payload peek: read blocked plain-HTTP requests to their end locally, answer `403 Forbidden`, and attach a
     /// redacted summary to the block event ([`crate::inspect::peek`]). Off by default: a user switch.
@@ -134,7 +146,13 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            dns_upstream: SocketAddr::from(([1, 1, 1, 1], 53)),
+            dns_upstreams: Vec::new(),
+            dns_fallbacks: vec![
+                SocketAddr::from(([1, 1, 1, 1], 53)),
+                SocketAddr::from(([0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111], 53)),
+            ],
+            dns_seed: [0; 32],
+            private_dns_server: None,
             block_answer: BlockAnswer::NxDomain,
             log_allowed: false,
             learn_blocked_addresses: true,
@@ -239,9 +257,10 @@ pub struct Engine {
 impl Engine {
     /// A new engine. `wall_clock_ms` is the Unix time in milliseconds at `now`; event times derive from it.
     pub fn new(config: EngineConfig, policy: Arc<Policy>, now: Instant, wall_clock_ms: u64) -> Self {
-        Engine {
+        let private_dns = config.private_dns_server.clone();
+        let mut engine = Engine {
             stack: Stack::new(config.mtu, config.random_seed, now),
-            dns: DnsForwarder::new(config.dns_upstream, FlowId(0), config.random_seed),
+            dns: DnsForwarder::new(&config.dns_upstreams, &config.dns_fallbacks, config.dns_seed),
             dns_cache: DnsCache::new(16 * 1024),
             learning: LearnLimiter::default(),
             capture: config.capture.clone().map(CaptureState::new),
@@ -265,7 +284,9 @@ impl Engine {
             next_flow: 1,
             epoch: now,
             epoch_wall_ms: wall_clock_ms,
-        }
+        };
+        engine.set_private_dns_server(private_dns);
+        engine
     }
 
     /// Replaces the policy; flows already forwarding keep going, new ones are judged by the new policy.
@@ -360,6 +381,7 @@ impl Engine {
 
     /// Runs the TCP/IP stack over queued packets and timers and moves bytes for every flow that changed.
     pub fn poll(&mut self, now: Instant, up: &mut impl Upstream) {
+        self.service_dns_tcp_ready(now, up);
         self.stack.poll(now);
         while !self.touched.is_empty() {
             let mut touched = std::mem::take(&mut self.touched);
@@ -386,7 +408,7 @@ impl Engine {
             match timer {
                 Timer::Tcp(id) => self.on_tcp_deadline(now, id, up),
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
-                Timer::Dns(query) => self.on_dns_deadline(now, query),
+                Timer::Dns(flow) => self.on_dns_deadline(now, flow, up),
                 Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
             }
         }

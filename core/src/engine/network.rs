@@ -24,7 +24,8 @@ pub struct NetworkInfo {
     /// IPv6 has a default route upstream: new IPv6 flows can be forwarded.
     pub ipv6: bool,
     /// The network's own DNS resolvers (Android `LinkProperties.getDnsServers()`); empty when the platform does
-    /// not know them (the Linux driver), in which case the configured upstreams stay.
+    /// not know the network's DNS set-up (the Linux driver), in which case the configured upstreams and Private
+    /// DNS server stay and [`NetworkInfo::private_dns`] is ignored.
     pub dns_servers: Vec<IpAddr>,
     /// The Private DNS (DNS-over-TLS) host name the user set for this network, if any.
     pub private_dns: Option<String>,
@@ -51,11 +52,11 @@ impl Engine {
     /// removed): `info` replaces what the engine knew. From now on new flows of a family without a route are
     /// refused at once (reason `no_route`); flows already open are left to the driver, which ends those whose
     /// socket lost its address. Call it again when the network changes back.
-    pub fn network_changed(&mut self, now: Instant, info: NetworkInfo, up: &mut impl Upstream) {
+    pub fn network_changed(&mut self, info: NetworkInfo) {
         if info.ipv4 != self.network.info.ipv4 || info.ipv6 != self.network.info.ipv6 {
             log::info!("network changed: ipv4 {}, ipv6 {}", info.ipv4, info.ipv6);
         }
-        self.apply_network_dns(now, &info, up);
+        self.apply_network_dns(&info);
         self.network.info = info;
     }
 
@@ -64,10 +65,16 @@ impl Engine {
         &self.network.info
     }
 
-    /// INTEGRATION POINT (issue 12, item 3): the network's DNS servers and Private DNS name go to the DNS
-    /// forwarder here (`set_dns_upstreams`, `set_private_dns_server`, on the DNS branch). Until that is merged
-    /// they are only recorded in [`NetworkInfo`] by [`Engine::network_changed`].
-    fn apply_network_dns(&mut self, _now: Instant, _info: &NetworkInfo, _up: &mut impl Upstream) {}
+    /// Hands the network's DNS servers (port 53) to the DNS forwarder and sets the Private DNS server name (let
+    /// through on port 853). A report without DNS servers comes from a platform that does not know the network's
+    /// DNS set-up (the Linux driver): the configured resolvers and Private DNS server stay.
+    fn apply_network_dns(&mut self, info: &NetworkInfo) {
+        if info.dns_servers.is_empty() {
+            return;
+        }
+        self.set_dns_upstreams(info.dns_servers.iter().map(|&ip| SocketAddr::new(ip, 53)).collect());
+        self.set_private_dns_server(info.private_dns.clone());
+    }
 
     /// True if `dst`'s family has no route upstream, so a new flow to it must be refused.
     fn family_unreachable(&self, dst: IpAddr) -> bool {
@@ -98,8 +105,8 @@ impl Engine {
     /// timeout. TCP: the phone's side is reset (`connect_failed` while dialling, `upstream_reset` after).
     /// UDP: the flow is closed (`udp_failed`); the phone's next datagram opens a new one from the new address.
     pub fn on_upstream_error(&mut self, now: Instant, id: FlowId, error: io::Error, up: &mut impl Upstream) {
-        if id == self.dns.flow() {
-            self.on_udp_error(now, id, error);
+        if self.dns.owns(id) {
+            self.on_udp_error(now, id, error, up);
         } else if let Some(flow) = self.tcp.get(&id) {
             let reason = match flow.phase {
                 Phase::Dialing | Phase::Connecting => Reason::ConnectFailed,

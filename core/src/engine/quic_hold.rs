@@ -133,12 +133,16 @@ impl Engine {
             return true;
         }
         if !self.quic_holds.contains_key(&key) {
-            // DNS over QUIC is refused on the plain path when DNS over TLS is.
-            let doq_refused = server.port() == DOQ_PORT && self.config.block_dns_over_tls;
+            // DNS over QUIC is held only to let the user's Private DNS server through (its ClientHello names it);
+            // without one it is refused on the plain path when DNS over TLS is.
+            let doq = server.port() == DOQ_PORT && self.private_dns_is_set();
+            let doq_refused = server.port() == DOQ_PORT && !doq && self.config.block_dns_over_tls;
             if doq_refused || !looks_like_quic_initial(payload) {
                 return false;
             }
             let (fallback, mapped_host) = match self.address_verdict(now, server.ip()) {
+                // DNS over QUIC is refused unless its ClientHello names the Private DNS server.
+                _ if doq => (Verdict::block(Reason::DnsOverTls), None),
                 // A CIDR rule decides regardless of the name: leave it to the plain UDP path.
                 AddressVerdict::Decided(_) => return false,
                 AddressVerdict::MappedBlocked(verdict, host) => (verdict, Some(host)),
@@ -171,7 +175,9 @@ impl Engine {
         let over_bounds = hold.datagrams.len() >= MAX_HELD_DATAGRAMS || hold.held_bytes >= MAX_HELD_BYTES;
         match hold.assembler.push_datagram(payload) {
             QuicScan::Sni(name) => {
-                let verdict = self.name_verdict(&name, Reason::QuicSni);
+                let verdict = self
+                    .private_dns_verdict(now, server, Some(&name))
+                    .unwrap_or_else(|| self.name_verdict(&name, Reason::QuicSni));
                 self.release_quic_hold(now, key, packet, verdict, Some(name), up);
             }
             QuicScan::NeedMore if !over_bounds => {}

@@ -14,6 +14,7 @@
 //! ([`Reason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
 use super::packet::TcpSummary;
+use super::private_dns::DOT_PORT;
 use super::reply;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, Upstream};
@@ -51,8 +52,6 @@ const CLIENT_FIRST_PORTS: [u16; 4] = [80, 443, 8080, 8443];
 pub(super) const CLIENT_FIRST_WAIT: Duration = Duration::from_secs(15);
 /// DNS over TCP is answered by the engine's own DNS forwarder.
 const DNS_PORT: u16 = 53;
-/// DNS over TLS.
-const DOT_PORT: u16 = 853;
 
 /// Where a TCP flow is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +205,9 @@ impl Engine {
         let mut gate = ClientGate::Shut;
         let (phase, host, fallback) = if server.port() == DNS_PORT {
             (Phase::Dns { pending: 0 }, None, None)
+        } else if server.port() == DOT_PORT && self.config.block_dns_over_tls && self.private_dns_is_set() {
+            // Only the ClientHello tells whether it goes to the user's Private DNS server (finish_sniff).
+            (Phase::Sniffing { started: false }, None, Some(Verdict::block(Reason::DnsOverTls)))
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
             self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::DnsOverTls));
             return;
@@ -340,6 +342,9 @@ impl Engine {
 
     /// The driver's report that an upstream connect finished.
     pub fn on_tcp_connected(&mut self, now: Instant, id: FlowId, result: io::Result<()>, up: &mut impl Upstream) {
+        if self.dns.owns(id) {
+            return self.on_dns_tcp_connected(now, id, result, up);
+        }
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -367,6 +372,9 @@ impl Engine {
 
     /// The driver's report that a flow's upstream socket became readable.
     pub fn on_upstream_readable(&mut self, id: FlowId) {
+        if self.dns.owns(id) {
+            return self.on_dns_tcp_ready(id);
+        }
         if let Some(flow) = self.tcp.get_mut(&id) {
             flow.upstream_readable = true;
             self.touched.push(id);
@@ -375,6 +383,9 @@ impl Engine {
 
     /// The driver's report that a flow's upstream socket became writable.
     pub fn on_upstream_writable(&mut self, id: FlowId) {
+        if self.dns.owns(id) {
+            return self.on_dns_tcp_ready(id);
+        }
         if let Some(flow) = self.tcp.get_mut(&id) {
             flow.upstream_writable = true;
             self.touched.push(id);
@@ -531,7 +542,15 @@ impl Engine {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
-        let verdict = self.first_bytes_verdict(&sniffed, flow.fallback.clone(), flow.server.port());
+        let sni = match &sniffed {
+            Some(StreamSniff::TlsSni(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        // The user's Private DNS server is let through, other DNS-over-TLS refused, before the lists decide.
+        let verdict = match self.private_dns_verdict(now, flow.server, sni) {
+            Some(verdict) => verdict,
+            None => self.first_bytes_verdict(&sniffed, flow.fallback.clone(), flow.server.port()),
+        };
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };

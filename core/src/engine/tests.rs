@@ -37,6 +37,7 @@ struct FakeUpstream {
     closed: Vec<(FlowId, bool)>,
     udp_opened: Vec<(FlowId, SocketAddr)>,
     udp_sent: Vec<(FlowId, Vec<u8>)>,
+    udp_closed: Vec<FlowId>,
 }
 
 impl Upstream for FakeUpstream {
@@ -85,7 +86,9 @@ impl Upstream for FakeUpstream {
         self.udp_sent.push((flow, data.to_vec()));
         Ok(())
     }
-    fn udp_close(&mut self, _: FlowId) {}
+    fn udp_close(&mut self, flow: FlowId) {
+        self.udp_closed.push(flow);
+    }
     fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
         self.owner_lookups += 1;
         self.owner
@@ -158,7 +161,11 @@ impl Pair {
         let allow = ListSource { name: "allow.txt".into(), role: ListRole::Allow, text: allow.into() };
         let policy = Policy::compile(&[source, allow]).expect("test lists compile");
         let now = Instant::now();
-        let config = EngineConfig { dns_upstream: "198.18.0.1:53".parse().expect("addr"), ..EngineConfig::default() };
+        let config = EngineConfig {
+            dns_upstreams: vec!["198.18.0.1:53".parse().expect("addr")],
+            dns_fallbacks: Vec::new(),
+            ..EngineConfig::default()
+        };
         let mut wire = Wire::default();
         let mut phone = Interface::new(Config::new(HardwareAddress::Ip), &mut wire, smoltcp::time::Instant::ZERO);
         phone.update_ip_addrs(|a| {
@@ -294,7 +301,7 @@ fn blocked_name_is_learnt_upstream_and_its_address_refused_later() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
     assert_eq!(pair.take_out().len(), 1, "NXDOMAIN at once");
     let (flow, learn) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
     assert!(pair.take_out().is_empty(), "the learnt answer never reaches the phone");
     pair.events();
     // A server-first port cannot be sniffed: refused at the SYN.
@@ -330,10 +337,11 @@ fn learning_can_be_switched_off() {
 fn allowed_dns_is_forwarded_under_a_new_id_and_answered_with_the_old_one() {
     let mut pair = Pair::new();
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
-    assert_eq!(pair.up.udp_opened, vec![(FlowId(0), "198.18.0.1:53".parse().expect("addr"))]);
+    assert_eq!(pair.up.udp_opened.len(), 1);
+    assert_eq!(pair.up.udp_opened[0].1, "198.18.0.1:53".parse().expect("addr"));
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
     let answer = answer_with_a(&forwarded, NORMAL);
-    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer, &mut pair.up);
     let out = pair.take_out();
     let delivered = udp_payload(&out[0]);
     assert_eq!(&delivered[..2], &[0x12, 0x34], "client's id restored");
@@ -606,7 +614,7 @@ fn udp_flow_is_relayed_and_expires_when_idle() {
     assert_eq!(pair.up.udp_opened.len(), 1, "one NAT entry for the flow");
     let flow = pair.up.udp_opened[0].0;
     assert_eq!(pair.up.udp_sent.iter().map(|(_, d)| d.as_slice()).collect::<Vec<_>>(), [b"one", b"two"]);
-    pair.engine.on_udp_datagram(pair.now, flow, b"echo");
+    pair.engine.on_udp_datagram(pair.now, flow, b"echo", &mut pair.up);
     assert_eq!(udp_payload(&pair.take_out()[0]), b"echo");
     pair.now += pair.engine.config.udp_idle_timeout;
     pair.engine.handle_timeout(pair.now, &mut pair.up);
@@ -727,6 +735,8 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 mod bypass_tests;
 /// Bypasses of issue 18 (QUIC, DNS learning, NAT64, exhaustion): each refused, nothing reaches the server.
 mod failclosed_tests;
+/// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
+mod dns_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.

@@ -16,8 +16,8 @@ pub(crate) enum Timer {
     Tcp(FlowId),
     /// A UDP flow's idle check.
     Udp(FlowId),
-    /// A forwarded DNS query (by forwarder id).
-    Dns(u16),
+    /// A forwarded DNS query's try (by the flow id of its upstream socket).
+    Dns(FlowId),
     /// A UDP flow held until its QUIC ClientHello names a host.
     QuicHold(FlowId),
 }
@@ -59,10 +59,10 @@ mod tests {
         let t0 = Instant::now();
         let mut timers = Timers::default();
         timers.arm(t0 + Duration::from_secs(2), Timer::Udp(FlowId(2)));
-        timers.arm(t0 + Duration::from_secs(1), Timer::Dns(7));
+        timers.arm(t0 + Duration::from_secs(1), Timer::Dns(FlowId(7)));
         assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(1)));
         assert_eq!(timers.pop_due(t0), None);
-        assert_eq!(timers.pop_due(t0 + Duration::from_secs(5)), Some(Timer::Dns(7)));
+        assert_eq!(timers.pop_due(t0 + Duration::from_secs(5)), Some(Timer::Dns(FlowId(7))));
         assert_eq!(timers.pop_due(t0 + Duration::from_secs(5)), Some(Timer::Udp(FlowId(2))));
         assert_eq!(timers.next_deadline(), None);
     }

@@ -108,9 +108,9 @@ impl Engine {
     }
 
     /// A datagram the driver received on an upstream UDP socket.
-    pub fn on_udp_datagram(&mut self, now: Instant, id: FlowId, data: &[u8]) {
-        if id == self.dns.flow() {
-            self.on_dns_answer(now, data);
+    pub fn on_udp_datagram(&mut self, now: Instant, id: FlowId, data: &[u8], up: &mut impl Upstream) {
+        if self.dns.owns(id) {
+            self.on_dns_datagram_from_upstream(now, id, data, up);
             return;
         }
         let Some(flow) = self.udp.get_mut(&id) else {
@@ -122,9 +122,9 @@ impl Engine {
     }
 
     /// The driver's report that an upstream UDP socket failed (e.g. ICMP port unreachable from the network).
-    pub fn on_udp_error(&mut self, now: Instant, id: FlowId, error: io::Error) {
-        if id == self.dns.flow() {
-            self.fail_all_dns(now, &error);
+    pub fn on_udp_error(&mut self, now: Instant, id: FlowId, error: io::Error, up: &mut impl Upstream) {
+        if self.dns.owns(id) {
+            self.on_dns_socket_error(now, id, error, up);
         } else if let Some(flow) = self.udp.get(&id) {
             let key = (flow.client, flow.server);
             self.report_failure(now, Protocol::Udp, key, None, Reason::UdpFailed, error);

@@ -5,7 +5,12 @@
 //! bytes outside printable ASCII and `.`/`\` inside a label are escaped, so a crafted label can
 //! never read as a different name. The root is `""`. No function here panics on any input.
 
+mod forward;
 mod wire;
+
+pub use forward::{
+    is_answer_to, is_truncated, question_key, truncated_response, udp_payload_limit, QuestionKey, MIN_UDP_PAYLOAD,
+};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

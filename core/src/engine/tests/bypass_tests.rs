@@ -282,7 +282,7 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     for (name, addr) in [("ota.example.org", BLOCKED_NET), ("other.example.org", [198, 19, 0, 11])] {
         pair.udp([198, 18, 53, 53], 53, &dns_query(name));
         let (flow, forwarded) = pair.up.udp_sent.last().expect("forwarded").clone();
-        pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&forwarded, addr));
+        pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&forwarded, addr), &mut pair.up);
         pair.take_out();
     }
     pair.events();

@@ -95,7 +95,7 @@ fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
     assert!(pair.up.udp_sent.iter().all(|(_, q)| !q.windows(6).any(|w| w == b"ZGV2aW")));
     // Its answer maps the address to the rule's name: a connection there is refused (dns_mapped_ip).
     let (flow, learn) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
     pair.events();
     let h = pair.connect(TELEMETRY, 22);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);

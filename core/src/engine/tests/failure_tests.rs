@@ -82,13 +82,19 @@ fn unanswered_dns_is_an_error_event_but_a_blocked_names_learning_query_is_not() 
 }
 
 #[test]
-fn dns_socket_error_fails_waiting_queries_with_events() {
+fn dns_socket_error_is_retried_once_on_a_new_socket_then_servfail() {
     let mut pair = Pair::new();
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     pair.events();
-    let dns_flow = pair.up.udp_sent[0].0;
-    pair.engine.on_udp_error(pair.now, dns_flow, io::ErrorKind::ConnectionRefused.into());
-    assert_eq!(udp_payload(&pair.take_out()[0])[3] & 0x0f, 2, "SERVFAIL at once");
+    let first = pair.up.udp_sent[0].0;
+    pair.engine.on_udp_error(pair.now, first, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
+    assert!(pair.take_out().is_empty(), "retried, not failed yet");
+    assert_eq!(pair.up.udp_sent.len(), 2, "sent again");
+    let second = pair.up.udp_sent[1].0;
+    assert_ne!(first, second, "on a socket of its own");
+    pair.engine.on_udp_error(pair.now, second, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
+    assert_eq!(udp_payload(&pair.take_out()[0])[3] & 0x0f, 2, "SERVFAIL after the second failure");
+    assert_eq!(pair.up.udp_sent.len(), 2, "never retried forever");
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, Reason::DnsFailed);
@@ -114,7 +120,7 @@ fn udp_socket_error_is_reported() {
     let mut pair = Pair::new();
     pair.udp(NORMAL, 7, b"ping");
     let flow = pair.up.udp_opened[0].0;
-    pair.engine.on_udp_error(pair.now, flow, io::ErrorKind::ConnectionRefused.into());
+    pair.engine.on_udp_error(pair.now, flow, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, Reason::UdpFailed);

@@ -38,7 +38,7 @@ fn tcp_flags(out: &[Vec<u8>]) -> (bool, bool, bool) {
 #[test]
 fn syn_of_a_family_without_route_is_reset_at_once_and_never_dialled() {
     let mut pair = Pair::new();
-    pair.engine.network_changed(pair.now, ipv4_only(), &mut pair.up);
+    pair.engine.network_changed(ipv4_only());
     pair.raw(&syn6(443));
     assert_eq!(tcp_flags(&pair.take_out()), (false, true, true), "RST|ACK to the SYN, at once");
     pair.raw(&syn6(22));
@@ -60,10 +60,10 @@ fn syn_of_a_family_without_route_is_reset_at_once_and_never_dialled() {
 #[test]
 fn the_family_comes_back_with_the_network() {
     let mut pair = Pair::new();
-    pair.engine.network_changed(pair.now, ipv4_only(), &mut pair.up);
+    pair.engine.network_changed(ipv4_only());
     pair.raw(&syn6(443));
     assert_eq!(tcp_flags(&pair.take_out()), (false, true, true));
-    pair.engine.network_changed(pair.now, NetworkInfo::default(), &mut pair.up);
+    pair.engine.network_changed(NetworkInfo::default());
     pair.raw(&syn6(443));
     assert_eq!(tcp_flags(&pair.take_out()), (true, true, false), "SYN|ACK: accepted for sniffing again");
     assert_eq!(pair.engine.stats().tcp_active, 1);
@@ -72,7 +72,7 @@ fn the_family_comes_back_with_the_network() {
 #[test]
 fn udp_of_a_family_without_route_gets_icmp_no_route_and_dns_is_unaffected() {
     let mut pair = Pair::new();
-    pair.engine.network_changed(pair.now, NetworkInfo { ipv4: false, ..NetworkInfo::default() }, &mut pair.up);
+    pair.engine.network_changed(NetworkInfo { ipv4: false, ..NetworkInfo::default() });
     pair.raw(&udp6(7777));
     pair.udp(NORMAL, 7777, b"ping");
     let out = pair.take_out();
@@ -85,7 +85,7 @@ fn udp_of_a_family_without_route_gets_icmp_no_route_and_dns_is_unaffected() {
         other => panic!("not icmp: {other:?}"),
     }
     assert_eq!(pair.up.udp_opened.len(), 1, "the IPv6 flow went upstream, the IPv4 one did not");
-    pair.engine.network_changed(pair.now, ipv4_only(), &mut pair.up);
+    pair.engine.network_changed(ipv4_only());
     pair.raw(&udp6(7778));
     match SlicedPacket::from_ip(&pair.take_out()[0]).expect("valid").transport {
         Some(TransportSlice::Icmpv6(i)) => assert_eq!(
@@ -95,7 +95,7 @@ fn udp_of_a_family_without_route_gets_icmp_no_route_and_dns_is_unaffected() {
         other => panic!("not icmpv6: {other:?}"),
     }
     // DNS to an address of the missing family is still answered by the engine.
-    pair.engine.network_changed(pair.now, NetworkInfo { ipv4: false, ..NetworkInfo::default() }, &mut pair.up);
+    pair.engine.network_changed(NetworkInfo { ipv4: false, ..NetworkInfo::default() });
     pair.events();
     pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
     assert_eq!(pair.take_out().len(), 1, "NXDOMAIN");

@@ -107,6 +107,7 @@ internal object Ui {
         "dns_over_tls" -> "Private DNS (DNS over TLS)"
         "uninspectable" -> "Unreadable TLS/HTTP/QUIC (refused)"
         "local_destination" -> "This device or local-only address"
+        "private_dns" -> "Your Private DNS server (let through)"
         "flow_limit" -> "Too many connections"
         "icmp_unsupported" -> "ICMP (not forwarded)"
         "app_blocked" -> "App blocked by you"
