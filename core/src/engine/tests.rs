@@ -708,3 +708,5 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
+mod svcb_tests;
