@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Computes the Xiaomi consensus set: host names that three or more public Xiaomi lists block.
 
-Reads the pinned copies in blocklists/upstream/ (provenance in blocklists/upstream/SOURCES.md), checks their
+Reads the pinned copies in blocklists/upstream/ (provenance: blocklists/README.md, "Sources"), checks their
 SHA-256 against blocklists/gen/inputs.json and writes blocklists/consensus-xiaomi.txt: one name per line with
 the lists that block it. `--check` compares instead of writing (CI: blocklists/check.sh).
 

@@ -543,7 +543,8 @@ impl Engine {
             return;
         }
         self.dns_cache.record(&answer, now);
-        let mut out = data.to_vec();
+        // Allowed names only reach here: drop ECH from HTTPS/SVCB answers so the real SNI stays visible.
+        let mut out = dns::strip_ech(data).ok().flatten().unwrap_or_else(|| data.to_vec());
         match dns::message_id(&pending.query) {
             Some(id) if dns::set_id(&mut out, id).is_ok() => {
                 if let DnsClient::Udp { client, .. } = pending.via {

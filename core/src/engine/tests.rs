@@ -743,3 +743,5 @@ mod failure_tests;
 mod inspect_tests;
 /// Network changes: refusing a family without a route, ending flows whose socket lost its address.
 mod network_tests;
+/// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
+mod svcb_tests;

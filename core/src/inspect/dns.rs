@@ -6,6 +6,7 @@
 //! never read as a different name. The root is `""`. No function here panics on any input.
 
 mod forward;
+mod svcb;
 mod wire;
 
 pub use forward::{
@@ -156,7 +157,8 @@ pub struct DnsAnswer {
     pub question: Option<String>,
     /// (alias, canonical target, ttl) of the class-IN CNAME answer records, in answer order.
     pub cnames: Vec<(String, String, u32)>,
-    /// (owner name, address, ttl) of the class-IN A and AAAA answer records, in answer order.
+    /// (owner name, address, ttl) of the class-IN A and AAAA answer records and of the `ipv4hint`/`ipv6hint`
+    /// addresses of the class-IN HTTPS and SVCB answer records (RFC 9460), in answer order.
     pub addrs: Vec<(String, IpAddr, u32)>,
 }
 
@@ -193,9 +195,9 @@ impl DnsAnswer {
     }
 }
 
-/// Reads a response (QR = 1): the first question name, and the A, AAAA and CNAME records of the
-/// answer section. Records of other types or classes are skipped; the authority and additional
-/// sections are not read.
+/// Reads a response (QR = 1): the first question name, the A, AAAA and CNAME records of the answer
+/// section, and the address hints of its HTTPS and SVCB records. Records of other types or classes are
+/// skipped; the authority and additional sections are not read.
 pub fn parse_response(msg: &[u8]) -> Result<DnsAnswer, DnsError> {
     let header = Header::parse(msg)?;
     if !header.is_response() {
@@ -232,10 +234,22 @@ pub fn parse_response(msg: &[u8]) -> Result<DnsAnswer, DnsError> {
                 }
                 cnames.push((rec.name, target, ttl));
             }
+            svcb::TYPE_SVCB | svcb::TYPE_HTTPS => {
+                let rdata = rec.rdata_at..rec.rdata_at + rec.rdata.len();
+                addrs.extend(svcb::hints(msg, rdata).into_iter().map(|ip| (rec.name.clone(), ip, ttl)));
+            }
             _ => {}
         }
     }
     Ok(DnsAnswer { id: header.id, rcode: header.rcode(), question, cnames, addrs })
+}
+
+/// A copy of the response `msg` with the `ech` parameter (Encrypted ClientHello, RFC 9460 §7.3) removed from
+/// every HTTPS and SVCB record, so that clients connect with the real server name in the TLS SNI, where the
+/// policy can see it; `None` when no record carries `ech`. Lengths, a `mandatory` list naming `ech`, and
+/// compression pointers behind the removed bytes are adjusted. Err when any section does not parse.
+pub fn strip_ech(msg: &[u8]) -> Result<Option<Vec<u8>>, DnsError> {
+    svcb::strip_ech(msg)
 }
 
 /// A checked standard query: its header and first question, and the raw bytes of that question
