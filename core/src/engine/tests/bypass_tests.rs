@@ -97,7 +97,7 @@ fn silent_client_on_a_web_port_is_reset_and_never_dialled() {
 
 /// Issue 18.1 on ports where the server may speak first: a silent client is dialled by address (the banner
 /// reaches it), but its own bytes wait until judged; a late hello naming a blocked host resets both sides and
-/// the server never receives a byte of it.
+/// the server never receives a byte of it. Other protocols' bytes pass once judged.
 #[test]
 fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_passes() {
     let mut pair = Pair::new();
@@ -122,12 +122,7 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
     assert!(pair.up.written.get(&flow).is_none_or(Vec::is_empty), "the blocked hello reached the server");
     assert_eq!(pair.up.closed, vec![(flow, true)], "upstream reset");
     assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))]);
-}
-
-/// The gate opens for anything that is not TLS or HTTP naming a blocked host: a server-first protocol works.
-#[test]
-fn late_bytes_of_other_protocols_pass_once_judged() {
-    let mut pair = Pair::new();
+    // The gate opens for anything else: a server-first protocol works, on a server-first port too.
     for port in [22, 7777] {
         let h = pair.connect(NORMAL, port);
         pair.wait(pair.engine.config.sniff_timeout);
