@@ -16,6 +16,11 @@ declare -A PACKAGE=(
     [kill]=procps
     [sha256sum]=coreutils
     [tshark]=tshark # reads back the engine's pcapng export (tests/tests/inspect.rs)
+    [chromium]=chromium # the real browser of tests/tests/families.rs
+    [dpkg-deb]=dpkg # packaging/build-deb.sh (tests/tests/gateway.rs)
+    [script]=bsdutils # a pseudo-terminal for the live status line test (tests/tests/gateway.rs)
+    [systemd-analyze]=systemd # checks the packaged unit (tests/tests/gateway.rs)
+    [objdump]=binutils # packaging/build-deb.sh: the libc6 version the binary needs; and strip
 )
 
 missing=()

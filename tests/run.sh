@@ -15,6 +15,9 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 export HUSHWALL_BIN=${HUSHWALL_BIN:-$target_dir/release/hushwall}
 
+echo "==> blocklists/check.sh (generated lists equal their generators' output)" >&2
+./blocklists/check.sh
+
 echo "==> cargo build --release --workspace --all-targets" >&2
 cargo build --release --workspace --all-targets
 

@@ -6,62 +6,17 @@
 //!
 //! Run: `cargo run --release -p hushwall-bench -- [NAMES] [CIDRS]`. Everything is generated from fixed seeds,
 //! so runs differ only by the machine's speed.
+//!
+//! `cargo run --release -p hushwall-bench -- engine [MEGABYTES]` runs the engine-only benchmark instead
+//! ([`hushwall_bench::engine`]): user-space cost per byte, upload and download, at each MTU of
+//! [`hushwall_bench::ENGINE_BENCH_MTUS`], `MEGABYTES` (default 200) each.
 
-// The counting allocator is the one place that needs `unsafe` (GlobalAlloc is an unsafe trait); it only forwards
-// to the system allocator and adds up sizes.
-#![allow(unsafe_code)]
-
+use hushwall_bench::counting::{ALLOCATIONS, CURRENT, PEAK};
 use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// The system allocator, counting the bytes currently allocated and the peak.
-struct Counting;
-
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-fn grew(by: usize) {
-    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-    let now = CURRENT.fetch_add(by, Ordering::Relaxed) + by;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s guarantees hold;
-// the counters are only statistics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded unchanged (see the impl).
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            grew(layout.size());
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged (see the impl).
-        unsafe { System.dealloc(ptr, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded unchanged (see the impl).
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
-            grew(new_size);
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
 
 /// xorshift64*: a fixed-seed generator, so every run builds the same lists.
 struct Rng(u64);
@@ -194,6 +149,10 @@ fn rss_kib() -> Option<u64> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("engine") {
+        let megabytes = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(200);
+        std::process::exit(hushwall_bench::run_engine_bench(megabytes));
+    }
     let mut args = std::env::args().skip(1).map(|a| a.replace('_', "").parse::<usize>());
     let n_names = args.next().and_then(Result::ok).unwrap_or(1_000_000);
     let n_cidrs = args.next().and_then(Result::ok).unwrap_or(100_000);

@@ -2,7 +2,7 @@
 //! and allow lists.
 
 use clap::{Args, ValueEnum};
-use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
+use hushwall_core::policy::{ListRole, ListSource, Policy, Profile, ProfileOptions};
 use hushwall_driver::lists::Store;
 use std::path::PathBuf;
 
@@ -21,7 +21,7 @@ pub enum ProfileArg {
 }
 
 /// Policy options shared by `run` and `check`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
     /// Built-in profile.
     #[arg(long, value_enum, default_value_t = ProfileArg::Balanced)]
@@ -38,14 +38,18 @@ pub struct PolicyArgs {
     /// Do not load the list store.
     #[arg(long, conflicts_with = "store")]
     pub no_store: bool,
+    /// Also block known public DNS-over-HTTPS/TLS resolvers (`blocklists/doh-resolvers.txt`; strict always does).
+    #[arg(long)]
+    pub block_doh: bool,
 }
 
 impl PolicyArgs {
     /// Reads and compiles every list; the error names the file and line.
     pub fn compile(&self) -> Result<Policy, String> {
+        let options = ProfileOptions { block_doh: self.block_doh };
         let mut sources = match self.profile {
-            ProfileArg::Balanced => Profile::Balanced.sources(),
-            ProfileArg::Strict => Profile::Strict.sources(),
+            ProfileArg::Balanced => Profile::Balanced.sources_with(options),
+            ProfileArg::Strict => Profile::Strict.sources_with(options),
             ProfileArg::None => Vec::new(),
         };
         if !self.no_store {

@@ -1,19 +1,22 @@
 //! `hushwall run`: the engine on a Linux tun device.
 
 use crate::lists::PolicyArgs;
+use crate::notify;
+use crate::status::{self, Status, StatusArgs};
 use clap::{Args, ValueEnum};
 use hushwall_core::engine::EngineConfig;
 use hushwall_core::event::Event;
 use hushwall_core::inspect::dns::BlockAnswer;
 use hushwall_core::pcapng::Capture;
+use hushwall_driver::lists::{create_private, Existing};
 use hushwall_driver::platform::{NoUids, UidResolver};
 use hushwall_driver::procnet::ProcNetUids;
 use hushwall_driver::{Control, EventSink, Platform, Protector};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Arguments of `hushwall run`.
@@ -22,10 +25,10 @@ use std::sync::Arc;
 pub struct RunArgs {
     /// Create (or attach to) the tun device NAME in the current network namespace and bring it up.
     #[arg(long, value_name = "NAME")]
-    tun: Option<String>,
+    pub(crate) tun: Option<String>,
     /// Adopt an already-open tun file descriptor (what Android's VpnService hands over); it is closed on exit.
     #[arg(long, value_name = "FD")]
-    tun_fd: Option<RawFd>,
+    pub(crate) tun_fd: Option<RawFd>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// Resolver that allowed DNS queries are forwarded to.
@@ -39,7 +42,7 @@ pub struct RunArgs {
     log_allowed: bool,
     /// SO_MARK put on every upstream socket so policy routing keeps it out of the tun (0: none).
     #[arg(long, value_name = "MARK", default_value = "0x6877", value_parser = parse_mark)]
-    fwmark: u32,
+    pub(crate) fwmark: u32,
     /// How blocked names are answered.
     #[arg(long, value_enum, default_value_t = BlockAnswerArg::Nxdomain)]
     block_answer: BlockAnswerArg,
@@ -73,6 +76,8 @@ pub struct RunArgs {
     /// Log more (repeat for even more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    #[command(flatten)]
+    pub(crate) status: StatusArgs,
 }
 
 /// Where event UIDs come from.
@@ -103,7 +108,16 @@ pub(crate) fn parse_mark(text: &str) -> Result<u32, String> {
 
 /// Runs until SIGINT/SIGTERM.
 pub fn run(args: RunArgs) -> Result<(), String> {
+    run_with(args, |_| Ok(()))
+}
+
+/// Runs until SIGINT/SIGTERM; `after_tun` runs once the tun device is up, before the engine starts (the
+/// gateway's routing); its error stops the start.
+pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(), String>) -> Result<(), String> {
     init_logging(args.verbose);
+    if let Some(addr) = args.status.metrics {
+        status::check_metrics_addr(addr, args.status.metrics_allow_remote)?;
+    }
     let policy = Arc::new(args.policy.compile()?);
     let stats = policy.stats();
     log::info!("policy: {stats:?}");
@@ -113,12 +127,20 @@ pub fn run(args: RunArgs) -> Result<(), String> {
     };
     let capture = match &args.pcap {
         Some(path) => {
-            let file = File::create(path).map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
+            let file = create_private(path, Existing::Truncate)
+                .map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
             Some(Capture::new(BufWriter::new(file)).map_err(|e| format!("cannot write {}: {e}", path.display()))?)
         }
         None => None,
     };
+    let control = Control::new();
+    let store = (!args.policy.no_store).then(|| args.policy.store.clone());
+    let (status, events) = Status::new(events, Arc::clone(&control), store);
+    // Before the tun and the gateway's routing: a SIGTERM during the start then stops the engine as soon as it
+    // starts, and what was added is removed, rather than killing the process half way.
+    handle_signals(Arc::clone(&control), args.policy.clone())?;
     let (device, name) = open_tun(&args)?;
+    after_tun(&name)?;
     let config = EngineConfig {
         dns_upstream: args.dns_upstream,
         block_answer: match args.block_answer {
@@ -140,15 +162,17 @@ pub fn run(args: RunArgs) -> Result<(), String> {
             UidLookup::ProcNet => Box::new(ProcNetUids::new()) as Box<dyn UidResolver>,
             UidLookup::None => Box::new(NoUids),
         },
-        events,
+        events: Box::new(events),
+        watch_network: true,
     };
-    let control = Control::new();
     if !args.block_uids.is_empty() {
         control.set_blocked_uids(args.block_uids.iter().copied().collect());
     }
-    handle_signals(Arc::clone(&control), args.policy)?;
+    let services = status::start(&args.status, &status)?;
     eprintln!("hushwall: ready on {name}");
+    notify::ready();
     let result = hushwall_driver::run(device, config, policy, platform, control);
+    drop(services);
     if let Some(capture) = &capture {
         if let Err(e) = capture.flush() {
             eprintln!("hushwall: cannot flush the capture: {e}");
@@ -254,14 +278,11 @@ impl Protector for Fwmark {
 struct JsonLines(Box<dyn Write + Send>);
 
 impl JsonLines {
-    fn open(path: &PathBuf) -> Result<Self, String> {
+    fn open(path: &Path) -> Result<Self, String> {
         if path.as_os_str() == "-" {
             return Ok(JsonLines(Box::new(io::stdout())));
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = create_private(path, Existing::Append)
             .map_err(|e| format!("cannot open events file {}: {e}", path.display()))?;
         Ok(JsonLines(Box::new(BufWriter::new(file))))
     }

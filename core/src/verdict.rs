@@ -40,9 +40,10 @@ pub enum Reason {
     DnsMappedIp,
     /// DNS-over-TLS (port 853) is refused so that DNS filtering cannot be bypassed.
     DnsOverTls,
-    /// The client's first bytes are TLS or HTTP whose host cannot be read (malformed, truncated at the
-    /// inspection limit, over the parser's limits), or a client on a port where clients speak first sent
-    /// nothing to judge: refused rather than let through unjudged.
+    /// The flow is recognisably TLS, HTTP or QUIC but what the server would read as its host cannot be read
+    /// reliably (malformed, truncated at the inspection limit, over the parser's limits, QUIC CRYPTO data that
+    /// overlaps with different bytes), or a client on a port where clients speak first sent nothing to judge:
+    /// refused rather than let through unjudged.
     Uninspectable,
     /// The destination is not a host on the network: loopback, unspecified, link-local, multicast or
     /// broadcast (after mapping `::ffff:a.b.c.d` to `a.b.c.d`). Dialling it would reach the device itself.
@@ -65,6 +66,9 @@ pub enum Reason {
     DnsFailed,
     /// (Error) The flow table was full: this, the least recently active flow, was closed to make room.
     FlowEvicted,
+    /// (Error) The destination's address family (IPv4 or IPv6) has no route upstream: the new connection was
+    /// refused at once (RST, ICMP no route), as the kernel refuses it without Hushwall.
+    NoRoute,
 }
 
 impl Reason {
@@ -91,6 +95,7 @@ impl Reason {
             Reason::UdpFailed => "udp_failed",
             Reason::DnsFailed => "dns_failed",
             Reason::FlowEvicted => "flow_evicted",
+            Reason::NoRoute => "no_route",
         }
     }
 }

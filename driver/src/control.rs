@@ -1,6 +1,7 @@
-//! Controlling a running engine from other threads: stop it, swap its policy, read its counters.
+//! Controlling a running engine from other threads: stop it, swap its policy, report network changes, read its
+//! counters.
 
-use hushwall_core::engine::Stats;
+use hushwall_core::engine::{NetworkInfo, Stats};
 use hushwall_core::policy::Policy;
 use mio::Waker;
 use std::collections::HashSet;
@@ -15,6 +16,7 @@ pub struct Control {
     stop: AtomicBool,
     policy: Mutex<Option<Arc<Policy>>>,
     blocked_uids: Mutex<Option<HashSet<u32>>>,
+    network: Mutex<Option<NetworkInfo>>,
     stats: Mutex<Stats>,
     waker: OnceLock<Waker>,
 }
@@ -44,6 +46,14 @@ impl Control {
         self.wake();
     }
 
+    /// Reports that the network under the engine changed (Android's network callback); applied at the loop's
+    /// next wake-up, which this triggers: new flows of a family without a route are refused from then on, and
+    /// flows whose socket lost its address end. Only the latest report counts if several arrive in between.
+    pub fn network_changed(&self, info: NetworkInfo) {
+        *self.network.lock().unwrap_or_else(PoisonError::into_inner) = Some(info);
+        self.wake();
+    }
+
     /// The counters as of the loop's last iteration.
     pub fn stats(&self) -> Stats {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
@@ -59,6 +69,10 @@ impl Control {
 
     pub(crate) fn take_blocked_uids(&self) -> Option<HashSet<u32>> {
         self.blocked_uids.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    pub(crate) fn take_network(&self) -> Option<NetworkInfo> {
+        self.network.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     pub(crate) fn publish_stats(&self, stats: Stats) {

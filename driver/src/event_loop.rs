@@ -6,6 +6,7 @@
 //! timers; whatever was left over makes the next wait zero-length.
 
 use crate::control::Control;
+use crate::network::{self, NetlinkWatch};
 use crate::platform::Platform;
 use crate::sockets::{flow_of, Conn, Sockets};
 use crate::sys;
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const TUN: Token = Token(usize::MAX);
 /// Token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX - 1);
+/// Token of the rtnetlink socket (address and route changes).
+const NETLINK: Token = Token(usize::MAX - 2);
 /// Most tun packets read per iteration.
 const TUN_BATCH: usize = 256;
 /// Most datagrams read from one UDP socket per iteration.
@@ -43,7 +46,7 @@ pub fn run<T: Read + Write + AsRawFd>(
     platform: Platform,
     control: Arc<Control>,
 ) -> io::Result<Stats> {
-    let Platform { protector, uids, events: mut sink } = platform;
+    let Platform { protector, uids, events: mut sink, watch_network } = platform;
     sys::prefer_mmap_for_large_buffers();
     sys::set_nonblocking(tun.as_raw_fd())?;
     let mut poll = Poll::new()?;
@@ -52,6 +55,9 @@ pub fn run<T: Read + Write + AsRawFd>(
     let mut sockets = Sockets::new(poll.registry().try_clone()?, protector, uids);
     let mut writer = TunWriter::spawn(tun.as_raw_fd())?;
     let mut engine = Engine::new(config, policy, Instant::now(), wall_clock_ms());
+    let mut netlink = if watch_network { open_netlink_watch(&poll) } else { None };
+    // Whether the network may have changed since the engine last looked (the first look is at start).
+    let mut network_changed = netlink.is_some();
     let mut ready = Events::with_capacity(1024);
     let mut packet = vec![0u8; MAX_PACKET];
     let mut batch: Vec<Event> = Vec::new();
@@ -65,6 +71,10 @@ pub fn run<T: Read + Write + AsRawFd>(
         }
         if let Some(uids) = control.take_blocked_uids() {
             engine.set_blocked_uids(uids);
+        }
+        if let Some(info) = control.take_network() {
+            engine.network_changed(Instant::now(), info, &mut sockets);
+            network::end_flows_on_vanished_addresses(Instant::now(), &mut engine, &mut sockets);
         }
         let now = Instant::now();
         let timeout = if tun_backlog || !udp_backlog.is_empty() {
@@ -83,6 +93,7 @@ pub fn run<T: Read + Write + AsRawFd>(
             match event.token() {
                 TUN => tun_backlog = true,
                 WAKER => {}
+                NETLINK => network_changed |= netlink.as_mut().is_some_and(NetlinkWatch::drain),
                 token => {
                     let flow = flow_of(token);
                     on_socket_event(now, event, flow, &mut engine, &mut sockets, &mut udp_backlog, &mut packet)
@@ -97,6 +108,7 @@ pub fn run<T: Read + Write + AsRawFd>(
         if tun_backlog {
             tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet)?;
         }
+        follow_network(now, &mut engine, &mut sockets, netlink.is_some(), std::mem::take(&mut network_changed));
         engine.handle_timeout(now, &mut sockets);
         // Events first: app attribution reads the client's socket (/proc/net, getConnectionOwnerUid), and the
         // refusals about to be written (RST, NXDOMAIN) make the client close it.
@@ -106,6 +118,34 @@ pub fn run<T: Read + Write + AsRawFd>(
     }
     log::info!("engine stopping; {} upstream sockets open", sockets.len());
     Ok(engine.stats())
+}
+
+/// The rtnetlink watch, registered with `poll`; `None` (logged) if the platform does not allow it.
+fn open_netlink_watch(poll: &Poll) -> Option<NetlinkWatch> {
+    match NetlinkWatch::open(poll.registry(), NETLINK) {
+        Ok(watch) => Some(watch),
+        Err(e) => {
+            log::warn!("cannot watch network changes (rtnetlink): {e}; failures will not follow the network");
+            None
+        }
+    }
+}
+
+/// Ends flows the network failed under (a send found their network or address gone). After a change (an
+/// rtnetlink notification, or such a failure) ends the flows on vanished addresses and, when `watching` the
+/// network, re-probes each family.
+fn follow_network(now: Instant, engine: &mut Engine, sockets: &mut Sockets, watching: bool, changed: bool) {
+    for flow in std::mem::take(&mut sockets.unroutable) {
+        let error = io::Error::new(io::ErrorKind::NetworkUnreachable, "the network is gone under this flow");
+        engine.on_upstream_error(now, flow, error, sockets);
+    }
+    let suspect = std::mem::take(&mut sockets.network_suspect);
+    if changed || suspect {
+        network::end_flows_on_vanished_addresses(now, engine, sockets);
+        if watching {
+            network::reprobe(now, engine, sockets);
+        }
+    }
 }
 
 /// Reads up to [`TUN_BATCH`] packets into the engine; true if more may be waiting.
@@ -156,6 +196,9 @@ fn on_socket_event(
                 },
             };
             *connecting = result.is_err();
+            if result.as_ref().is_err_and(crate::network::is_network_gone) {
+                sockets.network_suspect = true;
+            }
             engine.on_tcp_connected(now, flow, result, sockets);
         }
         Some(Conn::Tcp { .. }) => {

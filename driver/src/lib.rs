@@ -12,6 +12,7 @@
 pub mod control;
 pub mod event_loop;
 pub mod lists;
+mod network;
 pub mod platform;
 pub mod procnet;
 mod sockets;

@@ -35,6 +35,10 @@ pub struct Platform {
     pub uids: Box<dyn UidResolver>,
     /// Event delivery.
     pub events: Box<dyn EventSink>,
+    /// Watch the kernel's address and route changes (rtnetlink) and probe each family's route on every change
+    /// (Linux). False where the app reports changes through [`crate::Control::network_changed`] instead
+    /// (Android, where apps may not bind netlink route sockets).
+    pub watch_network: bool,
 }
 
 /// A resolver that never knows (for gateways, where flows come from other machines).

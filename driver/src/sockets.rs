@@ -3,6 +3,7 @@
 //! Every socket is created with `socket2`, protected through the platform before it connects, then registered
 //! with epoll (edge-triggered) under a token equal to its flow id.
 
+use crate::network::is_network_gone;
 use crate::platform::{Protector, UidResolver};
 use hushwall_core::engine::{FlowId, Upstream};
 use hushwall_core::event::Protocol as FlowProtocol;
@@ -29,6 +30,10 @@ pub(crate) struct Sockets {
     /// Finds the app owning a flow (for blocked apps and for event attribution).
     pub(crate) uids: Box<dyn UidResolver>,
     pub(crate) conns: HashMap<FlowId, Conn>,
+    /// UDP flows whose send failed because the network or their address is gone: the loop ends them.
+    pub(crate) unroutable: Vec<FlowId>,
+    /// A socket call failed with "network unreachable" or "address not available": the loop re-probes.
+    pub(crate) network_suspect: bool,
 }
 
 /// The epoll token of a flow's socket.
@@ -43,7 +48,44 @@ pub(crate) fn flow_of(token: Token) -> FlowId {
 
 impl Sockets {
     pub(crate) fn new(registry: Registry, protector: Box<dyn Protector>, uids: Box<dyn UidResolver>) -> Self {
-        Sockets { registry, protector, uids, conns: HashMap::new() }
+        Sockets { registry, protector, uids, conns: HashMap::new(), unroutable: Vec::new(), network_suspect: false }
+    }
+
+    /// Notes an error that says the network changed under a socket.
+    fn note_error<T>(&mut self, result: io::Result<T>) -> io::Result<T> {
+        if result.as_ref().is_err_and(is_network_gone) {
+            self.network_suspect = true;
+        }
+        result
+    }
+
+    /// Whether `dst`'s family has a route: a protected UDP socket can connect to it (nothing is sent). `None`
+    /// if the probe itself failed for another reason (e.g. out of descriptors).
+    pub(crate) fn has_route(&mut self, dst: SocketAddr) -> Option<bool> {
+        let result = self.protected_socket(dst, Type::DGRAM, Protocol::UDP).and_then(|s| s.connect(&dst.into()));
+        match result {
+            Ok(()) => Some(true),
+            Err(e) if is_network_gone(&e) => Some(false),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EHOSTUNREACH | libc::EAFNOSUPPORT)) => Some(false),
+            Err(e) => {
+                log::debug!("route probe to {dst}: {e}");
+                None
+            }
+        }
+    }
+
+    fn start_tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        let socket = self.protected_socket(dst, Type::STREAM, Protocol::TCP)?;
+        socket.set_tcp_nodelay(true)?;
+        match socket.connect(&dst.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e),
+        }
+        let mut stream = TcpStream::from_std(socket.into());
+        self.registry.register(&mut stream, token_of(flow), Interest::READABLE | Interest::WRITABLE)?;
+        self.conns.insert(flow, Conn::Tcp { stream, connecting: true });
+        Ok(())
     }
 
     /// A new protected, non-blocking socket for `dst`.
@@ -127,21 +169,13 @@ impl Upstream for Sockets {
                 "the destination is this device's own address",
             ));
         }
-        let socket = self.protected_socket(dst, Type::STREAM, Protocol::TCP)?;
-        socket.set_tcp_nodelay(true)?;
-        match socket.connect(&dst.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-            Err(e) => return Err(e),
-        }
-        let mut stream = TcpStream::from_std(socket.into());
-        self.registry.register(&mut stream, token_of(flow), Interest::READABLE | Interest::WRITABLE)?;
-        self.conns.insert(flow, Conn::Tcp { stream, connecting: true });
-        Ok(())
+        let result = self.start_tcp_connect(flow, dst);
+        self.note_error(result)
     }
 
     fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
-        self.tcp(flow)?.write(data)
+        let result = self.tcp(flow)?.write(data);
+        self.note_error(result)
     }
 
     fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
@@ -166,16 +200,23 @@ impl Upstream for Sockets {
     }
 
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        let socket = self.protected_socket(dst, Type::DGRAM, Protocol::UDP)?;
-        socket.connect(&dst.into())?;
-        let mut socket = UdpSocket::from_std(socket.into());
+        let result = self.protected_socket(dst, Type::DGRAM, Protocol::UDP).and_then(|s| {
+            s.connect(&dst.into())?;
+            Ok(s)
+        });
+        let mut socket = UdpSocket::from_std(self.note_error(result)?.into());
         self.registry.register(&mut socket, token_of(flow), Interest::READABLE)?;
         self.conns.insert(flow, Conn::Udp(socket));
         Ok(())
     }
 
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
-        self.udp(flow)?.send(data).map(|_| ())
+        let result = self.udp(flow)?.send(data).map(|_| ());
+        if result.as_ref().is_err_and(is_network_gone) {
+            // The flow cannot recover on this socket: the loop ends it (the engine only counts a failed send).
+            self.unroutable.push(flow);
+        }
+        self.note_error(result)
     }
 
     fn udp_close(&mut self, flow: FlowId) {

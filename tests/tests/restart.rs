@@ -129,7 +129,12 @@ fn engine_loop_started_and_stopped_100_times_leaks_nothing() {
         let (phone, engine_end) = UnixDatagram::pair().expect("socketpair");
         phone.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let config = EngineConfig { dns_upstream: upstream, ..EngineConfig::default() };
-        let platform = Platform { protector: Box::new(NoProtect), uids: Box::new(NoUids), events: Box::new(Discard) };
+        let platform = Platform {
+            protector: Box::new(NoProtect),
+            uids: Box::new(NoUids),
+            events: Box::new(Discard),
+            watch_network: false,
+        };
         let policy = Arc::clone(&policy);
         let mut thread = EngineThread::spawn(Control::new(), move |control| {
             hushwall_driver::run(PairTun(engine_end), config, policy, platform, control)

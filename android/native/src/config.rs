@@ -12,12 +12,18 @@
 //! ```
 //!
 //! Every field but `policy` may be left out (defaults as in [`EngineConfig::default`], `uids` = `callback`).
+//!
+//! `networkChanged` takes Kotlin's `NetworkInfo.toJson()` ([`parse_network`]):
+//!
+//! ```json
+//! {"ipv4": true, "ipv6": false, "dnsServers": ["192.168.1.1", "fe80::1%wlan0"], "privateDns": null, "mtu": 1500}
+//! ```
 
-use hushwall_core::engine::EngineConfig;
+use hushwall_core::engine::{EngineConfig, NetworkInfo};
 use hushwall_core::inspect::dns::BlockAnswer;
 use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 /// Where flow → app (UID) attribution comes from.
@@ -141,6 +147,42 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
     Ok(StartConfig { engine, policy, uids: config.uids })
 }
 
+/// The network the app reports from its default-network callback, as written in JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NetworkJson {
+    ipv4: bool,
+    ipv6: bool,
+    #[serde(default)]
+    dns_servers: Vec<String>,
+    private_dns: Option<String>,
+    /// 0 or absent: not known.
+    #[serde(default)]
+    mtu: u32,
+}
+
+/// Parses a `networkChanged` argument. A DNS server with a zone (`fe80::1%wlan0`, as `InetAddress` prints a
+/// link-local resolver) is left out: the engine's addresses carry no zone, and the network's other resolvers
+/// (or the fallback) serve instead.
+pub fn parse_network(json: &str) -> Result<NetworkInfo, String> {
+    let network: NetworkJson = serde_json::from_str(json).map_err(|e| format!("bad network JSON: {e}"))?;
+    let mut dns_servers = Vec::new();
+    for server in &network.dns_servers {
+        if server.contains('%') {
+            log::info!("network DNS server {server} has a zone; left out");
+            continue;
+        }
+        let ip = server.parse::<IpAddr>().map_err(|_| format!("dnsServers: \"{server}\" is not an IP address"))?;
+        dns_servers.push(ip);
+    }
+    let mtu = match network.mtu {
+        0 => None,
+        mtu => Some(u16::try_from(mtu).map_err(|_| format!("mtu {mtu} is outside 0..=65535"))?),
+    };
+    let private_dns = network.private_dns.filter(|name| !name.is_empty());
+    Ok(NetworkInfo { ipv4: network.ipv4, ipv6: network.ipv6, dns_servers, private_dns, mtu })
+}
+
 /// Parses and compiles a `replacePolicy` argument.
 pub fn parse_policy(json: &str) -> Result<Policy, String> {
     let policy: PolicyJson = serde_json::from_str(json).map_err(|e| format!("bad policy JSON: {e}"))?;
@@ -190,6 +232,22 @@ fn random_seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_json_reaches_network_info() {
+        let json = r#"{"ipv4":true,"ipv6":false,"dnsServers":["192.168.1.1","fe80::1%wlan0","2001:db8::53"],
+                       "privateDns":"dns.example","mtu":1500}"#;
+        let info = parse_network(json).expect("parses");
+        assert!(info.ipv4 && !info.ipv6);
+        let want: Vec<IpAddr> = vec!["192.168.1.1".parse().unwrap(), "2001:db8::53".parse().unwrap()];
+        assert_eq!(info.dns_servers, want, "the zoned link-local resolver is left out");
+        assert_eq!((info.private_dns.as_deref(), info.mtu), (Some("dns.example"), Some(1500)));
+        let minimal = parse_network(r#"{"ipv4":false,"ipv6":true}"#).expect("parses");
+        assert_eq!((minimal.dns_servers.len(), minimal.private_dns, minimal.mtu), (0, None, None));
+        assert!(parse_network(r#"{"ipv4":true,"ipv6":true,"dnsServers":["nope"]}"#).is_err());
+        assert!(parse_network(r#"{"ipv4":true}"#).is_err(), "both families are required");
+        assert!(parse_network(r#"{"ipv4":true,"ipv6":true,"typo":1}"#).is_err());
+    }
 
     #[test]
     fn peek_and_capture_reach_the_engine_config() {

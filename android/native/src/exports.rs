@@ -97,6 +97,23 @@ pub extern "system" fn Java_app_hushwall_engine_NativeBridge_nativeSetBlockedUid
     })
 }
 
+/// `nativeNetworkChanged(handle: Long, networkJson: String)`: the network under the VPN changed (families with a
+/// route, DNS servers, Private DNS, MTU; see [`config::parse_network`]).
+#[no_mangle]
+pub extern "system" fn Java_app_hushwall_engine_NativeBridge_nativeNetworkChanged<'local>(
+    mut env: JNIEnv<'local>,
+    _class: JClass<'local>,
+    handle: jlong,
+    network_json: JString<'local>,
+) {
+    entry(&mut env, (), |env| {
+        let instance = instance::lookup(handle)?;
+        let json = string_arg(env, &network_json, "network")?;
+        let info = config::parse_network(&json).map_err(BridgeError::Argument)?;
+        instance.network_changed(info)
+    })
+}
+
 /// `nativePollEvents(handle: Long, max: Int, waitMs: Long): ByteArray?`: one batch in the format of
 /// [`crate::events`], or null when none arrived within `waitMs`.
 #[no_mangle]

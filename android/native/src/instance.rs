@@ -9,7 +9,7 @@ use crate::callbacks::{CachedUids, JavaCallbacks, JavaProtector, JavaUids, Queue
 use crate::config::{StartConfig, UidSource};
 use crate::error::{BridgeError, Result};
 use crate::events::EventQueue;
-use hushwall_core::engine::Stats;
+use hushwall_core::engine::{NetworkInfo, Stats};
 use hushwall_core::event::Event;
 use hushwall_core::policy::Policy;
 use hushwall_driver::platform::{NoUids, UidResolver};
@@ -48,6 +48,8 @@ impl Instance {
             protector: Box::new(JavaProtector(Arc::clone(&callbacks))),
             uids,
             events: Box::new(QueueSink(Arc::clone(&events))),
+            // Android apps may not bind netlink route sockets: the app reports changes (networkChanged).
+            watch_network: false,
         };
         let (loop_events, loop_failure) = (Arc::clone(&events), Arc::clone(&failure));
         let StartConfig { engine, policy, .. } = config;
@@ -90,6 +92,15 @@ impl Instance {
             return Err(BridgeError::State("the engine is stopped".into()));
         }
         self.control.set_blocked_uids(uids);
+        Ok(())
+    }
+
+    /// Reports a network change to the running engine (applied at its next wake-up, which this triggers).
+    pub fn network_changed(&self, info: NetworkInfo) -> Result<()> {
+        if self.is_stopped() {
+            return Err(BridgeError::State("the engine is stopped".into()));
+        }
+        self.control.network_changed(info);
         Ok(())
     }
 

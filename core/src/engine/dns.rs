@@ -33,8 +33,9 @@ pub(crate) enum DnsClient {
     Udp { client: SocketAddr, server: SocketAddr },
     /// A query on a DNS-over-TCP flow.
     Tcp(FlowId),
-    /// A copy of a blocked query, resolved only so the blocked name's addresses enter the IP→names cache
-    /// (an app that later connects to them by address is refused too). Its answer never reaches the phone.
+    /// The engine's own query for a blocked rule's name (never the client's query; see `learn`), resolved only so
+    /// the name's addresses enter the IP→names cache (an app that later connects to them by address is refused
+    /// too). Its answer never reaches the phone.
     Learn,
 }
 
@@ -122,15 +123,14 @@ impl Engine {
         };
         let verdict = self.name_verdict(&name, Reason::DnsQuery);
         self.report(now, Protocol::Dns, client, server, Some(&name), &verdict);
-        let via = if verdict.is_block() {
+        if verdict.is_block() {
             self.answer_blocked(via, msg);
-            if !(self.config.learn_blocked_addresses && matches!(qtype, QTYPE_A | QTYPE_AAAA)) {
-                return;
+            // Never the client's query (its labels can carry data): a query for the rule's name, rate-limited.
+            if self.config.learn_blocked_addresses && matches!(qtype, QTYPE_A | QTYPE_AAAA) {
+                self.learn_blocked_name(now, &verdict, qtype, (client, server), up);
             }
-            DnsClient::Learn
-        } else {
-            via
-        };
+            return;
+        }
         let pending = Pending {
             via,
             client,
@@ -139,6 +139,20 @@ impl Engine {
             question: name,
             deadline: now + self.config.dns_timeout,
         };
+        self.forward_query(now, pending, up);
+    }
+
+    /// Sends the engine's own query for a blocked rule's `name` upstream ([`DnsClient::Learn`]; see `learn`).
+    pub(super) fn forward_learning_query(
+        &mut self,
+        now: Instant,
+        name: String,
+        query: Vec<u8>,
+        (client, server): (SocketAddr, SocketAddr),
+        up: &mut impl Upstream,
+    ) {
+        let deadline = now + self.config.dns_timeout;
+        let pending = Pending { via: DnsClient::Learn, client, server, query, question: name, deadline };
         self.forward_query(now, pending, up);
     }
 

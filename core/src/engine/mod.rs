@@ -13,6 +13,8 @@
 
 mod capture;
 mod dns;
+mod learn;
+mod network;
 mod packet;
 mod quic_hold;
 mod reply;
@@ -36,12 +38,15 @@ use std::time::{Duration, Instant};
 
 use capture::CaptureState;
 use dns::DnsForwarder;
+use learn::LearnLimiter;
 use packet::Transport;
-use quic_hold::QuicHold;
+use quic_hold::{QuicHold, QuicRefusals};
 use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
 use udp::UdpFlow;
+
+pub use network::NetworkInfo;
 
 /// Identifies one flow and the upstream socket the engine asked the driver for on its behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,7 +91,8 @@ pub struct EngineConfig {
     /// Also report allowed flows and queries as events.
     pub log_allowed: bool,
     /// Also resolve blocked names upstream (never answering the phone with the result) so that connections to
-    /// their addresses are refused too (`dns_mapped_ip`). The telemetry host itself still receives nothing.
+    /// their addresses are refused too (`dns_mapped_ip`). The telemetry host itself still receives nothing: the
+    /// engine asks for the blocking rule's own name, rate-limited, never the client's query (see `learn`).
     pub learn_blocked_addresses: bool,
     /// Refuse DNS-over-TLS (TCP 853), which would bypass DNS filtering.
     pub block_dns_over_tls: bool,
@@ -198,12 +204,16 @@ pub struct Engine {
     stack: Stack,
     dns_cache: DnsCache,
     dns: DnsForwarder,
+    /// When each blocked rule's name was last learnt (see `learn`).
+    learning: LearnLimiter,
     tcp: HashMap<FlowId, TcpFlow>,
     tcp_keys: HashMap<FlowKey, FlowId>,
     udp: HashMap<FlowId, UdpFlow>,
     udp_keys: HashMap<FlowKey, FlowId>,
     /// New QUIC flows held until their ClientHello names the server (see `quic_hold`).
     quic_holds: HashMap<FlowKey, QuicHold>,
+    /// Refused QUIC flows whose later datagrams are refused too (see `quic_hold`).
+    quic_refused: QuicRefusals,
     /// Blocked HTTP requests being read for the payload peek (see `tcp::peek`).
     peeks: HashMap<FlowId, tcp::PeekState>,
     /// The pcapng capture, if configured.
@@ -214,6 +224,8 @@ pub struct Engine {
     retiring: Vec<FlowId>,
     /// Apps (UIDs) whose traffic the user blocked entirely.
     blocked_uids: HashSet<u32>,
+    /// The network under the engine, as the platform last reported it.
+    network: network::NetworkState,
     /// Reusable buffer for sniffing a client's first bytes.
     scratch: Vec<u8>,
     timers: Timers,
@@ -231,6 +243,7 @@ impl Engine {
             stack: Stack::new(config.mtu, config.random_seed, now),
             dns: DnsForwarder::new(config.dns_upstream, FlowId(0), config.random_seed),
             dns_cache: DnsCache::new(16 * 1024),
+            learning: LearnLimiter::default(),
             capture: config.capture.clone().map(CaptureState::new),
             config,
             policy,
@@ -239,11 +252,13 @@ impl Engine {
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
             quic_holds: HashMap::new(),
+            quic_refused: QuicRefusals::default(),
             peeks: HashMap::new(),
             touched: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),
             blocked_uids: HashSet::new(),
+            network: network::NetworkState::default(),
             timers: Timers::default(),
             events: VecDeque::new(),
             stats: Stats::default(),

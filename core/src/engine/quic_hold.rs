@@ -1,29 +1,38 @@
-//! QUIC flows: a new UDP flow to port 443 is held until its client Initial packets name the server.
+//! QUIC flows: a new UDP flow whose first datagram is a QUIC client Initial is held until the Initials name the
+//! server.
 //!
 //! The first datagram of a UDP flow is normally judged by address alone. For QUIC the server name is readable
-//! from the client's Initial packets ([`crate::inspect::quic`]), so a new flow to port 443 whose address is not
-//! already decided (by a CIDR rule) is held: its datagrams are buffered, nothing goes upstream, and each one is fed
-//! to a [`ClientHelloAssembler`]. As soon as the ClientHello is complete the flow is judged by its SNI like a TLS
-//! flow over TCP: a blocked name is refused with ICMP port unreachable (reason `quic_sni`) and the held datagrams
-//! are dropped, so the server never receives one; an allowed name opens the upstream socket and sends the held
+//! from the client's Initial packets ([`crate::inspect::quic`]), so a new flow (to any port: HTTP/3 is not bound
+//! to 443) whose first datagram looks like a v1/v2 client Initial and whose address is not already decided (by a
+//! CIDR rule) is held: its datagrams are buffered, nothing goes upstream, and each one is fed to a
+//! [`ClientHelloAssembler`]. As soon as the ClientHello is complete the flow is judged by its SNI like a TLS flow
+//! over TCP: a blocked name is refused with ICMP port unreachable (reason `quic_sni`) and the held datagrams are
+//! dropped, so the server never receives one; an allowed name opens the upstream socket and sends the held
 //! datagrams in order. A refused flow is remembered while it stays active (for
 //! [`EngineConfig::udp_idle_timeout`](super::EngineConfig::udp_idle_timeout) after its last datagram): its later
 //! datagrams — retransmitted Initials, the client's CONNECTION_CLOSE, which carry no ClientHello to judge — are
-//! refused too, without a new event, so none of them can reach the server by a timeout. If the datagrams are not QUIC, the ClientHello carries no name, the hold outgrows its bounds
-//! or [`EngineConfig::sniff_timeout`](super::EngineConfig::sniff_timeout) passes first, the flow is decided by
-//! address as any UDP flow would have been.
+//! refused too, without a new event, so none of them can reach the server by a timeout. Refused flows do not
+//! count toward the UDP flow cap.
+//!
+//! Fail closed: once an Initial has opened, the flow is QUIC, and only a readable ClientHello lets it through.
+//! If the Initials are ambiguous ([`QuicScan::Uninspectable`]), the hold outgrows its bounds, or
+//! [`EngineConfig::sniff_timeout`](super::EngineConfig::sniff_timeout) passes before the ClientHello is complete,
+//! the flow is refused (reason `uninspectable`): the held datagrams may name a blocked host we could not read,
+//! and a refused QUIC flow costs the client little (browsers fall back to TCP, where the SNI is read). A complete
+//! ClientHello without a name, or a first datagram that does not open as an Initial, is decided by address as any
+//! UDP flow would have been.
 
 use super::reply::Unreachable;
 use super::timers::Timer;
+use super::udp::DOQ_PORT;
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
 use crate::verdict::{Reason, Verdict};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// The port QUIC (HTTP/3) flows are held on.
-const QUIC_PORT: u16 = 443;
 /// Most datagrams held per flow. A ClientHello needs one or two Initial packets; clients coalesce or send a few
 /// more (0-RTT) before an answer.
 const MAX_HELD_DATAGRAMS: usize = 8;
@@ -40,21 +49,68 @@ pub(crate) struct QuicHold {
     datagrams: Vec<Vec<u8>>,
     held_bytes: usize,
     assembler: ClientHelloAssembler,
-    /// The verdict by address, used unless the ClientHello names a host.
+    /// The verdict by address, used if the ClientHello is complete but names no host.
     fallback: Verdict,
     /// A name DNS mapped to the address, if any.
     mapped_host: Option<String>,
     deadline: Instant,
-    /// The flow was refused: its datagrams are refused until then (extended by each new one).
-    refused_until: Option<Instant>,
 }
 
-/// Whether a datagram can be a QUIC v1/v2 long-header packet (cheap check before holding a flow).
+/// Refused QUIC flows, remembered while they stay active so their later datagrams are refused too. Kept apart from
+/// the flow table (they hold no socket and do not count toward the UDP cap) and bounded on their own: at the
+/// bound the refusal that would expire first is forgotten, which only means that flow's next datagram is held
+/// and judged again.
+#[derive(Debug, Default)]
+pub(crate) struct QuicRefusals {
+    /// Each refused flow and when it may be forgotten (extended by each new datagram).
+    until: HashMap<FlowKey, Instant>,
+}
+
+impl QuicRefusals {
+    /// Whether `key` is a refused flow at `now`; if so its refusal is extended to `extend_to`.
+    fn refresh(&mut self, key: &FlowKey, now: Instant, extend_to: Instant) -> bool {
+        match self.until.get_mut(key) {
+            Some(until) if *until > now => {
+                *until = extend_to;
+                true
+            }
+            Some(_) => {
+                self.until.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers a refusal until `until`, keeping at most `cap` refusals.
+    fn insert(&mut self, key: FlowKey, now: Instant, until: Instant, cap: usize) {
+        if self.until.len() >= cap {
+            self.until.retain(|_, &mut u| u > now);
+        }
+        if self.until.len() >= cap {
+            if let Some(oldest) = self.until.iter().min_by_key(|(_, &u)| u).map(|(&k, _)| k) {
+                self.until.remove(&oldest);
+            }
+        }
+        self.until.insert(key, until);
+    }
+
+    /// Number of refusals remembered.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.until.len()
+    }
+}
+
+/// Whether a datagram can start with a QUIC v1/v2 client Initial: a long header with the fixed bit, a known
+/// version and the Initial type bits (0b00 in v1, 0b01 in v2). A cheap check before holding a flow on any port.
 fn looks_like_quic_initial(payload: &[u8]) -> bool {
     match payload {
-        [first, a, b, c, d, ..] => {
-            first & 0xc0 == 0xc0 && matches!(u32::from_be_bytes([*a, *b, *c, *d]), VERSION_1 | VERSION_2)
-        }
+        [first, a, b, c, d, ..] if first & 0xc0 == 0xc0 => match u32::from_be_bytes([*a, *b, *c, *d]) {
+            VERSION_1 => first & 0x30 == 0x00,
+            VERSION_2 => first & 0x30 == 0x10,
+            _ => false,
+        },
         _ => false,
     }
 }
@@ -72,21 +128,14 @@ impl Engine {
         up: &mut impl Upstream,
     ) -> bool {
         let key = (client, server);
-        if let Some(hold) = self.quic_holds.get_mut(&key) {
-            match hold.refused_until {
-                Some(until) if until > now => {
-                    hold.refused_until = Some(now + self.config.udp_idle_timeout);
-                    self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
-                    return true;
-                }
-                Some(_) => {
-                    self.quic_holds.remove(&key);
-                }
-                None => {}
-            }
+        if self.quic_refused.refresh(&key, now, now + self.config.udp_idle_timeout) {
+            self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+            return true;
         }
         if !self.quic_holds.contains_key(&key) {
-            if server.port() != QUIC_PORT || !looks_like_quic_initial(payload) {
+            // DNS over QUIC is refused on the plain path when DNS over TLS is.
+            let doq_refused = server.port() == DOQ_PORT && self.config.block_dns_over_tls;
+            if doq_refused || !looks_like_quic_initial(payload) {
                 return false;
             }
             let (fallback, mapped_host) = match self.address_verdict(now, server.ip()) {
@@ -111,7 +160,6 @@ impl Engine {
                 fallback,
                 mapped_host,
                 deadline,
-                refused_until: None,
             };
             self.quic_holds.insert(key, hold);
         }
@@ -127,31 +175,24 @@ impl Engine {
                 self.release_quic_hold(now, key, packet, verdict, Some(name), up);
             }
             QuicScan::NeedMore if !over_bounds => {}
-            QuicScan::NeedMore | QuicScan::NoSni | QuicScan::NotQuic => {
-                self.release_quic_hold_by_address(now, key, packet, up);
+            QuicScan::NoSni | QuicScan::NotQuic => self.release_quic_hold_by_address(now, key, packet, up),
+            QuicScan::NeedMore | QuicScan::Uninspectable => {
+                self.release_quic_hold(now, key, packet, Verdict::block(Reason::Uninspectable), None, up);
             }
         }
         true
     }
 
-    /// A hold's deadline passed: decide by address.
+    /// A hold's deadline passed with the ClientHello still incomplete: refuse (see the module docs).
     pub(super) fn on_quic_hold_deadline(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
-        let Some((&key, hold)) = self.quic_holds.iter().find(|(_, h)| h.id == id) else {
+        let Some((&key, hold)) = self.quic_holds.iter_mut().find(|(_, h)| h.id == id) else {
             return;
         };
-        if let Some(until) = hold.refused_until {
-            if until > now {
-                self.timers.arm(until, Timer::QuicHold(id));
-            } else {
-                self.quic_holds.remove(&key);
-            }
-            return;
-        }
         if hold.deadline > now {
             return;
         }
-        let packet = hold.first_packet.clone();
-        self.release_quic_hold_by_address(now, key, &packet, up);
+        let packet = std::mem::take(&mut hold.first_packet);
+        self.release_quic_hold(now, key, &packet, Verdict::block(Reason::Uninspectable), None, up);
     }
 
     fn release_quic_hold_by_address(&mut self, now: Instant, key: FlowKey, packet: &[u8], up: &mut impl Upstream) {
@@ -174,7 +215,7 @@ impl Engine {
         host: Option<String>,
         up: &mut impl Upstream,
     ) {
-        let Some(mut hold) = self.quic_holds.remove(&key) else {
+        let Some(hold) = self.quic_holds.remove(&key) else {
             return;
         };
         let (client, server) = key;
@@ -183,12 +224,7 @@ impl Engine {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             // Remember the refusal (without the held bytes) so the flow's later datagrams are refused too.
             let until = now + self.config.udp_idle_timeout;
-            hold.datagrams = Vec::new();
-            hold.first_packet = Vec::new();
-            hold.assembler = ClientHelloAssembler::new();
-            hold.refused_until = Some(until);
-            self.timers.arm(until, Timer::QuicHold(hold.id));
-            self.quic_holds.insert(key, hold);
+            self.quic_refused.insert(key, now, until, self.config.max_udp_flows);
             return;
         }
         let held = hold.datagrams.iter().map(Vec::as_slice);

@@ -20,6 +20,8 @@ pub(crate) enum Unreachable {
     Port,
     /// Administratively prohibited (refused ICMP echo).
     Prohibited,
+    /// No route to the destination network (its family has none upstream): applications see `ENETUNREACH`.
+    NoRoute,
 }
 
 /// A RST answering `seg` (sent by `client` to `server`), as RFC 9293 §3.10.7.1 prescribes for a closed port.
@@ -63,6 +65,7 @@ pub(crate) fn icmp_unreachable(
             let header = match why {
                 Unreachable::Port => icmpv4::DestUnreachableHeader::Port,
                 Unreachable::Prohibited => icmpv4::DestUnreachableHeader::HostProhibited,
+                Unreachable::NoRoute => icmpv4::DestUnreachableHeader::Network,
             };
             let quote = &offending[..offending.len().min(ICMPV4_QUOTE_MAX)];
             PacketBuilder::ipv4(s.octets(), c.octets(), TTL)
@@ -74,6 +77,7 @@ pub(crate) fn icmp_unreachable(
             let code = match why {
                 Unreachable::Port => icmpv6::DestUnreachableCode::Port,
                 Unreachable::Prohibited => icmpv6::DestUnreachableCode::Prohibited,
+                Unreachable::NoRoute => icmpv6::DestUnreachableCode::NoRoute,
             };
             let quote = &offending[..offending.len().min(ICMPV6_QUOTE_MAX)];
             PacketBuilder::ipv6(s.octets(), c.octets(), TTL)

@@ -195,6 +195,12 @@ impl Engine {
             self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::LocalDestination));
             return;
         }
+        // No route for this family: refused at once, so the client falls back to the other family (DNS over TCP
+        // is answered here and unaffected).
+        if server.port() != DNS_PORT && self.refuse_unroutable(now, Protocol::Tcp, (client, server)) {
+            self.send_reset(client, server, seg);
+            return;
+        }
         if let Some(uid) = self.blocked_app(Protocol::Tcp, client, server, up) {
             self.send_reset(client, server, seg);
             self.report_app_blocked(now, Protocol::Tcp, client, server, uid);
@@ -666,7 +672,7 @@ impl Engine {
 
     /// Ends a flow whose upstream failed: resets the phone's side (the upstream socket is closed when the flow
     /// retires) and reports the failure.
-    fn fail_tcp_flow(&mut self, now: Instant, id: FlowId, reason: Reason, error: impl std::fmt::Display) {
+    pub(super) fn fail_tcp_flow(&mut self, now: Instant, id: FlowId, reason: Reason, error: impl std::fmt::Display) {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };

@@ -725,7 +725,11 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 
 /// The TCP inspector fails closed: late, big and odd heads, local destinations, allow rules over ranges.
 mod bypass_tests;
+/// Bypasses of issue 18 (QUIC, DNS learning, NAT64, exhaustion): each refused, nothing reaches the server.
+mod failclosed_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// Network changes: refusing a family without a route, ending flows whose socket lost its address.
+mod network_tests;

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// DNS over QUIC uses the DNS-over-TLS port.
-const DOQ_PORT: u16 = 853;
+pub(super) const DOQ_PORT: u16 = 853;
 /// At the flow cap, a flow quiet for at least this long is closed to make room for a new one (it would idle out
 /// anyway); busier ones are never evicted.
 const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
@@ -21,8 +21,8 @@ const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
 /// One UDP flow from the phone.
 #[derive(Debug)]
 pub(crate) struct UdpFlow {
-    client: SocketAddr,
-    server: SocketAddr,
+    pub(super) client: SocketAddr,
+    pub(super) server: SocketAddr,
     last_active: Instant,
 }
 
@@ -44,6 +44,10 @@ impl Engine {
             if up.udp_send(id, payload).is_err() {
                 self.stats.dropped += 1;
             }
+            return;
+        }
+        if self.refuse_unroutable(now, Protocol::Udp, (client, server)) {
+            self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::NoRoute);
             return;
         }
         if let Some(uid) = self.blocked_app(Protocol::Udp, client, server, up) {
@@ -159,7 +163,7 @@ impl Engine {
     }
 
     /// Removes a flow from the NAT table and closes its upstream socket; the flow, if it was there.
-    fn close_udp_flow(&mut self, id: FlowId, up: &mut impl Upstream) -> Option<UdpFlow> {
+    pub(super) fn close_udp_flow(&mut self, id: FlowId, up: &mut impl Upstream) -> Option<UdpFlow> {
         let flow = self.udp.remove(&id)?;
         self.udp_keys.remove(&(flow.client, flow.server));
         up.udp_close(id);

@@ -6,7 +6,9 @@
 //! frames, and put the CRYPTO frames' data back in order by offset. The ClientHello may span several CRYPTO frames,
 //! Initial packets and datagrams (post-quantum key shares make it larger than one packet), and frames may come out
 //! of order; [`ClientHelloAssembler`] collects them, bounded, and hands the contiguous start of the stream to the
-//! TLS scanner ([`super::tls::scan_client_hello`]).
+//! TLS scanner ([`super::tls::scan_client_hello`]). The server must read the same ClientHello as we do, so any
+//! ambiguity (overlapping CRYPTO data that differs, Initials the server discards or attributes to another
+//! connection) makes the flow [`QuicScan::Uninspectable`] rather than judged on one of two readings.
 //!
 //! Nothing here panics on any input, and memory per flow is bounded by [`MAX_CRYPTO_LEN`].
 
@@ -34,7 +36,7 @@ const SALT_V2: [u8; 20] = [
 ];
 
 /// Most CRYPTO-stream bytes collected per flow. Real ClientHellos are 250 B to a few KiB (two Initial packets with
-/// ML-KEM key shares); one that does not fit is left undecided (the caller decides by address).
+/// ML-KEM key shares); one that does not fit is [`QuicScan::Uninspectable`].
 pub const MAX_CRYPTO_LEN: usize = 16 * 1024;
 /// Most disjoint pieces of the CRYPTO stream kept while waiting for the gaps between them to fill.
 const MAX_PIECES: usize = 32;
@@ -320,8 +322,25 @@ pub enum QuicScan {
     Sni(String),
     /// A complete ClientHello without a usable host name.
     NoSni,
-    /// Not a QUIC v1/v2 client Initial, or a ClientHello that cannot be read within the bounds.
+    /// The first datagram is not a QUIC v1/v2 client Initial.
     NotQuic,
+    /// A client Initial was opened, but what the server would read cannot be known for sure: CRYPTO data that
+    /// overlaps earlier data with different bytes, an Initial in a datagram under [`MIN_INITIAL_DATAGRAM`] bytes
+    /// (servers discard those, RFC 9000 §14.1), an Initial of another connection ID or version than the first,
+    /// a CRYPTO stream beyond the bounds or one that is not a ClientHello. The caller refuses the flow: judging
+    /// one reading while the server acts on another is how a blocked name gets through.
+    Uninspectable,
+}
+
+/// Smallest UDP payload that may carry a client Initial (RFC 9000 §14.1: servers must discard smaller ones).
+pub const MIN_INITIAL_DATAGRAM: usize = 1200;
+
+/// Why CRYPTO data could not be added to the stream.
+enum InsertError {
+    /// Beyond [`MAX_CRYPTO_LEN`], or too fragmented.
+    Bounds,
+    /// It overlaps data already held with different bytes.
+    Conflict,
 }
 
 /// Collects the CRYPTO stream of one flow's client Initial packets, bounded, and reads the ClientHello from it.
@@ -331,8 +350,8 @@ pub struct ClientHelloAssembler {
     stream: Vec<u8>,
     /// Filled byte ranges of `stream`, sorted and disjoint: `(start, end)`.
     filled: Vec<(usize, usize)>,
-    /// At least one Initial has been opened.
-    seen_initial: bool,
+    /// Version and Destination Connection ID of the first Initial opened: every later one must match.
+    first: Option<(u32, Vec<u8>)>,
     /// Final answer, once reached.
     done: Option<QuicScan>,
 }
@@ -347,7 +366,8 @@ impl ClientHelloAssembler {
     ///
     /// The first datagram decides whether the flow is QUIC at all: if it does not start with a client Initial that
     /// opens, the answer is [`QuicScan::NotQuic`]. Later datagrams without an Initial (0-RTT, garbage) change
-    /// nothing. Once an answer other than `NeedMore` is reached it is kept.
+    /// nothing. Anything that could make the server read another ClientHello than the one judged here gives
+    /// [`QuicScan::Uninspectable`]. Once an answer other than `NeedMore` is reached it is kept.
     pub fn push_datagram(&mut self, datagram: &[u8]) -> QuicScan {
         if let Some(done) = &self.done {
             return done.clone();
@@ -356,23 +376,24 @@ impl ClientHelloAssembler {
         let mut opened_any = false;
         // Coalesced packets (RFC 9000 §12.2): an Initial may be followed by 0-RTT packets, which are skipped.
         while !rest.is_empty() {
-            match open_client_initial(rest) {
-                Ok((initial, used)) => {
-                    opened_any = true;
-                    for (offset, data) in crypto_frames(&initial.payload) {
-                        if !self.insert(offset, data) {
-                            return self.finish(QuicScan::NotQuic);
-                        }
-                    }
-                    rest = rest.get(used..).unwrap_or_default();
-                }
-                Err(_) => break,
+            let Ok((initial, used)) = open_client_initial(rest) else {
+                break;
+            };
+            opened_any = true;
+            let first = self.first.get_or_insert_with(|| (initial.version, initial.dcid.clone()));
+            if datagram.len() < MIN_INITIAL_DATAGRAM || *first != (initial.version, initial.dcid.clone()) {
+                return self.finish(QuicScan::Uninspectable);
             }
+            for (offset, data) in crypto_frames(&initial.payload) {
+                if self.insert(offset, data).is_err() {
+                    return self.finish(QuicScan::Uninspectable);
+                }
+            }
+            rest = rest.get(used..).unwrap_or_default();
         }
-        if !opened_any && !self.seen_initial {
+        if !opened_any && self.first.is_none() {
             return self.finish(QuicScan::NotQuic);
         }
-        self.seen_initial |= opened_any;
         match self.scan() {
             QuicScan::NeedMore => QuicScan::NeedMore,
             decided => self.finish(decided),
@@ -387,19 +408,23 @@ impl ClientHelloAssembler {
         scan
     }
 
-    /// Copies CRYPTO data at `offset`; false if it lies beyond the bound or fragments the stream too much.
-    fn insert(&mut self, offset: u64, data: &[u8]) -> bool {
+    /// Copies CRYPTO data at `offset`. Data overlapping what is held must repeat it byte for byte (a
+    /// retransmission); data that differs is refused, as is data beyond the bound or fragmenting the stream too much.
+    fn insert(&mut self, offset: u64, data: &[u8]) -> Result<(), InsertError> {
         if data.is_empty() {
-            return true;
+            return Ok(());
         }
-        let Ok(start) = usize::try_from(offset) else {
-            return false;
-        };
-        let Some(end) = start.checked_add(data.len()) else {
-            return false;
-        };
+        let start = usize::try_from(offset).map_err(|_| InsertError::Bounds)?;
+        let end = start.checked_add(data.len()).ok_or(InsertError::Bounds)?;
         if end > MAX_CRYPTO_LEN {
-            return false;
+            return Err(InsertError::Bounds);
+        }
+        let differs = self.filled.iter().any(|&(s, e)| {
+            let (lo, hi) = (s.max(start), e.min(end));
+            lo < hi && self.stream.get(lo..hi) != data.get(lo - start..hi - start)
+        });
+        if differs {
+            return Err(InsertError::Conflict);
         }
         if self.stream.len() < end {
             self.stream.resize(end, 0);
@@ -420,7 +445,10 @@ impl ClientHelloAssembler {
         });
         let at = self.filled.partition_point(|&(s, _)| s < lo);
         self.filled.insert(at, (lo, hi));
-        self.filled.len() <= MAX_PIECES
+        if self.filled.len() > MAX_PIECES {
+            return Err(InsertError::Bounds);
+        }
+        Ok(())
     }
 
     /// Scans the contiguous start of the CRYPTO stream.
@@ -433,11 +461,11 @@ impl ClientHelloAssembler {
             return QuicScan::NeedMore;
         };
         match scan_client_hello(&as_tls_records(prefix)) {
-            ClientHelloScan::NeedMore if contiguous >= MAX_CRYPTO_LEN => QuicScan::NotQuic,
+            ClientHelloScan::NeedMore if contiguous >= MAX_CRYPTO_LEN => QuicScan::Uninspectable,
             ClientHelloScan::NeedMore => QuicScan::NeedMore,
             ClientHelloScan::Sni(name) => QuicScan::Sni(name),
             ClientHelloScan::NoSni => QuicScan::NoSni,
-            ClientHelloScan::NotTls => QuicScan::NotQuic,
+            ClientHelloScan::NotTls => QuicScan::Uninspectable,
         }
     }
 }
@@ -696,7 +724,7 @@ mod tests {
         let dcid = [0x44; 8];
         // Data beyond the bound.
         let far = client_initial(VERSION_1, &dcid, 0, &crypto_frame(MAX_CRYPTO_LEN as u64, b"x"), 1200);
-        assert_eq!(ClientHelloAssembler::new().push_datagram(&far), QuicScan::NotQuic);
+        assert_eq!(ClientHelloAssembler::new().push_datagram(&far), QuicScan::Uninspectable);
         // Too many pieces with gaps between them.
         let mut asm = ClientHelloAssembler::new();
         let mut last = QuicScan::NeedMore;
@@ -709,10 +737,58 @@ mod tests {
                 1200,
             ));
         }
-        assert_eq!(last, QuicScan::NotQuic);
+        assert_eq!(last, QuicScan::Uninspectable);
         // A CRYPTO stream that is not a ClientHello.
         let not_hello = client_initial(VERSION_1, &dcid, 0, &crypto_frame(0, b"\x02\x00\x00\x10hello"), 1200);
-        assert_eq!(ClientHelloAssembler::new().push_datagram(&not_hello), QuicScan::NotQuic);
+        assert_eq!(ClientHelloAssembler::new().push_datagram(&not_hello), QuicScan::Uninspectable);
+    }
+
+    /// A ClientHello like the RFC's naming `name` instead of `example.com` (same length as `name` must be).
+    fn hello_naming(name: &str) -> Vec<u8> {
+        let hello = rfc_client_hello();
+        let at = hello.windows(11).position(|w| w == b"example.com").unwrap();
+        let mut out = hello.clone();
+        out.splice(at..at + 11, name.bytes());
+        out
+    }
+
+    #[test]
+    fn overlapping_crypto_data_that_differs_is_uninspectable() {
+        let dcid = [0x55; 8];
+        let (blocked, allowed) = (hello_naming("tracker.com"), hello_naming("allowed.org"));
+        // Two coalesced Initials, both with CRYPTO at offset 0: the server reads the first, a last-copy-wins
+        // assembler the second.
+        let mut datagram = client_initial(VERSION_1, &dcid, 0, &crypto_frame(0, &blocked), 600);
+        datagram.extend(client_initial(VERSION_1, &dcid, 1, &crypto_frame(0, &allowed), 600));
+        assert_eq!(ClientHelloAssembler::new().push_datagram(&datagram), QuicScan::Uninspectable);
+        // The same in two datagrams, and a partial overlap that differs in one byte.
+        let mut asm = ClientHelloAssembler::new();
+        let d1 = client_initial(VERSION_1, &dcid, 0, &crypto_frame(0, &blocked[..40]), 1200);
+        assert_eq!(asm.push_datagram(&d1), QuicScan::NeedMore);
+        let mut changed = allowed[30..].to_vec();
+        changed[0] ^= 1;
+        let d2 = client_initial(VERSION_1, &dcid, 1, &crypto_frame(30, &changed), 1200);
+        assert_eq!(asm.push_datagram(&d2), QuicScan::Uninspectable);
+        // Identical overlaps (retransmissions) are fine.
+        let mut datagram = client_initial(VERSION_1, &dcid, 0, &crypto_frame(0, &blocked), 600);
+        datagram.extend(client_initial(VERSION_1, &dcid, 1, &crypto_frame(0, &blocked), 600));
+        assert_eq!(ClientHelloAssembler::new().push_datagram(&datagram), QuicScan::Sni("tracker.com".into()));
+    }
+
+    #[test]
+    fn initials_the_server_would_read_differently_are_uninspectable() {
+        let hello = rfc_client_hello();
+        // Servers discard Initials in datagrams under 1200 bytes.
+        let small = client_initial(VERSION_1, &[1; 8], 0, &crypto_frame(0, &hello), 1199);
+        assert_eq!(ClientHelloAssembler::new().push_datagram(&small), QuicScan::Uninspectable);
+        // A second Initial of another connection ID (servers ignore it) or version.
+        for (version, dcid) in [(VERSION_1, [2; 8]), (VERSION_2, [1; 8])] {
+            let mut asm = ClientHelloAssembler::new();
+            let d1 = client_initial(VERSION_1, &[1; 8], 0, &crypto_frame(0, &hello[..100]), 1200);
+            assert_eq!(asm.push_datagram(&d1), QuicScan::NeedMore);
+            let d2 = client_initial(version, &dcid, 1, &crypto_frame(100, &hello[100..]), 1200);
+            assert_eq!(asm.push_datagram(&d2), QuicScan::Uninspectable);
+        }
     }
 
     #[test]

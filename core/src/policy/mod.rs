@@ -18,7 +18,7 @@ mod names;
 mod parse;
 mod profile;
 
-pub use profile::{Profile, UnknownProfile};
+pub use profile::{Profile, ProfileOptions, UnknownProfile};
 
 use crate::verdict::RuleRef;
 use cidr::CidrTable;

@@ -14,8 +14,8 @@
 //!   lock                 flock'ed by writers, so two updates never interleave
 //! ```
 //!
-//! Every file is written to a temporary name, fsynced, renamed into place, and its directory fsynced. A new
-//! generation is built as `gen-N.tmp`, fsynced and renamed to `gen-N`, and only then is `current` switched to it
+//! Every file is created 0600 (whatever the umask; a symbolic link planted at its path is refused), written to a
+//! temporary name, fsynced, renamed into place, and its directory fsynced. A new generation is built as `gen-N.tmp`, fsynced and renamed to `gen-N`, and only then is `current` switched to it
 //! (itself by write-fsync-rename). A crash or kill at any point therefore leaves either the old or the new set in
 //! force, never a mix or a half-written file; readers ignore leftover `*.tmp` entries and the next writer removes
 //! them. The generation before the current one is kept, so a reader that read `current` just before a swap can
@@ -29,8 +29,10 @@
 //! download or validation fails keeps its last good copy; the failure is returned and recorded in
 //! `status.json`.
 
+mod private_file;
 mod store;
 mod update;
 
+pub use private_file::{create_private, Existing};
 pub use store::{Generation, ListConfig, ListCopy, Role, Store, StoreError};
 pub use update::{update, validate, FetchError, Fetcher, ListOutcome, Prefetched, UpdateStatus, MAX_LIST_BYTES};

@@ -1,12 +1,13 @@
 //! The on-disk list store: configuration, generations of last good copies, and the last update's status.
 
+use super::private_file::{create_private, Existing};
 use super::update::UpdateStatus;
 use crate::sys;
 use hushwall_core::policy::{ListRole, ListSource};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -323,7 +324,7 @@ impl Store {
     pub(super) fn lock(&self) -> Result<WriteLock, StoreError> {
         fs::create_dir_all(&self.dir).map_err(at(&self.dir))?;
         let path = self.dir.join(LOCK);
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(at(&path))?;
+        let file = create_private(&path, Existing::Append).map_err(at(&path))?;
         sys::lock_exclusive(&file).map_err(at(&path))?;
         Ok(WriteLock { _file: file })
     }
@@ -393,9 +394,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
     }
 }
 
-/// Creates (or truncates) `path`, writes `bytes` and fsyncs the file.
+/// Creates (or truncates) `path` private to its owner (0600, no symlink followed), writes `bytes` and fsyncs it.
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut file = File::create(path).map_err(at(path))?;
+    let mut file = create_private(path, Existing::Truncate).map_err(at(path))?;
     file.write_all(bytes).map_err(at(path))?;
     file.sync_all().map_err(at(path))
 }

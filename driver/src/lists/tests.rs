@@ -306,3 +306,43 @@ fn sigkill_at_random_moments_never_breaks_the_store() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn store_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let (_dir, store) = store();
+    add(&store, "a", URL, Role::Block);
+    run(&store, &[(URL, Ok(GOOD.as_bytes()))], 100);
+    assert!(store.status().unwrap().is_some());
+    let mut checked = 0;
+    let mut dirs = vec![store.dir().to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let meta = entry.as_ref().unwrap().metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(entry.unwrap().path());
+            } else {
+                assert_eq!(meta.mode() & 0o777, 0o600, "{}", entry.unwrap().path().display());
+                checked += 1;
+            }
+        }
+    }
+    // lists.json, current, status.json, lock, the generation's manifest and list copy.
+    assert!(checked >= 6, "{checked} files");
+}
+
+#[test]
+fn store_refuses_a_symlink_planted_in_it() {
+    let (dir, store) = store();
+    add(&store, "a", URL, Role::Block);
+    let target = dir.path().join("elsewhere");
+    fs::write(&target, "precious").unwrap();
+    // Temporaries are swept before each update; the lock file is opened as it is.
+    fs::remove_file(store.dir().join("lock")).unwrap();
+    std::os::unix::fs::symlink(&target, store.dir().join("lock")).unwrap();
+    let mut fetcher = Prefetched::new();
+    fetcher.insert(URL, Ok(GOOD.as_bytes().to_vec()));
+    let err = update(&store, &mut fetcher, &[], at(100)).expect_err("the planted link must be refused");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
+}

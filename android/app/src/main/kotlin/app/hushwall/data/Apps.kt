@@ -11,20 +11,25 @@ import android.os.Process
 /** One app (or shared UID) as the screens show it. */
 data class AppEntry(val uid: Int, val packageName: String?, val label: String, val system: Boolean)
 
-/** UID → app name and icon, from the package manager (cached; the UI thread asks for the same few often). */
+/**
+ * UID → app name and icon, from the package manager (cached; the screens ask for the same few often). Thread-safe:
+ * the screens' data thread and the export thread use it too.
+ */
 class Apps(context: Context) {
     private val pm: PackageManager = context.applicationContext.packageManager
     private val labels = HashMap<Int, AppEntry>()
     private val icons = HashMap<Int, Drawable?>()
 
-    fun entry(uid: Int): AppEntry = labels.getOrPut(uid) { lookup(uid) }
+    fun entry(uid: Int): AppEntry = synchronized(labels) { labels[uid] } ?: lookup(uid).also { synchronized(labels) { labels[uid] = it } }
 
-    fun icon(uid: Int): Drawable? = icons.getOrPut(uid) {
-        val pkg = entry(uid).packageName
-        if (pkg == null) null else try {
-            pm.getApplicationIcon(pkg)
-        } catch (e: PackageManager.NameNotFoundException) {
-            null
+    fun icon(uid: Int): Drawable? = synchronized(icons) {
+        icons.getOrPut(uid) {
+            val pkg = entry(uid).packageName
+            if (pkg == null) null else try {
+                pm.getApplicationIcon(pkg)
+            } catch (e: PackageManager.NameNotFoundException) {
+                null
+            }
         }
     } ?: pm.defaultActivityIcon
 

@@ -32,6 +32,11 @@ class Prefs(context: Context) {
         get() = sp.getBoolean("peek", false)
         set(v) { sp.edit().putBoolean("peek", v).commit() }
 
+    /** "Allow LAN devices": multicast, broadcast and the local subnets stay outside the VPN (default on). */
+    var allowLan: Boolean
+        get() = sp.getBoolean("allow_lan", true)
+        set(v) { sp.edit().putBoolean("allow_lan", v).commit() }
+
     var profile: Profile
         get() = if (sp.getString("profile", "balanced") == "strict") Profile.STRICT else Profile.BALANCED
         set(v) { sp.edit().putString("profile", if (v == Profile.STRICT) "strict" else "balanced").commit() }

@@ -46,6 +46,16 @@ class Engine private constructor(private val handle: Long) : AutoCloseable {
     }
 
     /**
+     * Tells the engine that the network under the VPN changed: call it from the default-network callback
+     * (`onAvailable`, `onLinkPropertiesChanged`) with what `LinkProperties` says. From then on new connections of a
+     * family without a route are refused at once (TCP reset, ICMP for UDP; event reason `no_route`), so apps fall
+     * back to the other family as they would without the VPN, and flows whose socket lost its address end.
+     */
+    fun networkChanged(info: NetworkInfo) {
+        NativeBridge.nativeNetworkChanged(liveHandle(), info.toJson())
+    }
+
+    /**
      * Takes up to [max] events, oldest first, as one JNI call. With [waitMillis] > 0 waits that long for the
      * first event. The engine keeps 8192 events for you; beyond that the oldest are dropped and counted in
      * [Counters.eventsDropped].

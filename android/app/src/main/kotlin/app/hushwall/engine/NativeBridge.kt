@@ -16,6 +16,9 @@ internal object NativeBridge {
     /** Compiles [policyJson] on this thread and swaps it into the running engine. */
     @JvmStatic external fun nativeReplacePolicy(handle: Long, policyJson: String?)
 
+    /** The network under the VPN changed ([NetworkInfo.toJson]). */
+    @JvmStatic external fun nativeNetworkChanged(handle: Long, networkJson: String?)
+
     /** One batch (see [EventDecoder]) of at most [max] events, waiting up to [waitMs] for the first; null if none. */
     @JvmStatic external fun nativeSetBlockedUids(handle: Long, uids: IntArray?)
 

@@ -44,19 +44,30 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
         view = column
     }
 
+    private var loading = false
+
+    /** Reads the installed apps, counts and rules on the data thread (the package list can take seconds). */
     override fun refresh() {
+        if (loading) return
+        loading = true
         val store = activity.store
-        val blocks = store.countsByUid(System.currentTimeMillis() - Store.RETENTION_MILLIS).associate { it.key to it.count }
-        val rules = store.rules()
         val apps = activity.apps
-        val entries = LinkedHashMap<Int, AppEntry>()
-        for (a in apps.networkApps()) entries[a.uid] = a
-        for (uid in blocks.keys) if (uid >= 0 && uid !in entries) entries[uid] = apps.entry(uid)
-        adapter.items = entries.values
-            .filter { it.packageName != ctx.packageName }
-            .map { Item(it, blocks[it.uid] ?: 0, it.packageName?.let { p -> rules[p] } ?: AppRule(it.packageName ?: "")) }
-            .sortedWith(compareByDescending<Item> { it.blocks }.thenByDescending { !it.rule.isDefault }.thenBy { it.app.label.lowercase() })
-        adapter.notifyDataSetChanged()
+        val own = ctx.packageName
+        activity.load({
+            val blocks = store.countsByUid(System.currentTimeMillis() - Store.RETENTION_MILLIS).associate { it.key to it.count }
+            val rules = store.rules()
+            val entries = LinkedHashMap<Int, AppEntry>()
+            for (a in apps.networkApps()) entries[a.uid] = a
+            for (uid in blocks.keys) if (uid >= 0 && uid !in entries) entries[uid] = apps.entry(uid)
+            entries.values
+                .filter { it.packageName != own }
+                .map { Item(it, blocks[it.uid] ?: 0, it.packageName?.let { p -> rules[p] } ?: AppRule(it.packageName ?: "")) }
+                .sortedWith(compareByDescending<Item> { it.blocks }.thenByDescending { !it.rule.isDefault }.thenBy { it.app.label.lowercase() })
+        }) { items ->
+            loading = false
+            adapter.items = items
+            adapter.notifyDataSetChanged()
+        }
     }
 
     private fun save(item: Item, rule: AppRule) {

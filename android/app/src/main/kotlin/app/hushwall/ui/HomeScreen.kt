@@ -21,6 +21,7 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
     private val detail: TextView
     private val toggle: Button
     private val privateDns: LinearLayout
+    private val privateDnsText: TextView
     private val today: TextView
     private val month: TextView
     private val hosts: LinearLayout
@@ -51,8 +52,10 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
 
         privateDns = Ui.card(ctx, ctx.getString(R.string.private_dns_title), Ui.WARN_BG)
         privateDns.id = R.id.home_private_dns
-        privateDns.addView(Ui.text(ctx, ctx.getString(R.string.private_dns_text), 14f, Ui.WARN))
-        privateDns.addView(Ui.button(ctx, ctx.getString(R.string.private_dns_open)) { activity.showScreen(4) })
+        privateDnsText = Ui.text(ctx, "", 14f, Ui.WARN)
+        privateDnsText.id = R.id.home_private_dns_text
+        privateDns.addView(privateDnsText)
+        privateDns.addView(Ui.button(ctx, ctx.getString(R.string.private_dns_open)) { activity.openPrivateDnsSettings() })
         column.addView(privateDns)
 
         val counts = Ui.card(ctx, ctx.getString(R.string.home_today_title))
@@ -78,9 +81,25 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         view = ScrollView(ctx).apply { addView(column) }
     }
 
+    private var loading = false
+
+    /** What Home shows from storage, read on the data thread. */
+    private class Data(
+        val today: Int,
+        val month: Int,
+        val hosts: List<app.hushwall.data.Count<String>>,
+        val apps: List<Pair<app.hushwall.data.AppEntry, Int>>,
+    )
+
     override fun refresh() {
         val on = HushwallVpnService.running
-        status.setText(if (on) R.string.status_on else R.string.status_off)
+        status.setText(
+            when {
+                HushwallVpnService.restarting -> R.string.notification_restarting
+                on -> R.string.status_on
+                else -> R.string.status_off
+            },
+        )
         toggle.setText(if (on) R.string.action_stop else R.string.action_start)
         val error = activity.prefs.lastError
         detail.text = when {
@@ -89,38 +108,56 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
             else -> ctx.getString(R.string.home_off_hint)
         }
         detail.setTextColor(if (error.isNotEmpty()) Ui.WARN else Ui.TEXT_2)
-        privateDns.visibility = if (isPrivateDnsActive(activity)) View.VISIBLE else View.GONE
+        val dns = privateDnsServer(activity)
+        privateDns.visibility = if (dns != null) View.VISIBLE else View.GONE
+        if (dns != null) privateDnsText.text = ctx.getString(R.string.private_dns_text, dns)
 
+        if (loading) return
+        loading = true
         val store = activity.store
-        val startOfDay = Store.startOfToday()
-        today.text = store.countSince(startOfDay).toString()
-        month.text = ctx.getString(R.string.home_month, store.countSince(System.currentTimeMillis() - Store.RETENTION_MILLIS))
+        val apps = activity.apps
+        activity.load({
+            val startOfDay = Store.startOfToday()
+            Data(
+                store.countSince(startOfDay),
+                store.countSince(System.currentTimeMillis() - Store.RETENTION_MILLIS),
+                store.topHosts(startOfDay, 5),
+                store.countsByUid(startOfDay, 5).map { apps.entry(it.key) to it.count },
+            )
+        }) { show(it) }
+    }
 
+    private fun show(d: Data) {
+        loading = false
+        today.text = d.today.toString()
+        month.text = ctx.getString(R.string.home_month, d.month)
         hosts.removeAllViews()
-        val topHosts = store.topHosts(startOfDay, 5)
-        if (topHosts.isEmpty()) hosts.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
-        for (h in topHosts) hosts.addView(Ui.pair(ctx, h.key, h.count.toString()))
-
+        if (d.hosts.isEmpty()) hosts.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
+        for (h in d.hosts) hosts.addView(Ui.pair(ctx, h.key, h.count.toString()))
         appsList.removeAllViews()
-        val topApps = store.countsByUid(startOfDay, 5)
-        if (topApps.isEmpty()) appsList.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
-        for (a in topApps) {
-            val row = Ui.pair(ctx, activity.apps.entry(a.key).label, a.count.toString(), activity.apps.icon(a.key))
-            row.setOnClickListener { activity.showLogFor(a.key) }
+        if (d.apps.isEmpty()) appsList.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
+        for ((app, count) in d.apps) {
+            val row = Ui.pair(ctx, app.label, count.toString(), activity.apps.icon(app.uid))
+            row.setOnClickListener { activity.showLogFor(app.uid) }
             appsList.addView(row)
         }
     }
 
     companion object {
-        /** Private DNS (DNS over TLS) on the network we run over: names then bypass our DNS view. */
-        fun isPrivateDnsActive(activity: MainActivity): Boolean {
-            HushwallVpnService.privateDnsActive?.let { return it }
+        /**
+         * While Private DNS (DNS over TLS) is on for the network we run over: its server name ("automatic" in
+         * opportunistic mode); null while it is off. Lookups then go encrypted past the engine's DNS view.
+         */
+        fun privateDnsServer(activity: android.app.Activity): String? {
+            val automatic = activity.getString(R.string.private_dns_automatic)
+            HushwallVpnService.privateDnsActive?.let { return if (it) HushwallVpnService.privateDnsServer ?: automatic else null }
             return try {
                 val cm = activity.getSystemService(ConnectivityManager::class.java)
-                val network = cm.activeNetwork ?: return false
-                cm.getLinkProperties(network)?.isPrivateDnsActive == true
+                val network = cm.activeNetwork ?: return null
+                val lp = cm.getLinkProperties(network) ?: return null
+                if (lp.isPrivateDnsActive) lp.privateDnsServerName ?: automatic else null
             } catch (e: RuntimeException) {
-                false
+                null
             }
         }
     }

@@ -73,19 +73,32 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
         refresh()
     }
 
+    private var loading = false
+
     override fun refresh() {
+        if (loading) return
+        loading = true
         val store = activity.store
-        val uids = store.countsByUid(System.currentTimeMillis() - app.hushwall.data.Store.RETENTION_MILLIS)
-        val choices = listOf<Int?>(null) + uids.map { it.key }
+        val apps = activity.apps
+        val uid = selectedUid
+        activity.load({
+            val uids = store.countsByUid(System.currentTimeMillis() - app.hushwall.data.Store.RETENTION_MILLIS)
+            Triple(uids, uids.map { "${apps.entry(it.key).label} (${it.count})" }, store.recent(LIMIT, uid))
+        }) { (uids, names, entries) ->
+            loading = false
+            show(uids.map { it.key }, names, entries)
+        }
+    }
+
+    private fun show(uids: List<Int>, names: List<String>, entries: List<LogEntry>) {
+        val choices = listOf<Int?>(null) + uids
         if (choices != filterUids) {
             filterUids = choices
-            val labels = listOf(ctx.getString(R.string.log_all_apps)) +
-                uids.map { "${activity.apps.entry(it.key).label} (${it.count})" }
+            val labels = listOf(ctx.getString(R.string.log_all_apps)) + names
             filter.adapter = ArrayAdapter(ctx, android.R.layout.simple_spinner_dropdown_item, labels)
         }
         val position = filterUids.indexOf(selectedUid).coerceAtLeast(0)
         if (filter.selectedItemPosition != position) filter.setSelection(position)
-        val entries = store.recent(LIMIT, selectedUid)
         val topId = entries.firstOrNull()?.id ?: 0L
         if (topId != lastTopId) {
             lastTopId = topId

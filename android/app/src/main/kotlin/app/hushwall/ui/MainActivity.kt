@@ -47,6 +47,12 @@ class MainActivity : Activity() {
     private val screens = arrayOfNulls<Screen>(TAB_TITLES.size)
     private var current = -1
     private val handler = Handler(Looper.getMainLooper())
+    /** One background thread for the screens' queries (SQLite, package manager); results come back to the main thread. */
+    private val dataThread = android.os.HandlerThread("hushwall-ui-data").apply { start() }
+    private val data = Handler(dataThread.looper)
+    /** The data thread's looper (tests wait on it). */
+    internal val dataLooper: Looper get() = dataThread.looper
+    private var destroyed = false
     private val tick = object : Runnable {
         override fun run() {
             val s = screens.getOrNull(current)
@@ -85,13 +91,54 @@ class MainActivity : Activity() {
         handleIntent(intent)
     }
 
+    override fun onDestroy() {
+        destroyed = true
+        handler.removeCallbacksAndMessages(null)
+        dataThread.quitSafely()
+        super.onDestroy()
+    }
+
+    /**
+     * Runs [work] on the data thread and hands its result to [show] on the main thread (unless the activity is
+     * gone meanwhile). Loads queue up in order; a screen skips a refresh while its previous load is in flight.
+     */
+    internal fun <T> load(work: () -> T, show: (T) -> Unit) {
+        data.post {
+            val result = try {
+                work()
+            } catch (e: RuntimeException) {
+                android.util.Log.w("Hushwall", "loading screen data failed", e)
+                return@post
+            }
+            handler.post { if (!destroyed) show(result) }
+        }
+    }
+
     override fun onNewIntent(intent: Intent) {
         super.onNewIntent(intent)
         handleIntent(intent)
     }
 
     private fun handleIntent(intent: Intent?) {
-        if (intent?.action == ACTION_START && !HushwallVpnService.running) startVpn()
+        when (intent?.action) {
+            ACTION_START -> if (!HushwallVpnService.running) startVpn()
+            ACTION_PRIVATE_DNS -> openPrivateDnsSettings()
+        }
+        // Handled once: a recreated activity (rotation) gets the same intent again and must not start twice.
+        intent?.action = null
+    }
+
+    /** Android has no public intent for the Private DNS screen: the network settings (MIUI: Connection & sharing). */
+    internal fun openPrivateDnsSettings() {
+        for (action in listOf(android.provider.Settings.ACTION_WIRELESS_SETTINGS, android.provider.Settings.ACTION_SETTINGS)) {
+            try {
+                startActivity(Intent(action))
+                return
+            } catch (e: RuntimeException) {
+                // ActivityNotFoundException or SecurityException: next.
+            }
+        }
+        Toast.makeText(this, R.string.setup_not_found, Toast.LENGTH_LONG).show()
     }
 
     override fun onSaveInstanceState(outState: Bundle) {
@@ -254,6 +301,8 @@ class MainActivity : Activity() {
     companion object {
         /** Opens the app and starts the VPN (the Quick Settings tile uses it when consent is missing). */
         const val ACTION_START = "app.hushwall.action.START"
+        /** Opens the network settings where Private DNS is switched (from the notification). */
+        const val ACTION_PRIVATE_DNS = "app.hushwall.action.PRIVATE_DNS"
         private const val REQUEST_VPN = 1
         private const val REQUEST_NOTIFICATIONS = 2
         private const val REQUEST_EXPORT_CSV = 3

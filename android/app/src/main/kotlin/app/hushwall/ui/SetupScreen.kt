@@ -77,7 +77,7 @@ internal class SetupScreen(activity: MainActivity) : Screen(activity) {
     }
 
     override fun refresh() {
-        privateDns.visibility = if (HomeScreen.isPrivateDnsActive(activity)) View.VISIBLE else View.GONE
+        privateDns.visibility = if (HomeScreen.privateDnsServer(activity) != null) View.VISIBLE else View.GONE
         val pm = ctx.getSystemService(PowerManager::class.java)
         val unrestricted = pm?.isIgnoringBatteryOptimizations(ctx.packageName) == true
         batteryState.text = ctx.getString(if (unrestricted) R.string.setup_battery_ok else R.string.setup_battery_not_yet)

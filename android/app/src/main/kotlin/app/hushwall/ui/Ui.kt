@@ -105,7 +105,7 @@ internal object Ui {
         "ip_cidr" -> "IP address range"
         "dns_mapped_ip" -> "IP of a blocked name"
         "dns_over_tls" -> "Private DNS (DNS over TLS)"
-        "uninspectable" -> "Unreadable TLS/HTTP (refused)"
+        "uninspectable" -> "Unreadable TLS/HTTP/QUIC (refused)"
         "local_destination" -> "This device or local-only address"
         "flow_limit" -> "Too many connections"
         "icmp_unsupported" -> "ICMP (not forwarded)"

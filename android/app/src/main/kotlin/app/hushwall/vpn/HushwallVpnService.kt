@@ -10,17 +10,19 @@ import android.content.Intent
 import android.content.pm.PackageManager
 import android.content.pm.ServiceInfo
 import android.net.ConnectivityManager
+import android.net.IpPrefix
 import android.net.LinkProperties
 import android.net.Network
 import android.net.NetworkCapabilities
 import android.net.VpnService
 import android.os.Build
+import android.os.Handler
+import android.os.HandlerThread
 import android.os.ParcelFileDescriptor
 import android.os.SystemClock
 import android.service.quicksettings.TileService
 import android.util.Log
 import app.hushwall.R
-import app.hushwall.data.Apps
 import app.hushwall.data.Lists
 import app.hushwall.data.Prefs
 import app.hushwall.data.Store
@@ -43,43 +45,90 @@ import java.net.InetSocketAddress
  * `PendingIntent`s are immutable; the app's own package is excluded from the tunnel (list downloads, and the
  * engine `protect()`s its upstream sockets). A new interface is established before the old one is closed.
  *
- * Threads: the main thread runs the lifecycle; [reader] drains [Engine.pollEvents] into the [Store] in batches
- * (it blocks in native code until events arrive, so an idle phone does not wake us); network callbacks run on
- * ConnectivityManager's thread and only touch the engine through its thread-safe calls.
+ * Threads: the main thread only takes commands and hands them to [worker], one thread that does all lifecycle
+ * work in order (establish, list reading, policy compile, engine start/stop), so a big list never blocks the
+ * main looper. [reader] drains [Engine.pollEvents] into the [Store] in batches; it blocks in native code until
+ * events arrive or the engine stops, so an idle phone sees no wake-ups from us. Network callbacks run on
+ * ConnectivityManager's thread and hand their work to [worker].
+ *
+ * If the engine ends on its own, it is restarted with bounded backoff; if that keeps failing the VPN is torn
+ * down and a notification says why: never a tunnel that looks up but carries nothing.
  */
 class HushwallVpnService : VpnService() {
 
+    // Owned by the worker thread.
     private var tun: ParcelFileDescriptor? = null
     @Volatile private var engine: Engine? = null
     private var reader: Thread? = null
     private var networkCallback: ConnectivityManager.NetworkCallback? = null
     @Volatile private var netType = NetType.OTHER
+    @Volatile private var network: Network? = null
+    @Volatile private var linkProperties: LinkProperties? = null
     private var bypassedNow: List<String> = emptyList()
+    private var lanExcludedNow: List<Prefix> = emptyList()
     @Volatile private var lastNotified = 0L
+    private var engineStartedAt = 0L
+    private var restartAttempts = 0
+    private val pendingRestart = Runnable { restartAfterFailure() }
+
+    private lateinit var workerThread: HandlerThread
+    private lateinit var worker: Handler
+
+    override fun onCreate() {
+        super.onCreate()
+        workerThread = HandlerThread("hushwall-lifecycle")
+        workerThread.start()
+        worker = Handler(workerThread.looper)
+    }
 
     override fun onStartCommand(intent: Intent?, flags: Int, startId: Int): Int {
         when (intent?.action) {
             ACTION_DISCONNECT -> {
                 Prefs(this).vpnWanted = false
-                disconnect()
-                stopSelf()
+                worker.post {
+                    disconnect()
+                    stopSelf()
+                }
                 return START_NOT_STICKY
             }
             ACTION_RULES_CHANGED, ACTION_POLICY_CHANGED -> {
-                if (engine == null) {
-                    // The VPN went down meanwhile: the new rules apply at the next start.
-                    stopSelf(startId)
-                    return START_NOT_STICKY
+                val action = intent.action
+                worker.post {
+                    when {
+                        // The VPN went down meanwhile: the new rules apply at the next start.
+                        engine == null -> Unit
+                        action == ACTION_POLICY_CHANGED -> applyPolicy()
+                        // Bypass changes need a new interface (the disallowed-apps set is fixed at establish()).
+                        AppRules.bypassed(this) != bypassedNow -> startTunnel()
+                        else -> applyBlockedUids()
+                    }
+                    policyGeneration++
                 }
-                if (intent.action == ACTION_POLICY_CHANGED) applyPolicy()
-                // Bypass changes need a new interface (the disallowed-apps set is fixed at establish()).
-                else if (AppRules.bypassed(this) != bypassedNow) reconnect()
-                else applyBlockedUids()
                 return START_STICKY
             }
         }
         // ACTION_CONNECT, a null intent (sticky restart) or android.net.VpnService (Always-on VPN, boot).
-        connect()
+        val consent = try {
+            prepare(this) == null
+        } catch (e: RuntimeException) {
+            false
+        }
+        if (intent == null && !Prefs(this).vpnWanted) {
+            // Restarted after a kill, but the user had stopped it meanwhile.
+            stopSelf(startId)
+            return START_NOT_STICKY
+        }
+        val foreground = goForeground()
+        if (foreground != null && !consent) {
+            // Android refused the foreground start (API 31+ from the background) and we may not run a VPN:
+            // nothing can be done without the user; say why and stop without a crash loop.
+            Log.e(TAG, "cannot start: $foreground")
+            Prefs(this).lastError = getString(R.string.error_background_start, foreground)
+            stopSelf(startId)
+            return START_NOT_STICKY
+        }
+        if (foreground != null) Log.w(TAG, "foreground start refused ($foreground); consent holds, going on")
+        worker.post { connect() }
         return START_STICKY
     }
 
@@ -88,51 +137,57 @@ class HushwallVpnService : VpnService() {
         // start-on-boot must not fight the other VPN.
         Log.i(TAG, "VPN revoked")
         Prefs(this).vpnWanted = false
-        disconnect()
-        stopSelf()
+        worker.post {
+            disconnect()
+            stopSelf()
+        }
     }
 
     override fun onDestroy() {
-        disconnect()
+        worker.post { disconnect() }
+        workerThread.quitSafely()
         super.onDestroy()
     }
 
-    @Synchronized
     private fun connect() {
-        goForeground()
         if (engine != null) return
         Prefs(this).vpnWanted = true
+        worker.removeCallbacks(pendingRestart)
+        restarting = false
+        restartAttempts = 0
         startTunnel()
     }
 
-    /** New interface (e.g. the bypass set changed) and a new engine on it, then the old ones go. */
-    @Synchronized
-    private fun reconnect() {
-        if (engine == null) return connect()
-        startTunnel()
-    }
-
-    private fun startTunnel() {
+    /** On the worker: a new interface and a new engine on it, then the old ones go. False if it failed. */
+    private fun startTunnel(restarting: Boolean = false): Boolean {
         val bypass = AppRules.bypassed(this)
+        val lan = lanExclusions()
         val newTun = try {
-            establishTun(bypass)
+            establishTun(bypass, lan)
         } catch (e: Exception) {
-            return fail(getString(R.string.error_establish, e.toString()))
+            return fail(getString(R.string.error_establish, e.toString()), restarting)
         }
         // Not prepared (consent missing or revoked) or another always-on VPN owns the slot.
-        if (newTun == null) return fail(getString(R.string.error_not_prepared))
+        if (newTun == null) return fail(getString(R.string.error_not_prepared), restarting)
         val started = try {
             startEngine(newTun)
         } catch (e: Exception) {
             closeQuietly(newTun)
-            return fail(getString(R.string.engine_failed, e.message ?: e.toString()))
+            return fail(getString(R.string.engine_failed, e.message ?: e.toString()), restarting)
+        } catch (e: LinkageError) {
+            // libhushwall.so missing or not loadable on this phone: show it instead of crashing.
+            closeQuietly(newTun)
+            Log.e(TAG, "native library", e)
+            return fail(getString(R.string.error_native, e.toString()), false)
         }
         stopEngine()
         closeQuietly(tun)
         tun = newTun
         engine = started
         liveEngine = started
+        engineStartedAt = SystemClock.elapsedRealtime()
         bypassedNow = bypass
+        lanExcludedNow = lan
         running = true
         Prefs(this).lastError = ""
         watchNetwork()
@@ -141,6 +196,7 @@ class HushwallVpnService : VpnService() {
         updateNotification()
         refreshTile()
         Log.i(TAG, "VPN up (bypassing ${bypass.size} apps)")
+        return true
     }
 
     /**
@@ -190,18 +246,26 @@ class HushwallVpnService : VpnService() {
         }
     }
 
-    private fun establishTun(bypass: List<String>): ParcelFileDescriptor? {
+    private fun establishTun(bypass: List<String>, lan: List<Prefix>): ParcelFileDescriptor? {
         val builder = Builder()
             .setSession(getString(R.string.app_name))
             .setMtu(MTU)
-            .addAddress(TUN_IPV4, 32)
-            .addAddress(TUN_IPV6, 128)
-            .addRoute("0.0.0.0", 0)
-            .addRoute("::", 0)
-            .addDnsServer(DNS_IPV4)
-            .addDnsServer(DNS_IPV6)
+            .addAddress(address(TUN_IPV4), 32)
+            .addAddress(address(TUN_IPV6), 128)
+            .addDnsServer(address(DNS_IPV4))
+            .addDnsServer(address(DNS_IPV6))
             .setBlocking(false)
             .setConfigureIntent(openAppIntent())
+        if (lan.isEmpty()) {
+            builder.addRoute(address("0.0.0.0"), 0).addRoute(address("::"), 0)
+        } else if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.TIRAMISU) {
+            builder.addRoute(address("0.0.0.0"), 0).addRoute(address("::"), 0)
+            for (p in lan) builder.excludeRoute(IpPrefix(InetAddress.getByAddress(p.address), p.length))
+        } else {
+            for (p in Routes.complement(lan, ipv6 = false) + Routes.complement(lan, ipv6 = true)) {
+                builder.addRoute(InetAddress.getByAddress(p.address), p.length)
+            }
+        }
         if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.Q) {
             // Traffic is not metered by us: let apps see the underlying network's meteredness.
             builder.setMetered(false)
@@ -215,8 +279,26 @@ class HushwallVpnService : VpnService() {
             }
         }
         // Until the network callback says otherwise: follow the default network.
-        builder.setUnderlyingNetworks(null)
+        builder.setUnderlyingNetworks(network?.let { arrayOf(it) })
         return builder.establish()
+    }
+
+    /**
+     * With "Allow LAN devices" on: multicast, broadcast and the current network's own subnets stay outside the
+     * tunnel (printers, casting, NAS). Link-local IPv6 never enters a VPN anyway.
+     */
+    private fun lanExclusions(): List<Prefix> {
+        if (!Prefs(this).allowLan) return emptyList()
+        val lp = linkProperties ?: try {
+            val cm = getSystemService(ConnectivityManager::class.java)
+            cm.activeNetwork?.let { cm.getLinkProperties(it) }
+        } catch (e: RuntimeException) {
+            null
+        }
+        val local = lp?.linkAddresses.orEmpty()
+            .filter { !it.address.isLinkLocalAddress && !it.address.isLoopbackAddress }
+            .map { Prefix(it.address.address, it.prefixLength) }
+        return (Routes.LAN_ALWAYS + local).distinct()
     }
 
     /** The engine's blocked-UID set for the current network type (per-app Wi-Fi/mobile rules). */
@@ -246,25 +328,20 @@ class HushwallVpnService : VpnService() {
         val connectivity = getSystemService(ConnectivityManager::class.java)
         val callback = object : ConnectivityManager.NetworkCallback() {
             override fun onCapabilitiesChanged(network: Network, caps: NetworkCapabilities) {
-                // Our own package is outside the VPN, so our default network is the physical one.
-                setUnderlyingNetworks(arrayOf(network))
                 val type = when {
                     caps.hasTransport(NetworkCapabilities.TRANSPORT_WIFI) -> NetType.WIFI
                     caps.hasTransport(NetworkCapabilities.TRANSPORT_CELLULAR) -> NetType.MOBILE
                     else -> NetType.OTHER
                 }
-                if (type != netType) {
-                    netType = type
-                    applyBlockedUids()
-                }
+                worker.post { onNetwork(network, type) }
             }
 
             override fun onLinkPropertiesChanged(network: Network, lp: LinkProperties) {
-                privateDnsActive = lp.isPrivateDnsActive
+                worker.post { onLinkProperties(lp) }
             }
 
             override fun onLost(network: Network) {
-                setUnderlyingNetworks(null)
+                worker.post { onNetworkLost(network) }
             }
         }
         try {
@@ -275,17 +352,61 @@ class HushwallVpnService : VpnService() {
         }
     }
 
+    /** On the worker: the default network or its type changed (capability updates arrive often: act on changes). */
+    private fun onNetwork(net: Network, type: NetType) {
+        if (engine == null) return
+        if (net != network) {
+            // Our own package is outside the VPN, so our default network is the physical one.
+            network = net
+            setUnderlyingNetworks(arrayOf(net))
+        }
+        if (type != netType) {
+            netType = type
+            applyBlockedUids()
+        }
+    }
+
+    /** On the worker: Private DNS and local subnets of the default network. */
+    private fun onLinkProperties(lp: LinkProperties) {
+        if (engine == null) return
+        linkProperties = lp
+        val dns = lp.isPrivateDnsActive
+        val changed = dns != privateDnsActive
+        privateDnsActive = dns
+        privateDnsServer = if (dns) lp.privateDnsServerName else null
+        if (changed) updateNotification()
+        // Families with a route, resolvers, Private DNS, MTU (issue 12): refuse what the network cannot carry.
+        try {
+            engine?.networkChanged(networkInfoOf(lp))
+        } catch (ex: RuntimeException) {
+            Log.w(TAG, "networkChanged failed", ex)
+        }
+        // New local subnets (another Wi-Fi): the LAN exclusions are fixed at establish(), so re-establish.
+        if (Prefs(this).allowLan && lanExclusions() != lanExcludedNow) startTunnel()
+    }
+
+    private fun onNetworkLost(net: Network) {
+        if (net != network && network != null) return
+        network = null
+        linkProperties = null
+        privateDnsActive = null
+        privateDnsServer = null
+        if (engine == null) return
+        setUnderlyingNetworks(null)
+        updateNotification()
+    }
+
     private fun startReader(e: Engine) {
-        val store = Store.get(this)
-        val prefs = Prefs(this)
-        val thread = Thread(EventReader(this, e, store, prefs), "hushwall-events")
+        val thread = Thread(EventReader(this, e, Store.get(this), Prefs(this)), "hushwall-events")
         thread.isDaemon = true
-        reader?.interrupt()
         reader = thread
         thread.start()
     }
 
-    /** Drains the engine's events into storage, one transaction per batch, and prunes the log hourly. */
+    /**
+     * Drains the engine's events into storage, one transaction per batch, pruning the log at most hourly. Blocks
+     * until events arrive or the engine stops (no timed wake-ups).
+     */
     private class EventReader(
         private val service: HushwallVpnService,
         private val engine: Engine,
@@ -295,8 +416,8 @@ class HushwallVpnService : VpnService() {
         override fun run() {
             var nextPrune = 0L
             try {
-                while (!Thread.currentThread().isInterrupted) {
-                    val events = engine.pollEvents(max = 512, waitMillis = 5_000)
+                while (true) {
+                    val events = engine.pollEvents(max = 512, waitMillis = WAIT_FOREVER_MS)
                     val blocks = events.filter { it.action == app.hushwall.engine.Action.BLOCK }
                     if (blocks.isNotEmpty()) {
                         store.insert(blocks, prefs.peek)
@@ -314,16 +435,15 @@ class HushwallVpnService : VpnService() {
                         store.prune()
                         nextPrune = now + PRUNE_INTERVAL_MS
                     }
-                    if (!engine.isRunning) {
-                        service.onEngineEnded(engine)
-                        return
-                    }
+                    // An empty batch means the queue closed: stopped by us, or the engine ended on its own.
+                    if (events.isEmpty() || !engine.isRunning) break
                 }
             } catch (e: IllegalStateException) {
-                // The engine was stopped: the events still queued come back from stop() (see stopEngine).
+                // Stopped by the service (its stop() returns the events still queued).
             } catch (e: Exception) {
                 Log.w(TAG, "event reader ended", e)
             }
+            service.worker.post { service.onEngineEnded(engine) }
         }
     }
 
@@ -332,25 +452,61 @@ class HushwallVpnService : VpnService() {
         val now = SystemClock.elapsedRealtime()
         if (now - lastNotified >= NOTIFY_INTERVAL_MS) {
             lastNotified = now
-            updateNotification()
+            worker.post { updateNotification() }
         }
     }
 
+    /**
+     * On the worker, when a reader ends. Stopped by us (not the current engine any more): nothing to say. Ended
+     * on its own: restart with backoff; an engine that ran for a while starts a fresh series of attempts.
+     */
     private fun onEngineEnded(e: Engine) {
+        if (e !== engine) return
         val why = try {
             e.failure()
         } catch (ex: IllegalStateException) {
             null
-        }
+        } ?: "stopped"
         Log.e(TAG, "engine ended: $why")
-        Prefs(this).lastError = getString(R.string.engine_failed, why ?: "?")
+        stopEngine()
+        lastFailure = why
+        if (SystemClock.elapsedRealtime() - engineStartedAt >= STABLE_MS) restartAttempts = 0
+        scheduleRestart()
+    }
+
+    /** Keeps the tun (nothing leaks while we retry) and tries again after 1, 2, 4… × [restartBackoffMs]. */
+    private fun scheduleRestart() {
+        if (restartAttempts >= MAX_RESTARTS) return giveUp()
+        val delay = restartBackoffMs shl restartAttempts
+        restartAttempts++
+        restarting = true
+        updateNotification()
+        Log.w(TAG, "restarting the engine in $delay ms (attempt $restartAttempts of $MAX_RESTARTS)")
+        worker.postDelayed(pendingRestart, delay)
+    }
+
+    private fun restartAfterFailure() {
+        if (tun == null) return // stopped meanwhile
+        if (startTunnel(restarting = true)) {
+            restarting = false
+            Log.i(TAG, "engine restarted")
+        }
+    }
+
+    /** The engine keeps failing: the VPN goes down (apps get the normal network back) and the user is told. */
+    private fun giveUp() {
+        val message = getString(R.string.engine_gave_up, lastFailure ?: "?")
+        Log.e(TAG, message)
+        Prefs(this).lastError = message
+        disconnect()
+        notifyStopped(message)
+        stopSelf()
     }
 
     private fun stopEngine() {
         val e = engine ?: return
         engine = null
         liveEngine = null
-        reader?.interrupt()
         reader = null
         try {
             val result = e.stop()
@@ -360,8 +516,9 @@ class HushwallVpnService : VpnService() {
         }
     }
 
-    @Synchronized
+    /** On the worker: everything down, nothing left running. */
     private fun disconnect() {
+        worker.removeCallbacks(pendingRestart)
         networkCallback?.let {
             try {
                 getSystemService(ConnectivityManager::class.java).unregisterNetworkCallback(it)
@@ -373,39 +530,68 @@ class HushwallVpnService : VpnService() {
         stopEngine()
         closeQuietly(tun)
         tun = null
+        network = null
+        linkProperties = null
         running = false
+        restarting = false
         blockedSinceStart = 0
+        privateDnsActive = null
+        privateDnsServer = null
         stopForeground(STOP_FOREGROUND_REMOVE)
         refreshTile()
     }
 
-    private fun fail(message: String) {
+    /** A start failed: while restarting, the next attempt follows; otherwise the VPN goes down and Home says why. */
+    private fun fail(message: String, restarting: Boolean): Boolean {
         Log.e(TAG, message)
+        if (restarting) {
+            lastFailure = message
+            scheduleRestart()
+            return false
+        }
         Prefs(this).lastError = message
         disconnect()
         stopSelf()
+        return false
     }
 
-    private fun goForeground() {
+    /** Null when the service is in the foreground, else why Android refused (API 31+ background start rules). */
+    private fun goForeground(): String? {
         val notification = buildNotification()
-        if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.UPSIDE_DOWN_CAKE) {
-            startForeground(NOTIFICATION_ID, notification, ServiceInfo.FOREGROUND_SERVICE_TYPE_SPECIAL_USE)
-        } else {
-            startForeground(NOTIFICATION_ID, notification)
+        return try {
+            if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.UPSIDE_DOWN_CAKE) {
+                startForeground(NOTIFICATION_ID, notification, ServiceInfo.FOREGROUND_SERVICE_TYPE_SPECIAL_USE)
+            } else {
+                startForeground(NOTIFICATION_ID, notification)
+            }
+            null
+        } catch (e: IllegalStateException) {
+            // ForegroundServiceStartNotAllowedException (API 31+) is an IllegalStateException.
+            e.toString()
+        } catch (e: SecurityException) {
+            e.toString()
         }
     }
 
     private fun updateNotification() {
-        if (engine == null) return
-        getSystemService(NotificationManager::class.java).notify(NOTIFICATION_ID, buildNotification())
+        if (engine == null && !restarting) return
+        try {
+            getSystemService(NotificationManager::class.java).notify(NOTIFICATION_ID, buildNotification())
+        } catch (e: RuntimeException) {
+            Log.w(TAG, "notification", e)
+        }
     }
 
-    private fun buildNotification(): Notification {
-        val manager = getSystemService(NotificationManager::class.java)
+    private fun createChannel(manager: NotificationManager) {
         val channel = NotificationChannel(CHANNEL_ID, getString(R.string.channel_name), NotificationManager.IMPORTANCE_LOW)
         channel.description = getString(R.string.channel_description)
         channel.setShowBadge(false)
         manager.createNotificationChannel(channel)
+    }
+
+    private fun buildNotification(): Notification {
+        val manager = getSystemService(NotificationManager::class.java)
+        createChannel(manager)
         val stop = PendingIntent.getService(
             this, 0, Intent(this, HushwallVpnService::class.java).setAction(ACTION_DISCONNECT),
             PendingIntent.FLAG_IMMUTABLE or PendingIntent.FLAG_UPDATE_CURRENT,
@@ -416,20 +602,51 @@ class HushwallVpnService : VpnService() {
             0
         }
         val last = lastBlockedHost
-        val text = if (last != null) getString(R.string.notification_counts_last, today, last)
+        val counts = if (last != null) getString(R.string.notification_counts_last, today, last)
         else getString(R.string.notification_counts, today)
-        return Notification.Builder(this, CHANNEL_ID)
+        val builder = Notification.Builder(this, CHANNEL_ID)
             .setSmallIcon(R.drawable.ic_notification)
-            .setContentTitle(getString(R.string.notification_title))
-            .setContentText(text)
             .setContentIntent(openAppIntent())
             .setOngoing(true)
             .setOnlyAlertOnce(true)
             .setShowWhen(false)
             .setCategory(Notification.CATEGORY_SERVICE)
-            .addAction(Notification.Action.Builder(null, getString(R.string.notification_stop), stop).build())
-            .build()
+        when {
+            restarting -> builder.setContentTitle(getString(R.string.notification_restarting)).setContentText(lastFailure ?: "")
+            privateDnsActive == true -> {
+                val text = getString(R.string.notification_private_dns, privateDnsServer ?: getString(R.string.private_dns_automatic))
+                builder.setContentTitle(getString(R.string.notification_title_private_dns))
+                    .setContentText(text)
+                    .setStyle(Notification.BigTextStyle().bigText("$text\n$counts"))
+                    .addAction(Notification.Action.Builder(null, getString(R.string.private_dns_settings), privateDnsSettingsIntent()).build())
+            }
+            else -> builder.setContentTitle(getString(R.string.notification_title)).setContentText(counts)
+        }
+        return builder.addAction(Notification.Action.Builder(null, getString(R.string.notification_stop), stop).build()).build()
     }
+
+    /** After giving up: a separate, dismissable notification that says why the VPN went down. */
+    private fun notifyStopped(message: String) {
+        try {
+            val manager = getSystemService(NotificationManager::class.java)
+            createChannel(manager)
+            val n = Notification.Builder(this, CHANNEL_ID)
+                .setSmallIcon(R.drawable.ic_notification)
+                .setContentTitle(getString(R.string.notification_stopped))
+                .setContentText(message)
+                .setStyle(Notification.BigTextStyle().bigText(message))
+                .setContentIntent(openAppIntent())
+                .setAutoCancel(true)
+                .build()
+            manager.notify(STOPPED_NOTIFICATION_ID, n)
+        } catch (e: RuntimeException) {
+            Log.w(TAG, "notification", e)
+        }
+    }
+
+    private fun privateDnsSettingsIntent(): PendingIntent = PendingIntent.getActivity(
+        this, 2, Intent(this, MainActivity::class.java).setAction(MainActivity.ACTION_PRIVATE_DNS), PendingIntent.FLAG_IMMUTABLE,
+    )
 
     private fun openAppIntent(): PendingIntent = PendingIntent.getActivity(
         this, 0, Intent(this, MainActivity::class.java), PendingIntent.FLAG_IMMUTABLE,
@@ -466,7 +683,15 @@ class HushwallVpnService : VpnService() {
         const val DNS_UPSTREAM = "9.9.9.9:53"
 
         private const val CHANNEL_ID = "vpn"
-        private const val NOTIFICATION_ID = 1
+        /** The ongoing status notification; [STOPPED_NOTIFICATION_ID] says why the VPN went down. */
+        const val NOTIFICATION_ID = 1
+        const val STOPPED_NOTIFICATION_ID = 2
+        /** Engine restarts after it ended on its own, before the VPN is torn down. */
+        const val MAX_RESTARTS = 3
+        /** An engine that ran this long starts a fresh series of restarts. */
+        private const val STABLE_MS = 60_000L
+        /** `pollEvents` without a timeout: the reader wakes only for events or the engine's end. */
+        private const val WAIT_FOREVER_MS = Long.MAX_VALUE
         private const val NOTIFY_INTERVAL_MS = 5_000L
         private const val PRUNE_INTERVAL_MS = 60L * 60 * 1000
         /** Upstream failures written to logcat per event batch; the rest only count (Counters.upstreamErrors). */
@@ -494,6 +719,26 @@ class HushwallVpnService : VpnService() {
         @JvmStatic
         var privateDnsActive: Boolean? = null
             private set
+
+        /** The name of the network's Private DNS server while [privateDnsActive] (null in automatic mode). */
+        @Volatile
+        @JvmStatic
+        var privateDnsServer: String? = null
+            private set
+
+        /** The engine ended on its own and is being restarted. */
+        @Volatile
+        @JvmStatic
+        var restarting: Boolean = false
+            private set
+
+        @Volatile private var lastFailure: String? = null
+
+        /** First restart delay (doubles per attempt); a field so the host tests need not wait seconds. */
+        @Volatile internal var restartBackoffMs = 1_000L
+
+        /** Incremented by the worker after each rules/policy change it applied (tests wait for it). */
+        @Volatile internal var policyGeneration = 0L
 
         @Volatile private var liveEngine: Engine? = null
 
@@ -529,6 +774,9 @@ class HushwallVpnService : VpnService() {
                 Log.w(TAG, "cannot reach the VPN service", e)
             }
         }
+
+        /** A numeric address literal (getByName does no lookup for one). */
+        private fun address(literal: String): InetAddress = InetAddress.getByName(literal)
 
         private fun closeQuietly(pfd: ParcelFileDescriptor?) {
             try {

@@ -7,6 +7,7 @@ import app.hushwall.engine.EngineConfig
 import app.hushwall.engine.ListRole
 import app.hushwall.engine.ListSpec
 import app.hushwall.engine.NativeBridge
+import app.hushwall.engine.NetworkInfo
 import app.hushwall.engine.PolicyConfig
 import app.hushwall.engine.Profile
 import app.hushwall.engine.Protocol
@@ -325,5 +326,37 @@ class EngineHostTest {
         assertEquals(0L, diag[0], "live engines")
         assertEquals(attachedBefore, diag[1], "threads attached to the JVM")
         assertTrue(rssAfter - rssBefore < 32 * 1024, "RSS grew ${(rssAfter - rssBefore) / 1024} MiB")
+    }
+
+    @Test
+    @org.junit.jupiter.api.Order(9)
+    fun `networkChanged without IPv6 refuses IPv6 connects at once while IPv4 works, and IPv6 comes back`() {
+        val engine = Engine.start(tunFd, config(), TestCallbacks())
+        val events = ArrayList<BlockEvent>()
+        try {
+            assertEquals(0, curl("https://allowed.test/blob.bin", "-6").exit, "dual-stack: IPv6 works")
+            // What the service reports on an IPv4-only Wi-Fi.
+            engine.networkChanged(NetworkInfo(ipv4 = true, ipv6 = false, dnsServers = listOf("198.18.1.53"), mtu = 1500))
+            val started = System.nanoTime()
+            val v6 = curl("https://allowed.test/blob.bin", "-6")
+            val tookMs = (System.nanoTime() - started) / 1_000_000
+            // curl exit 7: could not connect (the SYN was reset), not 35/56 (reset after the ClientHello).
+            assertEquals(7, v6.exit, "IPv6 refused at the connect: ${v6.err}")
+            assertTrue(tookMs < 2_000, "refused at once, took $tookMs ms")
+            assertEquals(0, curl("https://allowed.test/blob.bin", "-4").exit, "IPv4 still works")
+            collect(engine, events) { got -> got.any { it.reason == "no_route" } }
+            val refusal = events.first { it.reason == "no_route" }
+            assertEquals(Action.ERROR, refusal.action)
+            assertEquals("fd00:6877:2:0:0:0:0:10", refusal.dst.address.hostAddress, "$refusal")
+            assertTrue(refusal.error!!.contains("IPv6"), "$refusal")
+
+            engine.networkChanged(NetworkInfo(ipv4 = true, ipv6 = true))
+            assertEquals(0, curl("https://allowed.test/blob.bin", "-6").exit, "IPv6 works again")
+            assertThrows<IllegalArgumentException> {
+                engine.networkChanged(NetworkInfo(ipv4 = true, ipv6 = true, dnsServers = listOf("not an address")))
+            }
+        } finally {
+            engine.stop()
+        }
     }
 }

@@ -1,0 +1,360 @@
+package app.hushwall.servicetest
+
+import android.app.Notification
+import android.app.NotificationManager
+import android.content.Context
+import android.content.Intent
+import android.content.pm.ApplicationInfo
+import android.content.pm.PackageInfo
+import android.net.ConnectivityManager
+import android.net.LinkAddress
+import android.net.LinkProperties
+import android.net.RouteInfo
+import android.os.Handler
+import android.os.Looper
+import android.view.View
+import android.widget.TextView
+import app.hushwall.R
+import app.hushwall.data.AppRule
+import app.hushwall.data.Lists
+import app.hushwall.data.Prefs
+import app.hushwall.data.Store
+import app.hushwall.ui.MainActivity
+import app.hushwall.vpn.HushwallVpnService
+import org.junit.After
+import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
+import org.junit.Assert.assertNotEquals
+import org.junit.Assert.assertTrue
+import org.junit.Before
+import org.junit.Test
+import org.junit.runner.RunWith
+import org.robolectric.Robolectric
+import org.robolectric.RobolectricTestRunner
+import org.robolectric.RuntimeEnvironment
+import org.robolectric.Shadows.shadowOf
+import org.robolectric.android.controller.ServiceController
+import org.robolectric.annotation.Config
+import org.robolectric.shadow.api.Shadow
+import org.robolectric.shadows.ShadowConnectivityManager
+import org.robolectric.shadows.ShadowNetwork
+import org.robolectric.shadows.ShadowVpnService
+import java.io.File
+import java.util.concurrent.TimeUnit
+
+/**
+ * A phone's day for the app's real [HushwallVpnService] (run by android/service-test/run.sh inside the phone
+ * network namespace): Robolectric runs the service's and the screens' own code on Android 14's framework; the
+ * shadows in ServiceShadows.kt give it a real tun per `establish()` and SO_MARK for `protect()`, so dig and curl
+ * below go through the service's engine (the real libhushwall.so) to dnsmasq and the HTTPS server.
+ */
+@RunWith(RobolectricTestRunner::class)
+@Config(sdk = [34], shadows = [TunBuilderShadow::class, TunPfdShadow::class, HostVpnServiceShadow::class, OwnerUidShadow::class])
+class ServiceDayTest {
+    private val ctx: Context get() = RuntimeEnvironment.getApplication()
+    private var controller: ServiceController<HushwallVpnService>? = null
+    private var startId = 0
+
+    @Before
+    fun reset() {
+        HostVpnServiceShadow.refuseForeground = false
+        HostVpnServiceShadow.underlying.clear()
+        TunFactory.failEstablish = false
+        TunFactory.configs.clear()
+        OwnerUidShadow.ownerUid = -1
+        HushwallVpnService.restartBackoffMs = 100
+        ShadowVpnService.setPrepareResult(null)
+    }
+
+    @After
+    fun stopEverything() {
+        val c = controller ?: return
+        if (HushwallVpnService.running) {
+            command(HushwallVpnService.ACTION_DISCONNECT)
+            waitFor("VPN off after the test") { !HushwallVpnService.running }
+        }
+        c.destroy()
+        waitFor("the event reader ended") { !readerAlive() }
+    }
+
+    // --- helpers -------------------------------------------------------------------------------------------
+
+    private fun intent(action: String?) = Intent(ctx, HushwallVpnService::class.java).setAction(action)
+
+    private fun startVpn(): HushwallVpnService {
+        val c = Robolectric.buildService(HushwallVpnService::class.java, intent(HushwallVpnService.ACTION_CONNECT)).create()
+        controller = c
+        c.startCommand(0, ++startId)
+        waitFor("VPN up") { HushwallVpnService.running }
+        return c.get()
+    }
+
+    private fun command(action: String) {
+        val c = controller!!
+        c.withIntent(intent(action)).startCommand(0, ++startId)
+    }
+
+    /** Polls [done] (idling the main looper, as a phone's would run) until it holds, or fails. */
+    private fun waitFor(what: String, timeoutMs: Long = 10_000, done: () -> Boolean) {
+        val deadline = System.currentTimeMillis() + timeoutMs
+        while (!done()) {
+            shadowOf(Looper.getMainLooper()).idle()
+            assertTrue("timed out waiting for: $what", System.currentTimeMillis() < deadline)
+            Thread.sleep(20)
+        }
+    }
+
+    private fun readerAlive() = Thread.getAllStackTraces().keys.any { it.name == "hushwall-events" && it.isAlive }
+
+    private fun run(vararg command: String): String {
+        val p = ProcessBuilder(*command).redirectErrorStream(true).start()
+        if (!p.waitFor(20, TimeUnit.SECONDS)) {
+            p.destroyForcibly()
+            return "timed out"
+        }
+        return p.inputStream.bufferedReader().readText().trim()
+    }
+
+    /** `dig +short` through the VPN's DNS server (the engine answers it). */
+    private fun dig(name: String) = run("dig", "+time=3", "+tries=1", "+short", "@10.111.222.53", name, "A")
+
+    private fun https(host: String) = run(
+        "curl", "-sS", "--max-time", "8", "--cacert", System.getenv("HUSHWALL_CA")!!,
+        "--resolve", "$host:443:198.18.1.10", "https://$host/hello.txt",
+    )
+
+    private fun notification(id: Int = HushwallVpnService.NOTIFICATION_ID): Notification? =
+        shadowOf(ctx.getSystemService(NotificationManager::class.java)).getNotification(id)
+
+    private fun Notification.text(): String =
+        "${extras.getCharSequence(Notification.EXTRA_TITLE)} | ${extras.getCharSequence(Notification.EXTRA_TEXT)}"
+
+    /** Home as the user would see it now: (status, detail, Private DNS card text or null). */
+    private fun home(): Triple<String, String, String?> {
+        val activity = Robolectric.buildActivity(MainActivity::class.java).setup().get()
+        shadowOf(activity.dataLooper).idle()
+        shadowOf(Looper.getMainLooper()).idle()
+        val status = activity.findViewById<TextView>(R.id.home_status).text.toString()
+        val detail = (activity.findViewById<TextView>(R.id.home_status).parent as android.view.ViewGroup).getChildAt(2) as TextView
+        val card = activity.findViewById<View>(R.id.home_private_dns)
+        val dns = if (card.visibility == View.VISIBLE) activity.findViewById<TextView>(R.id.home_private_dns_text).text.toString() else null
+        val result = Triple(status, detail.text.toString(), dns)
+        activity.finish()
+        return result
+    }
+
+    private fun assertTrafficFiltered() {
+        assertEquals("198.18.1.10", dig("allowed.test"))
+        assertEquals("hello", https("allowed.test"))
+        assertNotEquals("198.18.1.10", dig("tracking.intl.miui.com"))
+        assertFalse(https("tracking.intl.miui.com") == "hello")
+    }
+
+    // --- the day ---------------------------------------------------------------------------------------------
+
+    @Test
+    fun `start - DNS and HTTPS work, telemetry is refused, Home and the notification count it`() {
+        startVpn()
+        assertTrafficFiltered()
+        waitFor("blocks stored") { Store.get(ctx).countSince(Store.startOfToday()) >= 2 }
+        val (status, _, dns) = home()
+        assertEquals(ctx.getString(R.string.status_on), status)
+        assertEquals(null, dns)
+        assertTrue(notification()!!.text().contains(ctx.getString(R.string.notification_title)))
+    }
+
+    @Test
+    fun `Stop shows no error`() {
+        startVpn()
+        assertEquals("198.18.1.10", dig("allowed.test"))
+        command(HushwallVpnService.ACTION_DISCONNECT)
+        waitFor("VPN off") { !HushwallVpnService.running }
+        waitFor("the event reader ended") { !readerAlive() }
+        shadowOf(Looper.getMainLooper()).idle()
+        assertEquals("", Prefs(ctx).lastError)
+        val (status, detail, _) = home()
+        assertEquals(ctx.getString(R.string.status_off), status)
+        assertEquals(ctx.getString(R.string.home_off_hint), detail)
+        assertFalse(Prefs(ctx).vpnWanted)
+    }
+
+    @Test
+    fun `sticky restart with a null intent on API 34, foreground refused, consent held - the VPN comes back`() {
+        Prefs(ctx).vpnWanted = true
+        HostVpnServiceShadow.refuseForeground = true
+        val c = Robolectric.buildService(HushwallVpnService::class.java, null).create()
+        controller = c
+        val result = c.get().onStartCommand(null, 0, ++startId)
+        assertEquals(android.app.Service.START_STICKY, result)
+        waitFor("VPN up after the sticky restart") { HushwallVpnService.running }
+        assertEquals("198.18.1.10", dig("allowed.test"))
+    }
+
+    @Test
+    fun `sticky restart with a null intent, foreground refused, consent gone - stops cleanly and says why`() {
+        Prefs(ctx).vpnWanted = true
+        HostVpnServiceShadow.refuseForeground = true
+        ShadowVpnService.setPrepareResult(Intent("android.net.vpn.PREPARE"))
+        val c = Robolectric.buildService(HushwallVpnService::class.java, null).create()
+        controller = c
+        val result = c.get().onStartCommand(null, 0, ++startId)
+        assertEquals(android.app.Service.START_NOT_STICKY, result)
+        assertTrue(shadowOf(c.get()).isStoppedBySelf)
+        assertFalse(HushwallVpnService.running)
+        assertTrue(Prefs(ctx).lastError, Prefs(ctx).lastError.contains("press Start"))
+    }
+
+    @Test
+    fun `the engine dying is restarted with backoff, and torn down with a notification when restarts fail`() {
+        startVpn()
+        val first = TunFactory.lastName
+        TunFactory.killCurrent()
+        waitFor("engine restarted on a new tun") {
+            TunFactory.lastName != first && HushwallVpnService.running && !HushwallVpnService.restarting
+        }
+        assertEquals("198.18.1.10", dig("allowed.test"))
+        assertEquals("", Prefs(ctx).lastError)
+
+        TunFactory.failEstablish = true
+        val attempts = TunFactory.configs.size
+        TunFactory.killCurrent()
+        waitFor("VPN torn down") { !HushwallVpnService.running }
+        assertEquals(HushwallVpnService.MAX_RESTARTS, TunFactory.configs.size - attempts)
+        val error = Prefs(ctx).lastError
+        assertTrue(error, error.contains("did not recover"))
+        assertTrue(shadowOf(controller!!.get()).isForegroundStopped)
+        assertTrue(notification(HushwallVpnService.STOPPED_NOTIFICATION_ID)!!.text().contains(ctx.getString(R.string.notification_stopped)))
+        assertEquals(error, home().second)
+    }
+
+    @Test
+    fun `Private DNS on - Home and the notification say DNS blocking is off, and it resets when it goes`() {
+        startVpn()
+        val cm = ctx.getSystemService(ConnectivityManager::class.java)
+        val callback = Shadow.extract<ShadowConnectivityManager>(cm).networkCallbacks.single()
+        val network = ShadowNetwork.newInstance(7)
+        val lp = LinkProperties()
+        lp.setUsePrivateDns(true)
+        lp.setPrivateDnsServerName("dns.example")
+        callback.onLinkPropertiesChanged(network, lp)
+        waitFor("Private DNS seen") { HushwallVpnService.privateDnsActive == true }
+        waitFor("notification says DNS blocking is off") { notification()!!.text().contains("DNS-level blocking is off") }
+        assertTrue(notification()!!.text().contains("dns.example"))
+        assertTrue(notification()!!.actions.any { it.title == ctx.getString(R.string.private_dns_settings) })
+        val card = home().third
+        assertTrue(card, card!!.contains("dns.example") && card.contains("DNS-level blocking is off"))
+
+        callback.onLinkPropertiesChanged(network, LinkProperties())
+        waitFor("Private DNS off") { HushwallVpnService.privateDnsActive == false }
+        waitFor("notification back to counts") { !notification()!!.text().contains("DNS-level") }
+        assertEquals(null, home().third)
+
+        callback.onLinkPropertiesChanged(network, lp)
+        waitFor("Private DNS on again") { HushwallVpnService.privateDnsActive == true }
+        callback.onLost(network)
+        waitFor("reset when the network goes") { HushwallVpnService.privateDnsActive == null }
+    }
+
+    @Test
+    fun `a per-app rule change is enforced on the running engine`() {
+        val pkg = "com.example.tracker"
+        val info = PackageInfo().apply {
+            packageName = pkg
+            applicationInfo = ApplicationInfo().apply { packageName = pkg; uid = 10123 }
+        }
+        shadowOf(ctx.packageManager).installPackage(info)
+        OwnerUidShadow.ownerUid = 10123
+        startVpn()
+        assertEquals("198.18.1.10", dig("allowed.test"))
+
+        val before = HushwallVpnService.policyGeneration
+        Store.get(ctx).setRule(AppRule(pkg, blockWifi = true, blockMobile = true))
+        command(HushwallVpnService.ACTION_RULES_CHANGED)
+        waitFor("rules applied") { HushwallVpnService.policyGeneration > before }
+        assertNotEquals("198.18.1.10", dig("allowed.test"))
+        assertFalse(https("allowed.test") == "hello")
+
+        val again = HushwallVpnService.policyGeneration
+        Store.get(ctx).setRule(AppRule(pkg))
+        command(HushwallVpnService.ACTION_RULES_CHANGED)
+        waitFor("rules applied") { HushwallVpnService.policyGeneration > again }
+        assertEquals("hello", https("allowed.test"))
+    }
+
+    @Test
+    fun `a 5 MiB list is compiled off the main thread - the main looper stays responsive`() {
+        startVpn()
+        assertEquals("198.18.1.10", dig("ads.hushwall.test"))
+        val url = "https://lists.example/big.txt"
+        val file = Lists(ctx).fileFor(url)
+        file.parentFile!!.mkdirs()
+        file.bufferedWriter().use { w ->
+            w.write("||ads.hushwall.test^\n")
+            var i = 0
+            while (file.length() < 0 || i * 28L < 5L * 1024 * 1024) {
+                w.write("||host-${i.toString().padStart(7, '0')}.example^\n")
+                i++
+            }
+        }
+        assertTrue(file.length() >= 5L * 1024 * 1024)
+        Prefs(ctx).listUrls = listOf(url)
+
+        val before = HushwallVpnService.policyGeneration
+        val t0 = System.nanoTime()
+        command(HushwallVpnService.ACTION_POLICY_CHANGED)
+        val commandMs = (System.nanoTime() - t0) / 1_000_000
+        // While the worker compiles: the main looper runs what is posted to it at once.
+        val main = Handler(Looper.getMainLooper())
+        var worstMs = 0L
+        var turns = 0
+        while (HushwallVpnService.policyGeneration == before) {
+            var ran = false
+            val posted = System.nanoTime()
+            main.post { ran = true }
+            shadowOf(Looper.getMainLooper()).idle()
+            assertTrue(ran)
+            worstMs = maxOf(worstMs, (System.nanoTime() - posted) / 1_000_000)
+            turns++
+            assertTrue("compile took too long", System.nanoTime() - t0 < 60_000_000_000L)
+            Thread.sleep(5)
+        }
+        val applyMs = (System.nanoTime() - t0) / 1_000_000
+        println("5 MiB list: onStartCommand + main looper idle $commandMs ms, applied after $applyMs ms, $turns main looper turns, worst $worstMs ms")
+        assertTrue("onStartCommand blocked the main thread for $commandMs ms (apply took $applyMs ms)", commandMs < 100)
+        assertTrue("the main looper stalled for $worstMs ms", worstMs < 100)
+        assertEquals("", Prefs(ctx).lastError)
+        assertNotEquals("198.18.1.10", dig("ads.hushwall.test"))
+        assertEquals("198.18.1.10", dig("allowed.test"))
+    }
+
+    @Test
+    fun `Allow LAN devices - multicast, broadcast and the local subnet are excluded from the VPN`() {
+        startVpn()
+        fun excluded(): List<String> {
+            @Suppress("UNCHECKED_CAST")
+            val routes = TunFactory.configs.last().javaClass.getField("routes").get(TunFactory.configs.last()) as List<RouteInfo>
+            return routes.filter { it.type == RouteInfo.RTN_THROW }.map { it.destination.toString() }
+        }
+        assertTrue(excluded().toString(), excluded().containsAll(listOf("224.0.0.0/4", "255.255.255.255/32")))
+
+        // Joining a Wi-Fi with a 192.168.7.0/24 subnet: a new interface without it.
+        val cm = ctx.getSystemService(ConnectivityManager::class.java)
+        val callback = Shadow.extract<ShadowConnectivityManager>(cm).networkCallbacks.single()
+        val lp = LinkProperties()
+        lp.addLinkAddress(LinkAddress("192.168.7.23/24"))
+        lp.addLinkAddress(LinkAddress("fd12:3456:789a:1::23/64"))
+        val configs = TunFactory.configs.size
+        callback.onLinkPropertiesChanged(ShadowNetwork.newInstance(9), lp)
+        waitFor("re-established with the LAN excluded") { TunFactory.configs.size > configs && HushwallVpnService.running }
+        assertTrue(excluded().toString(), excluded().containsAll(listOf("192.168.7.0/24", "fd12:3456:789a:1::/64")))
+        assertEquals("198.18.1.10", dig("allowed.test"))
+
+        // Switched off: everything goes through the VPN again (applies at the next start).
+        Prefs(ctx).allowLan = false
+        command(HushwallVpnService.ACTION_DISCONNECT)
+        waitFor("VPN off") { !HushwallVpnService.running }
+        controller!!.destroy()
+        startVpn()
+        assertEquals(emptyList<String>(), excluded())
+    }
+}

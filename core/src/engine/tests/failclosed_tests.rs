@@ -1,0 +1,109 @@
+//! Engine tests of the bypasses issue 18 found (QUIC, DNS learning, NAT64, exhaustion): each one is refused and
+//! nothing reaches the blocked server.
+
+use super::inspect_tests::{client_hello, is_icmp_port_unreachable};
+use super::*;
+use crate::inspect::quic::seal::{client_initial, crypto_frame};
+use crate::inspect::quic::VERSION_1;
+
+/// Two coalesced Initials, CRYPTO at offset 0 in both, the first naming a blocked host and the second an allowed
+/// one of the same length. Before: the assembler kept the last copy, allowed the flow and forwarded the datagram
+/// (blocked hello first) upstream. Now: refused as uninspectable, nothing sent.
+#[test]
+fn quic_overlapping_crypto_that_differs_is_refused_and_nothing_goes_upstream() {
+    let mut pair = Pair::new();
+    let blocked = client_hello("tracking.intl.miui.com", 400);
+    let allowed = client_hello("www.example-shop.co.uk", 400);
+    assert_eq!(blocked.len(), allowed.len());
+    let mut datagram = client_initial(VERSION_1, &[3; 8], 0, &crypto_frame(0, &blocked), 600);
+    datagram.extend(client_initial(VERSION_1, &[3; 8], 1, &crypto_frame(0, &allowed), 600));
+    pair.udp(NORMAL, 443, &datagram);
+    assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "zero datagrams upstream");
+    let out = pair.take_out();
+    assert_eq!(out.len(), 1);
+    assert!(is_icmp_port_unreachable(&out[0]));
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].reason, events[0].host.as_deref()), (Reason::Uninspectable, None));
+    // Its retransmission is refused too, still nothing upstream.
+    pair.udp(NORMAL, 443, &datagram);
+    assert_eq!(pair.take_out().len(), 1);
+    pair.wait(Duration::from_secs(2));
+    assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty());
+}
+
+/// HTTP/3 is not bound to port 443. Before: only UDP 443 was held, so a blocked name on 8443 was forwarded.
+#[test]
+fn quic_on_other_ports_is_held_and_judged_by_its_server_name() {
+    for port in [8443, 4433] {
+        let mut pair = Pair::new();
+        let hello = client_hello("tracking.intl.miui.com", 400);
+        pair.udp(NORMAL, port, &client_initial(VERSION_1, &[4; 8], 0, &crypto_frame(0, &hello), 1200));
+        assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "port {port}: nothing upstream");
+        let events = pair.events();
+        assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::QuicSni], "port {port}");
+        // An allowed name on the same port is forwarded.
+        let hello = client_hello("www.example.org", 400);
+        let initial = client_initial(VERSION_1, &[5; 8], 0, &crypto_frame(0, &hello), 1200);
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(6001, port).write(&mut p, &initial).expect("builds");
+        pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+        assert_eq!(pair.up.udp_opened.len(), 1, "port {port}: allowed name forwarded");
+    }
+    // DNS over QUIC (853) is still refused outright when DNS over TLS is.
+    let mut pair = Pair::new();
+    let hello = client_hello("dns.example.org", 400);
+    pair.udp(NORMAL, 853, &client_initial(VERSION_1, &[6; 8], 0, &crypto_frame(0, &hello), 1200));
+    assert!(pair.up.udp_sent.is_empty());
+    assert_eq!(pair.events().iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::DnsOverTls]);
+}
+
+/// Refused QUIC flows hold no socket: before, each stayed in the hold table and counted toward the UDP cap for a
+/// minute, so a client refused often enough locked every app out of UDP.
+#[test]
+fn refused_quic_flows_do_not_count_toward_the_udp_cap() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_udp_flows = 4;
+    let hello = client_hello("tracking.intl.miui.com", 400);
+    for port in 0..10u16 {
+        let initial = client_initial(VERSION_1, &[7; 8], 0, &crypto_frame(0, &hello), 1200);
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(7000 + port, 443).write(&mut p, &initial).expect("builds");
+        pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    }
+    assert!(pair.engine.quic_refused.len() <= 4, "refusals bounded");
+    pair.events();
+    pair.udp(NORMAL, 7, b"an app's plain UDP");
+    assert_eq!(pair.up.udp_opened.len(), 1, "the table still has room");
+    assert!(pair.events().iter().all(|e| e.reason != Reason::FlowLimit));
+}
+
+/// A blocked query's labels can carry data to the blocked domain's authoritative servers. Before: the client's
+/// query was forwarded as it was (for address learning), 20 queries → 20 upstream, each with the identifier. Now:
+/// the upstream sees only the rule's name, once.
+#[test]
+fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
+    let mut pair = Pair::new();
+    for i in 0..20 {
+        let id = format!("ZGV2aWNlLWlkLTEyMzQ1Njc4OTA{i:02}");
+        pair.udp([198, 18, 53, 53], 53, &dns_query(&format!("{id}.tracking.intl.miui.com")));
+        assert_eq!(pair.take_out().len(), 1, "answered at once");
+    }
+    let sent: Vec<String> =
+        pair.up.udp_sent.iter().map(|(_, q)| crate::inspect::dns::parse_query(q).expect("a query").name).collect();
+    assert_eq!(sent, ["tracking.intl.miui.com"], "only the rule's name, once");
+    assert!(pair.up.udp_sent.iter().all(|(_, q)| !q.windows(6).any(|w| w == b"ZGV2aW")));
+    // Its answer maps the address to the rule's name: a connection there is refused (dns_mapped_ip).
+    let (flow, learn) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.events();
+    let h = pair.connect(TELEMETRY, 22);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
+    let events = pair.events();
+    assert_eq!(events[0].reason, Reason::DnsMappedIp);
+    assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+    // Learnt again after the interval.
+    pair.now += learn::LEARN_INTERVAL;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("other.tracking.intl.miui.com"));
+    assert_eq!(pair.up.udp_sent.len(), 2);
+}

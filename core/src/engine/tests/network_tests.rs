@@ -1,0 +1,124 @@
+//! Engine tests of network changes: a family without a route upstream is refused at once (RST, ICMP no route)
+//! and comes back when the network does; flows whose upstream socket failed end with an error event.
+
+use super::*;
+use etherparse::{Icmpv4Type, Icmpv6Type, SlicedPacket, TransportSlice};
+
+const PHONE6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SERVER6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+
+/// A SYN from the phone's IPv6 address to `SERVER6` port `port`.
+fn syn6(port: u16) -> Vec<u8> {
+    let mut p = Vec::new();
+    PacketBuilder::ipv6(PHONE6, SERVER6, 64).tcp(40001, port, 1000, 64240).syn().write(&mut p, &[]).expect("builds");
+    p
+}
+
+/// A UDP datagram from the phone's IPv6 address to `SERVER6` port `port`.
+fn udp6(port: u16) -> Vec<u8> {
+    let mut p = Vec::new();
+    PacketBuilder::ipv6(PHONE6, SERVER6, 64).udp(5353, port).write(&mut p, b"ping").expect("builds");
+    p
+}
+
+/// An IPv4-only network, as an IPv4-only Wi-Fi reports it.
+fn ipv4_only() -> NetworkInfo {
+    NetworkInfo { ipv6: false, ..NetworkInfo::default() }
+}
+
+/// The TCP flags (syn, ack, rst) of the only packet in `out`.
+fn tcp_flags(out: &[Vec<u8>]) -> (bool, bool, bool) {
+    assert_eq!(out.len(), 1, "one answer: {out:?}");
+    match SlicedPacket::from_ip(&out[0]).expect("valid").transport {
+        Some(TransportSlice::Tcp(t)) => (t.syn(), t.ack(), t.rst()),
+        other => panic!("not tcp: {other:?}"),
+    }
+}
+
+#[test]
+fn syn_of_a_family_without_route_is_reset_at_once_and_never_dialled() {
+    let mut pair = Pair::new();
+    pair.engine.network_changed(pair.now, ipv4_only(), &mut pair.up);
+    pair.raw(&syn6(443));
+    assert_eq!(tcp_flags(&pair.take_out()), (false, true, true), "RST|ACK to the SYN, at once");
+    pair.raw(&syn6(22));
+    assert_eq!(tcp_flags(&pair.take_out()), (false, true, true), "server-first ports too");
+    assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
+    assert_eq!(pair.engine.stats().tcp_active, 0);
+    let events = pair.events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert_eq!((event.action, event.reason), (Action::Error, Reason::NoRoute));
+        assert!(event.error.as_deref().unwrap_or_default().contains("IPv6"), "{event:?}");
+    }
+    // IPv4 still works.
+    let h = pair.connect(NORMAL, 22);
+    assert_eq!(pair.up.connects.len(), 1, "IPv4 dialled");
+    assert_ne!(pair.phone_tcp(h).state(), tcp::State::Closed);
+}
+
+#[test]
+fn the_family_comes_back_with_the_network() {
+    let mut pair = Pair::new();
+    pair.engine.network_changed(pair.now, ipv4_only(), &mut pair.up);
+    pair.raw(&syn6(443));
+    assert_eq!(tcp_flags(&pair.take_out()), (false, true, true));
+    pair.engine.network_changed(pair.now, NetworkInfo::default(), &mut pair.up);
+    pair.raw(&syn6(443));
+    assert_eq!(tcp_flags(&pair.take_out()), (true, true, false), "SYN|ACK: accepted for sniffing again");
+    assert_eq!(pair.engine.stats().tcp_active, 1);
+}
+
+#[test]
+fn udp_of_a_family_without_route_gets_icmp_no_route_and_dns_is_unaffected() {
+    let mut pair = Pair::new();
+    pair.engine.network_changed(pair.now, NetworkInfo { ipv4: false, ..NetworkInfo::default() }, &mut pair.up);
+    pair.raw(&udp6(7777));
+    pair.udp(NORMAL, 7777, b"ping");
+    let out = pair.take_out();
+    assert_eq!(out.len(), 1, "only the IPv4 datagram is refused: {out:?}");
+    match SlicedPacket::from_ip(&out[0]).expect("valid").transport {
+        Some(TransportSlice::Icmpv4(i)) => assert_eq!(
+            i.icmp_type(),
+            Icmpv4Type::DestinationUnreachable(etherparse::icmpv4::DestUnreachableHeader::Network)
+        ),
+        other => panic!("not icmp: {other:?}"),
+    }
+    assert_eq!(pair.up.udp_opened.len(), 1, "the IPv6 flow went upstream, the IPv4 one did not");
+    pair.engine.network_changed(pair.now, ipv4_only(), &mut pair.up);
+    pair.raw(&udp6(7778));
+    match SlicedPacket::from_ip(&pair.take_out()[0]).expect("valid").transport {
+        Some(TransportSlice::Icmpv6(i)) => assert_eq!(
+            i.icmp_type(),
+            Icmpv6Type::DestinationUnreachable(etherparse::icmpv6::DestUnreachableCode::NoRoute)
+        ),
+        other => panic!("not icmpv6: {other:?}"),
+    }
+    // DNS to an address of the missing family is still answered by the engine.
+    pair.engine.network_changed(pair.now, NetworkInfo { ipv4: false, ..NetworkInfo::default() }, &mut pair.up);
+    pair.events();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert_eq!(pair.take_out().len(), 1, "NXDOMAIN");
+    assert_eq!(pair.events()[0].reason, Reason::DnsQuery);
+}
+
+#[test]
+fn upstream_error_ends_a_forwarding_tcp_flow_and_a_udp_flow() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    pair.events();
+    let vanished = || io::Error::from_raw_os_error(99);
+    pair.engine.on_upstream_error(pair.now, flow, vanished(), &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
+    assert_eq!(pair.up.closed, vec![(flow, true)], "upstream socket closed");
+    pair.udp(NORMAL, 7777, b"ping");
+    let (udp_flow, _) = pair.up.udp_opened[0];
+    pair.engine.on_upstream_error(pair.now, udp_flow, vanished(), &mut pair.up);
+    assert_eq!(pair.engine.stats().udp_active, 0, "UDP flow closed");
+    let events = pair.events();
+    let reasons: Vec<_> = events.iter().map(|e| (e.action, e.reason)).collect();
+    assert_eq!(reasons, vec![(Action::Error, Reason::UpstreamReset), (Action::Error, Reason::UdpFailed)]);
+    pair.udp(NORMAL, 7777, b"again");
+    assert_eq!(pair.up.udp_opened.len(), 2, "the next datagram opens a new socket");
+}
