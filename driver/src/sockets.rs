@@ -12,7 +12,7 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::AsFd;
 
 /// One upstream socket.
@@ -90,7 +90,7 @@ impl Sockets {
 
     /// A new protected, non-blocking socket for `dst`.
     fn protected_socket(&mut self, dst: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
-        let socket = Socket::new(Domain::for_address(dst), ty, Some(proto))?;
+        let socket = upstream_socket(dst, ty, proto)?;
         if !self.protector.protect(socket.as_fd()) {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, "socket could not be protected"));
         }
@@ -130,8 +130,45 @@ impl Sockets {
     }
 }
 
+/// A new socket for `dst`. An IPv6 socket is IPv6-only: `::ffff:a.b.c.d` must never reach an IPv4 host (say the
+/// device's 127.0.0.1) through a dual-stack socket.
+fn upstream_socket(dst: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(dst), ty, Some(proto))?;
+    if dst.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+/// Whether `ip` is one of this device's own addresses, so that a connection to it would reach the device's own
+/// services (as a local client) rather than the network. Asked of the kernel's routing: a UDP socket connected
+/// to `ip` (which sends nothing) gets `ip` itself, or a loopback address, as its source when the route is local.
+/// The engine refuses loopback and link-local destinations before it dials; this catches the device's other
+/// addresses (its LAN and WAN addresses on a gateway), whatever the interfaces are at the time.
+fn is_own_address(ip: IpAddr) -> bool {
+    let dst = SocketAddr::new(ip, 9);
+    let Ok(probe) = Socket::new(Domain::for_address(dst), Type::DGRAM, Some(Protocol::UDP)) else {
+        return false;
+    };
+    if ip.is_ipv6() && probe.set_only_v6(true).is_err() {
+        return false;
+    }
+    // No route: not a local address, and the real connect will fail and say why.
+    if probe.connect(&dst.into()).is_err() {
+        return false;
+    }
+    let source = probe.local_addr().ok().and_then(|a| a.as_socket());
+    source.is_some_and(|source| source.ip() == ip || source.ip().is_loopback())
+}
+
 impl Upstream for Sockets {
     fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        if is_own_address(dst.ip()) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "the destination is this device's own address",
+            ));
+        }
         let result = self.start_tcp_connect(flow, dst);
         self.note_error(result)
     }
@@ -188,5 +225,34 @@ impl Upstream for Sockets {
 
     fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         self.uids.uid(protocol, src, dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_addresses_are_recognised() {
+        assert!(is_own_address("127.0.0.1".parse().expect("ip")));
+        assert!(!is_own_address("192.0.2.1".parse().expect("ip")), "TEST-NET-1 is nobody's address");
+        // The address this machine would use towards TEST-NET-1, if it has a route there, is its own.
+        let probe = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("socket");
+        if probe.connect(&SocketAddr::from(([192, 0, 2, 1], 9)).into()).is_ok() {
+            let local = probe.local_addr().expect("local").as_socket().expect("inet");
+            assert!(is_own_address(local.ip()), "{local}");
+        }
+    }
+
+    /// `::ffff:127.0.0.1` through an IPv6-only socket reaches nothing, least of all IPv4 loopback.
+    #[test]
+    fn ipv6_sockets_do_not_reach_ipv4_through_mapped_addresses() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let mapped: SocketAddr = format!("[::ffff:127.0.0.1]:{port}").parse().expect("addr");
+        let Ok(socket) = upstream_socket(mapped, Type::STREAM, Protocol::TCP) else {
+            return; // no IPv6 on this machine
+        };
+        assert!(socket.connect(&mapped.into()).is_err(), "reached IPv4 loopback through {mapped}");
     }
 }

@@ -21,7 +21,8 @@ use super::{AddressVerdict, Engine, FlowId, Upstream};
 use crate::event::Protocol;
 use crate::inspect::tls::MAX_CLIENT_HELLO_STREAM_LEN;
 use crate::inspect::{sniff_stream, StreamSniff};
-use crate::verdict::{Reason, Verdict};
+use crate::policy::Decision;
+use crate::verdict::{Action, Reason, Verdict};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{Socket, State};
 use std::io;
@@ -100,9 +101,11 @@ pub(crate) struct TcpFlow {
     host: Option<String>,
     /// When the current phase times out (sniffing, connecting).
     deadline: Option<Instant>,
-    /// The verdict if sniffing finds no host name (set when the address alone says block). A name overrides it
-    /// unless it is an `ip_cidr` block, which only an allow rule for the name lifts.
+    /// The verdict if sniffing finds no host name (set when the address alone says block).
     fallback: Option<Verdict>,
+    /// The `ip_cidr` block of the destination's range, if it is in one: a name read from the client's first
+    /// bytes must then be allow-listed (issue 14.2), even when DNS already named an allow-listed service there.
+    range_block: Option<Verdict>,
     /// Whether the client's bytes may pass upstream yet.
     gate: ClientGate,
     /// An upstream socket was requested and not yet closed.
@@ -138,6 +141,7 @@ impl TcpFlow {
             host,
             deadline: None,
             fallback: None,
+            range_block: None,
             gate: ClientGate::Shut,
             upstream_open: false,
             upstream_readable: false,
@@ -202,6 +206,12 @@ impl Engine {
             return;
         }
         let server_first = SERVER_FIRST_PORTS.contains(&server.port());
+        let range_block = match self.policy.check_ip(server.ip()) {
+            Decision::Blocked(rule) => {
+                Some(Verdict { action: Action::Block, reason: Reason::IpCidr, rule: Some(rule) })
+            }
+            Decision::Allowed(_) | Decision::NoMatch => None,
+        };
         let mut gate = ClientGate::Shut;
         let (phase, host, fallback) = if server.port() == DNS_PORT {
             (Phase::Dns { pending: 0 }, None, None)
@@ -228,9 +238,12 @@ impl Engine {
                     self.refuse_tcp(now, client, server, seg, Some(&host), &verdict);
                     return;
                 }
-                // An allow rule (for the range, or for a name DNS mapped to it) wins over everything.
+                // An allow rule for the range wins over everything; one for a name DNS mapped to an address in a
+                // blocked range has the client's first bytes checked still (they must not name another host).
                 AddressVerdict::Decided(_) => {
-                    gate = ClientGate::Open;
+                    if range_block.is_none() {
+                        gate = ClientGate::Open;
+                    }
                     (Phase::Dialing, None, None)
                 }
                 AddressVerdict::MappedBlocked(verdict, host) => {
@@ -272,6 +285,7 @@ impl Engine {
         self.stats.tcp_flows += 1;
         let mut flow = TcpFlow::new(handle, client, server, phase, host, now);
         flow.fallback = fallback;
+        flow.range_block = range_block;
         flow.gate = gate;
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
@@ -467,7 +481,7 @@ impl Engine {
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         let queued = socket.recv_queue();
-        let client_closed = !socket.may_recv();
+        let client_closed = client_finished(socket);
         if queued == 0 && !client_closed {
             return;
         }
@@ -511,26 +525,24 @@ impl Engine {
         self.finish_sniff(now, id, sniffed, up);
     }
 
-    /// The verdict on a flow's first bytes, `None` if it sent none; `fallback` is the address's.
-    fn first_bytes_verdict(&self, sniffed: &Option<StreamSniff>, fallback: Option<Verdict>, port: u16) -> Verdict {
+    /// The verdict on a flow's first bytes, `None` if it sent none: by the name in them, refused if TLS or HTTP
+    /// without a readable name, else the address's verdict. In a blocked range a name must be allow-listed: a
+    /// name that is merely not blocked keeps the range's block (issue 14.2), a blocked name gives its own, more
+    /// precise reason.
+    fn first_bytes_verdict(&self, sniffed: &Option<StreamSniff>, flow: &TcpFlow) -> Verdict {
+        let fallback = || flow.fallback.clone().unwrap_or_else(Verdict::no_match);
         let (name, block_reason) = match sniffed {
             Some(StreamSniff::TlsSni(name)) => (name, Reason::TlsSni),
             Some(StreamSniff::HttpHost(name)) => (name, Reason::HttpHost),
             Some(StreamSniff::Uninspectable | StreamSniff::NeedMore) => return Verdict::block(Reason::Uninspectable),
-            None if CLIENT_FIRST_PORTS.contains(&port) => return Verdict::block(Reason::Uninspectable),
-            Some(StreamSniff::Unknown) | None => return fallback.unwrap_or_else(Verdict::no_match),
+            None if CLIENT_FIRST_PORTS.contains(&flow.server.port()) => {
+                return Verdict::block(Reason::Uninspectable);
+            }
+            Some(StreamSniff::Unknown) | None => return fallback(),
         };
         let verdict = self.name_verdict(name, block_reason);
-        match &fallback {
-            // A blocked address range yields only to an allow rule for the name (issue 14.2); a block rule for
-            // the name is the more precise reason.
-            Some(cidr) if cidr.reason == Reason::IpCidr && cidr.is_block() => {
-                if verdict.reason == Reason::AllowRule || verdict.is_block() {
-                    verdict
-                } else {
-                    fallback.unwrap_or_else(Verdict::no_match)
-                }
-            }
+        match &flow.range_block {
+            Some(range) if verdict.reason != Reason::AllowRule && !verdict.is_block() => range.clone(),
             _ => verdict,
         }
     }
@@ -549,7 +561,7 @@ impl Engine {
         // The user's Private DNS server is let through, other DNS-over-TLS refused, before the lists decide.
         let verdict = match self.private_dns_verdict(now, flow.server, sni) {
             Some(verdict) => verdict,
-            None => self.first_bytes_verdict(&sniffed, flow.fallback.clone(), flow.server.port()),
+            None => self.first_bytes_verdict(&sniffed, flow),
         };
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
@@ -585,7 +597,7 @@ impl Engine {
             return;
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        let (queued, client_closed) = (socket.recv_queue(), !socket.may_recv());
+        let (queued, client_closed) = (socket.recv_queue(), client_finished(socket));
         if queued == 0 {
             if client_closed {
                 // Nothing was sent: only the FIN is left to pass.
@@ -604,11 +616,15 @@ impl Engine {
             }
             return;
         }
-        let verdict = self.first_bytes_verdict(&Some(sniffed.clone()), None, 0);
+        let sniffed = Some(sniffed);
+        let Some(flow) = self.tcp.get(&id) else {
+            return;
+        };
+        let verdict = self.first_bytes_verdict(&sniffed, flow);
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        if let StreamSniff::TlsSni(name) | StreamSniff::HttpHost(name) = sniffed {
+        if let Some(StreamSniff::TlsSni(name) | StreamSniff::HttpHost(name)) = sniffed {
             flow.host = Some(name);
         }
         if !verdict.is_block() {
@@ -734,6 +750,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether the client has finished sending (FIN, or the connection is gone). Not before the handshake is
+/// complete: a socket in SYN-RECEIVED cannot receive yet, but the client has not closed anything.
+fn client_finished(socket: &Socket) -> bool {
+    !socket.may_recv() && !matches!(socket.state(), State::SynReceived | State::Listen)
 }
 
 /// Whether dialling `ip` would reach the device itself or no single host: loopback, unspecified, link-local,

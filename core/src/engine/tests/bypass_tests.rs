@@ -97,7 +97,7 @@ fn silent_client_on_a_web_port_is_reset_and_never_dialled() {
 
 /// Issue 18.1 on ports where the server may speak first: a silent client is dialled by address (the banner
 /// reaches it), but its own bytes wait until judged; a late hello naming a blocked host resets both sides and
-/// the server never receives a byte of it.
+/// the server never receives a byte of it. Other protocols' bytes pass once judged.
 #[test]
 fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_passes() {
     let mut pair = Pair::new();
@@ -122,12 +122,7 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
     assert!(pair.up.written.get(&flow).is_none_or(Vec::is_empty), "the blocked hello reached the server");
     assert_eq!(pair.up.closed, vec![(flow, true)], "upstream reset");
     assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))]);
-}
-
-/// The gate opens for anything that is not TLS or HTTP naming a blocked host: a server-first protocol works.
-#[test]
-fn late_bytes_of_other_protocols_pass_once_judged() {
-    let mut pair = Pair::new();
+    // The gate opens for anything else: a server-first protocol works, on a server-first port too.
     for port in [22, 7777] {
         let h = pair.connect(NORMAL, port);
         pair.wait(pair.engine.config.sniff_timeout);
@@ -142,6 +137,23 @@ fn late_bytes_of_other_protocols_pass_once_judged() {
         assert_eq!(pair.up.written[&flow], b"SSH-2.0-OpenSSH_9.2\r\nmore", "port {port}");
     }
     assert!(block_reasons(&mut pair).is_empty());
+}
+
+/// A server-first port is dialled at the SYN (SYN|ACK held until the upstream connects): the client's first bytes
+/// are judged all the same. (Regression: the gate opened when the upstream connected, because a socket still in
+/// SYN-RECEIVED "cannot receive" and was taken for a client that had closed.)
+#[test]
+fn client_hello_on_a_server_first_port_is_judged_too() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 22);
+    let (flow, _) = *pair.up.connects.first().expect("dialled at the SYN");
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.drive();
+    pair.phone_tcp(h).send_slice(&hello(BLOCKED_NAME, 500)).expect("send");
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset");
+    assert!(pair.up.written.get(&flow).is_none_or(Vec::is_empty), "the blocked hello reached the server");
+    assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))]);
 }
 
 /// Issue 18.2: a ClientHello padded past 16 KiB (the old sniff limit; the TLS reader takes 64 KiB) was
@@ -289,13 +301,32 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     let h = pair.connect(BLOCKED_NET, 443);
     assert_eq!(pair.up.connects.len(), 1, "dialled at once: DNS says this is an allow-listed service");
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::SynSent, "SYN|ACK held until upstream connects");
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.drive();
+    let allowed = hello("ota.example.org", 500);
+    pair.phone_tcp(h).send_slice(&allowed).expect("send");
+    pair.drive();
+    assert_eq!(pair.up.written[&flow], allowed, "the allow-listed name's hello is forwarded");
+    // The same address, but the hello names a host that is merely not blocked (fronting): refused.
+    let h = pair.connect(BLOCKED_NET, 443);
+    let (flow, _) = *pair.up.connects.last().expect("dialled");
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.drive();
+    pair.phone_tcp(h).send_slice(&hello("www.example.org", 500)).expect("send");
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "fronting through an allow-listed address refused");
+    assert!(pair.up.written.get(&flow).is_none_or(Vec::is_empty), "its hello reached the server");
     let h = pair.connect([198, 19, 0, 11], 443);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused at the SYN");
-    assert_eq!(pair.up.connects.len(), 1);
+    assert_eq!(pair.up.connects.len(), 2);
     let events = pair.events();
-    assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].action, events[0].reason), (Action::Block, Reason::IpCidr));
-    assert_eq!(events[0].rule.as_ref().map(|r| &*r.rule), Some("198.19.0.0/24"));
+    assert_eq!(events.len(), 2, "{events:?}");
+    for event in &events {
+        assert_eq!((event.action, event.reason), (Action::Block, Reason::IpCidr));
+        assert_eq!(event.rule.as_ref().map(|r| &*r.rule), Some("198.19.0.0/24"));
+    }
+    assert_eq!(events[0].host.as_deref(), Some("www.example.org"));
 }
 
 /// Issue 14.2: with no name known for a blocked-range address, the SNI or Host decides, but only an allow rule
