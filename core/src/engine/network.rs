@@ -52,9 +52,7 @@ impl Engine {
     /// refused at once (reason `no_route`); flows already open are left to the driver, which ends those whose
     /// socket lost its address. Call it again when the network changes back.
     pub fn network_changed(&mut self, now: Instant, info: NetworkInfo, up: &mut impl Upstream) {
-        if info.ipv4 != self.network.info.ipv4 || info.ipv6 != self.network.info.ipv6 {
-            log::info!("network changed: ipv4 {}, ipv6 {}", info.ipv4, info.ipv6);
-        }
+        log::info!("network changed: ipv4 {}, ipv6 {}", info.ipv4, info.ipv6);
         self.apply_network_dns(now, &info, up);
         self.network.info = info;
     }
