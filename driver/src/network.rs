@@ -104,20 +104,38 @@ pub(crate) fn end_flows_on_vanished_addresses(now: Instant, engine: &mut Engine,
 }
 
 /// True if `local`'s address is still assigned to an interface: a fresh socket can bind to it (the kernel
-/// answers `EADDRNOTAVAIL` for an address that was removed).
+/// answers `EADDRNOTAVAIL` for an address that was removed, unless `net.ipv4.ip_nonlocal_bind` or its IPv6 twin
+/// allows binding any address; then vanished addresses are only found by failing sends).
 fn is_assigned(local: SocketAddr) -> bool {
-    let probe = SocketAddr::new(local.ip(), 0);
-    let bound = match local {
-        // Keep the scope of a link-local IPv6 address.
-        SocketAddr::V6(v6) => {
-            std::net::UdpSocket::bind(std::net::SocketAddrV6::new(*v6.ip(), 0, 0, v6.scope_id())).map(drop)
-        }
-        SocketAddr::V4(_) => std::net::UdpSocket::bind(probe).map(drop),
+    // Port 0, and for a link-local IPv6 address the same scope.
+    let probe = match local {
+        SocketAddr::V4(v4) => SocketAddr::from((*v4.ip(), 0)),
+        SocketAddr::V6(v6) => SocketAddr::V6(std::net::SocketAddrV6::new(*v6.ip(), 0, 0, v6.scope_id())),
     };
-    match bound {
-        Ok(()) => true,
+    match std::net::UdpSocket::bind(probe) {
+        Ok(_) => true,
         Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => false,
         // Anything else (out of descriptors) says nothing about the address: keep the flow.
         Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_assigned_only_while_an_interface_has_it() {
+        assert!(is_assigned("127.0.0.1:4000".parse().unwrap()));
+        // TEST-NET-1: no interface of a test machine has it.
+        assert!(!is_assigned("192.0.2.77:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn only_network_errors_mean_the_network_is_gone() {
+        assert!(is_network_gone(&io::Error::from_raw_os_error(libc::ENETUNREACH)));
+        assert!(is_network_gone(&io::Error::from_raw_os_error(libc::EADDRNOTAVAIL)));
+        assert!(!is_network_gone(&io::Error::from_raw_os_error(libc::ECONNREFUSED)));
+        assert!(!is_network_gone(&io::Error::from(io::ErrorKind::WouldBlock)));
     }
 }

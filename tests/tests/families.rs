@@ -9,10 +9,16 @@
 //!
 //! The page's name and the phone's tun have global (documentation-prefix) IPv6 addresses: with the test bed's
 //! ULA addresses a browser would prefer IPv4 (RFC 6724) and never meet the failure.
+//!
+//! Also here: flows whose upstream socket loses its local address (a network switch) end at once with an error
+//! event, and new connections use the new address, per family.
 
 use hushwall_tests::proc::{run, Background};
-use hushwall_tests::topology::{FWMARK, PHONE_VETH_V6, PROTECT_TABLE, TELEMETRY_NAME, TUN, VETH};
-use hushwall_tests::{Options, Testbed};
+use hushwall_tests::topology::{
+    ECHO_PORT, FWMARK, INTERNET_VETH_V4, INTERNET_VETH_V6, NORMAL_NAME, PHONE_VETH_V4, PHONE_VETH_V6, PROTECT_TABLE,
+    TELEMETRY_NAME, TUN, VETH,
+};
+use hushwall_tests::{Family, Options, Testbed};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -35,9 +41,7 @@ fn start() -> (Testbed, Background) {
     tb.ip_internet(&["-6", "addr", "add", &format!("{PAGE_V6}/128"), "dev", "lo", "nodad"]);
     tb.ip_phone(&["-6", "addr", "add", &format!("{PHONE_TUN_GLOBAL_V6}/128"), "dev", TUN, "nodad"]);
     tb.ip_phone(&["-6", "route", "replace", "default", "dev", TUN, "src", PHONE_TUN_GLOBAL_V6]);
-    // A protected socket that the protect table cannot route fails, as on a phone (where it is bound to the
-    // underlying network), instead of falling through to the main table's route into the tun.
-    tb.ip_phone(&["-6", "rule", "add", "fwmark", FWMARK, "unreachable", "priority", "101"]);
+    protected_sockets_never_fall_into_the_tun(&tb, Family::V6);
     let script = tb.dir.join("browser_page.py");
     std::fs::write(&script, PAGE_PY).expect("write browser_page.py");
     let mut cmd = tb.internet_command("python3", &["-u"]);
@@ -48,6 +52,13 @@ fn start() -> (Testbed, Background) {
     page.wait_for_log("page: ready", Duration::from_secs(10));
     wait_for_families(&tb, "ipv4 true, ipv6 true");
     (tb, page)
+}
+
+/// A protected socket that the protect table cannot route fails, as on a phone (where it is bound to the
+/// underlying network), instead of falling through to the main table's route into the tun.
+fn protected_sockets_never_fall_into_the_tun(tb: &Testbed, fam: Family) {
+    let family = if fam == Family::V6 { "-6" } else { "-4" };
+    tb.ip_phone(&[family, "rule", "add", "fwmark", FWMARK, "unreachable", "priority", "101"]);
 }
 
 /// Waits until the engine's last reported network change is `families`.
@@ -158,4 +169,98 @@ fn real_browser_loads_a_dual_stack_page_over_dual_stack_and_then_ipv4_only_upstr
     let no_route: Vec<&Value> = events.iter().filter(|e| e["reason"] == "no_route").collect();
     assert!(!no_route.is_empty(), "the browser's IPv6 attempts were refused with no_route: {events:?}");
     assert!(no_route.iter().all(|e| e["action"] == "error" && e["dst"].as_str().unwrap_or("").contains(PAGE_V6)));
+}
+
+/// A phone-side client in Python: an HTTP keep-alive connection and a UDP echo flow to `server`, then it waits on
+/// the TCP connection and says how it ended.
+const HOLD_PY: &str = r#"
+import socket, sys
+server = sys.argv[1]
+fam = socket.AF_INET6 if ":" in server else socket.AF_INET
+tcp = socket.socket(fam, socket.SOCK_STREAM)
+tcp.settimeout(20)
+tcp.connect((server, 80))
+tcp.sendall(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += tcp.recv(4096)
+header, body = head.split(b"\r\n\r\n", 1)
+length = int([l.split(b":")[1] for l in header.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+while len(body) < length:
+    body += tcp.recv(4096)
+udp = socket.socket(fam, socket.SOCK_DGRAM)
+udp.settimeout(5)
+udp.connect((server, int(sys.argv[2])))
+udp.send(b"ping")
+assert udp.recv(100) == b"ping"
+print("ready", flush=True)
+try:
+    print("eof" if not tcp.recv(4096) else "data", flush=True)
+except ConnectionResetError:
+    print("reset", flush=True)
+except socket.timeout:
+    print("timeout", flush=True)
+"#;
+
+/// The upstream's address of `fam` vanishes under an open TCP connection and a UDP flow (the phone moved to
+/// another network): both end at once with an error event, and the engine learns the family has no route; a
+/// new address appears: new connections work from it within 2 s.
+fn flows_on_a_vanished_address_end_and_new_ones_use_the_new_address(fam: Family) {
+    let tb = Testbed::start(Options::engine().engine_arg("-v"));
+    protected_sockets_never_fall_into_the_tun(&tb, fam);
+    wait_for_families(&tb, "ipv4 true, ipv6 true");
+    let script = tb.dir.join("hold.py");
+    std::fs::write(&script, HOLD_PY).expect("write hold.py");
+    let mut cmd = tb.phone_command("python3", &["-u"]);
+    cmd.arg(&script).arg(fam.normal()).arg(ECHO_PORT.to_string());
+    let mut client = Background::spawn("hold", cmd, &tb.dir.join("hold.log"));
+    client.wait_for_log("ready", Duration::from_secs(10));
+
+    let (ip_family, old, new, gateway, lost) = match fam {
+        Family::V4 => ("-4", PHONE_VETH_V4, "198.18.0.3", INTERNET_VETH_V4, "ipv4 false, ipv6 true"),
+        Family::V6 => ("-6", PHONE_VETH_V6, "fd00:6877::3", INTERNET_VETH_V6, "ipv4 true, ipv6 false"),
+    };
+    let vanished = Instant::now();
+    tb.ip_phone(&[
+        ip_family,
+        "addr",
+        "del",
+        &format!("{old}/{}", if fam == Family::V4 { 24 } else { 64 }),
+        "dev",
+        VETH,
+    ]);
+    tb.ip_phone(&[ip_family, "route", "flush", "table", PROTECT_TABLE]);
+    client.wait_for_log("reset", LEARN);
+    let took = vanished.elapsed();
+    wait_for_families(&tb, lost);
+    let ended = tb.wait_for_event(LEARN, |e| e["reason"] == "udp_failed").expect("the UDP flow ended with an event");
+    assert!(ended["error"].as_str().unwrap_or_default().contains("vanished"), "{ended}");
+    let reset = tb.events().into_iter().find(|e| e["reason"] == "upstream_reset").expect("the TCP flow's event");
+    assert!(reset["error"].as_str().unwrap_or_default().contains(&format!("{old} vanished")), "{reset}");
+    eprintln!("{fam:?}: the phone's connection was reset {took:?} after its upstream address vanished");
+
+    // The new network: a new address and default route; a new connection works within 2 s.
+    let prefix = if fam == Family::V4 { 24 } else { 64 };
+    tb.ip_phone(&[ip_family, "addr", "add", &format!("{new}/{prefix}"), "dev", VETH, "nodad"]);
+    tb.ip_phone(&[ip_family, "route", "replace", "default", "via", gateway, "dev", VETH, "table", PROTECT_TABLE]);
+    let appeared = Instant::now();
+    wait_for_families(&tb, "ipv4 true, ipv6 true");
+    let url = format!("http://{NORMAL_NAME}/");
+    let resolve = format!("{NORMAL_NAME}:80:{}", fam.bracket(fam.normal()));
+    let fetch = tb.curl(&[fam.flag(), "--resolve", &resolve, &url]);
+    assert_eq!(fetch.http_code, 200, "a new connection after the switch: {}", fetch.run);
+    assert!(appeared.elapsed() < LEARN, "new connections took {:?} to work again", appeared.elapsed());
+    let served = tb.server_log().into_iter().rfind(|e| e["event"] == "http_request").expect("served");
+    assert!(served["peer"].as_str().unwrap_or_default().contains(new), "from the new address: {served}");
+    client.stop("KILL", Duration::from_secs(3));
+}
+
+#[test]
+fn flows_on_a_vanished_ipv4_address_end_and_new_ones_use_the_new_address() {
+    flows_on_a_vanished_address_end_and_new_ones_use_the_new_address(Family::V4);
+}
+
+#[test]
+fn flows_on_a_vanished_ipv6_address_end_and_new_ones_use_the_new_address() {
+    flows_on_a_vanished_address_end_and_new_ones_use_the_new_address(Family::V6);
 }
