@@ -188,11 +188,11 @@ class HushwallVpnService : VpnService() {
         engineStartedAt = SystemClock.elapsedRealtime()
         bypassedNow = bypass
         lanExcludedNow = lan
-        running = true
         Prefs(this).lastError = ""
         watchNetwork()
         applyBlockedUids()
         startReader(started)
+        running = true
         updateNotification()
         refreshTile()
         Log.i(TAG, "VPN up (bypassing ${bypass.size} apps)")
