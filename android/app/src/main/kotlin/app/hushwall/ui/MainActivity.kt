@@ -90,7 +90,8 @@ class MainActivity : Activity() {
         root.addView(scroller, Ui.matchWrap())
         setContentView(root)
         showScreen(savedInstanceState?.getInt(STATE_TAB) ?: 0)
-        handleIntent(intent)
+        // A recreated activity (rotation, process restore) gets the tile's start intent again: handled once.
+        if (savedInstanceState == null) handleIntent(intent)
     }
 
     override fun onDestroy() {
@@ -126,8 +127,6 @@ class MainActivity : Activity() {
             ACTION_START -> if (!HushwallVpnService.running) startVpn()
             ACTION_PRIVATE_DNS -> openPrivateDnsSettings()
         }
-        // Handled once: a recreated activity (rotation) gets the same intent again and must not start twice.
-        intent?.action = null
     }
 
     /** Android has no public intent for the Private DNS screen: the network settings (MIUI: Connection & sharing). */
