@@ -327,7 +327,8 @@ class ServiceDayTest {
         }
         val applyMs = (System.nanoTime() - t0) / 1_000_000
         println("5 MiB list: onStartCommand + main looper idle $commandMs ms, applied after $applyMs ms, $turns main looper turns, worst $worstMs ms")
-        assertTrue("onStartCommand blocked the main thread for $commandMs ms (apply took $applyMs ms)", commandMs < 100)
+        // Off the main thread, the command returns long before the compile ends (on it, it would take as long).
+        assertTrue("onStartCommand blocked the main thread for $commandMs ms (apply took $applyMs ms)", commandMs < 100 && commandMs * 2 < applyMs)
         assertTrue("the main looper stalled for $worstMs ms", worstMs < 250)
         assertEquals("", Prefs(ctx).lastError)
         assertNotEquals("198.18.1.10", dig("ads.hushwall.test"))
