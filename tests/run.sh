@@ -35,4 +35,6 @@ fi
 if ((!$#)); then
     echo "==> android/host-test/run.sh (JNI bridge on a real JVM and tun)" >&2
     HOST_TEST_PROFILE=release ./android/host-test/run.sh
+    echo "==> android/service-test/run.sh (the app's VpnService under Robolectric on a real tun)" >&2
+    ./android/service-test/run.sh
 fi

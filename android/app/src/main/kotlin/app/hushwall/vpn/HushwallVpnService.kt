@@ -188,11 +188,19 @@ class HushwallVpnService : VpnService() {
         engineStartedAt = SystemClock.elapsedRealtime()
         bypassedNow = bypass
         lanExcludedNow = lan
-        running = true
         Prefs(this).lastError = ""
         watchNetwork()
+        // A restarted engine starts out assuming a dual-stack network: tell it what the current one is.
+        linkProperties?.let { lp ->
+            try {
+                started.networkChanged(networkInfoOf(lp))
+            } catch (ex: RuntimeException) {
+                Log.w(TAG, "networkChanged failed", ex)
+            }
+        }
         applyBlockedUids()
         startReader(started)
+        running = true
         updateNotification()
         refreshTile()
         Log.i(TAG, "VPN up (bypassing ${bypass.size} apps)")
