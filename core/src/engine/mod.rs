@@ -13,6 +13,7 @@
 
 mod capture;
 mod dns;
+mod fragment;
 mod packet;
 mod quic_hold;
 mod reply;
@@ -181,6 +182,13 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Idle flows closed to make room at the flow caps; each is also an event (`flow_evicted`).
     pub flows_evicted: u64,
+    /// Fragmented IP datagrams from the phone reassembled and handled.
+    pub datagrams_reassembled: u64,
+    /// IP fragments from the phone discarded: overlapping, malformed, too many, timed out, or evicted from the
+    /// full reassembly table (see `engine::fragment`).
+    pub fragments_dropped: u64,
+    /// Fragments written to the tun for datagrams larger than the MTU.
+    pub fragments_sent: u64,
 }
 
 /// Key of a TCP or UDP flow as the phone sees it: (client address, original destination).
@@ -206,6 +214,12 @@ pub struct Engine {
     peeks: HashMap<FlowId, tcp::PeekState>,
     /// The pcapng capture, if configured.
     capture: Option<CaptureState>,
+    /// Fragmented datagrams from the phone being reassembled.
+    fragments: fragment::Reassembler,
+    /// A [`Timer::Reassembly`] is armed.
+    reassembly_timer_armed: bool,
+    /// Identification of the next datagram fragmented towards the phone.
+    next_fragment_id: u32,
     /// TCP flows whose sockets may have changed since they were last serviced.
     touched: Vec<FlowId>,
     /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
@@ -230,6 +244,9 @@ impl Engine {
             dns: DnsForwarder::new(config.dns_upstream, FlowId(0), config.random_seed),
             dns_cache: DnsCache::new(16 * 1024),
             capture: config.capture.clone().map(CaptureState::new),
+            fragments: fragment::Reassembler::default(),
+            reassembly_timer_armed: false,
+            next_fragment_id: 0,
             config,
             policy,
             tcp: HashMap::new(),
@@ -310,6 +327,11 @@ impl Engine {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         self.capture_packet(Some(now), Direction::Inbound, packet);
+        self.dispatch_tun_packet(now, packet, up);
+    }
+
+    /// Handles one whole IP packet from the phone (read from the tun, or reassembled from fragments).
+    fn dispatch_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
         let parsed = match packet::parse(packet) {
             Ok(p) => p,
             Err(packet::Malformed) => {
@@ -337,6 +359,7 @@ impl Engine {
                 let (src, dst) = (SocketAddr::new(parsed.src, 0), SocketAddr::new(parsed.dst, 0));
                 self.report(now, Protocol::Icmp, src, dst, None, &Verdict::block(Reason::IcmpUnsupported));
             }
+            Transport::Fragment => self.on_fragment(now, packet, up),
             Transport::Other => self.stats.dropped += 1,
         }
     }
@@ -371,6 +394,7 @@ impl Engine {
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
                 Timer::Dns(query) => self.on_dns_deadline(now, query),
                 Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
+                Timer::Reassembly => self.on_reassembly_deadline(now),
             }
         }
         self.poll(now, up);
@@ -554,6 +578,10 @@ impl Engine {
     fn send_udp_to_client(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
         let mut buf = self.stack.device.take_out_buffer();
         if reply::udp_datagram(&mut buf, from, to, payload) {
+            if buf.len() > self.config.mtu {
+                self.send_fragmented(buf);
+                return;
+            }
             self.stack.device.out.push_back(buf);
         } else {
             self.stats.dropped += 1;

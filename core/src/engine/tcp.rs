@@ -462,7 +462,7 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        if !flow.fin_forwarded && !socket.may_recv() && socket.recv_queue() == 0 && socket.state() != State::Closed {
+        if !flow.fin_forwarded && client_finished_sending(socket.state()) && socket.recv_queue() == 0 {
             up.tcp_shutdown_write(id);
             flow.fin_forwarded = true;
         }
@@ -547,4 +547,13 @@ impl Engine {
             }
         }
     }
+}
+
+/// True once the phone has closed its sending side (its FIN was received), so its FIN may be passed upstream.
+///
+/// `may_recv()` cannot tell this: it is also false in SYN-RECEIVED, where a flow dialled at the SYN (server-first
+/// ports) sits until the phone ACKs the released SYN|ACK. Forwarding a FIN there half-closed the upstream
+/// connection before the client had said anything, and servers such as sshd hang up on that.
+fn client_finished_sending(state: State) -> bool {
+    matches!(state, State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
 }

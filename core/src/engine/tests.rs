@@ -706,5 +706,9 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
+/// IP fragments both ways, beside these.
+mod fragment_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// Server-first protocols (dial at SYN), beside these.
+mod server_first_tests;
