@@ -11,7 +11,7 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::os::fd::AsFd;
 
 /// One upstream socket.
@@ -29,6 +29,9 @@ pub(crate) struct Sockets {
     /// Finds the app owning a flow (for blocked apps and for event attribution).
     pub(crate) uids: Box<dyn UidResolver>,
     pub(crate) conns: HashMap<FlowId, Conn>,
+    /// UDP flows to a broadcast or multicast destination: their socket is unconnected, sends go to this address
+    /// and answers are taken from any host.
+    any_source: HashMap<FlowId, SocketAddr>,
 }
 
 /// The epoll token of a flow's socket.
@@ -43,7 +46,7 @@ pub(crate) fn flow_of(token: Token) -> FlowId {
 
 impl Sockets {
     pub(crate) fn new(registry: Registry, protector: Box<dyn Protector>, uids: Box<dyn UidResolver>) -> Self {
-        Sockets { registry, protector, uids, conns: HashMap::new() }
+        Sockets { registry, protector, uids, conns: HashMap::new(), any_source: HashMap::new() }
     }
 
     /// A new protected, non-blocking socket for `dst`.
@@ -71,6 +74,7 @@ impl Sockets {
     }
 
     fn forget(&mut self, flow: FlowId) -> Option<Conn> {
+        self.any_source.remove(&flow);
         let mut conn = self.conns.remove(&flow)?;
         let result = match &mut conn {
             Conn::Tcp { stream, .. } => self.registry.deregister(stream),
@@ -130,7 +134,18 @@ impl Upstream for Sockets {
 
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
         let socket = self.protected_socket(dst, Type::DGRAM, Protocol::UDP)?;
-        socket.connect(&dst.into())?;
+        let any_source = is_broadcast_or_multicast(dst.ip())
+            || match socket.connect(&dst.into()) {
+                Ok(()) => false,
+                // The route says broadcast (a subnet's broadcast address): connect() wants SO_BROADCAST, and
+                // answers come from the hosts, not from that address.
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => true,
+                Err(e) => return Err(e),
+            };
+        if any_source {
+            socket.set_broadcast(true)?;
+            self.any_source.insert(flow, dst);
+        }
         let mut socket = UdpSocket::from_std(socket.into());
         self.registry.register(&mut socket, token_of(flow), Interest::READABLE)?;
         self.conns.insert(flow, Conn::Udp(socket));
@@ -138,7 +153,10 @@ impl Upstream for Sockets {
     }
 
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
-        self.udp(flow)?.send(data).map(|_| ())
+        match self.any_source.get(&flow).copied() {
+            Some(dst) => self.udp(flow)?.send_to(data, dst).map(|_| ()),
+            None => self.udp(flow)?.send(data).map(|_| ()),
+        }
     }
 
     fn udp_close(&mut self, flow: FlowId) {
@@ -147,5 +165,69 @@ impl Upstream for Sockets {
 
     fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         self.uids.uid(protocol, src, dst)
+    }
+}
+
+/// Multicast, or the limited broadcast address 255.255.255.255 (a subnet's broadcast address is recognised by
+/// the kernel's route when connecting).
+fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::NoUids;
+    use std::time::{Duration, Instant};
+
+    struct Unprotected;
+
+    impl Protector for Unprotected {
+        fn protect(&mut self, _: std::os::fd::BorrowedFd<'_>) -> bool {
+            true
+        }
+    }
+
+    /// The first datagram on `flow`'s socket within 5 s, with its source.
+    fn receive(sockets: &mut Sockets, flow: FlowId) -> (Vec<u8>, SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        loop {
+            match sockets.udp(flow).expect("udp socket").recv_from(&mut buf) {
+                Ok((n, from)) => return (buf[..n].to_vec(), from),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("no answer: {e}"),
+            }
+        }
+    }
+
+    // Issue 12.4: a subnet's broadcast address (here loopback's, 127.255.255.255) could not even be sent to
+    // (connect() without SO_BROADCAST fails with EACCES), and a connected socket would drop the hosts' answers.
+    #[test]
+    fn a_subnet_broadcast_flow_sends_and_takes_answers_from_the_hosts() {
+        let host = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the host");
+        host.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let port = host.local_addr().expect("addr").port();
+        let poll = mio::Poll::new().expect("poll");
+        let registry = poll.registry().try_clone().expect("registry");
+        let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
+        let flow = FlowId(7);
+        let broadcast = SocketAddr::from(([127, 255, 255, 255], port));
+        sockets.udp_open(flow, broadcast).expect("a broadcast flow opens");
+        sockets.udp_send(flow, b"who is there").expect("broadcast sent");
+        let mut buf = [0u8; 64];
+        let (n, asker) = host.recv_from(&mut buf).expect("the host hears the broadcast");
+        assert_eq!(&buf[..n], b"who is there");
+        host.send_to(b"me", asker).expect("answer");
+        let (answer, from) = receive(&mut sockets, flow);
+        assert_eq!(answer, b"me");
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)), "the answer comes from the host itself");
+        sockets.udp_close(flow);
+        assert!(sockets.any_source.is_empty());
     }
 }

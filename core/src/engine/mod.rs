@@ -64,7 +64,9 @@ pub trait Upstream {
     fn tcp_shutdown_write(&mut self, flow: FlowId);
     /// Closes the connection and forgets the flow; `reset` aborts it with a RST.
     fn tcp_close(&mut self, flow: FlowId, reset: bool);
-    /// Opens a connected UDP socket to `dst`; datagrams arrive through [`Engine::on_udp_datagram`].
+    /// Opens a UDP socket for datagrams to `dst`; answers arrive through [`Engine::on_udp_datagram_from`]. The
+    /// socket is connected (only `dst` may answer), except for broadcast and multicast destinations, whose
+    /// answers come from the hosts that reply: there it is unconnected and may broadcast.
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
     /// Sends one datagram.
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
@@ -606,6 +608,16 @@ enum AddressVerdict {
     Shared(String),
     /// Nothing against it; with a name mapped to the address, if any.
     Unknown(Option<String>),
+}
+
+impl AddressVerdict {
+    /// True if the address alone refuses traffic (a block rule, or only blocked names map to it).
+    fn blocks(&self) -> bool {
+        match self {
+            AddressVerdict::Decided(verdict) | AddressVerdict::MappedBlocked(verdict, _) => verdict.is_block(),
+            AddressVerdict::Shared(_) | AddressVerdict::Unknown(_) => false,
+        }
+    }
 }
 
 /// A verdict from a policy decision.

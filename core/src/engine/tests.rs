@@ -710,5 +710,7 @@ mod failure_tests;
 mod fragment_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// LAN broadcast and multicast, beside these.
+mod lan_tests;
 /// Server-first protocols (dial at SYN), beside these.
 mod server_first_tests;
