@@ -18,6 +18,7 @@
 
 use crate::platform::UidResolver;
 use hushwall_core::event::Protocol;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -36,10 +37,17 @@ pub struct ProcNetUids {
     udp: Snapshot,
 }
 
-/// The parsed lines of one protocol's two tables (`x` and `x6`) and when they were read.
+/// The parsed lines of one protocol's two tables (`x` and `x6`), indexed, and when they were read.
+///
+/// Indexed because a flood of refusals looks up one flow per refusal: a scan over thousands of sockets per
+/// lookup made the engine fall behind the tun until the kernel dropped the phone's packets (the UDP flow flood
+/// in tests/tests/reliability.rs lost 4 % of its flows twice over that way).
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
-    entries: Vec<Entry>,
+    /// Connected sockets: (local, remote) → UID, addresses canonical (IPv4-mapped IPv6 as IPv4).
+    connected: HashMap<(SocketAddr, SocketAddr), u32>,
+    /// Unconnected sockets (remote port 0) by local port: their local addresses and UIDs, in table order.
+    unconnected: HashMap<u16, Vec<(IpAddr, u32)>>,
     read_at: Option<Instant>,
     /// Already re-read in the current event-loop iteration.
     fresh_this_iteration: bool,
@@ -51,11 +59,18 @@ impl Snapshot {
     }
 
     fn refresh(&mut self, root: &Path, tables: [&str; 2], now: Instant) {
-        self.entries.clear();
+        self.connected.clear();
+        self.unconnected.clear();
         for table in tables {
             let Ok(file) = std::fs::File::open(root.join(table)) else { continue };
             let lines = BufReader::new(file).lines().take(MAX_LINES);
-            self.entries.extend(lines.map_while(Result::ok).filter_map(|line| parse_line(&line)));
+            for entry in lines.map_while(Result::ok).filter_map(|line| parse_line(&line)) {
+                self.connected.entry((canonical(entry.local), canonical(entry.remote))).or_insert(entry.uid);
+                if entry.remote.port() == 0 {
+                    let local = entry.local.ip().to_canonical();
+                    self.unconnected.entry(entry.local.port()).or_default().push((local, entry.uid));
+                }
+            }
         }
         self.read_at = Some(now);
         self.fresh_this_iteration = true;
@@ -63,16 +78,19 @@ impl Snapshot {
 
     /// The owner of the socket `src`→`dst`; for UDP, an unconnected socket bound to `src` also counts.
     fn find(&self, udp: bool, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
-        let exact = self.entries.iter().find(|e| same(e.local, src) && same(e.remote, dst));
+        let exact = self.connected.get(&(canonical(src), canonical(dst))).copied();
         let unconnected = || {
-            self.entries.iter().find(|e| {
-                e.local.port() == src.port()
-                    && e.remote.port() == 0
-                    && (e.local.ip().is_unspecified() || same_ip(e.local.ip(), src.ip()))
-            })
+            let bound = self.unconnected.get(&src.port())?;
+            let src_ip = src.ip().to_canonical();
+            bound.iter().find(|(ip, _)| ip.is_unspecified() || *ip == src_ip).map(|&(_, uid)| uid)
         };
-        exact.or_else(|| if udp { unconnected() } else { None }).map(|e| e.uid)
+        exact.or_else(|| if udp { unconnected() } else { None })
     }
+}
+
+/// The address with an IPv4-mapped IPv6 address as the IPv4 one.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 impl Default for ProcNetUids {
@@ -168,15 +186,6 @@ fn word(hex: &str) -> Option<[u8; 4]> {
     u32::from_str_radix(hex, 16).ok().map(u32::to_ne_bytes)
 }
 
-/// Equal addresses, treating an IPv4-mapped IPv6 address as the IPv4 one.
-fn same(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && same_ip(a.ip(), b.ip())
-}
-
-fn same_ip(a: IpAddr, b: IpAddr) -> bool {
-    a.to_canonical() == b.to_canonical()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +268,26 @@ mod tests {
         uids.next_iteration();
         assert_eq!(uids.uid(Protocol::Tcp, src2, dst), Some(10124));
         assert_eq!(uids.uid(Protocol::Tcp, src, dst), Some(20000), "the re-read snapshot serves later lookups");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    // Regression (the UDP flow flood in tests/tests/reliability.rs): each refusal's event is attributed, and a
+    // scan of the whole table per lookup (10,000 sockets in the flood) made the engine fall behind the tun, whose
+    // queue then dropped the phone's datagrams. Lookups are indexed now.
+    #[test]
+    fn lookups_in_a_large_table_do_not_scan_it() {
+        let sockets: Vec<String> =
+            (0..20_000u32).map(|i| line(&format!("[fd00::1]:{}", 20_000 + i % 40_000), "[fd00::7]:7", i)).collect();
+        let (mut uids, dir) = tables(&[("udp6", sockets)]);
+        let dst = "[fd00::7]:7".parse().unwrap();
+        assert_eq!(uids.uid(Protocol::Udp, "[fd00::1]:20000".parse().unwrap(), dst), Some(0), "table read");
+        let start = Instant::now();
+        for i in (15_000..20_000u32).rev() {
+            let src = SocketAddr::new("fd00::1".parse().unwrap(), (20_000 + i) as u16);
+            assert_eq!(uids.uid(Protocol::Udp, src, dst), Some(i));
+        }
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(100), "5,000 lookups in a 20,000-socket table took {took:?}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
