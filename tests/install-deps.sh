@@ -20,6 +20,7 @@ declare -A PACKAGE=(
     [scp]=openssh-client
     [ssh-keygen]=openssh-client
     [sshd]=openssh-server
+    [dovecot]=dovecot-imapd # an IMAP server (dovecot-core comes with it)
 )
 
 missing=()

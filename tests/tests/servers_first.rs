@@ -1,5 +1,6 @@
 //! Server-first protocols through the engine, with the real programs people use on those ports (issue 12.6):
-//! OpenSSH (a command and a 5 MB `scp` both ways, byte-exact), SMTP submission with STARTTLS, an IMAP session,
+//! OpenSSH (a command and a 5 MB `scp` both ways, byte-exact), SMTP submission with STARTTLS, an IMAP session
+//! with STARTTLS (dovecot),
 //! FTP in passive mode, and a banner read alone. Each on IPv4 and IPv6. These ports are dialled at the SYN (the
 //! server speaks first), the path that used to half-close the upstream connection before the client spoke.
 //!
@@ -17,7 +18,8 @@ const SESSION: Duration = Duration::from_secs(20);
 /// Servers must be listening within this.
 const READY: Duration = Duration::from_secs(10);
 
-/// A server in the internet namespace, killed when the test ends (also on panic).
+/// A server in the internet namespace, stopped when the test ends (also on panic): with SIGTERM, so a server
+/// with worker processes (dovecot) takes them along, then SIGKILL.
 struct Server(Background);
 
 impl Server {
@@ -30,7 +32,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.0.stop("KILL", Duration::from_secs(3));
+        self.0.stop("TERM", Duration::from_secs(5));
     }
 }
 
@@ -176,6 +178,77 @@ fn smtp_starttls_v4() {
 #[test]
 fn smtp_starttls_v6() {
     smtp_starttls(Family::V6);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// An IMAP session (port 143, STARTTLS): Debian's dovecot in a temporary configuration, curl as the client.
+
+fn start_dovecot(tb: &Testbed) -> Server {
+    let dovecot = which("dovecot", &["/usr/sbin/dovecot"]);
+    require_program("curl", "curl");
+    let dir = tb.dir.join("imap");
+    for sub in ["run", "state", "home"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("imap dirs");
+    }
+    // Mail is stored as the `dovecot` user (dovecot refuses UID 0); its home must be writable by it.
+    run_ok(command("chown", &["-R", "dovecot:dovecot", &dir.join("home").display().to_string()]), READY);
+    let config = dir.join("dovecot.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "protocols = imap\nlisten = {v4}, {v6}\nbase_dir = {d}/run\nstate_dir = {d}/state\n\
+             log_path = /dev/stderr\ninfo_log_path = /dev/stderr\nssl = required\nssl_cert = <{cert}\n\
+             ssl_key = <{key}\nauth_mechanisms = plain\n\
+             passdb {{\n  driver = static\n  args = password=hushwall\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=dovecot gid=dovecot home={d}/home/%u\n}}\n\
+             mail_location = maildir:~/Maildir\nfirst_valid_uid = 1\ndefault_internal_user = dovecot\n\
+             service imap-login {{\n  inet_listener imap {{\n    port = 143\n  }}\n  \
+             inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+            v4 = Family::V4.normal(),
+            v6 = Family::V6.normal(),
+            d = dir.display(),
+            cert = tb.pki.server_cert.display(),
+            key = tb.pki.server_key.display(),
+        ),
+    )
+    .expect("dovecot.conf");
+    let mut cmd = tb.internet_command(&dovecot, &["-F", "-c"]);
+    cmd.arg(&config);
+    Server::start(tb, "dovecot", cmd, "starting up for imap")
+}
+
+/// curl against the IMAP server with STARTTLS required and the test CA; `args` end with the URL.
+fn imap_curl(tb: &Testbed, args: &[&str]) -> hushwall_tests::proc::Run {
+    let mut c = tb.phone_command("curl", &["-sS", "--max-time", "15", "--ssl-reqd", "-u", "phone:hushwall"]);
+    c.arg("--cacert").arg(&tb.pki.ca_cert).args(args);
+    run(c, SESSION)
+}
+
+fn imap_session(fam: Family) {
+    let mut tb = Testbed::start(Options::engine());
+    let _dovecot = start_dovecot(&tb);
+    let base = format!("imap://{}:143", fam.bracket(fam.normal()));
+    // APPEND a message, then LIST, SELECT and FETCH it back.
+    let message = tb.dir.join("imap-message.eml");
+    std::fs::write(&message, "From: a@example.org\r\nSubject: hushwall\r\n\r\nhushwall-imap-body\r\n")
+        .expect("message");
+    let append = imap_curl(&tb, &["-T", &message.display().to_string(), &format!("{base}/INBOX")]);
+    assert!(append.success(), "IMAP APPEND through the engine: {append}");
+    let list = imap_curl(&tb, &[&format!("{base}/")]);
+    assert!(list.success() && list.stdout.contains("INBOX"), "IMAP LIST: {list}");
+    let fetch = imap_curl(&tb, &[&format!("{base}/INBOX;UID=1")]);
+    assert!(fetch.success() && fetch.stdout.contains("hushwall-imap-body"), "IMAP FETCH: {fetch}");
+    assert_no_failures(&mut tb);
+}
+
+#[test]
+fn imap_session_v4() {
+    imap_session(Family::V4);
+}
+
+#[test]
+fn imap_session_v6() {
+    imap_session(Family::V6);
 }
 
 // ---------------------------------------------------------------------------------------------------------
