@@ -14,6 +14,7 @@ pub mod event_loop;
 pub mod lists;
 pub mod platform;
 pub mod procnet;
+mod sockdiag;
 mod sockets;
 mod sys;
 mod tun_writer;

@@ -1,5 +1,7 @@
 //! Flow → UID from `/proc/net/{tcp,tcp6,udp,udp6}`: app attribution where the platform has no API for it
-//! (Android 9, before `ConnectivityManager.getConnectionOwnerUid`; Linux).
+//! (Android 9, before `ConnectivityManager.getConnectionOwnerUid`; Linux). Where the kernel answers sock_diag
+//! requests, each flow is asked of it directly instead ([`crate::sockdiag`]): reading these tables costs time
+//! quadratic in the number of sockets, and they are the fallback.
 //!
 //! Each table line names a socket's local and remote address and its owner's UID. The engine's flows are seen
 //! from the client side, so the flow's `src` is the socket's local address and `dst` its remote one. Sockets
@@ -17,6 +19,7 @@
 //! line is skipped.
 
 use crate::platform::UidResolver;
+use crate::sockdiag::SockDiag;
 use hushwall_core::event::Protocol;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -30,8 +33,10 @@ const MAX_LINES: usize = 65_536;
 pub const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A [`UidResolver`] reading `/proc/net` (or another directory with the same files, for tests).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProcNetUids {
+    /// Exact lookups by netlink where the kernel offers them (`new` only; the tables are the fallback).
+    diag: Option<SockDiag>,
     root: PathBuf,
     tcp: Snapshot,
     udp: Snapshot,
@@ -39,9 +44,8 @@ pub struct ProcNetUids {
 
 /// The parsed lines of one protocol's two tables (`x` and `x6`), indexed, and when they were read.
 ///
-/// Indexed because a flood of refusals looks up one flow per refusal: a scan over thousands of sockets per
-/// lookup made the engine fall behind the tun until the kernel dropped the phone's packets (the UDP flow flood
-/// in tests/tests/reliability.rs lost 4 % of its flows twice over that way).
+/// Indexed because a flood of refusals looks up one flow per refusal, and a scan over thousands of sockets cost
+/// 60–120 µs a lookup.
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
     /// Connected sockets: (local, remote) → UID, addresses canonical (IPv4-mapped IPv6 as IPv4).
@@ -100,14 +104,14 @@ impl Default for ProcNetUids {
 }
 
 impl ProcNetUids {
-    /// Reads `/proc/net`.
+    /// Asks the kernel by netlink (sock_diag), falling back to reading `/proc/net`.
     pub fn new() -> Self {
-        Self::with_root("/proc/net")
+        ProcNetUids { diag: SockDiag::open().ok(), ..Self::with_root("/proc/net") }
     }
 
-    /// Reads the tables under `root` instead.
+    /// Reads the tables under `root` instead (no netlink).
     pub fn with_root(root: impl Into<PathBuf>) -> Self {
-        ProcNetUids { root: root.into(), tcp: Snapshot::default(), udp: Snapshot::default() }
+        ProcNetUids { diag: None, root: root.into(), tcp: Snapshot::default(), udp: Snapshot::default() }
     }
 
     fn lookup(&mut self, udp: bool, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
@@ -134,6 +138,16 @@ impl UidResolver for ProcNetUids {
     }
 
     fn uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
+        if let Some(diag) = &mut self.diag {
+            match diag.uid(protocol, src, dst) {
+                Ok(uid) => return uid,
+                // Not allowed here (e.g. an app's SELinux domain): the tables from now on.
+                Err(e) => {
+                    log::info!("sock_diag lookups failed ({e}); reading /proc/net instead");
+                    self.diag = None;
+                }
+            }
+        }
         match protocol {
             Protocol::Tcp => self.lookup(false, src, dst),
             Protocol::Udp | Protocol::Dns => self.lookup(true, src, dst),
@@ -271,9 +285,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    // Regression (the UDP flow flood in tests/tests/reliability.rs): each refusal's event is attributed, and a
-    // scan of the whole table per lookup (10,000 sockets in the flood) made the engine fall behind the tun, whose
-    // queue then dropped the phone's datagrams. Lookups are indexed now.
+    // Each refusal's event in a flood is attributed: a scan of the whole table per lookup (10,000 sockets in the
+    // UDP flow flood of tests/tests/reliability.rs) cost 60–120 µs each. Lookups are indexed now.
     #[test]
     fn lookups_in_a_large_table_do_not_scan_it() {
         let sockets: Vec<String> =
@@ -347,5 +360,28 @@ mod tests {
         let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
         let found = ProcNetUids::new().uid(Protocol::Tcp, client.local_addr().unwrap(), client.peer_addr().unwrap());
         assert_eq!(found, Some(uid));
+    }
+
+    // Regression (the UDP flow flood in tests/tests/reliability.rs): with thousands of sockets, every re-read of
+    // /proc/net/udp6 (on a miss, once per event-loop iteration, or once a second) stalled the engine for up to
+    // 0.8 s, the tun queue overflowed and the phone's datagrams were lost. New sockets are now found without it.
+    #[test]
+    fn new_sockets_among_many_are_found_without_stalling() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dst = server.local_addr().unwrap();
+        // As many sockets as a default 1,024-descriptor limit leaves room for.
+        let crowd: Vec<_> = (0..900).map_while(|_| std::net::UdpSocket::bind("127.0.0.1:0").ok()).collect();
+        assert!(crowd.len() >= 800, "could open only {} sockets", crowd.len());
+        let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+        let mut uids = ProcNetUids::new();
+        let start = Instant::now();
+        for _ in 0..100 {
+            let fresh = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            fresh.connect(dst).unwrap();
+            uids.next_iteration();
+            assert_eq!(uids.uid(Protocol::Udp, fresh.local_addr().unwrap(), dst), Some(uid));
+        }
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(300), "100 new flows among 900 sockets took {took:?} to attribute");
     }
 }
