@@ -21,6 +21,11 @@ declare -A PACKAGE=(
     [script]=bsdutils # a pseudo-terminal for the live status line test (tests/tests/gateway.rs)
     [systemd-analyze]=systemd # checks the packaged unit (tests/tests/gateway.rs)
     [objdump]=binutils # packaging/build-deb.sh: the libc6 version the binary needs; and strip
+    [ssh]=openssh-client # real server-first clients and servers (tests/tests/servers_first.rs)
+    [scp]=openssh-client
+    [ssh-keygen]=openssh-client
+    [sshd]=openssh-server
+    [dovecot]=dovecot-imapd # an IMAP server (dovecot-core comes with it)
 )
 
 missing=()
@@ -51,6 +56,14 @@ if ! python3 -c 'import aioquic' >/dev/null 2>&1; then
     echo "install-deps: installing the aioquic Python package" >&2
     python3 -m pip install --quiet aioquic </dev/null || python3 -m pip install --quiet --break-system-packages aioquic </dev/null
 fi
+
+# Real SMTP and FTP servers for the server-first tests (tests/tests/servers_first.rs): aiosmtpd and pyftpdlib.
+for module in aiosmtpd pyftpdlib; do
+    if ! python3 -c "import $module" >/dev/null 2>&1; then
+        echo "install-deps: installing the $module Python package" >&2
+        python3 -m pip install --quiet "$module" </dev/null || python3 -m pip install --quiet --break-system-packages "$module" </dev/null
+    fi
+done
 
 # The kernel pieces the test bed needs.
 [[ -c /dev/net/tun ]] || { echo "install-deps: /dev/net/tun is missing (tun module)" >&2; exit 1; }

@@ -222,8 +222,8 @@ fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Socke
         let Some(Conn::Udp(socket)) = sockets.conns.get_mut(&flow) else {
             return false;
         };
-        match socket.recv(buf) {
-            Ok(n) => engine.on_udp_datagram(now, flow, buf.get(..n).unwrap_or_default(), sockets),
+        match socket.recv_from(buf) {
+            Ok((n, from)) => engine.on_udp_datagram_from(now, flow, from, buf.get(..n).unwrap_or_default(), sockets),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => engine.on_udp_error(now, flow, e, sockets),

@@ -15,6 +15,7 @@ pub mod lists;
 mod network;
 pub mod platform;
 pub mod procnet;
+mod sockdiag;
 mod sockets;
 mod sys;
 mod tun_writer;

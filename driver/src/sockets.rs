@@ -34,6 +34,9 @@ pub(crate) struct Sockets {
     pub(crate) unroutable: Vec<FlowId>,
     /// A socket call failed with "network unreachable" or "address not available": the loop re-probes.
     pub(crate) network_suspect: bool,
+    /// UDP flows to a broadcast or multicast destination: their socket is unconnected, sends go to this address
+    /// and answers are taken from any host.
+    any_source: HashMap<FlowId, SocketAddr>,
 }
 
 /// The epoll token of a flow's socket.
@@ -48,7 +51,15 @@ pub(crate) fn flow_of(token: Token) -> FlowId {
 
 impl Sockets {
     pub(crate) fn new(registry: Registry, protector: Box<dyn Protector>, uids: Box<dyn UidResolver>) -> Self {
-        Sockets { registry, protector, uids, conns: HashMap::new(), unroutable: Vec::new(), network_suspect: false }
+        Sockets {
+            registry,
+            protector,
+            uids,
+            conns: HashMap::new(),
+            unroutable: Vec::new(),
+            network_suspect: false,
+            any_source: HashMap::new(),
+        }
     }
 
     /// Notes an error that says the network changed under a socket.
@@ -113,6 +124,7 @@ impl Sockets {
     }
 
     fn forget(&mut self, flow: FlowId) -> Option<Conn> {
+        self.any_source.remove(&flow);
         let mut conn = self.conns.remove(&flow)?;
         let result = match &mut conn {
             Conn::Tcp { stream, .. } => self.registry.deregister(stream),
@@ -200,18 +212,31 @@ impl Upstream for Sockets {
     }
 
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        let result = self.protected_socket(dst, Type::DGRAM, Protocol::UDP).and_then(|s| {
-            s.connect(&dst.into())?;
-            Ok(s)
-        });
-        let mut socket = UdpSocket::from_std(self.note_error(result)?.into());
+        let result = self.protected_socket(dst, Type::DGRAM, Protocol::UDP);
+        let socket = self.note_error(result)?;
+        let any_source = is_broadcast_or_multicast(dst.ip())
+            || match socket.connect(&dst.into()) {
+                Ok(()) => false,
+                // The route says broadcast (a subnet's broadcast address): connect() wants SO_BROADCAST, and
+                // answers come from the hosts, not from that address.
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => true,
+                Err(e) => return self.note_error(Err(e)),
+            };
+        if any_source {
+            socket.set_broadcast(true)?;
+            self.any_source.insert(flow, dst);
+        }
+        let mut socket = UdpSocket::from_std(socket.into());
         self.registry.register(&mut socket, token_of(flow), Interest::READABLE)?;
         self.conns.insert(flow, Conn::Udp(socket));
         Ok(())
     }
 
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
-        let result = self.udp(flow)?.send(data).map(|_| ());
+        let result = match self.any_source.get(&flow).copied() {
+            Some(dst) => self.udp(flow)?.send_to(data, dst).map(|_| ()),
+            None => self.udp(flow)?.send(data).map(|_| ()),
+        };
         if result.as_ref().is_err_and(is_network_gone) {
             // The flow cannot recover on this socket: the loop ends it (the engine only counts a failed send).
             self.unroutable.push(flow);
@@ -228,9 +253,20 @@ impl Upstream for Sockets {
     }
 }
 
+/// Multicast, or the limited broadcast address 255.255.255.255 (a subnet's broadcast address is recognised by
+/// the kernel's route when connecting).
+fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::NoUids;
+    use std::time::{Duration, Instant};
 
     #[test]
     fn own_addresses_are_recognised() {
@@ -254,5 +290,53 @@ mod tests {
             return; // no IPv6 on this machine
         };
         assert!(socket.connect(&mapped.into()).is_err(), "reached IPv4 loopback through {mapped}");
+    }
+
+    struct Unprotected;
+
+    impl Protector for Unprotected {
+        fn protect(&mut self, _: std::os::fd::BorrowedFd<'_>) -> bool {
+            true
+        }
+    }
+
+    /// The first datagram on `flow`'s socket within 5 s, with its source.
+    fn receive(sockets: &mut Sockets, flow: FlowId) -> (Vec<u8>, SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        loop {
+            match sockets.udp(flow).expect("udp socket").recv_from(&mut buf) {
+                Ok((n, from)) => return (buf[..n].to_vec(), from),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("no answer: {e}"),
+            }
+        }
+    }
+
+    // Issue 12.4: a subnet's broadcast address (here loopback's, 127.255.255.255) could not even be sent to
+    // (connect() without SO_BROADCAST fails with EACCES), and a connected socket would drop the hosts' answers.
+    #[test]
+    fn a_subnet_broadcast_flow_sends_and_takes_answers_from_the_hosts() {
+        let host = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind the host");
+        host.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let port = host.local_addr().expect("addr").port();
+        let poll = mio::Poll::new().expect("poll");
+        let registry = poll.registry().try_clone().expect("registry");
+        let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
+        let flow = FlowId(7);
+        let broadcast = SocketAddr::from(([127, 255, 255, 255], port));
+        sockets.udp_open(flow, broadcast).expect("a broadcast flow opens");
+        sockets.udp_send(flow, b"who is there").expect("broadcast sent");
+        let mut buf = [0u8; 64];
+        let (n, asker) = host.recv_from(&mut buf).expect("the host hears the broadcast");
+        assert_eq!(&buf[..n], b"who is there");
+        host.send_to(b"me", asker).expect("answer");
+        let (answer, from) = receive(&mut sockets, flow);
+        assert_eq!(answer, b"me");
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)), "the answer comes from the host itself");
+        sockets.udp_close(flow);
+        assert!(sockets.any_source.is_empty());
     }
 }

@@ -53,7 +53,7 @@ fn key_of(data: &[u8]) -> Option<FlowKey> {
     let (sp, dp) = match parsed.transport {
         Transport::Tcp(seg) => (seg.src_port, seg.dst_port),
         Transport::Udp { src_port, dst_port, .. } => (src_port, dst_port),
-        Transport::EchoRequest | Transport::Other => (0, 0),
+        Transport::EchoRequest | Transport::Fragment | Transport::Other => (0, 0),
     };
     Some((SocketAddr::new(parsed.src, sp), SocketAddr::new(parsed.dst, dp)))
 }

@@ -15,6 +15,7 @@ mod capture;
 mod dns;
 mod learn;
 mod network;
+mod fragment;
 mod packet;
 mod private_dns;
 mod quic_hold;
@@ -69,7 +70,9 @@ pub trait Upstream {
     fn tcp_shutdown_write(&mut self, flow: FlowId);
     /// Closes the connection and forgets the flow; `reset` aborts it with a RST.
     fn tcp_close(&mut self, flow: FlowId, reset: bool);
-    /// Opens a connected UDP socket to `dst`; datagrams arrive through [`Engine::on_udp_datagram`].
+    /// Opens a UDP socket for datagrams to `dst`; answers arrive through [`Engine::on_udp_datagram_from`]. The
+    /// socket is connected (only `dst` may answer), except for broadcast and multicast destinations, whose
+    /// answers come from the hosts that reply: there it is unconnected and may broadcast.
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
     /// Sends one datagram.
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
@@ -207,6 +210,13 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Idle flows closed to make room at the flow caps; each is also an event (`flow_evicted`).
     pub flows_evicted: u64,
+    /// Fragmented IP datagrams from the phone reassembled and handled.
+    pub datagrams_reassembled: u64,
+    /// IP fragments from the phone discarded: overlapping, malformed, too many, timed out, or evicted from the
+    /// full reassembly table (see `engine::fragment`).
+    pub fragments_dropped: u64,
+    /// Fragments written to the tun for datagrams larger than the MTU.
+    pub fragments_sent: u64,
 }
 
 /// Key of a TCP or UDP flow as the phone sees it: (client address, original destination).
@@ -236,6 +246,12 @@ pub struct Engine {
     peeks: HashMap<FlowId, tcp::PeekState>,
     /// The pcapng capture, if configured.
     capture: Option<CaptureState>,
+    /// Fragmented datagrams from the phone being reassembled.
+    fragments: fragment::Reassembler,
+    /// A [`Timer::Reassembly`] is armed.
+    reassembly_timer_armed: bool,
+    /// Identification of the next datagram fragmented towards the phone.
+    next_fragment_id: u32,
     /// TCP flows whose sockets may have changed since they were last serviced.
     touched: Vec<FlowId>,
     /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
@@ -264,6 +280,9 @@ impl Engine {
             dns_cache: DnsCache::new(16 * 1024),
             learning: LearnLimiter::default(),
             capture: config.capture.clone().map(CaptureState::new),
+            fragments: fragment::Reassembler::default(),
+            reassembly_timer_armed: false,
+            next_fragment_id: 0,
             config,
             policy,
             tcp: HashMap::new(),
@@ -348,6 +367,11 @@ impl Engine {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         self.capture_packet(Some(now), Direction::Inbound, packet);
+        self.dispatch_tun_packet(now, packet, up);
+    }
+
+    /// Handles one whole IP packet from the phone (read from the tun, or reassembled from fragments).
+    fn dispatch_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
         let parsed = match packet::parse(packet) {
             Ok(p) => p,
             Err(packet::Malformed) => {
@@ -375,6 +399,7 @@ impl Engine {
                 let (src, dst) = (SocketAddr::new(parsed.src, 0), SocketAddr::new(parsed.dst, 0));
                 self.report(now, Protocol::Icmp, src, dst, None, &Verdict::block(Reason::IcmpUnsupported));
             }
+            Transport::Fragment => self.on_fragment(now, packet, up),
             Transport::Other => self.stats.dropped += 1,
         }
     }
@@ -410,6 +435,7 @@ impl Engine {
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
                 Timer::Dns(flow) => self.on_dns_deadline(now, flow, up),
                 Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
+                Timer::Reassembly => self.on_reassembly_deadline(now),
             }
         }
         self.poll(now, up);
@@ -612,6 +638,10 @@ impl Engine {
     fn send_udp_to_client(&mut self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
         let mut buf = self.stack.device.take_out_buffer();
         if reply::udp_datagram(&mut buf, from, to, payload) {
+            if buf.len() > self.config.mtu {
+                self.send_fragmented(buf);
+                return;
+            }
             self.stack.device.out.push_back(buf);
         } else {
             self.stats.dropped += 1;
@@ -636,6 +666,16 @@ enum AddressVerdict {
     Shared(String),
     /// Nothing against it; with a name mapped to the address, if any.
     Unknown(Option<String>),
+}
+
+impl AddressVerdict {
+    /// True if the address alone refuses traffic (a block rule, or only blocked names map to it).
+    fn blocks(&self) -> bool {
+        match self {
+            AddressVerdict::Decided(verdict) | AddressVerdict::MappedBlocked(verdict, _) => verdict.is_block(),
+            AddressVerdict::Shared(_) | AddressVerdict::Unknown(_) => false,
+        }
+    }
 }
 
 /// A verdict from a policy decision.

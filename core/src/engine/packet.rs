@@ -15,7 +15,9 @@ pub(crate) enum Transport<'a> {
     Udp { src_port: u16, dst_port: u16, payload: &'a [u8] },
     /// An ICMP or ICMPv6 echo request.
     EchoRequest,
-    /// Anything else (other ICMP types, other IP protocols, non-first fragments).
+    /// A fragment of a larger IP datagram, for reassembly (see `fragment`).
+    Fragment,
+    /// Anything else (other ICMP types, other IP protocols).
     Other,
 }
 
@@ -55,12 +57,21 @@ pub(crate) struct Malformed;
 /// Parses one IPv4 or IPv6 packet.
 pub(crate) fn parse(packet: &[u8]) -> Result<IpPacket<'_>, Malformed> {
     let sliced = SlicedPacket::from_ip(packet).map_err(|_| Malformed)?;
-    let (src, dst) = match &sliced.net {
-        Some(NetSlice::Ipv4(v4)) => (IpAddr::V4(v4.header().source_addr()), IpAddr::V4(v4.header().destination_addr())),
-        Some(NetSlice::Ipv6(v6)) => (IpAddr::V6(v6.header().source_addr()), IpAddr::V6(v6.header().destination_addr())),
+    let (src, dst, fragmented) = match &sliced.net {
+        Some(NetSlice::Ipv4(v4)) => (
+            IpAddr::V4(v4.header().source_addr()),
+            IpAddr::V4(v4.header().destination_addr()),
+            v4.is_payload_fragmented(),
+        ),
+        Some(NetSlice::Ipv6(v6)) => (
+            IpAddr::V6(v6.header().source_addr()),
+            IpAddr::V6(v6.header().destination_addr()),
+            v6.is_payload_fragmented(),
+        ),
         _ => return Err(Malformed),
     };
     let transport = match &sliced.transport {
+        _ if fragmented => Transport::Fragment,
         Some(TransportSlice::Tcp(tcp)) => Transport::Tcp(TcpSummary {
             src_port: tcp.source_port(),
             dst_port: tcp.destination_port(),

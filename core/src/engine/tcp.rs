@@ -662,9 +662,8 @@ impl Engine {
         }
         if flow.gate == ClientGate::Open
             && !flow.fin_forwarded
-            && !socket.may_recv()
+            && client_finished_sending(socket.state())
             && socket.recv_queue() == 0
-            && socket.state() != State::Closed
         {
             up.tcp_shutdown_write(id);
             flow.fin_forwarded = true;
@@ -770,4 +769,13 @@ pub(super) fn is_local_destination(ip: IpAddr) -> bool {
         }
         IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_multicast() || v6.is_unicast_link_local(),
     }
+}
+
+/// True once the phone has closed its sending side (its FIN was received), so its FIN may be passed upstream.
+///
+/// `may_recv()` cannot tell this: it is also false in SYN-RECEIVED, where a flow dialled at the SYN (server-first
+/// ports) sits until the phone ACKs the released SYN|ACK. Forwarding a FIN there half-closed the upstream
+/// connection before the client had said anything, and servers such as sshd hang up on that.
+fn client_finished_sending(state: State) -> bool {
+    matches!(state, State::CloseWait | State::LastAck | State::Closing | State::TimeWait)
 }

@@ -739,9 +739,15 @@ mod failclosed_tests;
 mod dns_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
+/// IP fragments both ways, beside these.
+mod fragment_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
 /// Network changes: refusing a family without a route, ending flows whose socket lost its address.
 mod network_tests;
 /// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
 mod svcb_tests;
+/// LAN broadcast and multicast, beside these.
+mod lan_tests;
+/// Server-first protocols (dial at SYN), beside these.
+mod server_first_tests;

@@ -20,6 +20,8 @@ pub(crate) enum Timer {
     Dns(FlowId),
     /// A UDP flow held until its QUIC ClientHello names a host.
     QuicHold(FlowId),
+    /// The oldest IP datagram under reassembly times out.
+    Reassembly,
 }
 
 /// A min-heap of deadlines.

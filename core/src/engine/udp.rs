@@ -107,8 +107,32 @@ impl Engine {
         self.timers.arm(now + self.config.udp_idle_timeout, Timer::Udp(id));
     }
 
-    /// A datagram the driver received on an upstream UDP socket.
+    /// A datagram the driver received on an upstream UDP socket (from the flow's server).
     pub fn on_udp_datagram(&mut self, now: Instant, id: FlowId, data: &[u8], up: &mut impl Upstream) {
+        if self.dns.owns(id) {
+            self.on_dns_datagram_from_upstream(now, id, data, up);
+            return;
+        }
+        let Some(flow) = self.udp.get(&id) else {
+            return;
+        };
+        let from = flow.server;
+        self.on_udp_datagram_from(now, id, from, data, up);
+    }
+
+    /// A datagram the driver received on an upstream UDP socket from `from`. On a connected socket that is the
+    /// flow's server; on the unconnected socket of a broadcast or multicast flow (LAN discovery: mDNS, SSDP,
+    /// device control) it is whichever host answered, and the phone gets the answer from that host's address,
+    /// as it would on the LAN. Such a host is judged by the IP rules like any destination: a blocked one's
+    /// answers are dropped (counted in `blocked`).
+    pub fn on_udp_datagram_from(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        from: SocketAddr,
+        data: &[u8],
+        up: &mut impl Upstream,
+    ) {
         if self.dns.owns(id) {
             self.on_dns_datagram_from_upstream(now, id, data, up);
             return;
@@ -117,7 +141,11 @@ impl Engine {
             return;
         };
         flow.last_active = now;
-        let (from, to) = (flow.server, flow.client);
+        let (server, to) = (flow.server, flow.client);
+        if from.ip() != server.ip() && self.address_verdict(now, from.ip()).blocks() {
+            self.stats.blocked += 1;
+            return;
+        }
         self.send_udp_to_client(from, to, data);
     }
 
