@@ -454,7 +454,13 @@ impl Engine {
         }
         let mut blocked: Option<(&str, RuleRef)> = None;
         let mut other: Option<&str> = None;
-        for name in self.dns_cache.names_for(dst, now) {
+        // A NAT64 address reaches the IPv4 address it embeds: the names learnt for that count too.
+        let nat64 = crate::policy::nat64_ipv4(dst).map(IpAddr::V4);
+        let names = self
+            .dns_cache
+            .names_for(dst, now)
+            .chain(nat64.into_iter().flat_map(|v4| self.dns_cache.names_for(v4, now)));
+        for name in names {
             match self.policy.check_name(name) {
                 Decision::Blocked(rule) => {
                     blocked.get_or_insert((name, rule));

@@ -107,3 +107,40 @@ fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("other.tracking.intl.miui.com"));
     assert_eq!(pair.up.udp_sent.len(), 2);
 }
+
+/// A NAT64 address (`64:ff9b::a.b.c.d`) reaches `a.b.c.d`. Before: only `::ffff:0:0/96` was mapped, so a flow to
+/// the NAT64 form of a blocked range, or of an address learnt for a blocked name, was dialled.
+#[test]
+fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
+    let mut pair = Pair::new();
+    let phone6: std::net::Ipv6Addr = "fd00::1".parse().expect("addr");
+    let nat64 = |v4: [u8; 4]| {
+        std::net::Ipv6Addr::from(0x0064_ff9b_0000_0000_0000_0000_0000_0000u128 | u128::from(u32::from_be_bytes(v4)))
+    };
+    // A blocked IPv4 range, over UDP.
+    let mut p = Vec::new();
+    PacketBuilder::ipv6(phone6.octets(), nat64(BLOCKED_NET).octets(), 64)
+        .udp(5000, 9999)
+        .write(&mut p, b"hello")
+        .expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    assert!(pair.up.udp_opened.is_empty(), "never opened");
+    assert_eq!(pair.events().iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::IpCidr]);
+    // An address learnt (over IPv4) for a blocked name, over TCP to a server-first port.
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    let (flow, learn) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.events();
+    let mut syn = Vec::new();
+    PacketBuilder::ipv6(phone6.octets(), nat64(TELEMETRY).octets(), 64)
+        .tcp(40000, 22, 1, 65535)
+        .syn()
+        .write(&mut syn, &[])
+        .expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &syn, &mut pair.up);
+    pair.engine.poll(pair.now, &mut pair.up);
+    assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
+    let events = pair.events();
+    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::DnsMappedIp]);
+    assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+}
