@@ -16,6 +16,7 @@ mod dns;
 mod learn;
 mod packet;
 mod quic_hold;
+mod repeats;
 mod reply;
 mod stack;
 mod tcp;
@@ -40,6 +41,7 @@ use dns::DnsForwarder;
 use learn::LearnLimiter;
 use packet::Transport;
 use quic_hold::{QuicHold, QuicRefusals};
+use repeats::{Offer, Repeats};
 use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
@@ -223,6 +225,8 @@ pub struct Engine {
     scratch: Vec<u8>,
     timers: Timers,
     events: VecDeque<Event>,
+    /// Identical block events being folded into one (see `repeats`).
+    repeats: Repeats,
     stats: Stats,
     next_flow: u64,
     epoch: Instant,
@@ -253,6 +257,7 @@ impl Engine {
             blocked_uids: HashSet::new(),
             timers: Timers::default(),
             events: VecDeque::new(),
+            repeats: Repeats::default(),
             stats: Stats::default(),
             next_flow: 1,
             epoch: now,
@@ -295,10 +300,10 @@ impl Engine {
         server: SocketAddr,
         uid: u32,
     ) {
-        self.report(now, protocol, client, server, None, &Verdict::block(Reason::AppBlocked));
-        if let Some(event) = self.events.back_mut() {
-            event.uid = Some(uid);
-        }
+        self.capture_verdict(client, server, None, &Verdict::block(Reason::AppBlocked));
+        self.stats.blocked += 1;
+        let event = self.event(now, Action::Block, protocol, (client, server), None, Reason::AppBlocked);
+        self.push_block_event(now, Event { uid: Some(uid), ..event });
     }
 
     /// The policy in force.
@@ -380,6 +385,7 @@ impl Engine {
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
                 Timer::Dns(query) => self.on_dns_deadline(now, query),
                 Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
+                Timer::Repeats => self.flush_repeats(now),
             }
         }
         self.poll(now, up);
@@ -496,8 +502,32 @@ impl Engine {
         } else if !self.config.log_allowed {
             return;
         }
-        let event = self.event(now, verdict.action, protocol, (src, dst), host, verdict.reason);
-        self.push_event(Event { rule: verdict.rule.clone(), ..event });
+        let event = Event {
+            rule: verdict.rule.clone(),
+            ..self.event(now, verdict.action, protocol, (src, dst), host, verdict.reason)
+        };
+        // A refused plain-HTTP request being peeked gets its own event: the summary is attached to it.
+        if verdict.is_block() && !(self.config.peek && protocol == Protocol::Tcp) {
+            self.push_block_event(now, event);
+        } else {
+            self.push_event(event);
+        }
+    }
+
+    /// Queues a block event unless an identical one was reported a moment ago (see `repeats`).
+    fn push_block_event(&mut self, now: Instant, event: Event) {
+        match self.repeats.offer(now, event) {
+            Offer::Report(event) => self.push_event(*event),
+            Offer::Folded(Some(due)) => self.timers.arm(due, Timer::Repeats),
+            Offer::Folded(None) => {}
+        }
+    }
+
+    /// Queues the summaries of fold windows that ended.
+    fn flush_repeats(&mut self, now: Instant) {
+        for event in self.repeats.due(now) {
+            self.push_event(event);
+        }
     }
 
     /// Records an allowed flow or query that failed upstream or was ended by the engine (action `error`) and
@@ -543,6 +573,7 @@ impl Engine {
             uid: None,
             peek: None,
             error: None,
+            repeats: None,
         }
     }
 

@@ -20,6 +20,8 @@ pub(crate) enum Timer {
     Dns(u16),
     /// A UDP flow held until its QUIC ClientHello names a host.
     QuicHold(FlowId),
+    /// A window of folded block events ends (see `repeats`).
+    Repeats,
 }
 
 /// A min-heap of deadlines.

@@ -144,3 +144,32 @@ fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
     assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::DnsMappedIp]);
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
 }
+
+/// An ICMP echo flood. Before: every echo was its own event (1,000 pings, 1,000 events stored for 30 days).
+/// Now: the first is reported, the rest of the window is one summary event with `repeats`.
+#[test]
+fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
+    let mut pair = Pair::new();
+    let mut ping = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).icmpv4_echo_request(1, 1).write(&mut ping, b"ping").expect("builds");
+    for _ in 0..1000 {
+        pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+        pair.now += Duration::from_millis(1);
+    }
+    assert_eq!(pair.take_out().len(), 1000, "each echo is still refused");
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "the first at once");
+    assert_eq!((events[0].reason, events[0].repeats), (Reason::IcmpUnsupported, None));
+    pair.wait(repeats::FOLD_WINDOW);
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].reason, events[0].repeats), (Reason::IcmpUnsupported, Some(999)));
+    let line = serde_json::to_string(&events[0]).expect("json");
+    assert!(line.contains("\"repeats\":999"), "{line}");
+    assert_eq!(pair.engine.stats().blocked, 1000, "every block still counted");
+    // Another destination is another event; a new window after the summary starts with an event of its own.
+    pair.udp(BLOCKED_NET, 9, b"x");
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason).collect();
+    assert_eq!(reasons, [Reason::IpCidr, Reason::IcmpUnsupported]);
+}
