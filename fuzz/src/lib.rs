@@ -176,7 +176,8 @@ const PHONE_V6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 0xf, 0, 0, 0, 0, 0, 0, 0, 0,
 const DSTS_V4: [[u8; 4]; 5] = [[198, 18, 1, 1], [198, 18, 1, 2], [198, 18, 1, 3], [198, 19, 0, 10], [198, 18, 53, 53]];
 const PORTS: [u16; 8] = [80, 443, 53, 853, 7777, 7, 8080, 5353];
 /// Hosts the ClientHellos of the TLS and QUIC steps name: blocked (two rules), allowed, and the same lengths.
-const HOSTS: [&str; 4] = ["tracking.intl.miui.com", "sa.api.intl.miui.com", "www.example.org", "www.example-shop.co.uk"];
+const HOSTS: [&str; 4] =
+    ["tracking.intl.miui.com", "sa.api.intl.miui.com", "www.example.org", "www.example-shop.co.uk"];
 
 /// A TLS ClientHello handshake message (without the record header) naming `name`, padded with `pad` bytes.
 fn client_hello(name: &str, pad: usize) -> Vec<u8> {
