@@ -20,6 +20,9 @@ use std::time::Instant;
 
 /// At most this many forwarded queries wait for answers; more are answered SERVFAIL at once.
 const MAX_PENDING: usize = 4096;
+/// At most this many of them from one client address (a LAN host behind a gateway, or the phone), so that one
+/// client flooding queries to a slow resolver cannot take every slot.
+const MAX_PENDING_PER_CLIENT: usize = MAX_PENDING / 4;
 /// DNS record types whose answers carry addresses.
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
@@ -158,6 +161,12 @@ impl Engine {
 
     /// Sends a query upstream and remembers it; answers SERVFAIL at once if that cannot be done.
     fn forward_query(&mut self, now: Instant, pending: Pending, up: &mut impl Upstream) {
+        let ip = pending.client.ip();
+        if self.dns.pending.values().filter(|p| p.client.ip() == ip).count() >= MAX_PENDING_PER_CLIENT {
+            let why = format!("{MAX_PENDING_PER_CLIENT} queries from {ip} already wait for answers");
+            self.fail_query(now, pending, why);
+            return;
+        }
         match self.send_upstream(&pending.query, up) {
             Ok(id) => {
                 self.timers.arm(pending.deadline, Timer::Dns(id));

@@ -303,7 +303,7 @@ impl Engine {
         self.capture_verdict(client, server, None, &Verdict::block(Reason::AppBlocked));
         self.stats.blocked += 1;
         let event = self.event(now, Action::Block, protocol, (client, server), None, Reason::AppBlocked);
-        self.push_block_event(now, Event { uid: Some(uid), ..event });
+        self.push_folded_event(now, Event { uid: Some(uid), ..event });
     }
 
     /// The policy in force.
@@ -508,14 +508,14 @@ impl Engine {
         };
         // A refused plain-HTTP request being peeked gets its own event: the summary is attached to it.
         if verdict.is_block() && !(self.config.peek && protocol == Protocol::Tcp) {
-            self.push_block_event(now, event);
+            self.push_folded_event(now, event);
         } else {
             self.push_event(event);
         }
     }
 
-    /// Queues a block event unless an identical one was reported a moment ago (see `repeats`).
-    fn push_block_event(&mut self, now: Instant, event: Event) {
+    /// Queues a block or error event unless an identical one was reported a moment ago (see `repeats`).
+    fn push_folded_event(&mut self, now: Instant, event: Event) {
         match self.repeats.offer(now, event) {
             Offer::Report(event) => self.push_event(*event),
             Offer::Folded(Some(due)) => self.timers.arm(due, Timer::Repeats),
@@ -547,7 +547,7 @@ impl Engine {
             self.stats.upstream_errors += 1;
         }
         let event = self.event(now, Action::Error, protocol, flow, host, reason);
-        self.push_event(Event { error: Some(error.to_string()), ..event });
+        self.push_folded_event(now, Event { error: Some(error.to_string()), ..event });
     }
 
     /// An event at `now` about the flow from `src` to `dst`, without rule, app or details.

@@ -1,7 +1,8 @@
-//! Folding repeated block events: a flood (an ICMP echo flood, an app retrying a refused address in a loop) must
-//! not become thousands of events on the phone, in `--events` or in the UI.
+//! Folding repeated block and error events: a flood (an ICMP echo flood, an app retrying a refused address in a
+//! loop, a client flooding DNS queries past its share) must not become thousands of events on the phone, in
+//! `--events` or in the UI.
 //!
-//! The first block of a kind is reported at once. Identical blocks that follow within [`FOLD_WINDOW`] (same
+//! The first block (or error) of a kind is reported at once. Identical ones that follow within [`FOLD_WINDOW`] (same
 //! action, protocol, source address — any port —, destination, host, reason and app) are only counted; when the
 //! window ends, one more event stands for all of them, with `repeats` set to their number and the time of the
 //! last. The next one after that starts a new window. At most [`MAX_WINDOWS`] windows are open; past that, blocks
@@ -70,7 +71,7 @@ pub(crate) enum Offer {
 }
 
 impl Repeats {
-    /// Offers a block event at `now`: the first of its kind is reported and opens a window, later ones are folded.
+    /// Offers a block or error event at `now`: the first of its kind is reported and opens a window, later ones are folded.
     pub(crate) fn offer(&mut self, now: Instant, event: Event) -> Offer {
         let key = FoldKey::of(&event);
         match self.windows.get_mut(&key) {

@@ -173,3 +173,25 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason).collect();
     assert_eq!(reasons, [Reason::IpCidr, Reason::IcmpUnsupported]);
 }
+
+/// One client flooding queries to a resolver that does not answer. Before: it took all 4,096 pending slots and
+/// every other client got SERVFAIL at once. Now: it is held to a quarter of them, another client's query goes up.
+#[test]
+fn pending_dns_is_bounded_per_client_address() {
+    let mut pair = Pair::new();
+    for i in 0..2000u16 {
+        let mut p = Vec::new();
+        let query = dns_query(&format!("q{i}.example.org"));
+        PacketBuilder::ipv4([10, 111, 0, 9], [198, 18, 53, 53], 64)
+            .udp(1024 + i, 53)
+            .write(&mut p, &query)
+            .expect("builds");
+        pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    }
+    assert_eq!(pair.up.udp_sent.len(), 1024, "the flooding client's share");
+    assert_eq!(pair.take_out().len(), 2000 - 1024, "the rest answered SERVFAIL at once");
+    pair.events();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.udp_sent.len(), 1025, "another client's query still goes upstream");
+    assert!(pair.take_out().is_empty());
+}
