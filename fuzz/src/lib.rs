@@ -11,7 +11,7 @@
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Upstream};
 use hushwall_core::inspect::quic::seal::{client_initial, crypto_frame};
-use hushwall_core::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
+use hushwall_core::inspect::quic::{crypto_frames, open_client_initial, VERSION_1, VERSION_2};
 use hushwall_core::inspect::tls::{scan_client_hello, ClientHelloScan};
 use hushwall_core::policy::{ListRole, ListSource, Policy};
 use std::collections::HashMap;
@@ -79,8 +79,54 @@ pub struct FakeUpstream {
     pub policy: Option<Arc<Policy>>,
     /// The first bytes written upstream per TCP flow (bounded), scanned for a ClientHello.
     pub tcp_sent: HashMap<FlowId, Vec<u8>>,
-    /// The datagrams sent upstream per UDP flow, read as QUIC client Initials.
-    pub quic_sent: HashMap<FlowId, ClientHelloAssembler>,
+    /// The datagrams sent upstream per UDP flow, read as a QUIC server would.
+    pub quic_sent: HashMap<FlowId, ServerView>,
+}
+
+/// What a QUIC server could read from the client Initials sent on one flow: every Initial that opens, whatever
+/// its datagram size or connection ID (more than a strict server reads), and the *first* copy of each CRYPTO byte
+/// (what a server that ignores retransmitted data keeps), so that an engine judging another copy is caught.
+#[derive(Default)]
+pub struct ServerView {
+    stream: Vec<u8>,
+    filled: Vec<bool>,
+}
+
+impl ServerView {
+    /// Adds a datagram sent upstream; the host named by the ClientHello read so far, if complete.
+    fn push(&mut self, datagram: &[u8]) -> Option<String> {
+        let mut rest = datagram;
+        while let Ok((initial, used)) = open_client_initial(rest) {
+            for (offset, data) in crypto_frames(&initial.payload) {
+                let Some(start) = usize::try_from(offset).ok().filter(|s| s + data.len() <= TCP_SENT_KEPT) else {
+                    continue;
+                };
+                let end = start + data.len();
+                if self.stream.len() < end {
+                    self.stream.resize(end, 0);
+                    self.filled.resize(end, false);
+                }
+                for (i, &b) in data.iter().enumerate() {
+                    if !self.filled[start + i] {
+                        self.stream[start + i] = b;
+                        self.filled[start + i] = true;
+                    }
+                }
+            }
+            rest = rest.get(used..).unwrap_or_default();
+        }
+        let contiguous = self.filled.iter().position(|f| !f).unwrap_or(self.filled.len());
+        let mut records = Vec::new();
+        for chunk in self.stream[..contiguous].chunks(1 << 14) {
+            records.extend_from_slice(&[0x16, 0x03, 0x01]);
+            records.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            records.extend_from_slice(chunk);
+        }
+        match scan_client_hello(&records) {
+            ClientHelloScan::Sni(name) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// Most bytes per TCP flow kept for the ClientHello check (the largest ClientHello the engine reads).
@@ -155,7 +201,7 @@ impl Upstream for FakeUpstream {
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
         if flow != FlowId(0) {
             // What a server would read from the datagrams (the DNS forwarder's flow 0 carries no QUIC).
-            if let QuicScan::Sni(name) = self.quic_sent.entry(flow).or_default().push_datagram(data) {
+            if let Some(name) = self.quic_sent.entry(flow).or_default().push(data) {
                 self.check_name_sent(&name, "QUIC Initial");
             }
         }

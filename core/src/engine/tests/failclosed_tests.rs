@@ -195,3 +195,26 @@ fn pending_dns_is_bounded_per_client_address() {
     assert_eq!(pair.up.udp_sent.len(), 1025, "another client's query still goes upstream");
     assert!(pair.take_out().is_empty());
 }
+
+/// Found by the engine fuzz target's new assertion: a flow whose first datagram is not QUIC is relayed by
+/// address, and a client Initial naming a blocked host sent on it afterwards reached the server. Now dropped, as
+/// is an Initial of a second connection (new DCID) on an allowed QUIC flow; the judged connection's go through.
+#[test]
+fn quic_initials_on_a_flow_not_judged_for_them_are_dropped() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 443, b"not quic first");
+    assert_eq!(pair.up.udp_sent.len(), 1);
+    let blocked = client_hello("tracking.intl.miui.com", 400);
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[8; 8], 0, &crypto_frame(0, &blocked), 1200));
+    assert_eq!(pair.up.udp_sent.len(), 1, "the Initial naming a blocked host never went upstream");
+    pair.udp(NORMAL, 443, b"\x40short header");
+    assert_eq!(pair.up.udp_sent.len(), 2, "other datagrams still relayed");
+    // An allowed QUIC flow: its own Initials pass, another connection's do not.
+    let mut pair = Pair::new();
+    let allowed = client_hello("www.example.org", 400);
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[9; 8], 0, &crypto_frame(0, &allowed), 1200));
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[9; 8], 1, &[0x01], 1200));
+    assert_eq!(pair.up.udp_sent.len(), 2, "the judged connection's Initials pass");
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[7; 8], 0, &crypto_frame(0, &blocked), 1200));
+    assert_eq!(pair.up.udp_sent.len(), 2, "a second connection's Initial is dropped");
+}
