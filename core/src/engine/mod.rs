@@ -525,7 +525,15 @@ impl Engine {
 
     /// Queues the summaries of fold windows that ended.
     fn flush_repeats(&mut self, now: Instant) {
-        for event in self.repeats.due(now) {
+        for event in self.repeats.due(now, false) {
+            self.push_event(event);
+        }
+    }
+
+    /// Queues the summaries of every identical-event fold still open (see [`crate::event::Event::repeats`]), so
+    /// that none is lost: for the driver to call before it stops.
+    pub fn flush_folded_events(&mut self, now: Instant) {
+        for event in self.repeats.due(now, true) {
             self.push_event(event);
         }
     }

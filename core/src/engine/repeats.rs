@@ -94,11 +94,12 @@ impl Repeats {
         }
     }
 
-    /// Closes the windows that ended by `now`: the summary events of those that folded anything.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<Event> {
+    /// Closes the windows that ended by `now` (every window with `all`): the summary events of those that folded
+    /// anything.
+    pub(crate) fn due(&mut self, now: Instant, all: bool) -> Vec<Event> {
         let mut out = Vec::new();
         self.windows.retain(|_, window| {
-            if window.ends > now {
+            if window.ends > now && !all {
                 return true;
             }
             if let Some(mut last) = window.last.take() {

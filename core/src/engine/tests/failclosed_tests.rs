@@ -167,6 +167,14 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     let line = serde_json::to_string(&events[0]).expect("json");
     assert!(line.contains("\"repeats\":999"), "{line}");
     assert_eq!(pair.engine.stats().blocked, 1000, "every block still counted");
+    // A fold still open when the engine stops is flushed, not lost.
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    assert_eq!(pair.events().len(), 1);
+    pair.engine.flush_folded_events(pair.now);
+    assert_eq!(pair.events().iter().map(|e| e.repeats).collect::<Vec<_>>(), [Some(2)]);
+    pair.now += repeats::FOLD_WINDOW;
     // Another destination is another event; a new window after the summary starts with an event of its own.
     pair.udp(BLOCKED_NET, 9, b"x");
     pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
