@@ -526,6 +526,7 @@ mod tests {
             uid: None,
             peek: None,
             error: None,
+            repeats: None,
         }
     }
 

@@ -46,4 +46,9 @@ pub struct Event {
     /// For action `error`: what failed, e.g. "Connection refused (os error 111)".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A summary of identical blocks or errors (same action, protocol, source address, destination, host, reason and app)
+    /// folded within a few seconds of the first, which was reported on its own: it stands for this many of them,
+    /// and `time_ms` is the last one's. Absent on ordinary events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats: Option<u64>,
 }

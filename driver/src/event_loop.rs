@@ -119,6 +119,9 @@ pub fn run<T: Read + Write + AsRawFd>(
         writer.flush(&mut engine);
         control.publish_stats(engine.stats());
     }
+    // Summaries of identical blocks still being folded are events too.
+    engine.flush_folded_events(Instant::now());
+    deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
     log::info!("engine stopping; {} upstream sockets open", sockets.len());
     Ok(engine.stats())
 }

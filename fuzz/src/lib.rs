@@ -2,9 +2,17 @@
 //! come from the fuzz input, a virtual clock, and a tiny "phone" that turns input bytes into well-formed packets
 //! (real checksums; sequence and acknowledgement numbers that follow what the engine sent), so the fuzzer gets
 //! past the handshake into sniffing, dialing and splicing instead of only exercising the header parsers.
+//!
+//! The fake upstream also checks the promise that a blocked server never receives a packet: it panics if the
+//! engine dials (TCP or UDP) a destination the test policy blocks by address, or sends upstream a TLS ClientHello
+//! or QUIC Initial naming a blocked host. Steps that send ClientHellos and sealed QUIC Initials naming blocked and
+//! allowed hosts (split and overlapping as the input says) let the fuzzer reach those paths.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Upstream};
+use hushwall_core::inspect::quic::seal::{client_initial, crypto_frame};
+use hushwall_core::inspect::quic::{crypto_frames, open_client_initial, VERSION_1, VERSION_2};
+use hushwall_core::inspect::tls::{scan_client_hello, ClientHelloScan};
 use hushwall_core::policy::{ListRole, ListSource, Policy};
 use std::collections::HashMap;
 use std::io;
@@ -67,22 +75,102 @@ pub struct FakeUpstream {
     pub write_budget: usize,
     /// Make connects and sends fail.
     pub fail: bool,
+    /// The policy the engine enforces: nothing it blocks may be dialled or named upstream.
+    pub policy: Option<Arc<Policy>>,
+    /// The first bytes written upstream per TCP flow (bounded), scanned for a ClientHello.
+    pub tcp_sent: HashMap<FlowId, Vec<u8>>,
+    /// The datagrams sent upstream per UDP flow, read as a QUIC server would.
+    pub quic_sent: HashMap<FlowId, ServerView>,
+}
+
+/// What a QUIC server could read from the client Initials sent on one flow: every Initial that opens, whatever
+/// its datagram size or connection ID (more than a strict server reads), and the *first* copy of each CRYPTO byte
+/// (what a server that ignores retransmitted data keeps), so that an engine judging another copy is caught.
+#[derive(Default)]
+pub struct ServerView {
+    stream: Vec<u8>,
+    filled: Vec<bool>,
+}
+
+impl ServerView {
+    /// Adds a datagram sent upstream; the host named by the ClientHello read so far, if complete.
+    fn push(&mut self, datagram: &[u8]) -> Option<String> {
+        let mut rest = datagram;
+        while let Ok((initial, used)) = open_client_initial(rest) {
+            for (offset, data) in crypto_frames(&initial.payload) {
+                let Some(start) = usize::try_from(offset).ok().filter(|s| s + data.len() <= TCP_SENT_KEPT) else {
+                    continue;
+                };
+                let end = start + data.len();
+                if self.stream.len() < end {
+                    self.stream.resize(end, 0);
+                    self.filled.resize(end, false);
+                }
+                for (i, &b) in data.iter().enumerate() {
+                    if !self.filled[start + i] {
+                        self.stream[start + i] = b;
+                        self.filled[start + i] = true;
+                    }
+                }
+            }
+            rest = rest.get(used..).unwrap_or_default();
+        }
+        let contiguous = self.filled.iter().position(|f| !f).unwrap_or(self.filled.len());
+        let mut records = Vec::new();
+        for chunk in self.stream[..contiguous].chunks(1 << 14) {
+            records.extend_from_slice(&[0x16, 0x03, 0x01]);
+            records.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+            records.extend_from_slice(chunk);
+        }
+        match scan_client_hello(&records) {
+            ClientHelloScan::Sni(name) => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Most bytes per TCP flow kept for the ClientHello check (the largest ClientHello the engine reads).
+const TCP_SENT_KEPT: usize = 64 * 1024;
+
+impl FakeUpstream {
+    /// Panics if the policy blocks `dst` by address.
+    fn check_destination(&self, dst: SocketAddr) {
+        if let Some(policy) = &self.policy {
+            assert!(!policy.check_ip(dst.ip()).is_blocked(), "dialled {dst}, which the policy blocks");
+        }
+    }
+
+    /// Panics if `name`, read from what was sent upstream, is blocked.
+    fn check_name_sent(&self, name: &str, what: &str) {
+        if let Some(policy) = &self.policy {
+            assert!(!policy.check_name(name).is_blocked(), "sent upstream a {what} naming blocked {name}");
+        }
+    }
 }
 
 impl Upstream for FakeUpstream {
     fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.check_destination(dst);
         if self.fail {
             return Err(io::ErrorKind::ConnectionRefused.into());
         }
         self.open.insert(flow, dst);
         Ok(())
     }
-    fn tcp_write(&mut self, _: FlowId, data: &[u8]) -> io::Result<usize> {
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
         if self.write_budget == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         self.write_budget -= 1;
-        Ok(data.len().min(1000))
+        let taken = data.len().min(1000);
+        let sent = self.tcp_sent.entry(flow).or_default();
+        if sent.len() < TCP_SENT_KEPT {
+            sent.extend_from_slice(&data[..taken.min(TCP_SENT_KEPT - sent.len())]);
+            if let ClientHelloScan::Sni(name) = scan_client_hello(sent) {
+                self.check_name_sent(&name, "TLS ClientHello");
+            }
+        }
+        Ok(taken)
     }
     fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
         let Some((pending, eof)) = self.to_read.get_mut(&flow) else {
@@ -100,15 +188,23 @@ impl Upstream for FakeUpstream {
     fn tcp_close(&mut self, flow: FlowId, _: bool) {
         self.open.remove(&flow);
         self.to_read.remove(&flow);
+        self.tcp_sent.remove(&flow);
     }
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        self.check_destination(dst);
         if self.fail {
             return Err(io::ErrorKind::NetworkUnreachable.into());
         }
         self.open.insert(flow, dst);
         Ok(())
     }
-    fn udp_send(&mut self, _: FlowId, _: &[u8]) -> io::Result<()> {
+    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
+        if flow != FlowId(0) {
+            // What a server would read from the datagrams (the DNS forwarder's flow 0 carries no QUIC).
+            if let Some(name) = self.quic_sent.entry(flow).or_default().push(data) {
+                self.check_name_sent(&name, "QUIC Initial");
+            }
+        }
         if self.fail {
             return Err(io::ErrorKind::ConnectionRefused.into());
         }
@@ -116,6 +212,7 @@ impl Upstream for FakeUpstream {
     }
     fn udp_close(&mut self, flow: FlowId) {
         self.open.remove(&flow);
+        self.quic_sent.remove(&flow);
     }
 }
 
@@ -124,6 +221,32 @@ const PHONE_V6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 0xf, 0, 0, 0, 0, 0, 0, 0, 0,
 /// Destinations the phone talks to: normal, telemetry, shared, blocked range, resolver (v4 then v6).
 const DSTS_V4: [[u8; 4]; 5] = [[198, 18, 1, 1], [198, 18, 1, 2], [198, 18, 1, 3], [198, 19, 0, 10], [198, 18, 53, 53]];
 const PORTS: [u16; 8] = [80, 443, 53, 853, 7777, 7, 8080, 5353];
+/// Hosts the ClientHellos of the TLS and QUIC steps name: blocked (two rules), allowed, and the same lengths.
+const HOSTS: [&str; 4] =
+    ["tracking.intl.miui.com", "sa.api.intl.miui.com", "www.example.org", "www.example-shop.co.uk"];
+
+/// A TLS ClientHello handshake message (without the record header) naming `name`, padded with `pad` bytes.
+fn client_hello(name: &str, pad: usize) -> Vec<u8> {
+    let n = name.len() as u16;
+    let mut ext = vec![0x00, 0x00];
+    ext.extend_from_slice(&(n + 5).to_be_bytes());
+    ext.extend_from_slice(&(n + 3).to_be_bytes());
+    ext.push(0);
+    ext.extend_from_slice(&n.to_be_bytes());
+    ext.extend_from_slice(name.as_bytes());
+    ext.extend_from_slice(&[0x00, 0x15]);
+    ext.extend_from_slice(&(pad as u16).to_be_bytes());
+    ext.resize(ext.len() + pad, 0);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![0x01, 0, (body.len() >> 8) as u8, body.len() as u8];
+    msg.extend_from_slice(&body);
+    msg
+}
 
 /// Per phone-side TCP connection: next sequence number to send, and what the engine sent last.
 #[derive(Default, Clone, Copy)]
@@ -157,9 +280,10 @@ impl Harness {
             log_allowed: true,
             ..EngineConfig::default()
         };
+        let policy = Arc::new(policy);
         Harness {
-            engine: Engine::new(config, Arc::new(policy), now, 1_700_000_000_000),
-            up: FakeUpstream { write_budget: 1 << 20, ..FakeUpstream::default() },
+            engine: Engine::new(config, Arc::clone(&policy), now, 1_700_000_000_000),
+            up: FakeUpstream { write_budget: 1 << 20, policy: Some(policy), ..FakeUpstream::default() },
             now,
             phone: HashMap::new(),
         }
@@ -216,7 +340,7 @@ impl Harness {
     }
 
     fn step(&mut self, input: &mut Input<'_>) {
-        match input.u8() % 12 {
+        match input.u8() % 14 {
             // A raw packet, length-prefixed.
             0 => {
                 let len = usize::from(input.u16() % 2048);
@@ -274,6 +398,10 @@ impl Harness {
                     self.drain();
                 }
             }
+            // A TCP segment carrying (part of) a TLS record with a ClientHello naming one of the hosts.
+            12 => self.tcp_segment_with_hello(input),
+            // A UDP datagram of two sealed QUIC Initials with CRYPTO frames of ClientHellos naming the hosts.
+            13 => self.quic_datagram(input),
             // Upstream conditions change: failures, backpressure.
             _ => {
                 let b = input.u8();
@@ -315,13 +443,48 @@ impl Harness {
     }
 
     fn tcp_segment(&mut self, input: &mut Input<'_>) {
+        let len = usize::from(input.u16() % 1400);
+        let payload = input.bytes(len).to_vec();
+        self.tcp_segment_carrying(input, payload);
+    }
+
+    /// A TCP segment whose payload is a slice of a TLS record holding a ClientHello naming one of [`HOSTS`].
+    fn tcp_segment_with_hello(&mut self, input: &mut Input<'_>) {
+        let hello = client_hello(HOSTS[usize::from(input.u8()) % HOSTS.len()], usize::from(input.u16() % 3000));
+        let mut record = vec![0x16, 0x03, 0x01];
+        record.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+        record.extend_from_slice(&hello);
+        let start = usize::from(input.u16()) % (record.len() + 1);
+        let end = (start + 1 + usize::from(input.u16() % 1400)).min(record.len());
+        self.tcp_segment_carrying(input, record[start..end].to_vec());
+    }
+
+    /// A datagram of two sealed QUIC Initials (v1 or v2, one connection ID), each with a CRYPTO frame taken from a
+    /// ClientHello naming one of [`HOSTS`] at an offset the input chooses, padded to a size it chooses.
+    fn quic_datagram(&mut self, input: &mut Input<'_>) {
+        let (_, src, dst) = Self::addrs(input);
+        let sport = 50000 + u16::from(input.u8() % 16);
+        let dport = PORTS[usize::from(input.u8()) % PORTS.len()];
+        let mode = input.u8();
+        let version = if mode & 1 == 0 { VERSION_1 } else { VERSION_2 };
+        let dcid = [mode >> 4; 8];
+        let mut datagram = Vec::new();
+        for pn in 0..2u32 {
+            let hello = client_hello(HOSTS[usize::from(input.u8()) % HOSTS.len()], usize::from(input.u16() % 1500));
+            let start = usize::from(input.u16()) % (hello.len() + 1);
+            let end = (start + usize::from(input.u16())).min(hello.len());
+            let size = 600 + usize::from(input.u8()) * 4;
+            datagram.extend(client_initial(version, &dcid, pn, &crypto_frame(start as u64, &hello[start..end]), size));
+        }
+        self.udp_to(src, dst, sport, dport, &datagram);
+    }
+
+    fn tcp_segment_carrying(&mut self, input: &mut Input<'_>, payload: Vec<u8>) {
         let (v6, src, dst) = Self::addrs(input);
         let sport = 40000 + u16::from(input.u8() % 16);
         let dport = PORTS[usize::from(input.u8()) % PORTS.len()];
         let flags = input.u8();
         let window = input.u16();
-        let len = usize::from(input.u16() % 1400);
-        let payload = input.bytes(len).to_vec();
         let key = (v6, sport, SocketAddr::new(dst, dport));
         let state = self.phone.entry(key).or_default();
         // Bit 7: take sequence and acknowledgement numbers from the input instead of the tracked ones.
@@ -364,7 +527,11 @@ impl Harness {
         let sport = 50000 + u16::from(input.u8() % 16);
         let dport = PORTS[usize::from(input.u8()) % PORTS.len()];
         let len = usize::from(input.u16() % 1400);
-        let payload = input.bytes(len);
+        let payload = input.bytes(len).to_vec();
+        self.udp_to(src, dst, sport, dport, &payload);
+    }
+
+    fn udp_to(&mut self, src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) {
         let builder = match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
             (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),

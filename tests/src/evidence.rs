@@ -113,6 +113,7 @@ pub fn assert_event_schema(events: &[Value]) {
         assert!(ev["host"].is_null() || ev["host"].is_string(), "host: {ev}");
         assert!(ev["reason"].is_string(), "reason: {ev}");
         assert!(ev["uid"].is_null() || ev["uid"].is_u64(), "uid: {ev}");
+        assert!(ev["repeats"].is_null() || ev["repeats"].as_u64().is_some_and(|n| n > 0), "repeats: {ev}");
         let rule = &ev["rule"];
         assert!(
             rule.is_null() || (rule["list"].is_string() && rule["line"].is_u64() && rule["rule"].is_string()),

@@ -179,6 +179,7 @@ pub(crate) mod tests {
             uid: Some(10123),
             peek: None,
             error: None,
+            repeats: None,
         }
     }
 

@@ -143,6 +143,7 @@ pub extern "system" fn Java_app_hushwall_hosttest_TestNative_injectEvents<'local
                 uid: Some(10123),
                 peek: None,
                 error: None,
+                repeats: None,
             })
             .collect();
         instance.events().push(&batch);

@@ -39,7 +39,11 @@ use std::time::{Duration, Instant};
 
 /// At most this many forwarded queries wait for answers (each holds an upstream socket); more are answered
 /// SERVFAIL at once.
-const MAX_PENDING: usize = 1024;
+pub(super) const MAX_PENDING: usize = 1024;
+/// At most this many of them from one client address (a LAN host behind a gateway, or the phone), so that one
+/// client flooding queries to a slow resolver cannot take every slot. Half: on a phone every app shares one
+/// address, and a few hundred queries in flight is far more than apps make.
+pub(super) const MAX_PENDING_PER_CLIENT: usize = MAX_PENDING / 2;
 /// DNS record types whose answers carry addresses.
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
@@ -289,6 +293,12 @@ impl Engine {
     pub(crate) fn forward_query(&mut self, now: Instant, pending: Pending, up: &mut impl Upstream) {
         if self.dns.tries.len() >= MAX_PENDING {
             self.fail_query(now, pending, format!("{MAX_PENDING} queries already wait for answers"));
+            return;
+        }
+        let ip = pending.client.ip();
+        if self.dns.tries.values().filter(|t| t.pending.client.ip() == ip).count() >= MAX_PENDING_PER_CLIENT {
+            let why = format!("{MAX_PENDING_PER_CLIENT} queries from {ip} already wait for answers");
+            self.fail_query(now, pending, why);
             return;
         }
         let tcp = matches!(pending.via, DnsClient::Tcp(_));

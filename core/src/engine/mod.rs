@@ -13,12 +13,13 @@
 
 mod capture;
 mod dns;
+mod fragment;
 mod learn;
 mod network;
-mod fragment;
 mod packet;
 mod private_dns;
 mod quic_hold;
+mod repeats;
 mod reply;
 mod stack;
 mod tcp;
@@ -43,6 +44,7 @@ use dns::DnsForwarder;
 use learn::LearnLimiter;
 use packet::Transport;
 use quic_hold::{QuicHold, QuicRefusals};
+use repeats::{Offer, Repeats};
 use stack::Stack;
 use tcp::TcpFlow;
 use timers::{Timer, Timers};
@@ -264,6 +266,8 @@ pub struct Engine {
     scratch: Vec<u8>,
     timers: Timers,
     events: VecDeque<Event>,
+    /// Identical block events being folded into one (see `repeats`).
+    repeats: Repeats,
     stats: Stats,
     next_flow: u64,
     epoch: Instant,
@@ -299,6 +303,7 @@ impl Engine {
             network: network::NetworkState::default(),
             timers: Timers::default(),
             events: VecDeque::new(),
+            repeats: Repeats::default(),
             stats: Stats::default(),
             next_flow: 1,
             epoch: now,
@@ -343,10 +348,10 @@ impl Engine {
         server: SocketAddr,
         uid: u32,
     ) {
-        self.report(now, protocol, client, server, None, &Verdict::block(Reason::AppBlocked));
-        if let Some(event) = self.events.back_mut() {
-            event.uid = Some(uid);
-        }
+        self.capture_verdict(client, server, None, &Verdict::block(Reason::AppBlocked));
+        self.stats.blocked += 1;
+        let event = self.event(now, Action::Block, protocol, (client, server), None, Reason::AppBlocked);
+        self.push_folded_event(now, Event { uid: Some(uid), ..event });
     }
 
     /// The policy in force.
@@ -436,6 +441,7 @@ impl Engine {
                 Timer::Dns(flow) => self.on_dns_deadline(now, flow, up),
                 Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
                 Timer::Reassembly => self.on_reassembly_deadline(now),
+                Timer::Repeats => self.flush_repeats(now),
             }
         }
         self.poll(now, up);
@@ -524,7 +530,13 @@ impl Engine {
         }
         let mut blocked: Option<(&str, RuleRef)> = None;
         let mut other: Option<&str> = None;
-        for name in self.dns_cache.names_for(dst, now) {
+        // A NAT64 address reaches the IPv4 address it embeds: the names learnt for that count too.
+        let nat64 = crate::policy::nat64_ipv4(dst).map(IpAddr::V4);
+        let names = self
+            .dns_cache
+            .names_for(dst, now)
+            .chain(nat64.into_iter().flat_map(|v4| self.dns_cache.names_for(v4, now)));
+        for name in names {
             match self.policy.check_name(name) {
                 Decision::Blocked(rule) => {
                     blocked.get_or_insert((name, rule));
@@ -565,8 +577,40 @@ impl Engine {
         } else if !self.config.log_allowed {
             return;
         }
-        let event = self.event(now, verdict.action, protocol, (src, dst), host, verdict.reason);
-        self.push_event(Event { rule: verdict.rule.clone(), ..event });
+        let event = Event {
+            rule: verdict.rule.clone(),
+            ..self.event(now, verdict.action, protocol, (src, dst), host, verdict.reason)
+        };
+        // A refused plain-HTTP request being peeked gets its own event: the summary is attached to it.
+        if verdict.is_block() && !(self.config.peek && protocol == Protocol::Tcp) {
+            self.push_folded_event(now, event);
+        } else {
+            self.push_event(event);
+        }
+    }
+
+    /// Queues a block or error event unless an identical one was reported a moment ago (see `repeats`).
+    fn push_folded_event(&mut self, now: Instant, event: Event) {
+        match self.repeats.offer(now, event) {
+            Offer::Report(event) => self.push_event(*event),
+            Offer::Folded(Some(due)) => self.timers.arm(due, Timer::Repeats),
+            Offer::Folded(None) => {}
+        }
+    }
+
+    /// Queues the summaries of fold windows that ended.
+    fn flush_repeats(&mut self, now: Instant) {
+        for event in self.repeats.due(now, false) {
+            self.push_event(event);
+        }
+    }
+
+    /// Queues the summaries of every identical-event fold still open (see [`crate::event::Event::repeats`]), so
+    /// that none is lost: for the driver to call before it stops.
+    pub fn flush_folded_events(&mut self, now: Instant) {
+        for event in self.repeats.due(now, true) {
+            self.push_event(event);
+        }
     }
 
     /// Records an allowed flow or query that failed upstream or was ended by the engine (action `error`) and
@@ -586,7 +630,7 @@ impl Engine {
             self.stats.upstream_errors += 1;
         }
         let event = self.event(now, Action::Error, protocol, flow, host, reason);
-        self.push_event(Event { error: Some(error.to_string()), ..event });
+        self.push_folded_event(now, Event { error: Some(error.to_string()), ..event });
     }
 
     /// An event at `now` about the flow from `src` to `dst`, without rule, app or details.
@@ -612,6 +656,7 @@ impl Engine {
             uid: None,
             peek: None,
             error: None,
+            repeats: None,
         }
     }
 

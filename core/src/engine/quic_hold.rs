@@ -20,7 +20,8 @@
 //! the flow is refused (reason `uninspectable`): the held datagrams may name a blocked host we could not read,
 //! and a refused QUIC flow costs the client little (browsers fall back to TCP, where the SNI is read). A complete
 //! ClientHello without a name, or a first datagram that does not open as an Initial, is decided by address as any
-//! UDP flow would have been.
+//! UDP flow would have been. Once a flow is open, a client Initial of another connection than the one judged (or
+//! on a flow that was not QUIC) is dropped (`udp`): it would start a connection no one inspected.
 
 use super::reply::Unreachable;
 use super::timers::Timer;
@@ -104,7 +105,7 @@ impl QuicRefusals {
 
 /// Whether a datagram can start with a QUIC v1/v2 client Initial: a long header with the fixed bit, a known
 /// version and the Initial type bits (0b00 in v1, 0b01 in v2). A cheap check before holding a flow on any port.
-fn looks_like_quic_initial(payload: &[u8]) -> bool {
+pub(super) fn looks_like_quic_initial(payload: &[u8]) -> bool {
     match payload {
         [first, a, b, c, d, ..] if first & 0xc0 == 0xc0 => match u32::from_be_bytes([*a, *b, *c, *d]) {
             VERSION_1 => first & 0x30 == 0x00,

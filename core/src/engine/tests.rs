@@ -733,21 +733,21 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 
 /// The TCP inspector fails closed: late, big and odd heads, local destinations, allow rules over ranges.
 mod bypass_tests;
-/// Bypasses of issue 18 (QUIC, DNS learning, NAT64, exhaustion): each refused, nothing reaches the server.
-mod failclosed_tests;
 /// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
 mod dns_tests;
+/// Bypasses of issue 18 (QUIC, DNS learning, NAT64, exhaustion): each refused, nothing reaches the server.
+mod failclosed_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.
 mod failure_tests;
 /// IP fragments both ways, beside these.
 mod fragment_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
-/// Network changes: refusing a family without a route, ending flows whose socket lost its address.
-mod network_tests;
-/// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
-mod svcb_tests;
 /// LAN broadcast and multicast, beside these.
 mod lan_tests;
+/// Network changes: refusing a family without a route, ending flows whose socket lost its address.
+mod network_tests;
 /// Server-first protocols (dial at SYN), beside these.
 mod server_first_tests;
+/// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
+mod svcb_tests;

@@ -22,6 +22,8 @@ pub(crate) enum Timer {
     QuicHold(FlowId),
     /// The oldest IP datagram under reassembly times out.
     Reassembly,
+    /// A window of folded block events ends (see `repeats`).
+    Repeats,
 }
 
 /// A min-heap of deadlines.

@@ -3,10 +3,12 @@
 //! UDP does not go through smoltcp: datagrams are judged on the first packet of a flow, then relayed as they
 //! are, and replies are wrapped in fresh IP/UDP headers for the tun.
 
+use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
+use crate::inspect::quic::open_client_initial;
 use crate::verdict::{Reason, Verdict};
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +26,16 @@ pub(crate) struct UdpFlow {
     pub(super) client: SocketAddr,
     pub(super) server: SocketAddr,
     last_active: Instant,
+    /// Version and Destination Connection ID of the QUIC client Initial the flow was judged on, if it was.
+    quic: Option<(u32, Vec<u8>)>,
+}
+
+/// The version and DCID of a datagram that opens as a QUIC client Initial (cheap check first).
+fn initial_connection(payload: &[u8]) -> Option<(u32, Vec<u8>)> {
+    if !looks_like_quic_initial(payload) {
+        return None;
+    }
+    open_client_initial(payload).ok().map(|(initial, _)| (initial.version, initial.dcid))
 }
 
 impl Engine {
@@ -40,6 +52,15 @@ impl Engine {
         if let Some(&id) = self.udp_keys.get(&(client, server)) {
             if let Some(flow) = self.udp.get_mut(&id) {
                 flow.last_active = now;
+                // A client Initial of another QUIC connection than the one judged (or on a flow that was not
+                // QUIC) would start a connection no one inspected: dropped. (A server's Retry makes the client
+                // send one too; that QUIC connection fails and the client falls back to TCP.)
+                if let Some(connection) = initial_connection(payload) {
+                    if flow.quic.as_ref() != Some(&connection) {
+                        self.stats.dropped += 1;
+                        return;
+                    }
+                }
             }
             if up.udp_send(id, payload).is_err() {
                 self.stats.dropped += 1;
@@ -94,7 +115,13 @@ impl Engine {
         up: &mut impl Upstream,
     ) {
         let id = self.new_flow_id();
-        let sent = up.udp_open(id, server).and_then(|()| datagrams.into_iter().try_for_each(|d| up.udp_send(id, d)));
+        let mut quic = None;
+        let sent = up.udp_open(id, server).and_then(|()| {
+            datagrams.into_iter().try_for_each(|d| {
+                quic = quic.take().or_else(|| initial_connection(d));
+                up.udp_send(id, d)
+            })
+        });
         if let Err(error) = sent {
             up.udp_close(id);
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
@@ -102,7 +129,7 @@ impl Engine {
             return;
         }
         self.stats.udp_flows += 1;
-        self.udp.insert(id, UdpFlow { client, server, last_active: now });
+        self.udp.insert(id, UdpFlow { client, server, last_active: now, quic });
         self.udp_keys.insert((client, server), id);
         self.timers.arm(now + self.config.udp_idle_timeout, Timer::Udp(id));
     }

@@ -12,18 +12,30 @@
 //! JSON document keeps at most [`MAX_JSON_NODES`] values (the rest become `"…"`), [`MAX_ARRAY_ITEMS`] elements per
 //! array and [`MAX_JSON_DEPTH`] levels.
 //!
+//! Decoding work is bounded per request as well: at most [`MAX_DECODES_PER_REQUEST`] values are decoded and
+//! [`MAX_INFLATED_PER_REQUEST`] bytes inflated over all of them; values past that show [`NOT_DECODED`] and the
+//! summary is marked `truncated`.
+//!
 //! # Redaction
-//! Keys are compared case-insensitively with `_`, `-`, `$` and other punctuation removed, in query and form fields
-//! and at every level of decoded JSON:
-//! - **Credentials** are replaced by `"[redacted]"`: keys containing `password`, `passwd`, `secret`, `token`,
-//!   `cookie`, `session`, `auth`, `apikey`, `privatekey`, `credential`, `ticket`, or equal to `pwd`, `pin`, `otp`,
-//!   `sid`, `sign`, `signature`. Authorization and Cookie headers are never read into the summary at all.
-//! - **Identifiers** (of the device or the person) are masked but their presence and shape kept, because "this
-//!   app sends my IMEI" is exactly what the user wants to see, while the log may be shared: all but the first two
-//!   and last two characters become `*` (values of 6 characters or fewer are masked whole). Keys containing
-//!   `imei`, `meid`, `imsi`, `iccid`, `androidid`, `oaid`, `gaid`, `idfa`, `idfv`, `advertisingid`, `deviceid`,
-//!   `distinctid`, `anonymousid`, `loginid`, `userid`, `serial`, `macaddress`, `phone`, `mobile`, `msisdn`, `email`,
-//!   or equal to `uid`, `mac`, `adid`, `aaid`. (Sensors Analytics' `distinct_id` is the device or user id: masked.)
+//! A value that decodes is never shown in its encoded form (which would repeat what the decoded form redacts):
+//! only `[encoded: N chars]` and the decoded form. Keys are compared case-insensitively, both whole (punctuation
+//! removed) and word by word (split on punctuation and camelCase: `wifiMac` → `wifi`, `mac`), in query and form
+//! fields and at every level of decoded JSON:
+//! - **Credentials** are replaced by `"[redacted]"`: keys containing `password`, `passwd`, `passcode`, `secret`,
+//!   `token`, `cookie`, `session`, `auth`, `apikey`, `accesskey`, `privatekey`, `credential`, `ticket`, or with a
+//!   word `pwd`, `pin`, `otp`, `sid`, `sign`, `signature`, `captcha`. Authorization and Cookie headers are never
+//!   read into the summary at all.
+//! - **Identifiers** (of the device or the person, and locations) are masked but their presence and shape kept,
+//!   because "this app sends my IMEI" is exactly what the user wants to see, while the log may be shared: all but
+//!   the first two and last two characters become `*` (values of 6 characters or fewer are masked whole). Keys
+//!   containing `imei`, `meid`, `imsi`, `iccid`, `androidid`, `oaid`, `gaid`, `vaid`, `idfa`, `idfv`,
+//!   `advertisingid`, `deviceid`, `distinctid`, `anonymousid`, `loginid`, `userid`, `serial`, `macaddress`,
+//!   `wifimac`, `phone`, `mobile`, `msisdn`, `email`, `latitude`, `longitude`, or with a word `uid`, `did`, `udid`,
+//!   `uuid`, `guid`, `cuid`, `mac`, `adid`, `aaid`, `lat`, `lng`, `lon`, `gps`, `ssid`, `bssid`, `ip`, `tel`.
+//!   (Sensors Analytics' `distinct_id` is the device or user id: masked.)
+//! - **By shape**, whatever the key, values and path segments that look like identifiers are masked the same way:
+//!   numbers of 9 digits or more (IMEIs, phone numbers), MAC addresses, e-mail addresses, UUIDs and hex strings of
+//!   16 digits or more, base64-like tokens of 20 characters or more with letters and digits, JWTs.
 //!
 //! The summary lives only in the block event; nothing here stores or sends it anywhere.
 
@@ -51,6 +63,13 @@ pub const MAX_JSON_DEPTH: usize = 12;
 const MAX_HEADERS: usize = 64;
 /// Shortest value tried as base64 (shorter ones are mostly plain words).
 const MIN_BASE64_LEN: usize = 8;
+/// Most bytes inflated from gzip over all the fields of one request: a request of many small gzip fields, each
+/// inflating to [`MAX_INFLATED_LEN`], must not hold the engine thread (128 such fields took 104 ms before).
+pub const MAX_INFLATED_PER_REQUEST: usize = 256 * 1024;
+/// Most values decoded (base64, gzip, JSON) per request; later ones are shown as [`NOT_DECODED`].
+pub const MAX_DECODES_PER_REQUEST: usize = 32;
+/// The value shown for an encoded value left undecoded because the request's decoding budget was spent.
+pub const NOT_DECODED: &str = "[not decoded: peek budget spent]";
 
 /// The summary of one refused request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,10 +223,11 @@ pub fn summarize_request(raw: &[u8], truncated: bool) -> Option<RequestPeek> {
         Framing::None => (raw_body.to_vec(), true),
     };
     let content_type = header(req.headers, "content-type").map(|v| cut(v.trim()));
+    let mut budget = Budget::new();
     let mut peek = RequestPeek {
         method: cut(req.method.unwrap_or("")),
-        path: cut(&percent_decode(path, false)),
-        query: parse_urlencoded(query),
+        path: cut(&redact_path(&percent_decode(path, false))),
+        query: parse_urlencoded(query, &mut budget),
         content_type: content_type.clone(),
         user_agent: header(req.headers, "user-agent").map(|v| cut(v.trim())),
         body_len: body.len(),
@@ -224,7 +244,7 @@ pub fn summarize_request(raw: &[u8], truncated: bool) -> Option<RequestPeek> {
             if let Value::Object(map) = &value {
                 for (name, v) in map.iter().take(MAX_FIELDS) {
                     if let Value::String(s) = v {
-                        let field = make_field(name, s);
+                        let field = make_field(name, s, &mut budget);
                         if field.decoded.is_some() {
                             peek.form.push(field);
                         }
@@ -234,8 +254,9 @@ pub fn summarize_request(raw: &[u8], truncated: bool) -> Option<RequestPeek> {
             peek.json = Some(bounded_json(value));
         }
     } else if ct.contains("x-www-form-urlencoded") || (ct.is_empty() && body_text.is_some_and(|t| t.contains('='))) {
-        peek.form = parse_urlencoded(body_text.unwrap_or_default());
+        peek.form = parse_urlencoded(body_text.unwrap_or_default(), &mut budget);
     }
+    peek.truncated |= budget.spent;
     let has = |fields: &[Field], name: &str| fields.iter().any(|f| f.name == name);
     for fields in [&peek.query, &peek.form] {
         if has(fields, "data_list") || (has(fields, "data") && (has(fields, "gzip") || has(fields, "crc"))) {
@@ -246,70 +267,119 @@ pub fn summarize_request(raw: &[u8], truncated: bool) -> Option<RequestPeek> {
 }
 
 /// Fields of an `application/x-www-form-urlencoded` string, at most [`MAX_FIELDS`].
-fn parse_urlencoded(text: &str) -> Vec<Field> {
+fn parse_urlencoded(text: &str, budget: &mut Budget) -> Vec<Field> {
     text.split('&')
         .filter(|pair| !pair.is_empty())
         .take(MAX_FIELDS)
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            make_field(&percent_decode(name, true), &percent_decode(value, true))
+            make_field(&percent_decode(name, true), &percent_decode(value, true), budget)
         })
         .collect()
 }
 
-/// A field with its value redacted by name and decoded if it can be.
-fn make_field(name: &str, value: &str) -> Field {
+/// The decoding work one request's summary may still do.
+struct Budget {
+    inflate_left: usize,
+    decodes_left: usize,
+    /// Some value was left undecoded for lack of budget.
+    spent: bool,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Budget { inflate_left: MAX_INFLATED_PER_REQUEST, decodes_left: MAX_DECODES_PER_REQUEST, spent: false }
+    }
+}
+
+/// A field with its value redacted by name and shape and decoded if it can be. A value that decodes is never
+/// shown in its encoded form (which would repeat what the decoded form redacts), only its length.
+fn make_field(name: &str, value: &str, budget: &mut Budget) -> Field {
     let class = classify_key(name);
     let decoded = match class {
-        KeyClass::Secret => None,
-        _ => decode_value(value),
+        KeyClass::Secret => Ok(None),
+        _ => decode_value(value, budget),
     };
-    let shown = match (&decoded, class) {
-        // A decoded value is shown decoded; the encoded form only as a short prefix.
-        (Some(_), KeyClass::Plain) if value.chars().count() > 64 => {
-            format!("{}…", value.chars().take(64).collect::<String>())
-        }
-        _ => redact_string(class, value),
+    let (shown, decoded) = match decoded {
+        Ok(Some(Decoded::Text(t))) => (encoded_marker(value), Some(Decoded::Text(redact_string(class, &t)))),
+        Ok(Some(Decoded::Json(v))) => (encoded_marker(value), Some(Decoded::Json(v))),
+        Ok(None) => (redact_string(class, value), None),
+        Err(BudgetSpent) => (NOT_DECODED.to_owned(), None),
     };
-    let decoded = decoded.map(|d| match d {
-        Decoded::Text(t) => Decoded::Text(redact_string(class, &t)),
-        Decoded::Json(v) => Decoded::Json(v),
-    });
     Field { name: cut(name), value: shown, decoded }
 }
 
-/// Decodes a value that is JSON, or base64 (standard or URL-safe, padded or not) of printable text or of JSON,
-/// possibly gzip-compressed.
-fn decode_value(value: &str) -> Option<Decoded> {
-    let trimmed = value.trim();
-    if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
-            return Some(Decoded::Json(bounded_json(v)));
-        }
-    }
-    if trimmed.len() < MIN_BASE64_LEN
-        || !trimmed.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='))
-    {
-        return None;
-    }
-    let bytes = [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(trimmed).ok())?;
-    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) { gunzip(&bytes)? } else { bytes };
-    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
-        if v.is_object() || v.is_array() {
-            return Some(Decoded::Json(bounded_json(v)));
-        }
-    }
-    let text = String::from_utf8(bytes).ok()?;
-    let printable = !text.is_empty() && text.chars().all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
-    printable.then(|| Decoded::Text(cut(&text)))
+/// What is shown in place of an encoded value that decoded.
+fn encoded_marker(value: &str) -> String {
+    format!("[encoded: {} chars]", value.chars().count())
 }
 
-/// Inflates a gzip stream, at most [`MAX_INFLATED_LEN`] bytes; `None` if it is corrupt or larger.
-fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
+/// The request's decoding budget ran out before this value could be tried.
+#[derive(Debug, PartialEq, Eq)]
+struct BudgetSpent;
+
+/// Decodes a value that is JSON, or base64 (standard or URL-safe, padded or not) of printable text or of JSON,
+/// possibly gzip-compressed. `Err` if it might decode but the request's budget is spent.
+fn decode_value(value: &str, budget: &mut Budget) -> Result<Option<Decoded>, BudgetSpent> {
+    let trimmed = value.trim();
+    let json_like = trimmed.starts_with('{') || trimmed.starts_with('[');
+    let base64_like = trimmed.len() >= MIN_BASE64_LEN
+        && trimmed.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='));
+    if !json_like && !base64_like {
+        return Ok(None);
+    }
+    if budget.decodes_left == 0 {
+        budget.spent = true;
+        return Err(BudgetSpent);
+    }
+    budget.decodes_left -= 1;
+    if json_like {
+        if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
+            return Ok(Some(Decoded::Json(bounded_json(v))));
+        }
+    }
+    if !base64_like {
+        return Ok(None);
+    }
+    let Some(bytes) =
+        [STANDARD, URL_SAFE, STANDARD_NO_PAD, URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(trimmed).ok())
+    else {
+        return Ok(None);
+    };
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let limit = MAX_INFLATED_LEN.min(budget.inflate_left);
+        match gunzip(&bytes, limit) {
+            Some(inflated) => {
+                budget.inflate_left -= inflated.len();
+                inflated
+            }
+            None if limit < MAX_INFLATED_LEN => {
+                budget.spent = true;
+                return Err(BudgetSpent);
+            }
+            None => return Ok(None),
+        }
+    } else {
+        bytes
+    };
+    if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+        if v.is_object() || v.is_array() {
+            return Ok(Some(Decoded::Json(bounded_json(v))));
+        }
+    }
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Ok(None);
+    };
+    let printable = !text.is_empty() && text.chars().all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'));
+    Ok(printable.then(|| Decoded::Text(cut(&text))))
+}
+
+/// Inflates a gzip stream, at most `limit` bytes; `None` if it is corrupt or larger.
+fn gunzip(bytes: &[u8], limit: usize) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    let limit = u64::try_from(MAX_INFLATED_LEN).ok()? + 1;
-    flate2::read::GzDecoder::new(bytes).take(limit).read_to_end(&mut out).ok()?;
-    (out.len() <= MAX_INFLATED_LEN).then_some(out)
+    let take = u64::try_from(limit).ok()? + 1;
+    flate2::read::GzDecoder::new(bytes).take(take).read_to_end(&mut out).ok()?;
+    (out.len() <= limit).then_some(out)
 }
 
 /// Percent-decoding of a URL component (`+` is a space in form encoding); invalid escapes stay as they are.
@@ -344,21 +414,26 @@ enum KeyClass {
     Identifier,
 }
 
-const SECRET_PARTS: [&str; 11] = [
+/// Key substrings (of the key lowercased with punctuation removed) that mark a credential.
+const SECRET_PARTS: [&str; 13] = [
     "password",
     "passwd",
+    "passcode",
     "secret",
     "token",
     "cookie",
     "session",
     "auth",
     "apikey",
+    "accesskey",
     "privatekey",
     "credential",
     "ticket",
 ];
-const SECRET_EXACT: [&str; 6] = ["pwd", "pin", "otp", "sid", "sign", "signature"];
-const ID_PARTS: [&str; 21] = [
+/// Key words (split on punctuation and camelCase) that mark a credential.
+const SECRET_WORDS: [&str; 7] = ["pwd", "pin", "otp", "sid", "sign", "signature", "captcha"];
+/// Key substrings that mark an identifier of the device or the person.
+const ID_PARTS: [&str; 25] = [
     "imei",
     "meid",
     "imsi",
@@ -366,6 +441,7 @@ const ID_PARTS: [&str; 21] = [
     "androidid",
     "oaid",
     "gaid",
+    "vaid",
     "idfa",
     "idfv",
     "advertisingid",
@@ -380,23 +456,103 @@ const ID_PARTS: [&str; 21] = [
     "mobile",
     "msisdn",
     "email",
+    "latitude",
+    "longitude",
+    "wifimac",
 ];
-const ID_EXACT: [&str; 4] = ["uid", "mac", "adid", "aaid"];
+/// Key words that mark an identifier (or a location) of the device or the person.
+const ID_WORDS: [&str; 17] = [
+    "uid", "did", "udid", "uuid", "guid", "cuid", "mac", "adid", "aaid", "lat", "lng", "lon", "gps", "ssid", "bssid",
+    "ip", "tel",
+];
+
+/// The words of a key: split on punctuation and at lowercase-to-uppercase steps, lowercased
+/// (`wifiMac` → `wifi`, `mac`; `device_did` → `device`, `did`).
+fn key_words(key: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        let boundary = !c.is_ascii_alphanumeric() || (prev_lower && c.is_ascii_uppercase());
+        if boundary && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
 
 fn classify_key(key: &str) -> KeyClass {
     let norm: String = key.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    if SECRET_EXACT.contains(&norm.as_str()) || SECRET_PARTS.iter().any(|p| norm.contains(p)) {
+    let words = key_words(key);
+    let has_word = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str())) || list.contains(&norm.as_str());
+    if has_word(&SECRET_WORDS) || SECRET_PARTS.iter().any(|p| norm.contains(p)) {
         KeyClass::Secret
-    } else if ID_EXACT.contains(&norm.as_str()) || ID_PARTS.iter().any(|p| norm.contains(p)) {
+    } else if has_word(&ID_WORDS) || ID_PARTS.iter().any(|p| norm.contains(p)) {
         KeyClass::Identifier
     } else {
         KeyClass::Plain
     }
 }
 
+/// Whether a value looks like an identifier whatever its key: an IMEI, phone number or other long number, a MAC
+/// address, an e-mail address, a UUID or long hex string, a long base64 token.
+fn looks_like_identifier(value: &str) -> bool {
+    let v = value.trim();
+    let digits = v.bytes().filter(u8::is_ascii_digit).count();
+    let number_like = v.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'+' | b' ' | b'-' | b'(' | b')' | b'.'));
+    if number_like && digits >= 9 {
+        return true;
+    }
+    let mac = v.len() == 17
+        && v.split([':', '-']).count() == 6
+        && v.split([':', '-']).all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if mac {
+        return true;
+    }
+    if let Some((local, domain)) = v.split_once('@') {
+        if !local.is_empty() && domain.contains('.') && !v.contains(char::is_whitespace) {
+            return true;
+        }
+    }
+    let hex_digits = v.bytes().filter(u8::is_ascii_hexdigit).count();
+    if hex_digits >= 16 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return true;
+    }
+    let token = |t: &str, min: usize| {
+        t.len() >= min
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='))
+            && t.bytes().any(|b| b.is_ascii_digit())
+            && t.bytes().any(|b| b.is_ascii_alphabetic())
+    };
+    // A long token, or a JWT (three base64url parts).
+    token(v, 20) || (v.split('.').count() == 3 && v.split('.').all(|part| token(part, 8)))
+}
+
+/// A path with the segments that look like identifiers masked.
+fn redact_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if looks_like_identifier(segment) {
+                redact_string(KeyClass::Identifier, segment)
+            } else {
+                segment.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// A value as shown for a key of this class, cut at [`MAX_VALUE_CHARS`].
 fn redact_string(class: KeyClass, value: &str) -> String {
     match class {
+        KeyClass::Plain if looks_like_identifier(value) => redact_string(KeyClass::Identifier, value),
         KeyClass::Plain => cut(value),
         KeyClass::Secret => "[redacted]".into(),
         KeyClass::Identifier => {
@@ -458,6 +614,13 @@ fn redact_json(value: Value, class: KeyClass, depth: usize, budget: &mut usize) 
                 out.push(redact_json(v, class, depth + 1, budget));
             }
             Value::Array(out)
+        }
+        // A string holding JSON is shown as that JSON, redacted, never as the text that would repeat it.
+        Value::String(s) if class != KeyClass::Secret && s.trim_start().starts_with(['{', '[']) => {
+            match serde_json::from_str::<Value>(&s) {
+                Ok(inner @ (Value::Object(_) | Value::Array(_))) => redact_json(inner, class, depth + 1, budget),
+                _ => Value::String(redact_string(class, &s)),
+            }
         }
         Value::String(s) => Value::String(redact_string(class, &s)),
         Value::Number(_) | Value::Bool(_) if class == KeyClass::Secret => Value::String("[redacted]".into()),
@@ -648,13 +811,109 @@ mod tests {
 
     #[test]
     fn gzip_bombs_and_binary_are_not_decoded() {
+        let decode = |v: &str| decode_value(v, &mut Budget::new());
         let bomb = STANDARD.encode(gzip(&vec![b'a'; MAX_INFLATED_LEN + 10]));
-        assert_eq!(decode_value(&bomb), None);
-        assert_eq!(decode_value(&STANDARD.encode([0u8, 1, 2, 3, 250, 251, 252, 253])), None);
-        assert_eq!(decode_value("short"), None);
-        assert_eq!(decode_value("not base64 at all!"), None);
+        assert_eq!(decode(&bomb), Ok(None));
+        assert_eq!(decode(&STANDARD.encode([0u8, 1, 2, 3, 250, 251, 252, 253])), Ok(None));
+        assert_eq!(decode("short"), Ok(None));
+        assert_eq!(decode("not base64 at all!"), Ok(None));
         let long = "x".repeat(1000);
         assert!(cut(&long).ends_with("…(+744)"));
+    }
+
+    /// Before: `p={"password":"hunter2"}` was shown verbatim beside its redacted decoded form.
+    #[test]
+    fn encoded_values_are_never_shown_in_their_encoded_form() {
+        let json = urlencode(r#"{"password":"hunter2","imei":"861234567890123"}"#);
+        let b64 = urlencode(&STANDARD.encode(r#"{"password":"hunter2"}"#));
+        let req = format!("GET /c?p={json}&q={b64} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let peek = summarize_request(req.as_bytes(), false).unwrap();
+        assert_eq!(field(&peek.query, "p").value, "[encoded: 47 chars]");
+        assert_eq!(
+            field(&peek.query, "p").decoded,
+            Some(Decoded::Json(json!({"password": "[redacted]",
+            "imei": "86***********23"})))
+        );
+        assert!(field(&peek.query, "q").value.starts_with("[encoded"));
+        // A JSON body whose string values hold JSON shows them decoded and redacted.
+        let body = json!({"e": r#"{"password":"hunter2"}"#}).to_string();
+        let req = format!(
+            "POST / HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let peek = summarize_request(req.as_bytes(), false).unwrap();
+        let text = serde_json::to_string(&peek).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    /// Before: `did`, `udid`, `uuid`, `pin`, `otp`, `wifi_mac`, `lat`/`lng`, `access_key` were shown as sent.
+    #[test]
+    fn keys_are_redacted_by_their_words() {
+        for key in ["pin", "otp", "access_key", "accessKey", "sms_otp", "userPin", "secret_key", "passcode"] {
+            assert_eq!(classify_key(key), KeyClass::Secret, "{key}");
+        }
+        for key in [
+            "did",
+            "udid",
+            "uuid",
+            "wifi_mac",
+            "wifiMac",
+            "lat",
+            "lng",
+            "lon",
+            "latitude",
+            "longitude",
+            "device_did",
+            "client_ip",
+            "bssid",
+        ] {
+            assert_eq!(classify_key(key), KeyClass::Identifier, "{key}");
+        }
+        for key in ["event", "platform", "model", "latency", "display", "version", "pinned_tab"] {
+            assert_eq!(classify_key(key), KeyClass::Plain, "{key}");
+        }
+    }
+
+    /// Before: identifiers under innocent keys (and in the path) were shown as sent.
+    #[test]
+    fn values_and_path_segments_are_redacted_by_their_shape() {
+        for value in [
+            "861234567890123",
+            "+86 138 0013 8000",
+            "a4:5e:60:e8:12:34",
+            "someone@example.com",
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "a1b2c3d4e5f60718",
+            "dGhpcyBpcyBhIHRva2VuMTIz",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJlMTIz",
+        ] {
+            assert!(looks_like_identifier(value), "{value}");
+            assert_ne!(redact_string(KeyClass::Plain, value), value, "{value}");
+        }
+        for value in ["Redmi Note 8", "com.example.MainActivity", "6.6.9", "-1234567", "hello world!", "WIFI"] {
+            assert!(!looks_like_identifier(value), "{value}");
+        }
+        let req = "GET /v1/device/861234567890123/a1b2c3d4e5f60718/report HTTP/1.1\r\nHost: h\r\n\r\n";
+        let peek = summarize_request(req.as_bytes(), false).unwrap();
+        assert_eq!(peek.path, "/v1/device/86***********23/a1************18/report");
+    }
+
+    /// Before: 128 base64-gzip fields in a 50 KB request each inflated to 256 KiB (104 ms on the engine thread).
+    #[test]
+    fn decoding_work_per_request_is_bounded() {
+        let bomb = urlencode(&STANDARD.encode(gzip(&vec![b'{'; MAX_INFLATED_LEN])));
+        let body: String = (0..128).map(|i| format!("f{i}={bomb}&")).collect();
+        assert!(body.len() <= MAX_REQUEST_LEN - 200, "{}", body.len());
+        let req = format!(
+            "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let started = std::time::Instant::now();
+        let peek = summarize_request(req.as_bytes(), false).unwrap();
+        let took = started.elapsed();
+        assert!(peek.truncated, "marked as cut");
+        assert!(peek.form.iter().any(|f| f.value == NOT_DECODED));
+        assert!(took < std::time::Duration::from_millis(20), "{took:?}");
     }
 
     proptest! {
@@ -669,7 +928,7 @@ mod tests {
 
         #[test]
         fn arbitrary_values_never_panic(value in ".{0,300}") {
-            let _ = make_field("data_list", &value);
+            let _ = make_field("data_list", &value, &mut Budget::new());
             let _ = percent_decode(&value, true);
         }
     }

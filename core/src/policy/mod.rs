@@ -25,7 +25,7 @@ use cidr::CidrTable;
 use names::{Found, NameTable, NameTableBuilder};
 use parse::{parse_line, Rule};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -213,14 +213,17 @@ impl Policy {
     }
 
     /// Matches a destination address against the address ranges; allow ranges win over block ranges whatever
-    /// their prefix lengths. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is matched as `a.b.c.d`.
+    /// their prefix lengths. An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is matched as `a.b.c.d`; a NAT64
+    /// address (`64:ff9b::a.b.c.d`, see [`nat64_ipv4`]) both as itself and as `a.b.c.d`.
     ///
     /// Does not allocate unless a rule matches.
     pub fn check_ip(&self, ip: IpAddr) -> Decision {
         let ip = ip.to_canonical();
-        if let Some((net, loc)) = self.allow_cidrs.lookup(ip) {
+        let embedded = nat64_ipv4(ip).map(IpAddr::V4);
+        let lookup = |table: &CidrTable| table.lookup(ip).or_else(|| embedded.and_then(|v4| table.lookup(v4)));
+        if let Some((net, loc)) = lookup(&self.allow_cidrs) {
             Decision::Allowed(self.rule_ref(loc, net.to_string().into_boxed_str()))
-        } else if let Some((net, loc)) = self.block_cidrs.lookup(ip) {
+        } else if let Some((net, loc)) = lookup(&self.block_cidrs) {
             Decision::Blocked(self.rule_ref(loc, net.to_string().into_boxed_str()))
         } else {
             Decision::NoMatch
@@ -248,6 +251,20 @@ impl Policy {
     fn rule_ref(&self, loc: Loc, rule: Box<str>) -> RuleRef {
         let list = self.lists.get(usize::from(loc.list)).cloned().unwrap_or_else(|| Arc::from("?"));
         RuleRef { list, line: loc.line, rule }
+    }
+}
+
+/// The IPv4 address a NAT64 gateway reaches for `ip`, if `ip` is in the well-known prefix `64:ff9b::/96`
+/// (RFC 6052 §2.1: the IPv4 address is the last 32 bits). The local-use prefix `64:ff9b:1::/48` (RFC 8215) is not
+/// mapped: where the IPv4 address sits in it depends on a prefix length the network chose and we cannot know.
+pub fn nat64_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            ([a, b, c, d, e, f] == [0x64, 0xff9b, 0, 0, 0, 0])
+                .then(|| Ipv4Addr::from((u32::from(g) << 16) | u32::from(h)))
+        }
+        IpAddr::V4(_) => None,
     }
 }
 
@@ -304,6 +321,20 @@ plain.example
 2001:db8::/32
 tracking.miui.com   # src: [1][3]
 ";
+
+    /// Before: `64:ff9b::198.51.100.7` skipped every IPv4 rule (only `::ffff:0:0/96` was mapped).
+    #[test]
+    fn nat64_addresses_are_checked_against_ipv4_ranges() {
+        let p = policy("198.51.100.0/24\n2001:db8::/32\n", "198.51.100.9\n");
+        assert_eq!(ip(&p, "64:ff9b::198.51.100.7").as_deref(), Some("-block.txt:1:198.51.100.0/24"));
+        assert_eq!(ip(&p, "64:ff9b::c633:6407").as_deref(), Some("-block.txt:1:198.51.100.0/24"));
+        assert_eq!(ip(&p, "64:ff9b::198.51.100.9").as_deref(), Some("+allow.txt:1:198.51.100.9/32"));
+        assert_eq!(ip(&p, "64:ff9b::203.0.113.1"), None);
+        assert_eq!(ip(&p, "64:ff9b:0:0:1::198.51.100.7"), None, "outside the /96");
+        assert_eq!(nat64_ipv4("64:ff9b::1.2.3.4".parse().unwrap()), Some(Ipv4Addr::new(1, 2, 3, 4)));
+        assert_eq!(nat64_ipv4("64:ff9b:1::1.2.3.4".parse().unwrap()), None);
+        assert_eq!(nat64_ipv4("1.2.3.4".parse().unwrap()), None);
+    }
 
     #[test]
     fn every_format() {

@@ -107,3 +107,124 @@ fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("other.tracking.intl.miui.com"));
     assert_eq!(pair.up.udp_sent.len(), 2);
 }
+
+/// A NAT64 address (`64:ff9b::a.b.c.d`) reaches `a.b.c.d`. Before: only `::ffff:0:0/96` was mapped, so a flow to
+/// the NAT64 form of a blocked range, or of an address learnt for a blocked name, was dialled.
+#[test]
+fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
+    let mut pair = Pair::new();
+    let phone6: std::net::Ipv6Addr = "fd00::1".parse().expect("addr");
+    let nat64 = |v4: [u8; 4]| {
+        std::net::Ipv6Addr::from(0x0064_ff9b_0000_0000_0000_0000_0000_0000u128 | u128::from(u32::from_be_bytes(v4)))
+    };
+    // A blocked IPv4 range, over UDP.
+    let mut p = Vec::new();
+    PacketBuilder::ipv6(phone6.octets(), nat64(BLOCKED_NET).octets(), 64)
+        .udp(5000, 9999)
+        .write(&mut p, b"hello")
+        .expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    assert!(pair.up.udp_opened.is_empty(), "never opened");
+    assert_eq!(pair.events().iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::IpCidr]);
+    // An address learnt (over IPv4) for a blocked name, over TCP to a server-first port.
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    let (flow, learn) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
+    pair.events();
+    let mut syn = Vec::new();
+    PacketBuilder::ipv6(phone6.octets(), nat64(TELEMETRY).octets(), 64)
+        .tcp(40000, 22, 1, 65535)
+        .syn()
+        .write(&mut syn, &[])
+        .expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &syn, &mut pair.up);
+    pair.engine.poll(pair.now, &mut pair.up);
+    assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
+    let events = pair.events();
+    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::DnsMappedIp]);
+    assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
+}
+
+/// An ICMP echo flood. Before: every echo was its own event (1,000 pings, 1,000 events stored for 30 days).
+/// Now: the first is reported, the rest of the window is one summary event with `repeats`.
+#[test]
+fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
+    let mut pair = Pair::new();
+    let mut ping = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).icmpv4_echo_request(1, 1).write(&mut ping, b"ping").expect("builds");
+    for _ in 0..1000 {
+        pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+        pair.now += Duration::from_millis(1);
+    }
+    assert_eq!(pair.take_out().len(), 1000, "each echo is still refused");
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "the first at once");
+    assert_eq!((events[0].reason, events[0].repeats), (Reason::IcmpUnsupported, None));
+    pair.wait(repeats::FOLD_WINDOW);
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].reason, events[0].repeats), (Reason::IcmpUnsupported, Some(999)));
+    let line = serde_json::to_string(&events[0]).expect("json");
+    assert!(line.contains("\"repeats\":999"), "{line}");
+    assert_eq!(pair.engine.stats().blocked, 1000, "every block still counted");
+    // A fold still open when the engine stops is flushed, not lost.
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    assert_eq!(pair.events().len(), 1);
+    pair.engine.flush_folded_events(pair.now);
+    assert_eq!(pair.events().iter().map(|e| e.repeats).collect::<Vec<_>>(), [Some(2)]);
+    pair.now += repeats::FOLD_WINDOW;
+    // Another destination is another event; a new window after the summary starts with an event of its own.
+    pair.udp(BLOCKED_NET, 9, b"x");
+    pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason).collect();
+    assert_eq!(reasons, [Reason::IpCidr, Reason::IcmpUnsupported]);
+}
+
+/// One client flooding queries to a resolver that does not answer. Before: it took every pending slot and every
+/// other client got SERVFAIL at once. Now: it is held to half of them, another client's query goes up.
+#[test]
+fn pending_dns_is_bounded_per_client_address() {
+    let mut pair = Pair::new();
+    for i in 0..2000u16 {
+        let mut p = Vec::new();
+        let query = dns_query(&format!("q{i}.example.org"));
+        PacketBuilder::ipv4([10, 111, 0, 9], [198, 18, 53, 53], 64)
+            .udp(1024 + i, 53)
+            .write(&mut p, &query)
+            .expect("builds");
+        pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    }
+    let share = super::super::dns::MAX_PENDING_PER_CLIENT;
+    assert!(share < super::super::dns::MAX_PENDING);
+    assert_eq!(pair.up.udp_sent.len(), share, "the flooding client's share");
+    assert_eq!(pair.take_out().len(), 2000 - share, "the rest answered SERVFAIL at once");
+    pair.events();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.udp_sent.len(), share + 1, "another client's query still goes upstream");
+    assert!(pair.take_out().is_empty());
+}
+
+/// Found by the engine fuzz target's new assertion: a flow whose first datagram is not QUIC is relayed by
+/// address, and a client Initial naming a blocked host sent on it afterwards reached the server. Now dropped, as
+/// is an Initial of a second connection (new DCID) on an allowed QUIC flow; the judged connection's go through.
+#[test]
+fn quic_initials_on_a_flow_not_judged_for_them_are_dropped() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 443, b"not quic first");
+    assert_eq!(pair.up.udp_sent.len(), 1);
+    let blocked = client_hello("tracking.intl.miui.com", 400);
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[8; 8], 0, &crypto_frame(0, &blocked), 1200));
+    assert_eq!(pair.up.udp_sent.len(), 1, "the Initial naming a blocked host never went upstream");
+    pair.udp(NORMAL, 443, b"\x40short header");
+    assert_eq!(pair.up.udp_sent.len(), 2, "other datagrams still relayed");
+    // An allowed QUIC flow: its own Initials pass, another connection's do not.
+    let mut pair = Pair::new();
+    let allowed = client_hello("www.example.org", 400);
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[9; 8], 0, &crypto_frame(0, &allowed), 1200));
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[9; 8], 1, &[0x01], 1200));
+    assert_eq!(pair.up.udp_sent.len(), 2, "the judged connection's Initials pass");
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[7; 8], 0, &crypto_frame(0, &blocked), 1200));
+    assert_eq!(pair.up.udp_sent.len(), 2, "a second connection's Initial is dropped");
+}

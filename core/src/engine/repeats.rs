@@ -1,0 +1,114 @@
+//! Folding repeated block and error events: a flood (an ICMP echo flood, an app retrying a refused address in a
+//! loop, a client flooding DNS queries past its share) must not become thousands of events on the phone, in
+//! `--events` or in the UI.
+//!
+//! The first block (or error) of a kind is reported at once. Identical ones that follow within [`FOLD_WINDOW`] (same
+//! action, protocol, source address — any port —, destination, host, reason and app) are only counted; when the
+//! window ends, one more event stands for all of them, with `repeats` set to their number and the time of the
+//! last. The next one after that starts a new window. At most [`MAX_WINDOWS`] windows are open; past that, blocks
+//! are reported one by one as before.
+
+use crate::event::{Event, Protocol};
+use crate::verdict::{Action, Reason};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// How long identical blocks are folded into one summary event.
+pub(crate) const FOLD_WINDOW: Duration = Duration::from_secs(10);
+/// Most fold windows open at once.
+const MAX_WINDOWS: usize = 1024;
+
+/// What makes two block events identical for folding.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FoldKey {
+    action: Action,
+    protocol: Protocol,
+    src: IpAddr,
+    dst: SocketAddr,
+    host: Option<String>,
+    reason: Reason,
+    uid: Option<u32>,
+}
+
+impl FoldKey {
+    fn of(event: &Event) -> FoldKey {
+        FoldKey {
+            action: event.action,
+            protocol: event.protocol,
+            src: event.src.ip(),
+            dst: event.dst,
+            host: event.host.clone(),
+            reason: event.reason,
+            uid: event.uid,
+        }
+    }
+}
+
+/// One open window: when it ends, and the last event folded into it with their count.
+#[derive(Debug)]
+struct Window {
+    ends: Instant,
+    last: Option<Event>,
+    repeats: u64,
+}
+
+/// The open fold windows.
+#[derive(Debug, Default)]
+pub(crate) struct Repeats {
+    /// Open windows; one that ended stays until its summary is taken by [`Repeats::due`] (or, if it folded
+    /// nothing, until room is needed).
+    windows: HashMap<FoldKey, Window>,
+}
+
+/// What to do with a block event.
+pub(crate) enum Offer {
+    /// Report it now.
+    Report(Box<Event>),
+    /// It was folded into an open window; if it is the window's first, its summary is due at this time (arm a
+    /// timer for it, once per window).
+    Folded(Option<Instant>),
+}
+
+impl Repeats {
+    /// Offers a block or error event at `now`: the first of its kind is reported and opens a window, later ones are folded.
+    pub(crate) fn offer(&mut self, now: Instant, event: Event) -> Offer {
+        let key = FoldKey::of(&event);
+        match self.windows.get_mut(&key) {
+            Some(window) if window.ends > now => {
+                window.repeats += 1;
+                window.last = Some(event);
+                Offer::Folded((window.repeats == 1).then_some(window.ends))
+            }
+            _ => {
+                if self.windows.len() >= MAX_WINDOWS {
+                    // Windows that ended without folding anything have no summary (and no timer) to wait for.
+                    self.windows.retain(|_, w| w.ends > now || w.repeats > 0);
+                }
+                if self.windows.len() >= MAX_WINDOWS && !self.windows.contains_key(&key) {
+                    return Offer::Report(Box::new(event));
+                }
+                self.windows.insert(key, Window { ends: now + FOLD_WINDOW, last: None, repeats: 0 });
+                Offer::Report(Box::new(event))
+            }
+        }
+    }
+
+    /// Closes the windows that ended by `now` (every window with `all`): the summary events of those that folded
+    /// anything.
+    pub(crate) fn due(&mut self, now: Instant, all: bool) -> Vec<Event> {
+        let mut out = Vec::new();
+        self.windows.retain(|_, window| {
+            if window.ends > now && !all {
+                return true;
+            }
+            if let Some(mut last) = window.last.take() {
+                last.repeats = Some(window.repeats);
+                out.push(last);
+            }
+            false
+        });
+        out.sort_by_key(|e| e.time_ms);
+        out
+    }
+}
