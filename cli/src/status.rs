@@ -81,21 +81,23 @@ impl EventSink for Counting {
 }
 
 impl Tally {
+    /// Counts an event; a summary of folded identical events (`repeats`) counts for each of them.
     fn count(&mut self, event: &Event) {
+        let n = event.repeats.unwrap_or(1);
         match event.action {
             Action::Block => {
-                *self.blocks_by_reason.entry(label(&event.reason)).or_default() += 1;
+                *self.blocks_by_reason.entry(label(&event.reason)).or_default() += n;
                 let host = event.host.clone().unwrap_or_else(|| event.dst.ip().to_string());
                 let key = if self.blocked_hosts.len() < MAX_HOSTS || self.blocked_hosts.contains_key(&host) {
                     host.clone()
                 } else {
                     "(other)".to_owned()
                 };
-                *self.blocked_hosts.entry(key).or_default() += 1;
+                *self.blocked_hosts.entry(key).or_default() += n;
                 self.last_blocked = Some(host);
             }
             Action::Error => {
-                *self.errors_by_kind.entry(label(&event.reason)).or_default() += 1;
+                *self.errors_by_kind.entry(label(&event.reason)).or_default() += n;
             }
             _ => {}
         }

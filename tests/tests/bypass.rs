@@ -24,14 +24,17 @@ fn attempt(tb: &Testbed, ip: &str, port: u16, kind: &str, name: &str, delay_ms: 
     serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("bypass.py output ({e}): {r}"))
 }
 
-/// Asserts that the block events are exactly `expected` (reason, host, destination, rule entry), in any order.
+/// Asserts that the block events are exactly `expected` (reason, host, destination, rule entry), in any order. A
+/// summary of folded identical blocks (`"repeats": N`) stands for N attempts.
 fn assert_block_events(events: &[Value], expected: &[(&str, &str, String, &str)]) {
     let blocks: Vec<&Value> = events.iter().filter(|e| e["action"] == "block").collect();
     let mut got: Vec<(String, String, String, String)> = blocks
         .iter()
-        .map(|e| {
+        .flat_map(|e| {
             let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            (field(&e["reason"]), field(&e["host"]), field(&e["dst"]), field(&e["rule"]["rule"]))
+            let block = (field(&e["reason"]), field(&e["host"]), field(&e["dst"]), field(&e["rule"]["rule"]));
+            let attempts = e.get("repeats").map_or(Some(1), Value::as_u64).expect("repeats is a count");
+            std::iter::repeat_n(block, usize::try_from(attempts).expect("count"))
         })
         .collect();
     let mut want: Vec<(String, String, String, String)> = expected

@@ -359,14 +359,27 @@ fn unanswered_dns_gets_servfail_after_the_timeout() {
     assert_eq!(udp_payload(&out[0])[3] & 0x0f, 2, "SERVFAIL");
 }
 
+/// With no allow rule for names in the policy nothing can lift a range block: a web port is refused at the SYN
+/// too, as fast as the kernel would refuse it, rather than after the client's first bytes.
+#[test]
+fn syn_to_blocked_cidr_without_allow_rules_is_reset_at_the_syn() {
+    let mut pair = Pair::new();
+    for port in [80, 443] {
+        let h = pair.connect(BLOCKED_NET, port);
+        assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "port {port}: RST to the SYN");
+    }
+    assert!(pair.up.connects.is_empty());
+    assert_eq!(pair.engine.stats().tcp_active, 0, "no flow was accepted to be sniffed");
+}
+
 #[test]
 fn syn_to_blocked_cidr_is_reset_without_dialling() {
-    let mut pair = Pair::new();
+    let mut pair = Pair::with_allow_list("updates.example.org\n");
     // A server-first port cannot be sniffed: refused at the SYN.
     let h = pair.connect(BLOCKED_NET, 22);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
-    // On a web port, with no name known for the address, the ClientHello is read: a name that is merely not
-    // blocked does not lift the range block (issue 14.2).
+    // On a web port, with no name known for the address, the ClientHello is read (an allow rule might lift the
+    // block): a name that is merely not blocked does not lift the range block (issue 14.2).
     let h = pair.connect(BLOCKED_NET, 443);
     pair.phone_tcp(h)
         .send_slice(&inspect_tests::tls_record(&inspect_tests::client_hello("www.example.org", 300)))
