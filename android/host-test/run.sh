@@ -156,7 +156,7 @@ EOF
 chmod +x "$work/phone-jvm/bin/java"
 
 export HUSHWALL_TUN=hwj0 HUSHWALL_DNS=198.18.1.53:53 HUSHWALL_CA="$work/ca.pem" HUSHWALL_WWW="$work/www" \
-    HUSHWALL_HTTPS_LOG="$work/https.log"
+    HUSHWALL_HTTPS_LOG="$work/https.log" HUSHWALL_BLOCKLISTS="$repo/blocklists"
 case "$mode" in
     test) tests=EngineHostTest ;;
     bench) tests=JniBenchmark ;;
