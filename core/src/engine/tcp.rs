@@ -223,12 +223,13 @@ impl Engine {
             return;
         } else {
             match self.address_verdict(now, server.ip()) {
-                // A blocked range, and DNS has told us no name for the address: the ClientHello or request may
-                // name an allow-listed service hosted there (issue 14.2). Without any allow rule for names
-                // nothing could lift the block: refused at the SYN below, as fast as the kernel would.
+                // A blocked range, and DNS has told us no name for the address: on a web port the ClientHello or
+                // request may name an allow-listed service hosted there (issue 14.2). Elsewhere, or without any
+                // allow rule for names, nothing could lift the block: refused at the SYN below, as fast as the
+                // kernel would.
                 AddressVerdict::Decided(verdict)
                     if verdict.reason == Reason::IpCidr
-                        && !server_first
+                        && CLIENT_FIRST_PORTS.contains(&server.port())
                         && self.policy.stats().allow_names > 0
                         && !self.knows_names(now, server.ip()) =>
                 {

@@ -378,6 +378,9 @@ fn syn_to_blocked_cidr_is_reset_without_dialling() {
     // A server-first port cannot be sniffed: refused at the SYN.
     let h = pair.connect(BLOCKED_NET, 22);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
+    // Nor can another port whose protocol we do not read (no SNI or Host to lift the block).
+    let h = pair.connect(BLOCKED_NET, 7777);
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST at the SYN");
     // On a web port, with no name known for the address, the ClientHello is read (an allow rule might lift the
     // block): a name that is merely not blocked does not lift the range block (issue 14.2).
     let h = pair.connect(BLOCKED_NET, 443);
@@ -388,12 +391,12 @@ fn syn_to_blocked_cidr_is_reset_without_dialling() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
     assert!(pair.up.connects.is_empty());
     let events = pair.events();
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
     for event in &events {
         assert_eq!((event.reason, event.protocol), (Reason::IpCidr, Protocol::Tcp));
         assert_eq!(event.rule.as_ref().map(|r| &*r.rule), Some("198.19.0.0/24"));
     }
-    assert_eq!(events[1].host.as_deref(), Some("www.example.org"));
+    assert_eq!(events[2].host.as_deref(), Some("www.example.org"));
 }
 
 #[test]
