@@ -759,7 +759,8 @@ impl Engine {
 /// Whether the client has finished sending (FIN, or the connection is gone). Not before the handshake is
 /// complete: a socket in SYN-RECEIVED cannot receive yet, but the client has not closed anything.
 fn client_finished(socket: &Socket) -> bool {
-    !socket.may_recv() && !matches!(socket.state(), State::SynReceived | State::Listen)
+    let state = socket.state();
+    state == State::Closed || client_finished_sending(state)
 }
 
 /// Whether dialling `ip` would reach the device itself or no single host: loopback, unspecified, link-local,
