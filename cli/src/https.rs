@@ -1,14 +1,16 @@
-//! The Linux CLI's list downloader: one HTTPS/1.1 GET at a time over rustls, on a socket protected like the
-//! engine's upstream sockets (`SO_MARK`), so a running firewall's policy routing keeps it out of the tun.
+//! The Linux CLI's list downloader: `ureq` (HTTP/1.1: redirects, chunked and close-delimited bodies, header
+//! limits, timeouts) over a connector of our own that opens every socket protected like the engine's upstream
+//! sockets (`SO_MARK`), so a running firewall's policy routing keeps it out of the tun, and speaks TLS with rustls.
 //!
 //! TLS is rustls with the *ring* crypto provider, which builds C and assembly code; that is fine for the Linux
 //! CLI. The Android app cannot build C, so it downloads through the platform and feeds the bytes into the same
 //! validate/compile/swap path (`hushwall_driver::lists::Prefetched`). Certificates are always verified, against
 //! the bundled Mozilla roots or, with `--ca-file`, against the given CAs only.
 //!
-//! Only what list hosting needs is supported: `Content-Length`, chunked and close-delimited bodies, and up to five
-//! redirects (to `https://` only). A body shorter than its `Content-Length`, or a connection that ends without
-//! TLS close_notify where that is the only end marker, is an error: a list is never used half-downloaded.
+//! Up to five redirects are followed, to `https://` only. A body shorter than its `Content-Length`, a chunked body
+//! without its last chunk, or a connection that ends without TLS close_notify is an error: a list is never used
+//! half-downloaded. ureq itself takes a connection's end without close_notify for the end of a close-delimited
+//! body, so the transport here reports that end as an error rather than as end-of-file.
 
 use hushwall_driver::lists::{FetchError, Fetcher};
 use hushwall_driver::Protector;
@@ -16,407 +18,293 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io::{self, BufRead, BufReader, Cursor, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use ureq::http::Uri;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport};
+use ureq::{Agent, Timeout};
 
 /// Most redirects followed.
-const MAX_REDIRECTS: usize = 5;
-/// Largest response head.
+const MAX_REDIRECTS: u32 = 5;
+/// Largest response head (ureq also caps the number of headers, at 128).
 const MAX_HEAD: usize = 64 * 1024;
-/// Most response headers.
-const MAX_HEADERS: usize = 64;
 
 /// Downloads over HTTPS on protected sockets.
 pub struct HttpsFetcher {
-    tls: Arc<ClientConfig>,
-    protector: Box<dyn Protector>,
-    /// Limit for connecting and for each read or write.
-    timeout: Duration,
-    /// Limit for one whole download.
-    total: Duration,
+    agent: Agent,
 }
 
 impl HttpsFetcher {
-    /// A fetcher trusting the CAs in the PEM file `ca_file` (only those), or the bundled Mozilla roots.
+    /// A fetcher trusting the CAs in the PEM file `ca_file` (only those), or the bundled Mozilla roots. `timeout`
+    /// bounds connecting and each read or write; a whole download (redirects included) gets ten times that.
     pub fn new(ca_file: Option<&Path>, protector: Box<dyn Protector>, timeout: Duration) -> Result<Self, String> {
-        let mut roots = RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-                let (added, _) = roots.add_parsable_certificates(certs);
-                if added == 0 {
-                    return Err(format!("no usable CA certificate in {}", path.display()));
-                }
-            }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(HttpsFetcher { tls: Arc::new(tls), protector, timeout, total: timeout.saturating_mul(10) })
+        let config = Agent::config_builder()
+            .https_only(true)
+            .max_redirects(MAX_REDIRECTS)
+            .http_status_as_error(false)
+            .max_response_header_size(MAX_HEAD)
+            .proxy(None)
+            .max_idle_connections(0)
+            .user_agent(concat!("hushwall/", env!("CARGO_PKG_VERSION")))
+            .accept("*/*")
+            .accept_encoding("identity")
+            .timeout_connect(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .timeout_per_write(Some(timeout))
+            .timeout_global(Some(timeout.saturating_mul(10)))
+            .build();
+        let connector = MarkedTlsConnector { tls: tls_config(ca_file)?, protector: Mutex::new(protector) };
+        Ok(HttpsFetcher { agent: Agent::with_parts(config, connector, DefaultResolver::default()) })
     }
+}
 
-    fn get(&mut self, url: &Url, limit: usize, deadline: Instant) -> Result<Response, FetchError> {
-        let tcp = self.connect(url)?;
-        let name = ServerName::try_from(url.host.clone()).map_err(|e| FetchError::BadUrl(e.to_string()))?;
-        let conn = ClientConnection::new(Arc::clone(&self.tls), name).map_err(|e| FetchError::Tls(e.to_string()))?;
-        let mut tls = StreamOwned::new(conn, tcp);
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: hushwall/{}\r\nAccept: */*\r\nAccept-Encoding: identity\r\n\
-             Connection: close\r\n\r\n",
-            url.path,
-            url.host_header(),
-            env!("CARGO_PKG_VERSION")
-        );
-        tls.write_all(request.as_bytes()).and_then(|()| tls.flush()).map_err(io_error)?;
-
-        let (head, rest) = read_head(&mut tls)?;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {}
-            Ok(httparse::Status::Partial) => return Err(FetchError::Protocol("incomplete response head".into())),
-            Err(e) => return Err(FetchError::Protocol(format!("response head: {e}"))),
+impl Fetcher for HttpsFetcher {
+    fn fetch(&mut self, url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
+        check_url(url)?;
+        let mut response = self.agent.get(url).call().map_err(fetch_error)?;
+        if response.status() != 200 {
+            return Err(FetchError::Status(response.status().as_u16()));
         }
-        let status = response.code.unwrap_or(0);
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
-        };
-        if matches!(status, 301 | 302 | 303 | 307 | 308) {
-            let location =
-                header("location").ok_or_else(|| FetchError::Protocol("redirect without Location".into()))?;
-            return Ok(Response::Redirect(location));
+        let length = response.body().content_length();
+        if length.is_some_and(|length| length > limit as u64) {
+            return Err(FetchError::TooLarge { limit });
         }
-        if status != 200 {
-            return Err(FetchError::Status(status));
+        let mut body = Vec::new();
+        let read = response.body_mut().as_reader().take(limit as u64 + 1).read_to_end(&mut body);
+        let received = body.len() as u64;
+        match (read, length) {
+            (Ok(_), _) if body.len() > limit => Err(FetchError::TooLarge { limit }),
+            (Ok(_), Some(expected)) if received != expected => Err(FetchError::Truncated { expected, received }),
+            (Ok(_), _) => Ok(body),
+            (Err(e), _) if is_timeout(&e) => Err(FetchError::Timeout),
+            (Err(_), Some(expected)) => Err(FetchError::Truncated { expected, received }),
+            (Err(e), None) => Err(FetchError::Protocol(format!("the body is incomplete: {}", io_error_text(&e)))),
         }
-        let chunked = header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-        let length = match header("content-length") {
-            Some(value) => Some(
-                value.parse::<u64>().map_err(|_| FetchError::Protocol(format!("bad Content-Length \"{value}\"")))?,
-            ),
-            None => None,
-        };
-        let mut body = Deadline { inner: BufReader::new(Cursor::new(rest).chain(tls)), deadline };
-        let bytes = match (chunked, length) {
-            (true, _) => read_chunked(&mut body, limit)?,
-            (false, Some(length)) => read_exact_length(&mut body, length, limit)?,
-            (false, None) => read_to_close(&mut body, limit)?,
-        };
-        Ok(Response::Body(bytes))
     }
+}
 
-    /// A protected TCP connection to the first address of the host that answers.
-    fn connect(&mut self, url: &Url) -> Result<TcpStream, FetchError> {
-        let addrs: Vec<SocketAddr> = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| FetchError::Connect(format!("cannot resolve {}: {e}", url.host)))?
-            .collect();
-        let mut last = FetchError::Connect(format!("no address for {}", url.host));
-        for addr in addrs {
-            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-                .map_err(|e| FetchError::Connect(e.to_string()))?;
-            if !self.protector.protect(socket.as_fd()) {
-                return Err(FetchError::Connect("the socket could not be protected (SO_MARK)".into()));
+/// Refuses what ureq would accept but a list URL must not have: another scheme, user info, port 0.
+fn check_url(url: &str) -> Result<(), FetchError> {
+    let bad = |why: &str| Err(FetchError::BadUrl(format!("{why}: \"{url}\"")));
+    let Ok(uri) = url.parse::<Uri>() else { return bad("not a URL") };
+    if uri.scheme_str().is_none_or(|scheme| !scheme.eq_ignore_ascii_case("https")) {
+        return bad("only https:// URLs are accepted");
+    }
+    match uri.authority() {
+        Some(authority) if authority.as_str().contains('@') => bad("user names in URLs are not supported"),
+        Some(authority) if authority.host().is_empty() || authority.port_u16() == Some(0) => bad("bad host or port"),
+        Some(_) => Ok(()),
+        None => bad("no host"),
+    }
+}
+
+/// Maps an error of a request (connecting, TLS, the response head, redirects).
+fn fetch_error(e: ureq::Error) -> FetchError {
+    match e {
+        ureq::Error::Timeout(_) => FetchError::Timeout,
+        ureq::Error::Io(e) if is_timeout(&e) => FetchError::Timeout,
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::InvalidData => FetchError::Tls(io_error_text(&e)),
+        ureq::Error::Io(e) if ended_early(&e) => FetchError::Protocol(io_error_text(&e)),
+        ureq::Error::Io(e) => FetchError::Connect(io_error_text(&e)),
+        ureq::Error::HostNotFound => FetchError::Connect("cannot resolve the host".into()),
+        ureq::Error::RequireHttpsOnly(url) => FetchError::BadUrl(format!("only https:// URLs are accepted: {url}")),
+        ureq::Error::BadUri(why) => FetchError::BadUrl(why),
+        ureq::Error::Http(e) => FetchError::BadUrl(e.to_string()),
+        ureq::Error::TooManyRedirects => FetchError::Protocol(format!("more than {MAX_REDIRECTS} redirects")),
+        ureq::Error::LargeResponseHeader(..) => FetchError::Protocol("response head too large".into()),
+        ureq::Error::Protocol(e) => FetchError::Protocol(e.to_string()),
+        ureq::Error::StatusCode(code) => FetchError::Status(code),
+        e => FetchError::Other(e.to_string()),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|e| matches!(e, ureq::Error::Timeout(_)) || matches!(e, ureq::Error::Io(e) if is_timeout(e)))
+}
+
+/// Whether `e` is (or wraps) [`EndedEarly`].
+fn ended_early(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<EndedEarly>())
+}
+
+/// An I/O error's text with its sources (rustls puts the certificate problem in the inner error).
+fn io_error_text(e: &io::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.get_ref().and_then(|inner| inner.source());
+    while let Some(inner) = source {
+        text = format!("{text}: {inner}");
+        source = inner.source();
+    }
+    text
+}
+
+/// The rustls client configuration: safe default protocol versions, the *ring* provider, and the given roots.
+fn tls_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("no usable CA certificate in {}", path.display()));
             }
-            match socket.connect_timeout(&addr.into(), self.timeout) {
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(tls))
+}
+
+/// Opens every connection of the agent (the first and each redirect's) on a protected socket and completes the
+/// TLS handshake on it. It is the agent's only connector, so no socket is ever opened without protection.
+struct MarkedTlsConnector {
+    tls: Arc<ClientConfig>,
+    protector: Mutex<Box<dyn Protector>>,
+}
+
+impl fmt::Debug for MarkedTlsConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MarkedTlsConnector").finish_non_exhaustive()
+    }
+}
+
+impl Connector for MarkedTlsConnector {
+    type Out = TlsTransport;
+
+    fn connect(&self, details: &ConnectionDetails, _: Option<()>) -> Result<Option<TlsTransport>, ureq::Error> {
+        let host = details.uri.host().ok_or_else(|| ureq::Error::BadUri("no host".into()))?;
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let name = ServerName::try_from(bare.to_owned()).map_err(|e| ureq::Error::BadUri(e.to_string()))?;
+        let timeout = details.timeout.not_zero().map(|t| *t);
+        let tcp = self.connect_tcp(&details.addrs, timeout, details.timeout.reason)?;
+        let conn = ClientConnection::new(Arc::clone(&self.tls), name).map_err(io::Error::other)?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock).map_err(|e| transport_error(e, details.timeout.reason))?;
+        }
+        let (input, output) = (details.config.input_buffer_size(), details.config.output_buffer_size());
+        Ok(Some(TlsTransport { stream, buffers: LazyBuffers::new(input, output) }))
+    }
+}
+
+impl MarkedTlsConnector {
+    /// A protected TCP connection to the first of `addrs` that answers; the socket is marked before it connects.
+    fn connect_tcp(
+        &self,
+        addrs: &[SocketAddr],
+        timeout: Option<Duration>,
+        reason: Timeout,
+    ) -> Result<TcpStream, ureq::Error> {
+        let mut last = ureq::Error::HostNotFound;
+        for &addr in addrs {
+            let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+            if !self.protector.lock().unwrap_or_else(PoisonError::into_inner).protect(socket.as_fd()) {
+                let why = "the socket could not be protected (SO_MARK)";
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, why).into());
+            }
+            let connected = match timeout {
+                Some(timeout) => socket.connect_timeout(&addr.into(), timeout),
+                None => socket.connect(&addr.into()),
+            };
+            match connected {
                 Ok(()) => {
-                    socket.set_read_timeout(Some(self.timeout)).map_err(|e| FetchError::Connect(e.to_string()))?;
-                    socket.set_write_timeout(Some(self.timeout)).map_err(|e| FetchError::Connect(e.to_string()))?;
+                    socket.set_read_timeout(timeout)?;
+                    socket.set_write_timeout(timeout)?;
                     return Ok(socket.into());
                 }
-                Err(e) if is_timeout(&e) => last = FetchError::Timeout,
-                Err(e) => last = FetchError::Connect(format!("{addr}: {e}")),
+                Err(e) => last = transport_error(io::Error::new(e.kind(), format!("{addr}: {e}")), reason),
             }
         }
         Err(last)
     }
 }
 
-impl Fetcher for HttpsFetcher {
-    fn fetch(&mut self, url: &str, limit: usize) -> Result<Vec<u8>, FetchError> {
-        let deadline = Instant::now() + self.total;
-        let mut current = Url::parse(url)?;
-        for _ in 0..=MAX_REDIRECTS {
-            match self.get(&current, limit, deadline)? {
-                Response::Body(bytes) => return Ok(bytes),
-                Response::Redirect(location) => current = current.join(&location)?,
-            }
-        }
-        Err(FetchError::Protocol(format!("more than {MAX_REDIRECTS} redirects")))
+/// A TLS connection for ureq to read and write through its buffers.
+struct TlsTransport {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+    buffers: LazyBuffers,
+}
+
+impl fmt::Debug for TlsTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsTransport").field("peer", &self.stream.sock.peer_addr().ok()).finish_non_exhaustive()
     }
 }
 
-enum Response {
-    Body(Vec<u8>),
-    Redirect(String),
-}
+impl Transport for TlsTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
 
-/// The parts of an `https://` URL a GET needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Url {
-    /// Host name or IP address (IPv6 without brackets).
-    host: String,
-    port: u16,
-    /// Path and query, starting with `/`.
-    path: String,
-}
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        let timeout = timeout.for_write();
+        self.stream.sock.set_write_timeout(timeout.not_zero().map(|t| *t))?;
+        let output = self.buffers.output().get(..amount).unwrap_or_default();
+        self.stream.write_all(output).and_then(|()| self.stream.flush()).map_err(|e| transport_error(e, timeout.reason))
+    }
 
-impl Url {
-    fn parse(url: &str) -> Result<Url, FetchError> {
-        let bad = |why: &str| FetchError::BadUrl(format!("{why}: \"{url}\""));
-        let rest = url
-            .get(..8)
-            .filter(|scheme| scheme.eq_ignore_ascii_case("https://"))
-            .and_then(|_| url.get(8..))
-            .ok_or_else(|| bad("only https:// URLs are accepted"))?;
-        let rest = rest.split('#').next().unwrap_or_default();
-        let split = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(split);
-        let path = if path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
-        if authority.contains('@') {
-            return Err(bad("user names in URLs are not supported"));
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let timeout = timeout.for_read();
+        if timeout.after.is_zero() {
+            return Err(ureq::Error::Timeout(timeout.reason));
         }
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
+        self.stream.sock.set_read_timeout(timeout.not_zero().map(|t| *t))?;
+        let amount = loop {
+            match self.stream.read(self.buffers.input_append_buf()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => break result.map_err(|e| transport_error(e, timeout.reason))?,
             }
         };
-        let port = match port {
-            Some(p) => p.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| bad("bad port"))?,
-            None => 443,
-        };
-        if host.is_empty() || path.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(bad("no host, or spaces or control characters"));
-        }
-        Ok(Url { host: host.to_owned(), port, path })
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
     }
 
-    /// A redirect target: absolute (`https://…`) or absolute-path (`/…`) reference.
-    fn join(&self, location: &str) -> Result<Url, FetchError> {
-        if location.starts_with('/') && !location.starts_with("//") {
-            return Ok(Url { path: location.to_owned(), ..self.clone() });
-        }
-        Url::parse(location)
+    /// A download's connection is never reused (the agent keeps no idle connections).
+    fn is_open(&mut self) -> bool {
+        false
     }
 
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == 443 {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+    fn is_tls(&self) -> bool {
+        true
     }
 }
 
-/// A reader that fails with `TimedOut` once `deadline` has passed (each read is also bounded by the socket's
-/// timeout, so a slow trickle cannot hold a download open for ever).
-struct Deadline<R> {
-    inner: R,
-    deadline: Instant,
-}
-
-impl<R: Read> Read for Deadline<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if Instant::now() > self.deadline {
-            return Err(io::ErrorKind::TimedOut.into());
+/// Maps an I/O error of the socket or the TLS stream. An end of the connection without TLS close_notify, and a
+/// reset, become [`EndedEarly`]: ureq would take them for the end of a close-delimited body.
+fn transport_error(e: io::Error, reason: Timeout) -> ureq::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ureq::Error::Timeout(reason),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+            ureq::Error::Io(io::Error::other(EndedEarly(e)))
         }
-        self.inner.read(buf)
+        _ => ureq::Error::Io(e),
     }
 }
 
-impl<R: BufRead> BufRead for Deadline<R> {
-    fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        if Instant::now() > self.deadline {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        self.inner.fill_buf()
-    }
+/// The connection ended (or was reset) without TLS close_notify, so whatever came last may be cut short.
+#[derive(Debug)]
+struct EndedEarly(io::Error);
 
-    fn consume(&mut self, amount: usize) {
-        self.inner.consume(amount);
+impl fmt::Display for EndedEarly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the connection ended early (no TLS close_notify): {}", self.0)
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
-}
-
-/// Maps an error from the TLS stream.
-fn io_error(e: io::Error) -> FetchError {
-    if is_timeout(&e) {
-        FetchError::Timeout
-    } else if e.kind() == io::ErrorKind::UnexpectedEof {
-        FetchError::Protocol("the connection ended early (no TLS close_notify)".into())
-    } else if e.kind() == io::ErrorKind::InvalidData {
-        FetchError::Tls(e.to_string())
-    } else {
-        FetchError::Connect(e.to_string())
-    }
-}
-
-/// Reads up to the end of the response head; returns the head and whatever body bytes came with it.
-fn read_head(stream: &mut impl Read) -> Result<(Vec<u8>, Vec<u8>), FetchError> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok((buf, rest));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(FetchError::Protocol("response head too large".into()));
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Err(FetchError::Protocol("the connection ended before a response".into())),
-            Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(e)),
-        }
-    }
-}
-
-/// A body of exactly `length` bytes; fewer is [`FetchError::Truncated`].
-fn read_exact_length(r: &mut impl Read, length: u64, limit: usize) -> Result<Vec<u8>, FetchError> {
-    if length > limit as u64 {
-        return Err(FetchError::TooLarge { limit });
-    }
-    let mut body = Vec::with_capacity(usize::try_from(length).unwrap_or(limit));
-    let truncated = |received: usize| FetchError::Truncated { expected: length, received: received as u64 };
-    match r.by_ref().take(length).read_to_end(&mut body) {
-        Ok(_) if body.len() as u64 == length => Ok(body),
-        Ok(_) => Err(truncated(body.len())),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(truncated(body.len())),
-        Err(e) => Err(io_error(e)),
-    }
-}
-
-/// A body that ends when the connection does; rustls reports an end without close_notify as an error, so a
-/// cut-off download is never taken for a whole one.
-fn read_to_close(r: &mut impl Read, limit: usize) -> Result<Vec<u8>, FetchError> {
-    let mut body = Vec::new();
-    r.by_ref().take(limit as u64 + 1).read_to_end(&mut body).map_err(io_error)?;
-    if body.len() > limit {
-        return Err(FetchError::TooLarge { limit });
-    }
-    Ok(body)
-}
-
-/// A `Transfer-Encoding: chunked` body (RFC 9112 §7.1); trailers are read and ignored.
-fn read_chunked(r: &mut impl BufRead, limit: usize) -> Result<Vec<u8>, FetchError> {
-    let ended = || FetchError::Protocol("the connection ended inside a chunked body".into());
-    let mut body = Vec::new();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        r.by_ref().take(1024).read_until(b'\n', &mut line).map_err(io_error)?;
-        if !line.ends_with(b"\n") {
-            return Err(ended());
-        }
-        let text = String::from_utf8_lossy(&line);
-        let size_text = text.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| FetchError::Protocol(format!("bad chunk size \"{size_text}\"")))?;
-        if size == 0 {
-            // Trailer lines up to an empty one.
-            loop {
-                line.clear();
-                r.by_ref().take(8192).read_until(b'\n', &mut line).map_err(io_error)?;
-                if !line.ends_with(b"\n") {
-                    return Err(ended());
-                }
-                if line == b"\r\n" || line == b"\n" {
-                    return Ok(body);
-                }
-            }
-        }
-        if body.len().saturating_add(size) > limit {
-            return Err(FetchError::TooLarge { limit });
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        match r.read_exact(body.get_mut(start..).unwrap_or_default()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(ended()),
-            Err(e) => return Err(io_error(e)),
-        }
-        let mut crlf = [0u8; 2];
-        r.read_exact(&mut crlf).map_err(|_| ended())?;
-        if &crlf != b"\r\n" {
-            return Err(FetchError::Protocol("chunk not followed by CRLF".into()));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls() {
-        let u = Url::parse("https://lists.example/a/b.txt?x=1#frag").unwrap();
-        assert_eq!(u, Url { host: "lists.example".into(), port: 443, path: "/a/b.txt?x=1".into() });
-        assert_eq!(u.host_header(), "lists.example");
-        let u = Url::parse("HTTPS://198.18.1.1:8443").unwrap();
-        assert_eq!(
-            (u.host.as_str(), u.port, u.path.as_str(), u.host_header()),
-            ("198.18.1.1", 8443, "/", "198.18.1.1:8443".into())
-        );
-        let u = Url::parse("https://[fd00:6877::1]:8443/l").unwrap();
-        assert_eq!((u.host.as_str(), u.host_header()), ("fd00:6877::1", "[fd00:6877::1]:8443".into()));
-        for bad in
-            ["http://a/b", "https://", "https://u@h/", "https://h:0/", "https://h:x/", "https://[::1/", "ftp://h"]
-        {
-            assert!(matches!(Url::parse(bad), Err(FetchError::BadUrl(_))), "{bad}");
-        }
-        let base = Url::parse("https://a.example:8443/x").unwrap();
-        assert_eq!(base.join("/y").unwrap().path, "/y");
-        assert_eq!(base.join("https://b.example/z").unwrap().host, "b.example");
-        assert!(base.join("http://b.example/z").is_err());
-    }
-
-    #[test]
-    fn chunked_bodies() {
-        let ok = b"4\r\nabcd\r\n3;ext=1\r\nefg\r\n0\r\nTrailer: x\r\n\r\n";
-        assert_eq!(read_chunked(&mut &ok[..], 100).unwrap(), b"abcdefg");
-        for cut in [5, 10, 20, ok.len() - 2] {
-            let err = read_chunked(&mut &ok[..cut], 100).unwrap_err();
-            assert!(matches!(err, FetchError::Protocol(_)), "{cut}: {err}");
-        }
-        assert_eq!(read_chunked(&mut &ok[..], 5), Err(FetchError::TooLarge { limit: 5 }));
-        assert!(matches!(read_chunked(&mut &b"zz\r\n"[..], 100), Err(FetchError::Protocol(_))));
-    }
-
-    #[test]
-    fn length_delimited_bodies() {
-        assert_eq!(read_exact_length(&mut &b"abcdef"[..], 4, 10).unwrap(), b"abcd");
-        assert_eq!(read_exact_length(&mut &b"ab"[..], 4, 10), Err(FetchError::Truncated { expected: 4, received: 2 }));
-        assert_eq!(read_exact_length(&mut &b"ab"[..], 40, 10), Err(FetchError::TooLarge { limit: 10 }));
-        assert_eq!(read_to_close(&mut &b"abc"[..], 2), Err(FetchError::TooLarge { limit: 2 }));
-    }
-
-    #[test]
-    fn heads() {
-        let (head, rest) = read_head(&mut &b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"[..]).unwrap();
-        assert_eq!((head.len(), rest.as_slice()), (25, &b"body"[..]));
-        assert!(read_head(&mut &b"HTTP/1.1 200 OK\r\n"[..]).is_err());
-    }
-}
+impl std::error::Error for EndedEarly {}
