@@ -96,12 +96,17 @@ fn check_url(url: &str) -> Result<(), FetchError> {
     if uri.scheme_str().is_none_or(|scheme| !scheme.eq_ignore_ascii_case("https")) {
         return bad("only https:// URLs are accepted");
     }
-    match uri.authority() {
-        Some(authority) if authority.as_str().contains('@') => bad("user names in URLs are not supported"),
-        Some(authority) if authority.host().is_empty() || authority.port_u16() == Some(0) => bad("bad host or port"),
-        Some(_) => Ok(()),
-        None => bad("no host"),
+    let Some(authority) = uri.authority() else { return bad("no host") };
+    if authority.as_str().contains('@') {
+        return bad("user names in URLs are not supported");
     }
+    // After an IPv6 literal's ']', a ':' starts the port, which must be a number from 1 to 65535.
+    let after_host = authority.as_str().rsplit_once(']').map_or(authority.as_str(), |(_, rest)| rest);
+    let bad_port = after_host.contains(':') && authority.port_u16().is_none_or(|port| port == 0);
+    if authority.host().is_empty() || bad_port {
+        return bad("bad host or port");
+    }
+    Ok(())
 }
 
 /// Maps an error of a request (connecting, TLS, the response head, redirects).
@@ -308,3 +313,285 @@ impl fmt::Display for EndedEarly {
 }
 
 impl std::error::Error for EndedEarly {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::{ServerConfig, ServerConnection};
+    use std::net::TcpListener;
+    use std::os::fd::BorrowedFd;
+    use std::process::Command;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// How the test server ends a connection after its reply.
+    #[derive(Debug, Clone, Copy)]
+    enum End {
+        /// TLS close_notify, then the TCP close: a clean end.
+        CloseNotify,
+        /// A TCP close without close_notify (a cut-off connection, or an attacker's injected FIN).
+        Eof,
+        /// A TCP reset.
+        Reset,
+        /// Nothing more until the client gives up.
+        Stall,
+    }
+
+    /// A test CA and a server certificate for 127.0.0.1 and 127.0.0.2, made with the `openssl` command.
+    struct Certs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Certs {
+        fn new() -> Certs {
+            let dir = tempfile::tempdir().unwrap();
+            let p = |name: &str| dir.path().join(name).display().to_string();
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+            let (ca_key, ca, key, csr, cert, ext) =
+                (p("ca.key"), p("ca.pem"), p("srv.key"), p("srv.csr"), p("srv.pem"), p("ext"));
+            std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,IP:127.0.0.2\nbasicConstraints=CA:FALSE\n").unwrap();
+            let runs: [Vec<&str>; 3] = [
+                [&["req", "-x509"][..], &ec, &["-keyout", &ca_key, "-out", &ca, "-days", "2", "-subj", "/CN=t"]]
+                    .concat(),
+                [&["req"][..], &ec, &["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]].concat(),
+                vec!["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert]
+                    .into_iter()
+                    .chain(["-days", "2", "-extfile", &ext])
+                    .collect(),
+            ];
+            for args in runs {
+                let out = Command::new("openssl").args(&args).output().expect("these tests need the openssl command");
+                assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            Certs { dir }
+        }
+
+        fn ca(&self) -> std::path::PathBuf {
+            self.dir.path().join("ca.pem")
+        }
+
+        /// Starts a TLS server on 127.0.0.0/8 that answers its n-th connection with the n-th reply (made knowing
+        /// the port) and ends it as told. Returns the port and the count of connections accepted.
+        fn serve(&self, replies: impl FnOnce(u16) -> Vec<(String, End)>) -> (u16, Arc<AtomicUsize>) {
+            let certs = CertificateDer::pem_file_iter(self.dir.path().join("srv.pem"))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = PrivateKeyDer::from_pem_file(self.dir.path().join("srv.key")).unwrap();
+            let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+            let config = Arc::new(config);
+            let listener = TcpListener::bind("0.0.0.0:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let replies = replies(port);
+            let accepted = Arc::new(AtomicUsize::new(0));
+            let count = Arc::clone(&accepted);
+            // The thread ends with its last reply, or stays in accept() if the client stops early.
+            std::thread::spawn(move || {
+                for (reply, end) in replies {
+                    let (tcp, _) = listener.accept().unwrap();
+                    count.fetch_add(1, Ordering::SeqCst);
+                    let conn = ServerConnection::new(Arc::clone(&config)).unwrap();
+                    // Write errors are the client's choice to stop reading (a limit): not the test's concern.
+                    let _ = answer(StreamOwned::new(conn, tcp), reply.as_bytes(), end);
+                }
+            });
+            (port, accepted)
+        }
+    }
+
+    fn answer(mut tls: StreamOwned<ServerConnection, TcpStream>, reply: &[u8], end: End) -> io::Result<()> {
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tls.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        tls.write_all(reply)?;
+        tls.flush()?;
+        match end {
+            End::CloseNotify => {
+                tls.conn.send_close_notify();
+                tls.flush()?;
+            }
+            End::Eof => {}
+            End::Reset => socket2::SockRef::from(&tls.sock).set_linger(Some(Duration::ZERO))?,
+            End::Stall => while tls.read(&mut buf)? > 0 {},
+        }
+        Ok(())
+    }
+
+    /// Counts the sockets it protects.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Protector for Counting {
+        fn protect(&mut self, _: BorrowedFd<'_>) -> bool {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            true
+        }
+    }
+
+    /// Refuses to protect any socket.
+    struct Refusing;
+
+    impl Protector for Refusing {
+        fn protect(&mut self, _: BorrowedFd<'_>) -> bool {
+            false
+        }
+    }
+
+    fn fetcher(certs: &Certs, protected: &Arc<AtomicUsize>) -> HttpsFetcher {
+        let counting = Box::new(Counting(Arc::clone(protected)));
+        HttpsFetcher::new(Some(&certs.ca()), counting, Duration::from_secs(5)).unwrap()
+    }
+
+    /// Serves one reply per URL fetched; returns each fetch's result with limit 100.
+    fn fetch_each(certs: &Certs, replies: &[(&str, End)]) -> Vec<Result<Vec<u8>, FetchError>> {
+        let owned = replies.iter().map(|&(r, e)| (r.to_owned(), e)).collect();
+        let (port, _) = certs.serve(|_| owned);
+        let mut fetcher = fetcher(certs, &Arc::new(AtomicUsize::new(0)));
+        replies.iter().map(|_| fetcher.fetch(&format!("https://127.0.0.1:{port}/l"), 100)).collect()
+    }
+
+    const HEAD: &str = "HTTP/1.1 200 OK\r\n";
+
+    #[test]
+    fn whole_bodies_are_returned() {
+        let certs = Certs::new();
+        let results = fetch_each(
+            &certs,
+            &[
+                (&format!("{HEAD}Content-Length: 4\r\n\r\nabcd"), End::Eof),
+                (&format!("{HEAD}Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n3;x=1\r\nefg\r\n0\r\n\r\n"), End::Eof),
+                (&format!("{HEAD}\r\nclose-delimited"), End::CloseNotify),
+            ],
+        );
+        let bodies: Vec<_> = results.into_iter().map(Result::unwrap).collect();
+        assert_eq!(bodies, [&b"abcd"[..], b"abcdefg", b"close-delimited"]);
+    }
+
+    #[test]
+    fn cut_off_bodies_are_refused() {
+        let certs = Certs::new();
+        let length = format!("{HEAD}Content-Length: 10\r\n\r\nabcd");
+        let chunked = format!("{HEAD}Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n");
+        let close = format!("{HEAD}\r\nabcd");
+        let cases = [
+            (&length, End::Eof),
+            (&length, End::CloseNotify),
+            (&chunked, End::Eof),
+            (&chunked, End::CloseNotify),
+            // Only close_notify tells a close-delimited body's end from a cut.
+            (&close, End::Eof),
+            (&close, End::Reset),
+        ];
+        let replies: Vec<_> = cases.iter().map(|(r, e)| (r.as_str(), *e)).collect();
+        let results = fetch_each(&certs, &replies);
+        for ((reply, end), result) in cases.iter().zip(results) {
+            let err = result.expect_err(&format!("{reply:?} ended by {end:?} must be refused"));
+            if reply.contains("Content-Length") {
+                assert_eq!(err, FetchError::Truncated { expected: 10, received: 4 }, "{end:?}");
+            } else {
+                assert!(matches!(err, FetchError::Protocol(_)), "{reply:?} {end:?}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn limits_are_kept() {
+        let certs = Certs::new();
+        let big = "x".repeat(101);
+        let huge_head = format!("{HEAD}X: {}\r\n\r\n", "h".repeat(70_000));
+        let results = fetch_each(
+            &certs,
+            &[
+                (&format!("{HEAD}Content-Length: 101\r\n\r\n{big}"), End::CloseNotify),
+                (&format!("{HEAD}Transfer-Encoding: chunked\r\n\r\n65\r\n{big}\r\n0\r\n\r\n"), End::CloseNotify),
+                (&format!("{HEAD}\r\n{big}"), End::CloseNotify),
+                (&huge_head, End::CloseNotify),
+                (&format!("{HEAD}Content-Length: x\r\n\r\n"), End::CloseNotify),
+                ("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", End::CloseNotify),
+            ],
+        );
+        let too_large = Err(FetchError::TooLarge { limit: 100 });
+        assert_eq!(results[..3], [too_large.clone(), too_large.clone(), too_large]);
+        assert_eq!(results[3], Err(FetchError::Protocol("response head too large".into())));
+        assert!(matches!(results[4], Err(FetchError::Protocol(_))), "{:?}", results[4]);
+        assert_eq!(results[5], Err(FetchError::Status(404)));
+    }
+
+    #[test]
+    fn redirects_are_followed_on_protected_sockets_to_https_only() {
+        let certs = Certs::new();
+        let redirect =
+            |to: &str| (format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n"), End::Eof);
+        let ok = (format!("{HEAD}Content-Length: 2\r\n\r\nok"), End::CloseNotify);
+
+        // A relative redirect, then one to another host: each connection is on a socket of its own, protected.
+        let (port, accepted) =
+            certs.serve(|port| vec![redirect("/b"), redirect(&format!("https://127.0.0.2:{port}/c")), ok.clone()]);
+        let protected = Arc::new(AtomicUsize::new(0));
+        let body = fetcher(&certs, &protected).fetch(&format!("https://127.0.0.1:{port}/a"), 100);
+        assert_eq!(body.as_deref(), Ok(&b"ok"[..]));
+        assert_eq!((accepted.load(Ordering::SeqCst), protected.load(Ordering::SeqCst)), (3, 3));
+
+        // Never to plain http://, not even on the same port.
+        let (port, accepted) = certs.serve(|port| vec![redirect(&format!("http://127.0.0.1:{port}/b")), ok.clone()]);
+        let result = fetcher(&certs, &protected).fetch(&format!("https://127.0.0.1:{port}/a"), 100);
+        assert!(matches!(&result, Err(FetchError::BadUrl(why)) if why.contains("only https://")), "{result:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+
+        // Five redirects are followed, a sixth is not.
+        let (port, _) = certs.serve(|_| [vec![redirect("/r"); 5], vec![ok.clone()]].concat());
+        let body = fetcher(&certs, &protected).fetch(&format!("https://127.0.0.1:{port}/a"), 100);
+        assert_eq!(body.as_deref(), Ok(&b"ok"[..]));
+        let (port, _) = certs.serve(|_| [vec![redirect("/r"); 6], vec![ok.clone()]].concat());
+        let result = fetcher(&certs, &protected).fetch(&format!("https://127.0.0.1:{port}/a"), 100);
+        assert_eq!(result, Err(FetchError::Protocol("more than 5 redirects".into())));
+    }
+
+    #[test]
+    fn no_unprotected_socket_untrusted_certificate_or_bad_url_is_used() {
+        let certs = Certs::new();
+        let ok = || vec![(format!("{HEAD}Content-Length: 2\r\n\r\nok"), End::CloseNotify)];
+
+        let (port, accepted) = certs.serve(|_| ok());
+        let mut refusing = HttpsFetcher::new(Some(&certs.ca()), Box::new(Refusing), Duration::from_secs(5)).unwrap();
+        let result = refusing.fetch(&format!("https://127.0.0.1:{port}/a"), 100);
+        assert!(matches!(&result, Err(FetchError::Connect(why)) if why.contains("SO_MARK")), "{result:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "an unprotected socket never connects");
+
+        // The bundled Mozilla roots do not know the test CA.
+        let (port, _) = certs.serve(|_| ok());
+        let counting = Box::new(Counting(Arc::new(AtomicUsize::new(0))));
+        let mut public = HttpsFetcher::new(None, counting, Duration::from_secs(5)).unwrap();
+        let result = public.fetch(&format!("https://127.0.0.1:{port}/a"), 100);
+        assert!(matches!(&result, Err(FetchError::Tls(why)) if why.contains("certificate")), "{result:?}");
+
+        let mut fetcher = fetcher(&certs, &Arc::new(AtomicUsize::new(0)));
+        for bad in
+            ["http://a/b", "https://", "https://u@h/", "https://h:0/", "https://h:x/", "https://[::1/", "ftp://h"]
+        {
+            assert!(matches!(fetcher.fetch(bad, 100), Err(FetchError::BadUrl(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_silent_server_times_out() {
+        let certs = Certs::new();
+        let (port, _) = certs.serve(|_| vec![(String::new(), End::Stall)]);
+        let counting = Box::new(Counting(Arc::new(AtomicUsize::new(0))));
+        let mut fetcher = HttpsFetcher::new(Some(&certs.ca()), counting, Duration::from_secs(1)).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(fetcher.fetch(&format!("https://127.0.0.1:{port}/a"), 100), Err(FetchError::Timeout));
+        // Each read is bounded, not only the whole download (ten times as long).
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+}
