@@ -2,9 +2,10 @@
 //! SO_MARK), `ip`, `openssl` and `python3`; it fails, never skips, without them.
 //!
 //! Topology: namespace `hwS…` runs a Python `http.server` over TLS on 198.18.1.1:8443 with a certificate from a
-//! CA made for the test; namespace `hwC…` runs the CLI. The client namespace has its address as a /32 and its only
-//! route to the server in table 100, reached through `ip rule fwmark 0x6877`: only a marked (protected) socket
-//! gets through, as with a running firewall's policy routing.
+//! CA made for the test (also on 198.18.1.5, a second host to redirect to); namespace `hwC…` runs the CLI. The
+//! client namespace has its address as a /32 and its only routes to the server in table 100, reached through
+//! `ip rule fwmark 0x6877`: only a marked (protected) socket gets through, as with a running firewall's policy
+//! routing.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -48,6 +49,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 chunk = body[i:i + 7]
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             self.wfile.write(b"0\r\n\r\n")
+            return
+        if mode == "close-truncate":
+            # A close-delimited body: half of it, then the connection ends (no TLS close_notify).
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
             return
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -125,8 +133,11 @@ impl Lab {
         args.extend(ec);
         args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=198.18.1.1"]);
         sh("openssl", &args);
-        std::fs::write(&ext, "subjectAltName=IP:198.18.1.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-            .unwrap();
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:198.18.1.1,IP:198.18.1.5\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
         sh(
             "openssl",
             &["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert]
@@ -143,6 +154,7 @@ impl Lab {
         sh("ip", &["netns", "add", s]);
         sh("ip", &["link", "add", &cv, "netns", c, "type", "veth", "peer", "name", &sv, "netns", s]);
         sh("ip", &["-n", s, "addr", "add", "198.18.1.1/30", "dev", &sv]);
+        sh("ip", &["-n", s, "addr", "add", "198.18.1.5/32", "dev", &sv]);
         sh("ip", &["-n", s, "link", "set", &sv, "up"]);
         sh("ip", &["-n", s, "link", "set", "lo", "up"]);
         sh("ip", &["-n", c, "addr", "add", "198.18.1.2/32", "dev", &cv]);
@@ -150,6 +162,7 @@ impl Lab {
         sh("ip", &["-n", c, "link", "set", "lo", "up"]);
         // Only marked sockets find a route to the server.
         sh("ip", &["-n", c, "route", "add", "198.18.1.1/32", "dev", &cv, "table", "100"]);
+        sh("ip", &["-n", c, "route", "add", "198.18.1.5/32", "dev", &cv, "table", "100"]);
         sh("ip", &["-n", c, "rule", "add", "fwmark", "0x6877", "lookup", "100"]);
     }
 
@@ -158,7 +171,7 @@ impl Lab {
         std::fs::write(self.path("server.py"), SERVER).unwrap();
         let (www, script, cert, key) = (self.p("www"), self.p("server.py"), self.p("srv.pem"), self.p("srv.key"));
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.server_ns, "python3", &script, &www, "198.18.1.1", "8443", &cert, &key])
+            .args(["netns", "exec", &self.server_ns, "python3", &script, &www, "0.0.0.0", "8443", &cert, &key])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -176,7 +189,8 @@ impl Lab {
         }
     }
 
-    /// Serves `text` at `/NAME` in `mode` (`ok`, `truncate`, `chunked`, `status N`, `redirect PATH`).
+    /// Serves `text` at `/NAME` in `mode` (`ok`, `truncate`, `close-truncate`, `chunked`, `status N`,
+    /// `redirect URL`).
     fn serve(&self, name: &str, text: &str, mode: &str) {
         std::fs::write(self.path("www").join(name), text).unwrap();
         std::fs::write(self.path("www").join(format!("{name}.mode")), mode).unwrap();
@@ -299,5 +313,33 @@ fn update_over_https_keeps_the_last_good_set_on_every_failure() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Connection refused"), "{out:?}");
     assert_eq!(lab.show()["current"], generation);
+    assert_eq!(lab.check("new.test").0, "block");
+}
+
+#[test]
+fn cut_close_delimited_bodies_and_http_redirects_are_refused_and_redirects_stay_protected() {
+    let lab = Lab::start();
+    let store = lab.store();
+    let out = lab.hushwall(&["lists", "add", "--store", &store, "a", &format!("{BASE_URL}/a.txt")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lab.serve("a.txt", GOOD, "ok");
+    let out = lab.update(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let generation = lab.show()["current"].clone();
+
+    // Without Content-Length or chunks only TLS close_notify marks the end: a connection cut before it is refused.
+    let newer = "new.test\n||ads.test^\n";
+    lab.serve("a.txt", newer, "close-truncate");
+    lab.assert_failed_keeping_good(&lab.update(&[]), "no TLS close_notify", &generation);
+
+    // A redirect to plain http:// is refused, even to a port that speaks TLS.
+    lab.serve("a.txt", "", "redirect http://198.18.1.1:8443/b.txt");
+    lab.serve("b.txt", newer, "ok");
+    lab.assert_failed_keeping_good(&lab.update(&[]), "only https:// URLs are accepted", &generation);
+
+    // A redirect to another host opens a new socket; it is marked too (198.18.1.5 is reachable only so).
+    lab.serve("a.txt", "", "redirect https://198.18.1.5:8443/b.txt");
+    let out = lab.update(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(lab.check("new.test").0, "block");
 }
