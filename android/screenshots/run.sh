@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Renders every screen of the Hushwall app to PNG on the host and asserts the key views are present.
+# Renders every screen of the Hushwall app to PNG on the host and asserts the key views are present; also runs the
+# host tests of the charts' data and the shared report (ChartDataTest, ReportTest).
 #
 # Robolectric 4.14.1 (Maven Central) with native graphics runs the app's real Kotlin code against the real Android
 # 14 framework (android-all-instrumented, also from Maven Central, fetched by android/screenshots/pom.xml; the
@@ -73,10 +74,11 @@ java -Xmx1536m \
   -Dhushwall.out="$OUT" -Dhushwall.root="$ROOT" \
   --add-opens=java.base/java.lang=ALL-UNNAMED --add-opens=java.base/java.io=ALL-UNNAMED \
   --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/jdk.internal.misc=ALL-UNNAMED \
-  -cp "$WORK/config:$WORK/classes:$STDLIB_JAR:$TEST_CP:$ANDROID_JAR" org.junit.runner.JUnitCore app.hushwall.screenshots.ScreenshotTest
+  -cp "$WORK/config:$WORK/classes:$STDLIB_JAR:$TEST_CP:$ANDROID_JAR" org.junit.runner.JUnitCore \
+  app.hushwall.screenshots.ChartDataTest app.hushwall.screenshots.ReportTest app.hushwall.screenshots.ScreenshotTest
 
 n=$(ls "$OUT"/*.png | wc -l)
-((n >= 8)) || die "expected 8 screenshots, got $n"
+((n >= 10)) || die "expected 10 screenshots, got $n"
 if [[ ${1:-} == --update ]]; then
   mkdir -p "$ROOT/docs/screenshots"
   rm -f "$ROOT"/docs/screenshots/*.png

@@ -26,6 +26,11 @@ import app.hushwall.engine.BlockEvent
 import app.hushwall.engine.Protocol
 import app.hushwall.engine.Rule
 import app.hushwall.ui.MainActivity
+import app.hushwall.ui.charts.BlocksChart
+import app.hushwall.ui.charts.HostsChart
+import android.content.Intent
+import android.graphics.drawable.GradientDrawable
+import org.robolectric.RuntimeEnvironment.setQualifiers
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertTrue
@@ -92,9 +97,10 @@ class ScreenshotTest {
             pm.setPackagesForUid(a.uid, a.pkg)
             pm.setApplicationIcon(a.pkg, LetterIcon(a.label.first(), a.color))
         }
-        val store = Store.get(app)
+        val store = freshStore(app)
         store.clearLog()
-        store.insert(events(), keepPeek = true)
+        seeded = events()
+        store.insert(seeded, keepPeek = true)
         store.setRule(AppRule("com.miui.msa.global", blockWifi = true, blockMobile = true))
         store.setRule(AppRule("com.miui.weather2", blockMobile = true))
         store.setRule(AppRule("com.spotify.music", bypass = true))
@@ -105,6 +111,29 @@ class ScreenshotTest {
         prefs.lastUpdateMessage = "✓ raw.githubusercontent.com/native.xiaomi.txt\n✗ lists.example.org/my-extra.txt: HTTP 404"
         prefs.peek = true
     }
+
+    private var seeded: List<BlockEvent> = emptyList()
+
+    /**
+     * What Home's chart must say for the seeded log (all of it is within the 30 days): the total, the busiest local
+     * day's count and the top four apps with "other", numbers worked out here from the events themselves.
+     */
+    private fun expectedHomeChart(): List<String> {
+        val byApp = seeded.groupingBy { it.uid }.eachCount().entries
+            .sortedWith(compareByDescending<Map.Entry<Int, Int>> { it.value }.thenBy { it.key })
+        val top = byApp.take(4).map { e -> "${fakeApps.first { it.uid == e.key }.label} ${e.value}" }
+        val other = byApp.drop(4).sumOf { it.value }
+        val perDay = seeded.groupingBy { Store.startOfToday(it.timeMillis) }.eachCount()
+        return listOf(
+            "Last 30 days: ${seeded.size} blocks; most on ",
+            " (${perDay.values.max()}); top apps: " + (top + "other $other").joinToString(", "),
+        )
+    }
+
+    /** The hosts an app's page must list first: its most blocked hosts with their counts, as the store orders them. */
+    private fun expectedHosts(uid: Int): String = seeded.filter { it.uid == uid }.groupingBy { it.host!! }.eachCount().entries
+        .sortedWith(compareByDescending<Map.Entry<String, Int>> { it.value }.thenBy { it.key })
+        .take(3).joinToString(", ") { "${it.key} ${it.value}" }
 
     /** Blocks of the last 30 days, built from real list rules (list name, line, text). */
     private fun events(): List<BlockEvent> {
@@ -163,7 +192,21 @@ class ScreenshotTest {
         assertEquals("Start", activity.findViewById<Button>(R.id.home_toggle).text.toString())
         assertTrue(activity.findViewById<android.view.ViewGroup>(R.id.home_top_hosts).childCount in 1..5)
         assertTrue(activity.findViewById<android.view.ViewGroup>(R.id.home_top_apps).childCount in 1..5)
+        val chart = activity.findViewById<BlocksChart>(R.id.home_chart)
+        assertTrue("chart laid out", chart.isShown && chart.height > 0 && chart.width > 0)
+        for (part in expectedHomeChart()) assertTrue("'$part' in '${chart.contentDescription}'", chart.contentDescription.contains(part))
+        assertEquals(Color.WHITE, activity.getColor(R.color.chart_surface))
         snap(activity, "01-home")
+        // Share: a chooser around ACTION_SEND with the report as text and HTML.
+        activity.findViewById<Button>(R.id.home_share).performClick(); idle()
+        val chooser = shadowOf(activity).nextStartedActivity
+        assertEquals(Intent.ACTION_CHOOSER, chooser.action)
+        @Suppress("DEPRECATION")
+        val send = chooser.getParcelableExtra<Intent>(Intent.EXTRA_INTENT)!!
+        assertEquals(Intent.ACTION_SEND, send.action)
+        assertTrue(send.getStringExtra(Intent.EXTRA_TEXT)!!.contains("${seeded.size} blocks"))
+        assertTrue("the peek, decoded as in the log", send.getStringExtra(Intent.EXTRA_TEXT)!!.contains("\$AppStart"))
+        assertTrue(send.getStringExtra(Intent.EXTRA_HTML_TEXT)!!.contains("<pre>"))
 
         // Live log, then its details dialog with the decoded peek
         activity.showScreen(1); idle()
@@ -187,6 +230,20 @@ class ScreenshotTest {
         assertEquals(fakeApps.size, apps.adapter.count)
         snap(activity, "04-apps")
 
+        // An app's page: what it tried to reach (hosts by blocks) and its blocks per day.
+        apps.performItemClick(apps.getChildAt(0), 0, apps.adapter.getItemId(0)); idle()
+        val page = ShadowDialog.getLatestDialog()
+        val uid = apps.adapter.getItemId(0).toInt()
+        val label = fakeApps.first { it.uid == uid }.label
+        val hostsChart = page.findViewById<HostsChart>(R.id.app_hosts_chart)
+        assertTrue("host bars laid out", hostsChart.height > 0)
+        val hostsSaid = hostsChart.contentDescription.toString()
+        assertTrue(hostsSaid, hostsSaid.startsWith("Hosts $label tried to reach, by blocks: " + expectedHosts(uid)))
+        val daysSaid = page.findViewById<BlocksChart>(R.id.app_days_chart).contentDescription.toString()
+        assertTrue(daysSaid, daysSaid.startsWith("$label, last 30 days: ${seeded.count { it.uid == uid }} blocks; most on "))
+        snapDialog(activity, page, "10-app-page")
+        page.dismiss(); idle()
+
         // Lists
         activity.showScreen(3); idle()
         assertEquals(R.id.lists_balanced, activity.findViewById<RadioGroup>(R.id.lists_profile).checkedRadioButtonId)
@@ -208,6 +265,17 @@ class ScreenshotTest {
         activity.showScreen(6); idle()
         assertTrue(activity.findViewById<TextView>(R.id.about_collected).text.startsWith("Nothing"))
         snap(activity, "08-about")
+
+        // Home in dark mode: the chart's colours come from values-night.
+        setQualifiers("+night")
+        val dark = Robolectric.buildActivity(MainActivity::class.java).setup().get()
+        dataLooper = dark.dataLooper
+        idle()
+        val darkChart = dark.findViewById<BlocksChart>(R.id.home_chart)
+        assertEquals(dark.getColor(R.color.chart_surface), (darkChart.background as GradientDrawable).color!!.defaultColor)
+        assertTrue("night colours", dark.getColor(R.color.chart_surface) != Color.WHITE)
+        for (part in expectedHomeChart()) assertTrue(darkChart.contentDescription.contains(part))
+        snap(dark, "09-home-dark")
     }
 
     private var dataLooper: Looper? = null

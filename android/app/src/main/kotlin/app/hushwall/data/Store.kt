@@ -34,6 +34,9 @@ data class AppRule(
 /** A count per key (host or UID). */
 data class Count<K>(val key: K, val count: Int)
 
+/** Blocks of one UID on one day (index into the day boundaries the query was given). */
+data class DayBlocks(val day: Int, val uid: Int, val blocks: Int)
+
 /**
  * The block log and the per-app rules, in framework SQLite in the app's internal storage (`databases/`, never
  * under `Android/data`, which MIUI's storage cleaner empties). Every write is one transaction, so a crash leaves
@@ -127,6 +130,65 @@ class Store private constructor(context: Context) :
         out
     }
 
+    /**
+     * Blocks per day and UID: day i is `boundaries[i] <= time < boundaries[i + 1]` (local midnights, so days of 23
+     * or 25 hours count right); only [uid]'s when given. Days without blocks have no row.
+     */
+    fun blocksByDayAndUid(boundaries: LongArray, uid: Int? = null): List<DayBlocks> {
+        if (boundaries.size < 2) return emptyList()
+        val day = StringBuilder("CASE")
+        for (i in 1 until boundaries.size) day.append(" WHEN time < ").append(boundaries[i]).append(" THEN ").append(i - 1)
+        day.append(" END")
+        val (where, args) = since(boundaries.first(), uid)
+        return readableDatabase.rawQuery(
+            "SELECT $day AS d, uid, $BLOCKS FROM events WHERE $where AND time < ? GROUP BY d, uid",
+            args + boundaries.last().toString(),
+        ).use { c ->
+            val out = ArrayList<DayBlocks>()
+            while (c.moveToNext()) out.add(DayBlocks(c.getInt(0), c.getInt(1), c.getInt(2)))
+            out
+        }
+    }
+
+    /** Blocked hosts (the destination where no name was seen) since [since], most blocks first; only [uid]'s when given. */
+    fun hostCounts(since: Long, limit: Int, uid: Int? = null): List<Count<String>> = countsOf("COALESCE(host, dst)", since, limit, uid)
+
+    /** Blocks per reason code since [since], most first; only [uid]'s when given. */
+    fun reasonCounts(since: Long, uid: Int? = null): List<Count<String>> = countsOf("reason", since, Int.MAX_VALUE, uid)
+
+    /** Blocks per UID since [since], most first; only [uid]'s when given. */
+    fun uidCounts(since: Long, limit: Int, uid: Int? = null): List<Count<Int>> =
+        countsOf("uid", since, limit, uid).map { Count(it.key.toInt(), it.count) }
+
+    /** The newest [limit] entries with a payload peek since [since]; only [uid]'s when given. */
+    fun recentPeeks(since: Long, limit: Int, uid: Int? = null): List<LogEntry> {
+        val (where, args) = since(since, uid)
+        return readableDatabase.rawQuery(
+            "SELECT $COLUMNS FROM events WHERE $where AND peek IS NOT NULL ORDER BY time DESC, id DESC LIMIT ?",
+            args + limit.toString(),
+        ).use { c ->
+            val out = ArrayList<LogEntry>()
+            while (c.moveToNext()) out.add(entry(c))
+            out
+        }
+    }
+
+    private fun countsOf(key: String, since: Long, limit: Int, uid: Int?): List<Count<String>> {
+        val (where, args) = since(since, uid)
+        return readableDatabase.rawQuery(
+            "SELECT $key AS k, $BLOCKS AS n FROM events WHERE $where GROUP BY k ORDER BY n DESC, k LIMIT ?",
+            args + limit.toString(),
+        ).use { c ->
+            val out = ArrayList<Count<String>>()
+            while (c.moveToNext()) out.add(Count(c.getString(0), c.getInt(1)))
+            out
+        }
+    }
+
+    /** `time >= since` and, when given, `uid = uid`, with its arguments. */
+    private fun since(since: Long, uid: Int?): Pair<String, Array<String>> =
+        if (uid == null) "time >= ?" to arrayOf(since.toString()) else "time >= ? AND uid = ?" to arrayOf(since.toString(), uid.toString())
+
     /** The newest [limit] entries, optionally of one UID. */
     fun recent(limit: Int, uid: Int? = null): List<LogEntry> {
         val where = if (uid != null) "WHERE uid = ?" else ""
@@ -182,6 +244,8 @@ class Store private constructor(context: Context) :
         private const val VERSION = 1
         const val RETENTION_MILLIS = 30L * 24 * 60 * 60 * 1000
         private const val COLUMNS = "id, time, uid, protocol, dst, host, reason, rule_list, rule_line, rule_text, peek"
+        /** How many blocks a group of rows stands for, in the aggregate queries (one row, one block). */
+        private const val BLOCKS = "COUNT(*)"
 
         @Volatile private var instance: Store? = null
 

@@ -12,7 +12,12 @@ import android.widget.TextView
 import app.hushwall.R
 import app.hushwall.data.AppEntry
 import app.hushwall.data.AppRule
+import app.hushwall.data.Count
 import app.hushwall.data.Store
+import app.hushwall.ui.charts.BlocksChart
+import app.hushwall.ui.charts.ChartData
+import app.hushwall.ui.charts.DailyStack
+import app.hushwall.ui.charts.HostsChart
 import app.hushwall.vpn.HushwallVpnService
 
 /**
@@ -79,6 +84,10 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
         HushwallVpnService.notifyChanged(ctx, HushwallVpnService.ACTION_RULES_CHANGED)
     }
 
+    /**
+     * An app's page: its blocks, its rules, what it tried to reach (hosts by blocks, blocks per day; read on the data
+     * thread) and sharing its report.
+     */
     private fun showRules(item: Item) {
         if (item.app.packageName == null) return
         val body = Ui.vertical(ctx, 20)
@@ -88,9 +97,21 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
         body.addView(all)
         body.addView(bypass)
         body.addView(Ui.text(ctx, ctx.getString(R.string.apps_bypass_hint), 13f, Ui.TEXT_2))
+        val hosts = HostsChart(ctx)
+        hosts.id = R.id.app_hosts_chart
+        val days = BlocksChart(ctx)
+        days.id = R.id.app_days_chart
+        body.addView(Ui.text(ctx, ctx.getString(R.string.app_hosts_title), 12f, Ui.BRAND, bold = true), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
+        body.addView(hosts, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 4) })
+        body.addView(Ui.text(ctx, ctx.getString(R.string.app_days_title), 12f, Ui.BRAND, bold = true), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
+        body.addView(days, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 4) })
+        val share = Ui.button(ctx, ctx.getString(R.string.share_report)) { Report.share(activity, item.app.uid) }
+        share.id = R.id.app_share
+        body.addView(share, LinearLayout.LayoutParams(LinearLayout.LayoutParams.WRAP_CONTENT, LinearLayout.LayoutParams.WRAP_CONTENT))
+        showCharts(item.app, hosts, days)
         AlertDialog.Builder(ctx)
             .setTitle(item.app.label)
-            .setView(body)
+            .setView(android.widget.ScrollView(ctx).apply { addView(body) })
             .setPositiveButton(android.R.string.ok) { _, _ ->
                 val blockAll = all.isChecked
                 val keepSplit = !blockAll && item.rule.blockWifi && item.rule.blockMobile
@@ -103,6 +124,19 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
             .setNegativeButton(android.R.string.cancel, null)
             .setNeutralButton(R.string.apps_show_log) { _, _ -> activity.showLogFor(item.app.uid) }
             .show()
+    }
+
+    /** Fills an app page's charts from the store (read on the data thread). */
+    private fun showCharts(app: AppEntry, hosts: HostsChart, days: BlocksChart) {
+        val store = activity.store
+        activity.load({
+            val boundaries = ChartData.dayBoundaries(System.currentTimeMillis())
+            val perDay = ChartData.stackByApp(store.blocksByDayAndUid(boundaries, app.uid), boundaries, 1, { app.label }, app.label)
+            Pair<List<Count<String>>, DailyStack>(store.hostCounts(boundaries.first(), ChartData.TOP_HOSTS, app.uid), perDay)
+        }) { (top, perDay) ->
+            hosts.show(top, HostsChart.describe(ctx, app.label, top))
+            days.show(perDay, BlocksChart.describe(ctx, ctx.getString(R.string.chart_subject_app, app.label), perDay, byApp = false))
+        }
     }
 
     private inner class AppAdapter : BaseAdapter() {

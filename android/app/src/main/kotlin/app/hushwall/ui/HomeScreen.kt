@@ -10,9 +10,12 @@ import android.widget.ScrollView
 import android.widget.TextView
 import app.hushwall.R
 import app.hushwall.data.Store
+import app.hushwall.ui.charts.BlocksChart
+import app.hushwall.ui.charts.ChartData
+import app.hushwall.ui.charts.DailyStack
 import app.hushwall.vpn.HushwallVpnService
 
-/** Home: on/off, today's blocks, the most blocked hosts and apps. */
+/** Home: on/off, today's blocks, a 30-day chart by app (and sharing a report), the most blocked hosts and apps. */
 internal class HomeScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_home
     override val live = true
@@ -24,6 +27,7 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
     private val privateDnsText: TextView
     private val today: TextView
     private val month: TextView
+    private val chart: BlocksChart
     private val hosts: LinearLayout
     private val appsList: LinearLayout
     override val view: View
@@ -66,6 +70,16 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         counts.addView(month)
         column.addView(counts)
 
+        val chartCard = Ui.card(ctx, null, ctx.getColor(R.color.chart_surface))
+        chartCard.addView(Ui.text(ctx, ctx.getString(R.string.home_chart_title), 13f, ctx.getColor(R.color.chart_text), bold = true).apply { isAllCaps = true })
+        chart = BlocksChart(ctx)
+        chart.id = R.id.home_chart
+        chartCard.addView(chart, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 6) })
+        val share = Ui.button(ctx, ctx.getString(R.string.share_report)) { Report.share(activity) }
+        share.id = R.id.home_share
+        chartCard.addView(share, LinearLayout.LayoutParams(LinearLayout.LayoutParams.WRAP_CONTENT, LinearLayout.LayoutParams.WRAP_CONTENT))
+        column.addView(chartCard)
+
         val hostCard = Ui.card(ctx, ctx.getString(R.string.home_top_hosts))
         hosts = Ui.vertical(ctx)
         hosts.id = R.id.home_top_hosts
@@ -89,7 +103,13 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         val month: Int,
         val hosts: List<app.hushwall.data.Count<String>>,
         val apps: List<Pair<app.hushwall.data.AppEntry, Int>>,
+        /** Null when it was not read again (nothing new blocked in the last minute). */
+        val chart: DailyStack?,
     )
+
+    // Read and written on the data thread only: when the chart was last read, and today's count then.
+    private var chartReadAt = 0L
+    private var chartToday = -1
 
     override fun refresh() {
         val on = HushwallVpnService.running
@@ -116,13 +136,24 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         loading = true
         val store = activity.store
         val apps = activity.apps
+        val other = ctx.getString(R.string.chart_other)
         activity.load({
             val startOfDay = Store.startOfToday()
+            val now = System.currentTimeMillis()
+            val todayCount = store.countSince(startOfDay)
+            // Home refreshes every second; the 30-day chart only when something was blocked or a minute passed.
+            val stack = if (todayCount == chartToday && now - chartReadAt < CHART_REFRESH_MS) null else {
+                chartReadAt = now
+                chartToday = todayCount
+                val days = ChartData.dayBoundaries(now)
+                ChartData.stackByApp(store.blocksByDayAndUid(days), days, ChartData.TOP_APPS, { apps.entry(it).label }, other)
+            }
             Data(
-                store.countSince(startOfDay),
+                todayCount,
                 store.countSince(System.currentTimeMillis() - Store.RETENTION_MILLIS),
                 store.topHosts(startOfDay, 5),
                 store.countsByUid(startOfDay, 5).map { apps.entry(it.key) to it.count },
+                stack,
             )
         }) { show(it) }
     }
@@ -131,6 +162,7 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         loading = false
         today.text = d.today.toString()
         month.text = ctx.getString(R.string.home_month, d.month)
+        if (d.chart != null) chart.show(d.chart, BlocksChart.describe(ctx, ctx.getString(R.string.chart_subject_all), d.chart, byApp = true))
         hosts.removeAllViews()
         if (d.hosts.isEmpty()) hosts.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
         for (h in d.hosts) hosts.addView(Ui.pair(ctx, h.key, h.count.toString()))
@@ -144,6 +176,8 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
     }
 
     companion object {
+        private const val CHART_REFRESH_MS = 60_000L
+
         /**
          * While Private DNS (DNS over TLS) is on for the network we run over: its server name ("automatic" in
          * opportunistic mode); null while it is off. Lookups then go encrypted past the engine's DNS view.
