@@ -113,8 +113,9 @@ impl Sockets {
     /// such as ff02::fb have no route to choose one), are not looped back to this device, and when the phone
     /// sends from the group's own port the socket binds that port (shared with a local responder such as
     /// avahi) and joins the group on the upstream interface, so answers and announcements multicast to the
-    /// group are heard (the kernel leaves the group when the socket closes). Returns the joined group and
-    /// interface index, if it joined. Fails with "network unreachable" if no upstream interface is known.
+    /// group are heard (the kernel leaves the group when the socket closes); if that fails the flow goes on
+    /// unjoined. Returns the joined group and interface index, if it joined. Fails with "network unreachable"
+    /// if no upstream interface is known.
     fn prepare_multicast(
         &mut self,
         socket: &Socket,
@@ -140,26 +141,15 @@ impl Sockets {
         if client_port != Some(group.port()) {
             return Ok(None);
         }
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        match (group.ip(), source) {
-            (IpAddr::V4(g), IpAddr::V4(source)) => {
-                socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, group.port())).into())?;
-                socket.join_multicast_v4(&g, &source)?;
-                nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::Ipv4PacketInfo, &true)?;
-                #[cfg(target_os = "linux")]
-                socket.set_multicast_all_v4(false)?;
+        match join_group(socket, group, source, index) {
+            Ok(()) => Ok(Some((group.ip(), index))),
+            Err(e) => {
+                // The port is taken (say by the phone's own socket, without SO_REUSEADDR): the socket stays on an
+                // ephemeral port, where responders answer unicast (RFC 6762 §6.7).
+                log::debug!("multicast to {group}: not joining the group ({e}); only unicast answers are heard");
+                Ok(None)
             }
-            (IpAddr::V6(g), _) => {
-                socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, group.port())).into())?;
-                socket.join_multicast_v6(&g, index)?;
-                nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::Ipv6RecvPacketInfo, &true)?;
-                #[cfg(target_os = "linux")]
-                socket.set_multicast_all_v6(false)?;
-            }
-            (IpAddr::V4(_), IpAddr::V6(_)) => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
         }
-        Ok(Some((group.ip(), index)))
     }
 
     /// Notes an error that says the network changed under a socket.
@@ -283,6 +273,33 @@ fn upstream_socket(dst: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Soc
         socket.set_only_v6(true)?;
     }
     Ok(socket)
+}
+
+/// Joins `group` on the upstream interface (`source` address, `index`), asks for each datagram's destination
+/// (`IP_PKTINFO` / `IPV6_PKTINFO`), hears no other group (Linux), and binds the group's port, shared with other
+/// sockets (a local avahi); the bind comes last, so a socket whose bind fails is left on an ephemeral port.
+fn join_group(socket: &Socket, group: SocketAddr, source: IpAddr, index: u32) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    let any = match (group.ip(), source) {
+        (IpAddr::V4(g), IpAddr::V4(source)) => {
+            socket.join_multicast_v4(&g, &source)?;
+            setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?;
+            #[cfg(target_os = "linux")]
+            socket.set_multicast_all_v4(false)?;
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+        (IpAddr::V6(g), _) => {
+            socket.join_multicast_v6(&g, index)?;
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+            #[cfg(target_os = "linux")]
+            socket.set_multicast_all_v6(false)?;
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        }
+        (IpAddr::V4(_), IpAddr::V6(_)) => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    };
+    socket.bind(&SocketAddr::new(any, group.port()).into())
 }
 
 /// Reads one datagram with `IP_PKTINFO` / `IPV6_PKTINFO`: its length, sender, and the address it was sent to

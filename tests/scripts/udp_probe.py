@@ -5,8 +5,9 @@
   udp_probe.py query ADDR PORT [IFACE]     unconnected socket on an ephemeral port (SO_BROADCAST): one query to
                                            a broadcast or multicast address (multicast leaves by IFACE if
                                            given), then the first answer from any host (arriving on IFACE)
-  udp_probe.py group-query GROUP PORT IFACE
-                                           an mDNS-style querier: a socket on PORT itself, joined to GROUP on
+  udp_probe.py group-query GROUP PORT IFACE [exclusive]
+                                           an mDNS-style querier: a socket on PORT itself (SO_REUSEADDR unless
+                                           "exclusive": then no other socket may bind PORT), joined to GROUP on
                                            IFACE only (IP_MULTICAST_ALL off, so nothing heard on other
                                            interfaces), sends one query to GROUP:PORT, then the first answer
                                            arriving on IFACE
@@ -125,10 +126,11 @@ def query(addr, port, iface=None):
     return receive_answer(s, payload, iface)
 
 
-def group_query(group, port, iface):
+def group_query(group, port, iface, exclusive=None):
     fam = family(group)
     s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if exclusive != "exclusive":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if fam == socket.AF_INET6:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
@@ -190,7 +192,7 @@ def main():
         if kind == "echo":
             out = echo(sys.argv[2], int(sys.argv[3]), [int(n) for n in sys.argv[4:]])
         elif kind == "group-query":
-            out = group_query(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+            out = group_query(sys.argv[2], int(sys.argv[3]), *sys.argv[4:6])
         else:
             out = query(sys.argv[2], int(sys.argv[3]), *sys.argv[4:5])
     except OSError as e:

@@ -122,6 +122,16 @@ fn mdns_querier_on_5353_hears_the_answer_sent_to_the_group() {
     assert_answer(&tb, &answer, INTERNET_VETH_V4, MDNS_V4);
 }
 
+// A querier that holds 5353 alone (no SO_REUSEADDR) keeps the engine from binding it: the engine then queries
+// from another port, and the legacy unicast answer (RFC 6762 §6.7) still reaches the querier.
+#[test]
+fn mdns_querier_holding_5353_alone_still_gets_unicast_answers() {
+    let tb = Testbed::start(Options::engine());
+    let _host = lan_host(&tb, MDNS_PORT, Some(MDNS_V4), None);
+    let answer = probe(&tb, &["group-query", MDNS_V4, "5353", TUN, "exclusive"]);
+    assert_answer(&tb, &answer, INTERNET_VETH_V4, PHONE_TUN_V4);
+}
+
 // Link-scoped IPv6 multicast has no route to choose an interface: the engine sends it out of the upstream
 // interface. A one-shot query from another port gets a unicast answer (RFC 6762 §6.7), a querier on 5353 the
 // answer sent to ff02::fb.
