@@ -8,7 +8,7 @@
 use crate::control::Control;
 use crate::network::{self, NetlinkWatch};
 use crate::platform::Platform;
-use crate::sockets::{flow_of, Conn, Sockets};
+use crate::sockets::{flow_of, Addressee, Conn, Sockets};
 use crate::sys;
 use crate::tun_writer::TunWriter;
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Stats};
@@ -222,11 +222,18 @@ fn on_socket_event(
 /// Reads up to [`UDP_BATCH`] datagrams from one socket into the engine; true if more may be waiting.
 fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Sockets, buf: &mut [u8]) -> bool {
     for _ in 0..UDP_BATCH {
-        let Some(Conn::Udp(socket)) = sockets.conns.get_mut(&flow) else {
+        if !matches!(sockets.conns.get(&flow), Some(Conn::Udp(_))) {
             return false;
-        };
-        match socket.recv_from(buf) {
-            Ok((n, from)) => engine.on_udp_datagram_from(now, flow, from, buf.get(..n).unwrap_or_default(), sockets),
+        }
+        match sockets.udp_recv(flow, buf) {
+            Ok((n, from, to)) => {
+                let data = buf.get(..n).unwrap_or_default();
+                match to {
+                    Addressee::Phone => engine.on_udp_datagram_from(now, flow, from, data, sockets),
+                    Addressee::Group => engine.on_udp_group_datagram(now, flow, from, data),
+                    Addressee::Nobody => log::trace!("flow {}: datagram from {from} not for the phone", flow.0),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => engine.on_udp_error(now, flow, e, sockets),

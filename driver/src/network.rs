@@ -70,6 +70,31 @@ pub(crate) fn is_network_gone(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::ENETUNREACH | libc::EADDRNOTAVAIL | libc::ENETDOWN))
 }
 
+/// Where a family's probe "connects" (see [`PROBE_V4`]).
+pub(crate) fn probe_address(ipv6: bool) -> SocketAddr {
+    if ipv6 {
+        PROBE_V6
+    } else {
+        PROBE_V4
+    }
+}
+
+/// The index of the interface that has `address` (the source address a protected socket gets towards a
+/// family's probe address, so the interface the marked default route leaves by), if any has it.
+pub(crate) fn interface_with_address(address: IpAddr) -> Option<u32> {
+    let interfaces = nix::ifaddrs::getifaddrs().ok()?;
+    let name = interfaces.into_iter().find_map(|i| {
+        let a = i.address?;
+        let ip = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => return None,
+        };
+        (ip == address).then_some(i.interface_name)
+    })?;
+    nix::net::if_::if_nametoindex(name.as_str()).ok()
+}
+
 /// Probes which families have a route upstream and tells the engine (keeping what the engine knew of DNS).
 pub(crate) fn reprobe(engine: &mut Engine, sockets: &mut Sockets) {
     let known = engine.network().clone();
@@ -129,6 +154,13 @@ mod tests {
         assert!(is_assigned("127.0.0.1:4000".parse().unwrap()));
         // TEST-NET-1: no interface of a test machine has it.
         assert!(!is_assigned("192.0.2.77:4000".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_loopback_address_is_on_the_loopback_interface() {
+        let lo = nix::net::if_::if_nametoindex("lo").expect("lo");
+        assert_eq!(interface_with_address(IpAddr::V4(Ipv4Addr::LOCALHOST)), Some(lo));
+        assert_eq!(interface_with_address("192.0.2.77".parse().unwrap()), None);
     }
 
     #[test]

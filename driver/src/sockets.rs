@@ -12,8 +12,8 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr};
-use std::os::fd::AsFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
 
 /// One upstream socket.
 pub(crate) enum Conn {
@@ -37,6 +37,25 @@ pub(crate) struct Sockets {
     /// UDP flows to a broadcast or multicast destination: their socket is unconnected, sends go to this address
     /// and answers are taken from any host.
     any_source: HashMap<FlowId, SocketAddr>,
+    /// Multicast flows whose socket is bound to the group's port and joined the group upstream (see
+    /// [`Upstream::udp_open_multicast`]), with the upstream interface's index: datagrams sent to the group
+    /// on that interface go to the phone addressed to the group.
+    groups: HashMap<FlowId, OnInterface>,
+}
+
+/// An address with an interface index: a group joined on that interface, or where a datagram was sent to and
+/// the interface it arrived on.
+type OnInterface = (IpAddr, u32);
+
+/// Whom a datagram read from an upstream UDP socket is for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Addressee {
+    /// The phone's socket (a unicast or broadcast answer).
+    Phone,
+    /// The multicast group the flow sends to (a LAN host multicast it).
+    Group,
+    /// Neither: another group, or the group on another interface (the phone's own side, the tun): not relayed.
+    Nobody,
 }
 
 /// The epoll token of a flow's socket.
@@ -59,6 +78,77 @@ impl Sockets {
             unroutable: Vec::new(),
             network_suspect: false,
             any_source: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Reads one datagram from `flow`'s UDP socket: its length, sender and addressee.
+    pub(crate) fn udp_recv(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Addressee)> {
+        let joined = self.groups.get(&flow).copied();
+        let socket = self.udp(flow)?;
+        let Some((group, upstream)) = joined else {
+            let (n, from) = socket.recv_from(buf)?;
+            return Ok((n, from, Addressee::Phone));
+        };
+        let (n, from, destination) = recv_with_destination(socket, buf)?;
+        let addressee = match destination {
+            Some((to, _)) if !to.is_multicast() => Addressee::Phone,
+            Some((to, interface)) if to == group && interface == upstream => Addressee::Group,
+            _ => Addressee::Nobody,
+        };
+        Ok((n, from, addressee))
+    }
+
+    /// The upstream interface of a family: the source address a protected socket gets towards the family's
+    /// probe address (so the interface the marked default route leaves by), and that interface's index.
+    fn upstream_interface(&mut self, ipv6: bool) -> Option<OnInterface> {
+        let probe = crate::network::probe_address(ipv6);
+        let socket = self.protected_socket(probe, Type::DGRAM, Protocol::UDP).ok()?;
+        socket.connect(&probe.into()).ok()?;
+        let source = socket.local_addr().ok()?.as_socket()?.ip();
+        Some((source, crate::network::interface_with_address(source)?))
+    }
+
+    /// Sets up a multicast flow's socket: its datagrams leave by the upstream interface (link-scoped groups
+    /// such as ff02::fb have no route to choose one), are not looped back to this device, and when the phone
+    /// sends from the group's own port the socket binds that port (shared with a local responder such as
+    /// avahi) and joins the group on the upstream interface, so answers and announcements multicast to the
+    /// group are heard (the kernel leaves the group when the socket closes); if that fails the flow goes on
+    /// unjoined. Returns the joined group and interface index, if it joined. Fails with "network unreachable"
+    /// if no upstream interface is known.
+    fn prepare_multicast(
+        &mut self,
+        socket: &Socket,
+        group: SocketAddr,
+        client_port: Option<u16>,
+    ) -> io::Result<Option<OnInterface>> {
+        let Some((source, index)) = self.upstream_interface(group.is_ipv6()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NetworkUnreachable,
+                format!("no upstream interface for multicast to {group}"),
+            ));
+        };
+        match (group.ip(), source) {
+            (IpAddr::V4(_), IpAddr::V4(source)) => {
+                socket.set_multicast_if_v4(&source)?;
+                socket.set_multicast_loop_v4(false)?;
+            }
+            _ => {
+                socket.set_multicast_if_v6(index)?;
+                socket.set_multicast_loop_v6(false)?;
+            }
+        }
+        if client_port != Some(group.port()) {
+            return Ok(None);
+        }
+        match join_group(socket, group, source, index) {
+            Ok(()) => Ok(Some((group.ip(), index))),
+            Err(e) => {
+                // The port is taken (say by the phone's own socket, without SO_REUSEADDR): the socket stays on an
+                // ephemeral port, where responders answer unicast (RFC 6762 §6.7).
+                log::debug!("multicast to {group}: not joining the group ({e}); only unicast answers are heard");
+                Ok(None)
+            }
         }
     }
 
@@ -125,6 +215,7 @@ impl Sockets {
 
     fn forget(&mut self, flow: FlowId) -> Option<Conn> {
         self.any_source.remove(&flow);
+        self.groups.remove(&flow);
         let mut conn = self.conns.remove(&flow)?;
         let result = match &mut conn {
             Conn::Tcp { stream, .. } => self.registry.deregister(stream),
@@ -134,6 +225,38 @@ impl Sockets {
             log::debug!("deregistering flow {}: {e}", flow.0);
         }
         Some(conn)
+    }
+
+    /// Opens `flow`'s UDP socket to `dst`, for a phone socket on `client_port` if known (see
+    /// [`Sockets::prepare_multicast`]).
+    fn open_udp(&mut self, flow: FlowId, client_port: Option<u16>, dst: SocketAddr) -> io::Result<()> {
+        let result = self.protected_socket(dst, Type::DGRAM, Protocol::UDP);
+        let socket = self.note_error(result)?;
+        let mut joined = None;
+        let any_source = if dst.ip().is_multicast() {
+            joined = self.prepare_multicast(&socket, dst, client_port)?;
+            true
+        } else {
+            dst.ip() == IpAddr::V4(Ipv4Addr::BROADCAST)
+                || match socket.connect(&dst.into()) {
+                    Ok(()) => false,
+                    // The route says broadcast (a subnet's broadcast address): connect() wants SO_BROADCAST,
+                    // and answers come from the hosts, not from that address.
+                    Err(e) if e.raw_os_error() == Some(libc::EACCES) => true,
+                    Err(e) => return self.note_error(Err(e)),
+                }
+        };
+        if any_source {
+            socket.set_broadcast(true)?;
+            self.any_source.insert(flow, dst);
+        }
+        let mut socket = UdpSocket::from_std(socket.into());
+        self.registry.register(&mut socket, token_of(flow), Interest::READABLE)?;
+        self.conns.insert(flow, Conn::Udp(socket));
+        if let Some(membership) = joined {
+            self.groups.insert(flow, membership);
+        }
+        Ok(())
     }
 
     /// Number of open upstream sockets.
@@ -150,6 +273,59 @@ fn upstream_socket(dst: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Soc
         socket.set_only_v6(true)?;
     }
     Ok(socket)
+}
+
+/// Joins `group` on the upstream interface (`source` address, `index`), asks for each datagram's destination
+/// (`IP_PKTINFO` / `IPV6_PKTINFO`), hears no other group (Linux), and binds the group's port, shared with other
+/// sockets (a local avahi); the bind comes last, so a socket whose bind fails is left on an ephemeral port.
+fn join_group(socket: &Socket, group: SocketAddr, source: IpAddr, index: u32) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    let any = match (group.ip(), source) {
+        (IpAddr::V4(g), IpAddr::V4(source)) => {
+            socket.join_multicast_v4(&g, &source)?;
+            setsockopt(socket, sockopt::Ipv4PacketInfo, &true)?;
+            #[cfg(target_os = "linux")]
+            socket.set_multicast_all_v4(false)?;
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        }
+        (IpAddr::V6(g), _) => {
+            socket.join_multicast_v6(&g, index)?;
+            setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+            #[cfg(target_os = "linux")]
+            socket.set_multicast_all_v6(false)?;
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        }
+        (IpAddr::V4(_), IpAddr::V6(_)) => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    };
+    socket.bind(&SocketAddr::new(any, group.port()).into())
+}
+
+/// Reads one datagram with `IP_PKTINFO` / `IPV6_PKTINFO`: its length, sender, and the address it was sent to
+/// with the index of the interface it arrived on (if the kernel said).
+fn recv_with_destination(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<OnInterface>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    let mut control = nix::cmsg_space!(libc::in6_pktinfo);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(socket.as_raw_fd(), &mut iov, Some(&mut control), MsgFlags::empty())?;
+    let destination = msg.cmsgs()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv4PacketInfo(info) => {
+            let to = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+            Some((IpAddr::V4(to), u32::try_from(info.ipi_ifindex).unwrap_or(0)))
+        }
+        ControlMessageOwned::Ipv6PacketInfo(info) => {
+            Some((IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)), info.ipi6_ifindex))
+        }
+        _ => None,
+    });
+    let from = msg.address.and_then(|a| match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(SocketAddr::from(*v4)),
+        (_, Some(v6)) => Some(SocketAddr::from(*v6)),
+        _ => None,
+    });
+    let from = from.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without an IP sender"))?;
+    Ok((msg.bytes, from, destination))
 }
 
 /// Whether `ip` is one of this device's own addresses, so that a connection to it would reach the device's own
@@ -212,24 +388,11 @@ impl Upstream for Sockets {
     }
 
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        let result = self.protected_socket(dst, Type::DGRAM, Protocol::UDP);
-        let socket = self.note_error(result)?;
-        let any_source = is_broadcast_or_multicast(dst.ip())
-            || match socket.connect(&dst.into()) {
-                Ok(()) => false,
-                // The route says broadcast (a subnet's broadcast address): connect() wants SO_BROADCAST, and
-                // answers come from the hosts, not from that address.
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) => true,
-                Err(e) => return self.note_error(Err(e)),
-            };
-        if any_source {
-            socket.set_broadcast(true)?;
-            self.any_source.insert(flow, dst);
-        }
-        let mut socket = UdpSocket::from_std(socket.into());
-        self.registry.register(&mut socket, token_of(flow), Interest::READABLE)?;
-        self.conns.insert(flow, Conn::Udp(socket));
-        Ok(())
+        self.open_udp(flow, None, dst)
+    }
+
+    fn udp_open_multicast(&mut self, flow: FlowId, client: SocketAddr, group: SocketAddr) -> io::Result<()> {
+        self.open_udp(flow, Some(client.port()), group)
     }
 
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
@@ -250,15 +413,6 @@ impl Upstream for Sockets {
 
     fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         self.uids.uid(protocol, src, dst)
-    }
-}
-
-/// Multicast, or the limited broadcast address 255.255.255.255 (a subnet's broadcast address is recognised by
-/// the kernel's route when connecting).
-fn is_broadcast_or_multicast(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
-        IpAddr::V6(v6) => v6.is_multicast(),
     }
 }
 

@@ -76,6 +76,14 @@ pub trait Upstream {
     /// socket is connected (only `dst` may answer), except for broadcast and multicast destinations, whose
     /// answers come from the hosts that reply: there it is unconnected and may broadcast.
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
+    /// [`Upstream::udp_open`] for a flow from the phone's `client` to a multicast `group`. A driver that can
+    /// join the group upstream does so when `client`'s port is the group's own (an mDNS querier on 5353 is
+    /// answered by multicast, RFC 6762 §6), and hands what is sent to the group to
+    /// [`Engine::on_udp_group_datagram`]. By default, plain `udp_open`.
+    fn udp_open_multicast(&mut self, flow: FlowId, client: SocketAddr, group: SocketAddr) -> io::Result<()> {
+        let _ = client;
+        self.udp_open(flow, group)
+    }
     /// Sends one datagram.
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
     /// Closes the socket and forgets the flow.

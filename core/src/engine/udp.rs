@@ -116,7 +116,12 @@ impl Engine {
     ) {
         let id = self.new_flow_id();
         let mut quic = None;
-        let sent = up.udp_open(id, server).and_then(|()| {
+        let opened = if server.ip().is_multicast() {
+            up.udp_open_multicast(id, client, server)
+        } else {
+            up.udp_open(id, server)
+        };
+        let sent = opened.and_then(|()| {
             datagrams.into_iter().try_for_each(|d| {
                 quic = quic.take().or_else(|| initial_connection(d));
                 up.udp_send(id, d)
@@ -164,15 +169,31 @@ impl Engine {
             self.on_dns_datagram_from_upstream(now, id, data, up);
             return;
         }
+        self.deliver_udp_answer(now, id, from, false, data);
+    }
+
+    /// A datagram the driver received on a multicast flow's upstream socket that was sent to the flow's group
+    /// (an mDNS answer or an SSDP announcement multicast by a LAN host): the phone gets it addressed to the
+    /// group, from `from`, as a member of the group on the LAN would (its socket must have joined the group on
+    /// the tun). Judged like [`Engine::on_udp_datagram_from`].
+    pub fn on_udp_group_datagram(&mut self, now: Instant, id: FlowId, from: SocketAddr, data: &[u8]) {
+        self.deliver_udp_answer(now, id, from, true, data);
+    }
+
+    /// Hands an upstream datagram of flow `id` from `from` to the phone, addressed to the phone's socket or, if
+    /// `to_group`, to the flow's destination group; a sender other than the flow's server that the IP rules
+    /// block is dropped (counted in `blocked`).
+    fn deliver_udp_answer(&mut self, now: Instant, id: FlowId, from: SocketAddr, to_group: bool, data: &[u8]) {
         let Some(flow) = self.udp.get_mut(&id) else {
             return;
         };
         flow.last_active = now;
-        let (server, to) = (flow.server, flow.client);
+        let (server, client) = (flow.server, flow.client);
         if from.ip() != server.ip() && self.address_verdict(now, from.ip()).blocks() {
             self.stats.blocked += 1;
             return;
         }
+        let to = if to_group { SocketAddr::new(server.ip(), client.port()) } else { client };
         self.send_udp_to_client(from, to, data);
     }
 
