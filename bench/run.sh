@@ -8,7 +8,8 @@
 # The app's tun MTU (`MTU` in HushwallVpnService.kt) is measured first and most: latency, idle, flows up to
 # 10,000, the UDP loss ladder, the QUIC download. Every other MTU: TCP throughput and memory at 1,000 flows.
 # Options: --only "kernel hushwall ..." (subset of contenders), --mtus "1500 4000 9000 16000" (the full run's
-#          default; the app's MTU is always added), --out DIR, --no-report,
+#          default; the app's MTU is always added), --seconds N (each iperf3 TCP run), --mtu-flows N (flows held
+#          at the other MTUs), --out DIR, --no-report,
 #          --exec CMD (debugging: start the first contender at the first MTU, run CMD with $P/$I/$SERVER set, exit).
 # Needs root (network namespaces, tun). Installs what it needs (bench/install.sh). Traffic stays inside the
 # namespaces it creates (198.18.0.0/15); everything is removed on exit.
@@ -29,16 +30,20 @@ MTUS=""
 OUT=""
 REPORT=1
 EXEC=""
+SECONDS_OVERRIDE=""
+MTU_FLOWS_OVERRIDE=""
 COMMAND_LINE="bench/run.sh${*:+ $*}"
 while (($#)); do
     case $1 in
         --smoke) MODE=smoke ;;
         --only) ONLY=$2; shift ;;
         --mtus) MTUS=$2; shift ;;
+        --seconds) SECONDS_OVERRIDE=$2; shift ;;
+        --mtu-flows) MTU_FLOWS_OVERRIDE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --no-report) REPORT=0 ;;
         --exec) EXEC=$2; shift ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -58,7 +63,10 @@ else
     IPERF_SECONDS=5 CONNECTS=1000 DNS_QUERIES=1000 FLOW_COUNTS="1000 10000 1000" IDLE_SECONDS=30 SETTLE=2
     MTUS=${MTUS:-"1500 4000 9000 16000"} MTU_FLOWS=1000 OTHER_IPERF_SECONDS=3 UDP_SECONDS=3 QUIC_BYTES=100000000
 fi
-# The app's MTU first (its runs are the headline), then the others in the order given.
+IPERF_SECONDS=${SECONDS_OVERRIDE:-$IPERF_SECONDS} OTHER_IPERF_SECONDS=${SECONDS_OVERRIDE:-$OTHER_IPERF_SECONDS}
+MTU_FLOWS=${MTU_FLOWS_OVERRIDE:-$MTU_FLOWS}
+# The app's MTU first (its runs are the headline), then the others in the order given (--exec: the first given).
+EXEC_MTU=${MTUS%% *}
 MTUS="$APP_MTU $(for m in $MTUS; do [[ $m == "$APP_MTU" ]] || echo -n "$m "; done)"
 
 [[ $(id -u) == 0 ]] || { echo "bench/run.sh: run as root (network namespaces, tun devices)" >&2; exit 1; }
@@ -370,8 +378,7 @@ measure_flows() {
 setup_topology
 if [[ -n $EXEC ]]; then
     read -r name _ <<<"$ONLY"
-    read -r mtu _ <<<"$MTUS"
-    start_contender "$name" "$mtu"
+    start_contender "$name" "$EXEC_MTU"
     export P I SERVER RESOLVER OUT
     export CONTENDER_PIDS="${CONTENDER[*]}"
     bash -c "$EXEC"
