@@ -276,7 +276,7 @@ measure_udp() {
             json=$OUT/udp-$name-$mtu-$dir-$rate.json
             before=$(procstat)
             # A contender that carries no UDP leaves iperf3 waiting for its test to start: bounded.
-            inp timeout $((UDP_SECONDS + 15)) iperf3 -c $SERVER -u -l 1400 -b "${rate}M" -t "$UDP_SECONDS" $flag -J --connect-timeout 3000 \
+            inp timeout $((UDP_SECONDS + 5)) iperf3 -c $SERVER -u -l 1400 -b "${rate}M" -t "$UDP_SECONDS" $flag -J --connect-timeout 3000 \
                 >"$json" 2>&1 || true
             after=$(procstat)
             "$PY" - "$name" "$mtu" "$dir" "$rate" "$json" "$before" "$after" >>"$RESULTS" <<'EOF'
