@@ -190,6 +190,9 @@ def main():
         if bad:
             first = (f"{bad['offered_mbps']}: fail" if "error" in bad
                      else f"{bad['offered_mbps']}: {bad['loss_percent']:.1f} %")
+            d = bad.get("drops")
+            if d and "error" not in bad:
+                first += f" (drops: tun {d['tun']}, phone sockets {d['phone_rcvbuf']}, server {d['server_rcvbuf']})"
         if not ok:
             return ["none", "—", first]
         cpu = fmt(ok["cpu_s"] / (ok["bytes"] / 1e9)) if "cpu_s" in ok and ok.get("bytes") else "—"
@@ -211,12 +214,15 @@ def main():
     if udp or quic:
         seconds = next((r.get("seconds") for r in udp if r.get("seconds")), None)
         size = next((r.get("bytes") for r in quic.values() if r.get("bytes")), None)
-        lines.append(f"**UDP and QUIC** (MTU {app}). UDP: `iperf3 -u -l 1400 -b RATE"
-                     f"{f' -t {seconds:.0f}' if seconds else ''} [-R]` at rising rates; the highest rate "
-                     "(Mbit/s) with < 1 % loss at the receiver, the contender's CPU per GB received at that rate, "
-                     "and the first rate that lost ≥ 1 %. QUIC: one HTTP/3 download "
-                     f"({size / 1e6:.0f} MB" if size else "(")
-        lines[-1] += ", `bench/quic.py`, aioquic, 1,350-byte packets), time, Mbit/s, time ÷ kernel path's, CPU per GB:"
+        duration = f" -t {seconds:.0f}" if seconds else ""
+        megabytes = f"{size / 1e6:.0f} MB, " if size else ""
+        lines.append(f"**UDP and QUIC** (MTU {app}). UDP: `iperf3 -u -l 1400 -b RATE{duration} [-R]` at rising rates; "
+                     "the highest rate (Mbit/s) with < 1 % loss at the receiver, the contender's CPU per GB received "
+                     "at that rate, and the first rate that lost ≥ 1 % with where datagrams were dropped (the tun's "
+                     "queue; receive buffers of UDP sockets in the phone namespace — the contender's upstream sockets "
+                     "and iperf3's client — and in the server namespace). QUIC: one HTTP/3 download "
+                     f"({megabytes}`bench/quic.py`, aioquic, 1,350-byte packets): time, Mbit/s, time ÷ the kernel "
+                     "path's, CPU per GB:")
         lines.append("")
         header = ["contender", "UDP ↑ best < 1 %", "CPU s/GB ↑", "UDP ↑ first ≥ 1 %", "UDP ↓ best < 1 %",
                   "CPU s/GB ↓", "UDP ↓ first ≥ 1 %", "QUIC s", "QUIC Mbit/s", "QUIC ÷ kernel", "QUIC CPU s/GB"]

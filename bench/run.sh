@@ -265,24 +265,36 @@ EOF
     tail -1 "$RESULTS" >&2
 }
 
+# Where UDP datagrams were dropped so far: receive-buffer overflows of UDP sockets in the phone namespace (the
+# contender's upstream sockets and iperf3's client) and in the server namespace (iperf3's server), and the tun's
+# queue (packets the phone's kernel could not queue for the contender). JSON.
+udp_drops() {
+    local snmp='/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }'
+    echo "{\"phone_rcvbuf\":$(inp awk "$snmp" /proc/net/snmp),\"server_rcvbuf\":$(ins awk "$snmp" /proc/net/snmp),\"tun\":$(inp cat /sys/class/net/$TUN/statistics/tx_dropped 2>/dev/null || echo 0)}"
+}
+
 # UDP loss ladder in each direction: iperf3 -u -l 1400 at each rate of UDP_RATES until one loses >= 1 % (or
-# fails); each step is recorded with the receiver's loss and the contender's CPU time.
+# fails); each step is recorded with the receiver's loss, where it was dropped and the contender's CPU time.
 measure_udp() {
-    local name=$1 mtu=$2 dir flag rate before after json
+    local name=$1 mtu=$2 dir flag rate before after json drops_before drops_after
     for dir in upload download; do
         flag=""
         [[ $dir == download ]] && flag=-R
         for rate in $UDP_RATES; do
             json=$OUT/udp-$name-$mtu-$dir-$rate.json
             before=$(procstat)
+            drops_before=$(udp_drops)
             # A contender that carries no UDP leaves iperf3 waiting for its test to start: bounded.
             inp timeout $((UDP_SECONDS + 5)) iperf3 -c $SERVER -u -l 1400 -b "${rate}M" -t "$UDP_SECONDS" $flag -J --connect-timeout 3000 \
                 >"$json" 2>&1 || true
             after=$(procstat)
-            "$PY" - "$name" "$mtu" "$dir" "$rate" "$json" "$before" "$after" >>"$RESULTS" <<'EOF'
+            drops_after=$(udp_drops)
+            "$PY" - "$name" "$mtu" "$dir" "$rate" "$json" "$before" "$after" "$drops_before" "$drops_after" \
+                >>"$RESULTS" <<'EOF'
 import json, sys
-name, mtu, direction, rate, path, before, after = sys.argv[1:]
+name, mtu, direction, rate, path, before, after, drops_before, drops_after = sys.argv[1:]
 before, after = json.loads(before), json.loads(after)
+drops_before, drops_after = json.loads(drops_before), json.loads(drops_after)
 out = {"contender": name, "mtu": int(mtu), "test": "udp", "direction": direction, "offered_mbps": int(rate)}
 try:
     s = json.load(open(path))["end"]["sum_received"]  # the receiver's counts, whichever side sends
@@ -295,6 +307,7 @@ except Exception as e:
     out["error"] = f"iperf3 failed: {e}"
 if before:
     out["cpu_s"] = after["cpu_s"] - before["cpu_s"]
+out["drops"] = {k: drops_after[k] - drops_before[k] for k in drops_after}
 print(json.dumps(out))
 EOF
             tail -1 "$RESULTS" >&2
