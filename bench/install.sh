@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what bench/run.sh needs, only what is missing: Debian packages (iperf3, microsocks, dnsutils),
 # the peers from their registries (tun2socks from the Go module proxy, tun2proxy from crates.io) into a cache
-# directory, and matplotlib from PyPI into a venv there. Safe to run again.
+# directory, and matplotlib and aioquic (the HTTP/3 download, bench/quic.py) from PyPI into a venv there. Safe to
+# run again.
 set -euo pipefail
 CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hushwall-bench}
 TUN2SOCKS_VERSION=${TUN2SOCKS_VERSION:-v2.7.0}
@@ -46,4 +47,8 @@ if [[ ! -x $CACHE/venv/bin/python ]] || ! "$CACHE/venv/bin/python" -c 'import ma
     echo "bench/install: pip install matplotlib (venv in $CACHE/venv)" >&2
     python3 -m venv "$CACHE/venv"
     "$CACHE/venv/bin/pip" install --quiet 'matplotlib==3.9.*'
+fi
+if ! "$CACHE/venv/bin/python" -c 'import aioquic' 2>/dev/null; then
+    echo "bench/install: pip install aioquic (venv in $CACHE/venv)" >&2
+    "$CACHE/venv/bin/pip" install --quiet 'aioquic==1.*'
 fi

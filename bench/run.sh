@@ -2,10 +2,14 @@
 # Side-by-side benchmark: the kernel path, Hushwall, tun2socks (direct://) and tun2proxy (+ microsocks), all on
 # the same network-namespace topology, measured in one run. Results: a table and a plot in BENCHMARKS.md.
 #
-#   bench/run.sh            full run (~10 minutes), rewrites the "Side-by-side" section of BENCHMARKS.md
-#   bench/run.sh --smoke    tiny durations (~1-2 minutes), writes only under target/bench/ (what CI runs)
+#   bench/run.sh            full run (~14 minutes), rewrites the "Side-by-side" section of BENCHMARKS.md
+#   bench/run.sh --smoke    tiny durations (~2 minutes), writes only under target/bench/ (what CI runs)
 #
-# Options: --only "kernel hushwall ..." (subset of contenders), --mtus "1500 9000", --out DIR, --no-report,
+# The app's tun MTU (`MTU` in HushwallVpnService.kt) is measured first and most: latency, idle, flows up to
+# 10,000, the UDP loss ladder, the QUIC download. Every other MTU: TCP throughput and memory at 1,000 flows.
+# Options: --only "kernel hushwall ..." (subset of contenders), --mtus "1500 4000 9000 16000" (the full run's
+#          default; the app's MTU is always added), --seconds N (each iperf3 TCP run), --mtu-flows N (flows held
+#          at the other MTUs), --out DIR, --no-report,
 #          --exec CMD (debugging: start the first contender at the first MTU, run CMD with $P/$I/$SERVER set, exit).
 # Needs root (network namespaces, tun). Installs what it needs (bench/install.sh). Traffic stays inside the
 # namespaces it creates (198.18.0.0/15); everything is removed on exit.
@@ -26,31 +30,44 @@ MTUS=""
 OUT=""
 REPORT=1
 EXEC=""
+SECONDS_OVERRIDE=""
+MTU_FLOWS_OVERRIDE=""
 COMMAND_LINE="bench/run.sh${*:+ $*}"
 while (($#)); do
     case $1 in
         --smoke) MODE=smoke ;;
         --only) ONLY=$2; shift ;;
         --mtus) MTUS=$2; shift ;;
+        --seconds) SECONDS_OVERRIDE=$2; shift ;;
+        --mtu-flows) MTU_FLOWS_OVERRIDE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --no-report) REPORT=0 ;;
         --exec) EXEC=$2; shift ;;
-        -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
 done
 
+# The tun MTU the app sets (BENCHMARKS.md, "The app's tun MTU").
+APP_MTU=$(sed -n 's/^ *const val MTU = \([0-9]*\).*/\1/p' "$ROOT/android/app/src/main/kotlin/app/hushwall/vpn/HushwallVpnService.kt")
+[[ $APP_MTU =~ ^[0-9]+$ ]] || { echo "bench/run.sh: no MTU constant in HushwallVpnService.kt" >&2; exit 1; }
+# UDP: iperf3 -u -l 1400 at rising rates (Mbit/s), each for UDP_SECONDS, until one loses >= 1 %.
+UDP_RATES="100 200 300 400 600 800"
 if [[ $MODE == smoke ]]; then
     IPERF_SECONDS=1 CONNECTS=100 DNS_QUERIES=100 FLOW_COUNTS="100 200 100" IDLE_SECONDS=2 SETTLE=0.3
-    MTUS=${MTUS:-"1500 9000"}
+    MTUS=${MTUS:-"1500 9000"} MTU_FLOWS=100 OTHER_IPERF_SECONDS=1 UDP_SECONDS=1 UDP_RATES="100 400" QUIC_BYTES=10000000
 else
-    # Flows: 1,000 and 10,000 on a fresh contender, then 1,000 again (memory kept after churn).
+    # Flows: 1,000 and 10,000 on a fresh contender, then 1,000 again (memory kept after churn); other MTUs: 1,000
+    # flows and 3-second iperf3 runs (the full run stays near 14 minutes).
     IPERF_SECONDS=5 CONNECTS=1000 DNS_QUERIES=1000 FLOW_COUNTS="1000 10000 1000" IDLE_SECONDS=30 SETTLE=2
-    MTUS=${MTUS:-"1500 9000"}
+    MTUS=${MTUS:-"1500 4000 9000 16000"} MTU_FLOWS=1000 OTHER_IPERF_SECONDS=3 UDP_SECONDS=3 QUIC_BYTES=100000000
 fi
-# The large MTU: see BENCHMARKS.md ("Why 9000").
-LARGE_MTU=9000
+IPERF_SECONDS=${SECONDS_OVERRIDE:-$IPERF_SECONDS} OTHER_IPERF_SECONDS=${SECONDS_OVERRIDE:-$OTHER_IPERF_SECONDS}
+MTU_FLOWS=${MTU_FLOWS_OVERRIDE:-$MTU_FLOWS}
+# The app's MTU first (its runs are the headline), then the others in the order given (--exec: the first given).
+EXEC_MTU=${MTUS%% *}
+MTUS="$APP_MTU $(for m in $MTUS; do [[ $m == "$APP_MTU" ]] || echo -n "$m "; done)"
 
 [[ $(id -u) == 0 ]] || { echo "bench/run.sh: run as root (network namespaces, tun devices)" >&2; exit 1; }
 START=$(date +%s)
@@ -66,6 +83,8 @@ CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hushwall-bench}
 PY=$CACHE/venv/bin/python
 TOOLS=$ROOT/bench/tools.py
 TUNFD=$ROOT/bench/tunfd.py
+QUIC=$ROOT/bench/quic.py
+QUIC_PORT=4433
 if [[ -z ${HUSHWALL_BIN:-} ]]; then
     (cd "$ROOT" && cargo build --release -p hushwall --quiet)
     HUSHWALL_BIN=$ROOT/target/release/hushwall
@@ -130,8 +149,11 @@ setup_topology() {
         --pid-file --user=root --port=53 --local-ttl=300 --listen-address=$RESOLVER \
         --host-record=www.example.org,$SERVER --address=/tracking.intl.miui.com/ >"$OUT/dnsmasq.log" 2>&1 &
     BG_PIDS+=($!)
-    for _ in $(seq 50); do
-        ins ss -ltn | grep -q ":8080" && ins ss -ltn | grep -q ":5201" && ins ss -lun | grep -q ":53" && return
+    ip netns exec "$I" "$PY" "$QUIC" server $SERVER $QUIC_PORT >"$OUT/quic-server.log" 2>&1 &
+    BG_PIDS+=($!)
+    for _ in $(seq 100); do
+        ins ss -ltn | grep -q ":8080" && ins ss -ltn | grep -q ":5201" && ins ss -lun | grep -q ":53 " \
+            && ins ss -lun | grep -q ":$QUIC_PORT" && return
         sleep 0.1
     done
     echo "bench: servers did not start" >&2
@@ -209,7 +231,8 @@ procstat() {
 
 # iperf3 through the contender; records throughput and the contender's CPU time over the run.
 measure_iperf() {
-    local name=$1 mtu=$2 streams=$3 dir=$4 flag="" before after json
+    local name=$1 mtu=$2 streams=$3 dir=$4 flag="" before after json seconds=$IPERF_SECONDS
+    [[ $mtu == "$APP_MTU" ]] || seconds=$OTHER_IPERF_SECONDS
     [[ $dir == download ]] && flag=-R
     before=$(procstat)
     json=$OUT/iperf-$name-$mtu-$streams-$dir.json
@@ -217,10 +240,10 @@ measure_iperf() {
     if [[ -n ${BENCH_PERF:-} && ${#CONTENDER[@]} -gt 0 ]]; then
         # Profiling aid (not part of the figures): BENCH_PERF=1 samples the contender during each iperf3 run.
         perf record -F 1999 ${BENCH_PERF_ARGS:-} -p "$(IFS=,; echo "${CONTENDER[*]}")" -o "$OUT/perf-$name-$mtu-$streams-$dir.data" \
-            -- sleep "$IPERF_SECONDS" >/dev/null 2>&1 &
+            -- sleep "$seconds" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    inp iperf3 -c $SERVER -t "$IPERF_SECONDS" -P "$streams" $flag -J --connect-timeout 3000 >"$json" 2>&1 || true
+    inp iperf3 -c $SERVER -t "$seconds" -P "$streams" $flag -J --connect-timeout 3000 >"$json" 2>&1 || true
     [[ -n $perf_pid ]] && wait "$perf_pid"
     after=$(procstat)
     "$PY" - "$name" "$mtu" "$streams" "$dir" "$json" "$before" "$after" >>"$RESULTS" <<'EOF'
@@ -235,6 +258,80 @@ try:
     out["seconds"] = end["sum_received"]["seconds"]
 except Exception as e:
     out["error"] = f"iperf3 failed: {e}"
+if before:
+    out["cpu_s"] = after["cpu_s"] - before["cpu_s"]
+print(json.dumps(out))
+EOF
+    tail -1 "$RESULTS" >&2
+}
+
+# Where UDP datagrams were dropped so far: receive-buffer overflows of UDP sockets in the phone namespace (the
+# contender's upstream sockets and iperf3's client) and in the server namespace (iperf3's server), and the tun's
+# queue (packets the phone's kernel could not queue for the contender). JSON.
+udp_drops() {
+    local snmp='/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }'
+    echo "{\"phone_rcvbuf\":$(inp awk "$snmp" /proc/net/snmp),\"server_rcvbuf\":$(ins awk "$snmp" /proc/net/snmp),\"tun\":$(inp cat /sys/class/net/$TUN/statistics/tx_dropped 2>/dev/null || echo 0)}"
+}
+
+# UDP loss ladder in each direction: iperf3 -u -l 1400 at each rate of UDP_RATES until one loses >= 1 % (or
+# fails); each step is recorded with the receiver's loss, where it was dropped and the contender's CPU time.
+measure_udp() {
+    local name=$1 mtu=$2 dir flag rate before after json drops_before drops_after
+    for dir in upload download; do
+        flag=""
+        [[ $dir == download ]] && flag=-R
+        for rate in $UDP_RATES; do
+            json=$OUT/udp-$name-$mtu-$dir-$rate.json
+            before=$(procstat)
+            drops_before=$(udp_drops)
+            # A contender that carries no UDP leaves iperf3 waiting for its test to start: bounded.
+            inp timeout $((UDP_SECONDS + 5)) iperf3 -c $SERVER -u -l 1400 -b "${rate}M" -t "$UDP_SECONDS" $flag -J --connect-timeout 3000 \
+                >"$json" 2>&1 || true
+            after=$(procstat)
+            drops_after=$(udp_drops)
+            "$PY" - "$name" "$mtu" "$dir" "$rate" "$json" "$before" "$after" "$drops_before" "$drops_after" \
+                >>"$RESULTS" <<'EOF'
+import json, sys
+name, mtu, direction, rate, path, before, after, drops_before, drops_after = sys.argv[1:]
+before, after = json.loads(before), json.loads(after)
+drops_before, drops_after = json.loads(drops_before), json.loads(drops_after)
+out = {"contender": name, "mtu": int(mtu), "test": "udp", "direction": direction, "offered_mbps": int(rate)}
+try:
+    s = json.load(open(path))["end"]["sum_received"]  # the receiver's counts, whichever side sends
+    out["packets"], out["lost"], out["loss_percent"] = s["packets"], s["lost_packets"], s["lost_percent"]
+    out["bytes"] = s["bytes"]
+    if not s["packets"]:
+        out["error"] = "nothing received"
+    out["seconds"] = s["seconds"]
+except Exception as e:
+    out["error"] = f"iperf3 failed: {e}"
+if before:
+    out["cpu_s"] = after["cpu_s"] - before["cpu_s"]
+out["drops"] = {k: drops_after[k] - drops_before[k] for k in drops_after}
+print(json.dumps(out))
+EOF
+            tail -1 "$RESULTS" >&2
+            tail -1 "$RESULTS" | "$PY" -c 'import json,sys; r=json.load(sys.stdin); sys.exit("error" in r or r["loss_percent"] >= 1)' \
+                || break
+        done
+    done
+}
+
+# HTTP/3 download of QUIC_BYTES (bench/quic.py, aioquic) from the server namespace: time and contender CPU.
+measure_quic() {
+    local name=$1 mtu=$2 before after out
+    before=$(procstat)
+    out=$(inp timeout 150 "$PY" "$QUIC" client $SERVER $QUIC_PORT "$QUIC_BYTES" || echo '{"error":"client failed"}')
+    after=$(procstat)
+    "$PY" - "$name" "$mtu" "$out" "$before" "$after" >>"$RESULTS" <<'EOF'
+import json, sys
+name, mtu, result, before, after = sys.argv[1:]
+before, after = json.loads(before), json.loads(after)
+try:
+    result = json.loads(result.strip().splitlines()[-1])
+except Exception:
+    result = {"error": result[-200:]}
+out = {"contender": name, "mtu": int(mtu), "test": "quic", **result}
 if before:
     out["cpu_s"] = after["cpu_s"] - before["cpu_s"]
 print(json.dumps(out))
@@ -269,10 +366,10 @@ measure_idle() {
 
 # Fresh contender: RSS with N concurrent open flows (each has completed one request/response), for each N.
 measure_flows() {
-    local name=$1 mtu=$2 n ready holder stat round=0
-    for n in $FLOW_COUNTS; do
+    local name=$1 mtu=$2 counts=$3 n ready holder stat round=0
+    for n in $counts; do
         round=$((round + 1))
-        ready=$OUT/hold-$name-$n-$round.json
+        ready=$OUT/hold-$name-$mtu-$n-$round.json
         rm -f "$ready"
         # The holder keeps its connections until its stdin (a fifo we keep open) closes.
         local fifo=$OUT/hold.fifo
@@ -294,28 +391,33 @@ measure_flows() {
 setup_topology
 if [[ -n $EXEC ]]; then
     read -r name _ <<<"$ONLY"
-    read -r mtu _ <<<"$MTUS"
-    start_contender "$name" "$mtu"
+    start_contender "$name" "$EXEC_MTU"
     export P I SERVER RESOLVER OUT
     export CONTENDER_PIDS="${CONTENDER[*]}"
     bash -c "$EXEC"
     exit
 fi
-record "{\"test\":\"meta\",\"mode\":\"$MODE\",\"command\":\"$COMMAND_LINE\",\"uptime_start\":\"$(uptime)\",\"kernel\":\"$(uname -r)\",\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"cores\":$(nproc),\"mem_gib\":$(($(grep MemTotal /proc/meminfo | awk '{print $2}') / 1048576)),\"hushwall_commit\":\"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- core driver || echo -dirty)\",\"tun2socks\":\"$(readlink "$CACHE/bin/tun2socks")\",\"tun2proxy\":\"$(readlink "$CACHE/bin/tun2proxy")\",\"iperf3\":\"$(iperf3 --version | head -1)\",\"microsocks\":\"$(dpkg-query -W -f '${Version}' microsocks 2>/dev/null)\"}"
+record "{\"test\":\"meta\",\"mode\":\"$MODE\",\"command\":\"$COMMAND_LINE\",\"uptime_start\":\"$(uptime)\",\"kernel\":\"$(uname -r)\",\"cpu\":\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\",\"cores\":$(nproc),\"mem_gib\":$(($(grep MemTotal /proc/meminfo | awk '{print $2}') / 1048576)),\"app_mtu\":$APP_MTU,\"hushwall_commit\":\"$(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- core driver || echo -dirty)\",\"tun2socks\":\"$(readlink "$CACHE/bin/tun2socks")\",\"tun2proxy\":\"$(readlink "$CACHE/bin/tun2proxy")\",\"iperf3\":\"$(iperf3 --version | head -1)\",\"microsocks\":\"$(dpkg-query -W -f '${Version}' microsocks 2>/dev/null)\"}"
 
 for mtu in $MTUS; do
     for name in $ONLY; do
         echo "bench: == $name, tun MTU $mtu ==" >&2
         start_contender "$name" "$mtu"
-        if [[ $mtu == 1500 && $name != kernel ]]; then measure_idle "$name" "$mtu"; fi
-        if [[ $mtu == 1500 ]]; then measure_latency "$name" "$mtu"; fi
+        if [[ $mtu == "$APP_MTU" && $name != kernel ]]; then measure_idle "$name" "$mtu"; fi
+        if [[ $mtu == "$APP_MTU" ]]; then measure_latency "$name" "$mtu"; fi
         for streams in 1 8; do
             for dir in upload download; do measure_iperf "$name" "$mtu" "$streams" "$dir"; done
         done
+        if [[ $mtu == "$APP_MTU" ]]; then
+            measure_udp "$name" "$mtu"
+            measure_quic "$name" "$mtu"
+        fi
         stop_contender
-        if [[ $mtu == 1500 && $name != kernel ]]; then
+        if [[ $name != kernel ]]; then
+            counts=$MTU_FLOWS
+            [[ $mtu == "$APP_MTU" ]] && counts=$FLOW_COUNTS
             start_contender "$name" "$mtu"
-            measure_flows "$name" "$mtu"
+            measure_flows "$name" "$mtu" "$counts"
             stop_contender
         fi
     done

@@ -11,7 +11,10 @@
 use super::timers::Timer;
 use super::{Engine, Upstream};
 use etherparse::defrag::IpDefragBuf;
-use etherparse::{IpFragOffset, IpNumber, IpSlice, Ipv4Header, Ipv6ExtensionSlice, Ipv6FragmentHeader, Ipv6Header};
+use etherparse::{
+    IpFragOffset, IpNumber, IpSlice, Ipv4Header, Ipv4HeaderSlice, Ipv6ExtensionSlice, Ipv6FragmentHeader, Ipv6Header,
+    Ipv6HeaderSlice,
+};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -25,6 +28,39 @@ pub(crate) const MAX_FRAGMENTS: usize = 64;
 pub(crate) const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Hop limit of the reassembled packet (the engine does not forward it by IP, so any value does).
 const TTL: u8 = 64;
+/// The MTU of the phone's own network when the platform does not say (`NetworkInfo::mtu`): Wi-Fi and mobile
+/// links carry 1,500-byte packets. The tun MTU may be larger, since TCP ends in the engine; a UDP datagram larger
+/// than the network's MTU that must not be fragmented is answered as a router would answer it.
+pub(crate) const DEFAULT_UPSTREAM_MTU: u16 = 1500;
+/// A reported network MTU below this is not believed (IPv6's minimum; Linux ignores smaller ICMPv6 values).
+const MIN_UPSTREAM_MTU: u16 = 1280;
+
+/// The MTU to hold datagrams from the phone to: the network's, if reported and plausible, else the default.
+pub(crate) fn upstream_mtu(reported: Option<u16>) -> u16 {
+    reported.filter(|&m| m >= MIN_UPSTREAM_MTU).unwrap_or(DEFAULT_UPSTREAM_MTU)
+}
+
+/// If `packet` (whole, as read from the tun) is a UDP datagram larger than `mtu` that the network must not
+/// fragment — IPv4 with DF set (what Linux sets on every datagram that fits its route), or IPv6 (only the source
+/// fragments IPv6) — its source and destination: the phone must be told the path's MTU, not have the datagram
+/// fragmented behind its back by the upstream socket's kernel.
+pub(crate) fn too_big_for_upstream(packet: &[u8], mtu: u16) -> Option<(IpAddr, IpAddr)> {
+    if packet.len() <= usize::from(mtu) {
+        return None;
+    }
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => {
+            let h = Ipv4HeaderSlice::from_slice(packet).ok()?;
+            let whole_df = h.protocol() == IpNumber::UDP && h.dont_fragment() && !h.is_fragmenting_payload();
+            whole_df.then(|| (IpAddr::V4(h.source_addr()), IpAddr::V4(h.destination_addr())))
+        }
+        Some(6) => {
+            let h = Ipv6HeaderSlice::from_slice(packet).ok()?;
+            (h.next_header() == IpNumber::UDP).then(|| (IpAddr::V6(h.source_addr()), IpAddr::V6(h.destination_addr())))
+        }
+        _ => None,
+    }
+}
 
 /// Which datagram a fragment belongs to (RFC 791 / RFC 8200: source, destination, protocol, identification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

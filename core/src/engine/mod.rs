@@ -380,6 +380,17 @@ impl Engine {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         self.capture_packet(Some(now), Direction::Inbound, packet);
+        let upstream_mtu = fragment::upstream_mtu(self.network().mtu);
+        if let Some((client, server)) = fragment::too_big_for_upstream(packet, upstream_mtu) {
+            self.stats.dropped += 1;
+            let mut buf = self.stack.device.take_out_buffer();
+            if reply::icmp_too_big(&mut buf, server, client, packet, upstream_mtu) {
+                self.stack.device.out.push_back(buf);
+            } else {
+                self.stack.device.recycle(buf);
+            }
+            return;
+        }
         self.dispatch_tun_packet(now, packet, up);
     }
 

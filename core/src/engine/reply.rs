@@ -89,6 +89,31 @@ pub(crate) fn icmp_unreachable(
     }
 }
 
+/// An ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet too big" error about `offending` (a packet from
+/// `client` to `server`) naming `mtu` as the next hop's MTU, sent from `server` as a router on the path would: the
+/// client's stack lowers its path MTU to `server` and fragments (or reports `EMSGSIZE` to a socket that forbids it).
+pub(crate) fn icmp_too_big(out: &mut Vec<u8>, server: IpAddr, client: IpAddr, offending: &[u8], mtu: u16) -> bool {
+    out.clear();
+    match (server, client) {
+        (IpAddr::V4(s), IpAddr::V4(c)) => {
+            let header = icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu };
+            let quote = &offending[..offending.len().min(ICMPV4_QUOTE_MAX)];
+            PacketBuilder::ipv4(s.octets(), c.octets(), TTL)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
+                .write(out, quote)
+                .is_ok()
+        }
+        (IpAddr::V6(s), IpAddr::V6(c)) => {
+            let quote = &offending[..offending.len().min(ICMPV6_QUOTE_MAX)];
+            PacketBuilder::ipv6(s.octets(), c.octets(), TTL)
+                .icmpv6(Icmpv6Type::PacketTooBig { mtu: u32::from(mtu) })
+                .write(out, quote)
+                .is_ok()
+        }
+        _ => false,
+    }
+}
+
 /// The IP layer of a packet from `src` to `dst`, if both are the same family.
 fn ip_pair(src: IpAddr, dst: IpAddr) -> Option<etherparse::PacketBuilderStep<etherparse::IpHeaders>> {
     match (src, dst) {

@@ -46,3 +46,83 @@ fn incomplete_fragments_time_out_counted_and_leave_no_timer() {
     assert_eq!(pair.engine.poll_timeout(pair.now), None, "nothing left to time");
     assert_eq!(pair.engine.stats().dropped, 0);
 }
+
+/// `packet` (IPv4) with its DF flag set to `df` and the header checksum made right again.
+fn with_df(mut packet: Vec<u8>, df: bool) -> Vec<u8> {
+    let (mut header, _) = etherparse::Ipv4Header::from_slice(&packet).expect("ipv4");
+    header.dont_fragment = df;
+    header.header_checksum = header.calc_header_checksum();
+    let mut head = Vec::new();
+    header.write(&mut head).expect("writes");
+    packet[..head.len()].copy_from_slice(&head);
+    packet
+}
+
+/// The ICMP error in `out` (exactly one packet): its type.
+fn only_icmp(out: &[Vec<u8>]) -> etherparse::TransportSlice<'_> {
+    assert_eq!(out.len(), 1, "one ICMP error");
+    etherparse::SlicedPacket::from_ip(&out[0]).expect("valid").transport.expect("transport")
+}
+
+// Issue 16.1: the tun MTU may be larger than the phone's network's (TCP ends in the engine). A UDP datagram that
+// must not be fragmented and does not fit the network is answered with "fragmentation needed" / "packet too big"
+// naming 1,500, as a router would; before, the upstream socket's kernel fragmented it and the phone went on
+// believing the path carried 4,000-byte datagrams.
+#[test]
+fn udp_datagrams_that_must_not_be_fragmented_and_do_not_fit_upstream_get_icmp_too_big() {
+    let mut pair = Pair::new();
+    let mut big = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(5353, 7).write(&mut big, &[7; 4000]).expect("builds");
+    pair.raw(&with_df(big.clone(), true));
+    assert!(pair.up.udp_sent.is_empty(), "nothing upstream");
+    let out = pair.take_out();
+    match only_icmp(&out) {
+        etherparse::TransportSlice::Icmpv4(icmp) => assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1500 }
+            )
+        ),
+        other => panic!("not icmp: {other:?}"),
+    }
+    // Without DF the network may fragment it: sent whole (the upstream socket's kernel cuts it).
+    pair.raw(&with_df(big, false));
+    assert_eq!(pair.up.udp_sent.len(), 1);
+    assert_eq!(pair.up.udp_sent[0].1.len(), 4000);
+    // With DF but fitting: sent.
+    let mut small = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(5353, 7).write(&mut small, &[7; 1472]).expect("builds");
+    pair.raw(&with_df(small, true));
+    assert_eq!(pair.up.udp_sent.len(), 2);
+    assert!(pair.take_out().is_empty(), "no error for what fits");
+    // IPv6 is never fragmented on the way: too big.
+    let phone6 = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let server6 = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let mut big6 = Vec::new();
+    PacketBuilder::ipv6(phone6, server6, 64).udp(5353, 7).write(&mut big6, &[7; 4000]).expect("builds");
+    pair.raw(&big6);
+    let out = pair.take_out();
+    match only_icmp(&out) {
+        etherparse::TransportSlice::Icmpv6(icmp) => {
+            assert_eq!(icmp.icmp_type(), etherparse::Icmpv6Type::PacketTooBig { mtu: 1500 })
+        }
+        other => panic!("not icmpv6: {other:?}"),
+    }
+    assert_eq!(pair.up.udp_sent.len(), 2, "nothing more upstream");
+    // A network that reports a smaller MTU: that one is named, and a 1,500-byte datagram no longer fits.
+    pair.engine.network_changed(NetworkInfo { mtu: Some(1400), ..NetworkInfo::default() });
+    let mut full = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(5353, 7).write(&mut full, &[7; 1472]).expect("builds");
+    pair.raw(&with_df(full, true));
+    let out = pair.take_out();
+    match only_icmp(&out) {
+        etherparse::TransportSlice::Icmpv4(icmp) => assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::DestinationUnreachable(
+                etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1400 }
+            )
+        ),
+        other => panic!("not icmp: {other:?}"),
+    }
+    assert_eq!(pair.up.udp_sent.len(), 2, "nothing more upstream");
+}

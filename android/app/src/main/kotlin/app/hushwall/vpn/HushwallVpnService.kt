@@ -680,8 +680,12 @@ class HushwallVpnService : VpnService() {
         /** The profile or the extra lists changed: replace the engine's policy. */
         const val ACTION_POLICY_CHANGED = "app.hushwall.action.POLICY_CHANGED"
 
-        /** Same as the usual Wi-Fi/mobile MTU: what the engine forwards rarely needs fragmenting upstream. */
-        const val MTU = 1500
+        /**
+         * The tun MTU. TCP ends in the engine, so the tun hop's MTU is ours: 9000 halves the CPU per GB of 1500
+         * (BENCHMARKS.md, "The app's tun MTU"). UDP that must not be fragmented and exceeds the network's MTU is
+         * answered with ICMP "fragmentation needed" / "packet too big" naming the network's MTU, as a router would.
+         */
+        const val MTU = 9000
         /** The tun's own addresses and the DNS server apps are given (the engine answers port 53 anyway). */
         const val TUN_IPV4 = "10.111.222.1"
         const val TUN_IPV6 = "fd00:6877:6c6c::1"
