@@ -4,15 +4,16 @@
 # a network namespace and protect() mapped to SO_MARK, so the service carries real dig/curl traffic through the
 # real libhushwall.so (built for the host) to real servers. As root on Debian 12:
 #
-#   android/service-test/run.sh                 # all tests (ServiceDayTest, RoutesTest)
+#   android/service-test/run.sh                 # all tests (ServiceDayTest, ScreensDataTest, RoutesTest)
 #   android/service-test/run.sh ServiceDayTest  # one class
 #
 # 1. fetches what it needs from Maven Central (the Kotlin compiler and android-all via android/tools/pom.xml,
 #    Robolectric via android/screenshots/pom.xml, android-all-instrumented for Robolectric), links the resources
 #    with aapt2 as android/build-apk.sh does, compiles the app's Kotlin + the tests for JVM 1.8 (class lambdas);
 # 2. builds libhushwall.so for the host (release, feature host-test: openTun, markSocket);
-# 3. builds the topology of android/host-test/run.sh (phone and internet namespaces, dnsmasq on 198.18.1.53 and on
-#    9.9.9.9 — the app's DNS upstream —, the HTTPS server) and runs JUnit 4 with the JVM inside the phone
+# 3. builds the topology of android/host-test/run.sh (phone and internet namespaces, dnsmasq on 198.18.1.53 — the
+#    resolver the shadowed ConnectivityManager reports as the network's — and on 198.18.2.53 for the network
+#    switch test, logging every query; the HTTPS server) and runs JUnit 4 with the JVM inside the phone
 #    namespace; each establish() creates a new tun (hwt1, hwt2, … with the app's addresses and the default
 #    routes), as Android creates tun0, tun1…;
 # 4. removes namespaces and servers on any exit. Exits non-zero on any failure.
@@ -122,7 +123,7 @@ done
 "${I[@]}" ip addr add 198.18.0.2/24 dev vi
 "${I[@]}" ip -6 addr add fd00:6877::2/64 dev vi nodad
 "${I[@]}" ip link set vi up
-for a in 198.18.1.53 198.18.1.10 9.9.9.9; do "${I[@]}" ip addr add $a/32 dev lo; done
+for a in 198.18.1.53 198.18.2.53 198.18.1.10; do "${I[@]}" ip addr add $a/32 dev lo; done
 "${I[@]}" ip -6 addr add fd00:6877:2::10/128 dev lo nodad
 # Marked sockets (protect() = SO_MARK here) leave through the veth; everything else goes to the current tun,
 # whose default routes each establish() sets (ServiceShadows.TunFactory).
@@ -146,21 +147,21 @@ echo hello >"$net/www/hello.txt"
 "${I[@]}" python3 "$ANDROID/host-test/https_server.py" "$net/server.pem" "$net/server.key" "$net/www" "$net/https.log" \
   198.18.1.10 '[fd00:6877:2::10]' >"$net/https.out" 2>&1 &
 pids+=($!)
-"${I[@]}" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=198.18.1.53,9.9.9.9 \
-  --except-interface=vi --user=root --pid-file="$net/dnsmasq.pid" --log-facility="$net/dnsmasq.log" \
+"${I[@]}" dnsmasq --keep-in-foreground --no-resolv --no-hosts --bind-interfaces --listen-address=198.18.1.53,198.18.2.53 \
+  --except-interface=vi --user=root --pid-file="$net/dnsmasq.pid" --log-facility="$net/dnsmasq.log" --log-queries \
   --host-record=allowed.test,198.18.1.10,fd00:6877:2::10 \
   --host-record=tracking.intl.miui.com,198.18.1.10 \
   --host-record=ads.hushwall.test,198.18.1.10 &
 pids+=($!)
 for _ in $(seq 50); do
-  grep -q ready "$net/https.out" 2>/dev/null && "${I[@]}" dig +short +time=1 +tries=1 @9.9.9.9 allowed.test >/dev/null 2>&1 && break
+  grep -q ready "$net/https.out" 2>/dev/null && "${I[@]}" dig +short +time=1 +tries=1 @198.18.1.53 allowed.test >/dev/null 2>&1 && break
   sleep 0.1
 done
 grep -q ready "$net/https.out" || die "HTTPS server did not start: $(cat "$net/https.out")"
 
 log "Robolectric: HushwallVpnService in netns $phone"
-classes=("${@:-ServiceDayTest RoutesTest}")
-HUSHWALL_CA="$net/ca.pem" HUSHWALL_HTTPS_LOG="$net/https.log" \
+classes=("${@:-ServiceDayTest ScreensDataTest RoutesTest}")
+HUSHWALL_CA="$net/ca.pem" HUSHWALL_HTTPS_LOG="$net/https.log" HUSHWALL_DNS_LOG="$net/dnsmasq.log" HUSHWALL_INET_NS="$inet" \
 "${P[@]}" java -Xmx1536m \
   -Djava.library.path="$NATIVE_DIR" -Drobolectric.logging=stdout \
   -Drobolectric.offline=true -Drobolectric.enabledSdks=34 -Drobolectric.dependency.dir="$WORK/android-all" \

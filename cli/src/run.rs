@@ -46,6 +46,10 @@ pub struct RunArgs {
     /// Write events as JSON Lines to PATH (`-` for standard output).
     #[arg(long, value_name = "PATH")]
     events: Option<PathBuf>,
+    /// When the --events file would grow past N MiB it is renamed to PATH.1 (replacing the previous one) and a
+    /// new PATH is started: at most about 2 × N MiB on disk.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    events_max_mb: u64,
     /// Report allowed flows and queries too, not only blocks.
     #[arg(long)]
     log_allowed: bool,
@@ -62,6 +66,9 @@ pub struct RunArgs {
     /// verdict and reason as a comment on the packet that decided each flow.
     #[arg(long, value_name = "PATH")]
     pcap: Option<PathBuf>,
+    /// The --pcap file stops growing at N MiB: later packets are counted (logged once, and at exit), not written.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pcap_max_mb: u64,
     /// Payload peek: read blocked plain-HTTP requests locally, answer 403, and put a redacted summary of what
     /// they tried to send (query, form fields, decoded base64/gzip and Sensors Analytics uploads) in the event.
     #[arg(long)]
@@ -131,14 +138,17 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
     let stats = policy.stats();
     log::info!("policy: {stats:?}");
     let events: Box<dyn EventSink> = match &args.events {
-        Some(path) => Box::new(JsonLines::open(path)?),
+        Some(path) => Box::new(JsonLines::open(path, args.events_max_mb.saturating_mul(MIB))?),
         None => Box::new(Discard),
     };
     let capture = match &args.pcap {
         Some(path) => {
             let file = create_private(path, Existing::Truncate)
                 .map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
-            Some(Capture::new(BufWriter::new(file)).map_err(|e| format!("cannot write {}: {e}", path.display()))?)
+            let max = args.pcap_max_mb.saturating_mul(MIB);
+            let capture = Capture::with_max_bytes(BufWriter::new(file), max)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Some(capture)
         }
         None => None,
     };
@@ -192,6 +202,10 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
     if let Some(capture) = &capture {
         if let Err(e) = capture.flush() {
             eprintln!("hushwall: cannot flush the capture: {e}");
+        }
+        let left_out = capture.not_written();
+        if left_out > 0 {
+            eprintln!("hushwall: the capture reached --pcap-max-mb; {left_out} packets were not written");
         }
     }
     let stats = result.map_err(|e| format!("engine stopped: {e}"))?;
@@ -290,17 +304,54 @@ impl Protector for Fwmark {
     }
 }
 
-/// Writes events as JSON Lines, flushed after every batch.
-struct JsonLines(Box<dyn Write + Send>);
+/// One mebibyte, the unit of `--events-max-mb` and `--pcap-max-mb`.
+const MIB: u64 = 1024 * 1024;
+
+/// Writes events as JSON Lines, flushed after every batch; a file (not standard output) is rotated to `PATH.1`
+/// before it would grow past its cap.
+struct JsonLines {
+    out: Box<dyn Write + Send>,
+    rotation: Option<Rotation>,
+}
+
+/// The events file's cap and what has been written to it.
+struct Rotation {
+    path: PathBuf,
+    max_bytes: u64,
+    written: u64,
+}
 
 impl JsonLines {
-    fn open(path: &Path) -> Result<Self, String> {
+    fn open(path: &Path, max_bytes: u64) -> Result<Self, String> {
         if path.as_os_str() == "-" {
-            return Ok(JsonLines(Box::new(io::stdout())));
+            return Ok(JsonLines { out: Box::new(io::stdout()), rotation: None });
         }
         let file = create_private(path, Existing::Append)
             .map_err(|e| format!("cannot open events file {}: {e}", path.display()))?;
-        Ok(JsonLines(Box::new(BufWriter::new(file))))
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let rotation = Rotation { path: path.to_path_buf(), max_bytes, written };
+        Ok(JsonLines { out: Box::new(BufWriter::new(file)), rotation: Some(rotation) })
+    }
+
+    /// Before a line of `len` bytes: if it would take the file past its cap, the file becomes `PATH.1` and a new
+    /// one is created (0600, no symbolic link followed, as the first).
+    fn make_room(&mut self, len: u64) -> io::Result<()> {
+        let Some(r) = self.rotation.as_mut() else {
+            return Ok(());
+        };
+        if r.written == 0 || r.written.saturating_add(len) <= r.max_bytes {
+            r.written = r.written.saturating_add(len);
+            return Ok(());
+        }
+        self.out.flush()?;
+        let mut old = r.path.clone().into_os_string();
+        old.push(".1");
+        // rename replaces PATH.1 itself (a symbolic link there is replaced, not followed).
+        std::fs::rename(&r.path, &old)?;
+        let file = create_private(&r.path, Existing::Truncate)?;
+        self.out = Box::new(BufWriter::new(file));
+        r.written = len;
+        Ok(())
     }
 }
 
@@ -309,14 +360,17 @@ impl EventSink for JsonLines {
         for event in events {
             match serde_json::to_string(event) {
                 Ok(line) => {
-                    if let Err(e) = writeln!(self.0, "{line}") {
+                    if let Err(e) = self.make_room(line.len() as u64 + 1) {
+                        log::warn!("cannot rotate the events file: {e}");
+                    }
+                    if let Err(e) = writeln!(self.out, "{line}") {
                         log::warn!("cannot write event: {e}");
                     }
                 }
                 Err(e) => log::warn!("cannot encode event: {e}"),
             }
         }
-        if let Err(e) = self.0.flush() {
+        if let Err(e) = self.out.flush() {
             log::warn!("cannot flush events: {e}");
         }
     }
@@ -327,4 +381,79 @@ struct Discard;
 
 impl EventSink for Discard {
     fn deliver(&mut self, _: &[Event]) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hushwall_core::verdict::{Action, Reason};
+    use std::os::unix::fs::PermissionsExt;
+
+    fn event(i: u64) -> Event {
+        Event {
+            time_ms: 1_700_000_000_000 + i,
+            action: Action::Block,
+            protocol: hushwall_core::event::Protocol::Dns,
+            src: "10.0.0.2:40000".parse().unwrap(),
+            dst: "10.0.0.1:53".parse().unwrap(),
+            host: Some(format!("host-{i}.tracking.example")),
+            reason: Reason::DnsQuery,
+            rule: None,
+            uid: None,
+            peek: None,
+            error: None,
+            repeats: None,
+        }
+    }
+
+    #[test]
+    fn the_events_file_rotates_to_path_1_at_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let line = serde_json::to_string(&event(0)).unwrap().len() as u64 + 1;
+        // Room for about ten lines per file.
+        let mut sink = JsonLines::open(&path, line * 10 + line / 2).unwrap();
+        for i in 0..25 {
+            sink.deliver(&[event(i)]);
+        }
+        drop(sink);
+        let current = std::fs::read_to_string(&path).unwrap();
+        let rotated = std::fs::read_to_string(dir.path().join("events.jsonl.1")).unwrap();
+        assert_eq!((rotated.lines().count(), current.lines().count()), (10, 5));
+        assert!(rotated.lines().next().unwrap().contains("host-10."), "PATH.1 holds the previous file");
+        assert!(current.lines().next().unwrap().contains("host-20."));
+        for p in [&path, &dir.path().join("events.jsonl.1")] {
+            assert!(std::fs::metadata(p).unwrap().len() <= line * 10 + line / 2);
+            assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn an_appended_events_file_counts_what_it_already_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "x".repeat(1000)).unwrap();
+        let mut sink = JsonLines::open(&path, 1000).unwrap();
+        sink.deliver(&[event(1)]);
+        drop(sink);
+        assert_eq!(std::fs::read_to_string(dir.path().join("events.jsonl.1")).unwrap().len(), 1000);
+        assert!(std::fs::read_to_string(&path).unwrap().contains("host-1."));
+    }
+
+    #[test]
+    fn a_symbolic_link_planted_at_the_path_is_not_followed_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let target = dir.path().join("elsewhere");
+        let mut sink = JsonLines::open(&path, 10).unwrap();
+        sink.deliver(&[event(1)]);
+        // Between rotations someone replaces PATH with a link: the next rotation renames the link away and
+        // creates a new private file; the link's target is never written.
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        sink.deliver(&[event(2)]);
+        drop(sink);
+        assert!(!target.exists());
+        assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file());
+    }
 }

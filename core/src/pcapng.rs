@@ -39,17 +39,24 @@ pub enum Direction {
     Outbound,
 }
 
-/// Writes a pcapng stream: the section and interface headers on creation, then one block per packet.
+/// Writes a pcapng stream: the section and interface headers on creation, then one block per packet, up to an
+/// optional size cap ([`PcapngWriter::set_max_bytes`]).
 #[derive(Debug)]
 pub struct PcapngWriter<W: Write> {
     out: W,
     block: Vec<u8>,
+    /// Bytes written so far (headers included).
+    written: u64,
+    /// The file never grows past this many bytes.
+    max_bytes: u64,
+    /// Packets left out because the cap was reached.
+    not_written: u64,
 }
 
 impl<W: Write> PcapngWriter<W> {
     /// Starts a capture on `out`: writes the Section Header and the Interface Description (`if_name`, raw IP).
     pub fn new(out: W, if_name: &str) -> io::Result<Self> {
-        let mut w = PcapngWriter { out, block: Vec::new() };
+        let mut w = PcapngWriter { out, block: Vec::new(), written: 0, max_bytes: u64::MAX, not_written: 0 };
         let mut body = Vec::new();
         body.extend_from_slice(&BYTE_ORDER_MAGIC.to_le_bytes());
         body.extend_from_slice(&1u16.to_le_bytes());
@@ -68,7 +75,25 @@ impl<W: Write> PcapngWriter<W> {
         Ok(w)
     }
 
+    /// Caps the stream at `max_bytes` (headers included): a packet whose block would take it past the cap is not
+    /// written but counted ([`PcapngWriter::not_written`]), and the first one is logged. The file stays a valid
+    /// pcapng that ends with the last whole block.
+    pub fn set_max_bytes(&mut self, max_bytes: u64) {
+        self.max_bytes = max_bytes;
+    }
+
+    /// Packets left out because the cap was reached.
+    pub fn not_written(&self) -> u64 {
+        self.not_written
+    }
+
+    /// Bytes written so far, headers included.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Writes one packet captured at `timestamp_us` (microseconds since the Unix epoch), with an optional comment.
+    /// Past the cap, the packet is only counted.
     pub fn write_packet(
         &mut self,
         timestamp_us: u64,
@@ -95,7 +120,19 @@ impl<W: Write> PcapngWriter<W> {
             push_option(&mut body, OPT_COMMENT, truncate_utf8(text, MAX_COMMENT).as_bytes());
         }
         push_option(&mut body, OPT_END, &[]);
-        let result = self.write_block(EPB, &body);
+        let block_len = body.len() as u64 + 12;
+        let result = if self.written.saturating_add(block_len) > self.max_bytes {
+            if self.not_written == 0 {
+                log::warn!(
+                    "capture reached its cap of {} bytes: later packets are counted, not written",
+                    self.max_bytes
+                );
+            }
+            self.not_written += 1;
+            Ok(())
+        } else {
+            self.write_block(EPB, &body)
+        };
         self.block = body;
         result
     }
@@ -115,7 +152,9 @@ impl<W: Write> PcapngWriter<W> {
         self.out.write_all(&block_type.to_le_bytes())?;
         self.out.write_all(&total.to_le_bytes())?;
         self.out.write_all(body)?;
-        self.out.write_all(&total.to_le_bytes())
+        self.out.write_all(&total.to_le_bytes())?;
+        self.written += u64::from(total);
+        Ok(())
     }
 }
 
@@ -152,6 +191,18 @@ impl Capture {
     pub fn new(out: impl Write + Send + 'static) -> io::Result<Capture> {
         let writer = PcapngWriter::new(Box::new(out) as Box<dyn Write + Send>, "hushwall-tun")?;
         Ok(Capture(Arc::new(Mutex::new(writer))))
+    }
+
+    /// Starts a capture on `out` that stops writing at `max_bytes` (see [`PcapngWriter::set_max_bytes`]).
+    pub fn with_max_bytes(out: impl Write + Send + 'static, max_bytes: u64) -> io::Result<Capture> {
+        let capture = Capture::new(out)?;
+        capture.with(|w| w.set_max_bytes(max_bytes));
+        Ok(capture)
+    }
+
+    /// Packets left out because the cap was reached.
+    pub fn not_written(&self) -> u64 {
+        self.with(|w| w.not_written())
     }
 
     /// Runs `f` on the writer (a poisoned lock is taken over: the writer holds no invariant a panic could break).
@@ -222,6 +273,47 @@ mod tests {
         w.write_packet(0, Direction::Inbound, &[], Some(&"x".repeat(5000))).unwrap();
         let bytes = w.into_inner();
         assert!(blocks(&bytes)[2].1.len() < 1100);
+    }
+
+    #[test]
+    fn the_cap_stops_writing_at_a_block_boundary_and_counts_what_was_left_out() {
+        let packet = [0x45u8; 100];
+        let mut uncapped = PcapngWriter::new(Vec::new(), "t").unwrap();
+        let headers = uncapped.written();
+        uncapped.write_packet(0, Direction::Inbound, &packet, None).unwrap();
+        let per_packet = uncapped.written() - headers;
+        assert_eq!(uncapped.written(), uncapped.into_inner().len() as u64);
+
+        // Room for the headers and three packets and a bit: the fourth and later are counted, not written.
+        let max = headers + 3 * per_packet + per_packet / 2;
+        let mut w = PcapngWriter::new(Vec::new(), "t").unwrap();
+        w.set_max_bytes(max);
+        for i in 0..10 {
+            w.write_packet(i, Direction::Inbound, &packet, None).unwrap();
+        }
+        assert_eq!(w.not_written(), 7);
+        assert_eq!(w.written(), headers + 3 * per_packet);
+        let bytes = w.into_inner();
+        assert!(bytes.len() as u64 <= max);
+        assert_eq!(blocks(&bytes).len(), 2 + 3, "a valid pcapng of whole blocks");
+        // A smaller packet that still fits is written.
+        let mut w = PcapngWriter::new(Vec::new(), "t").unwrap();
+        w.set_max_bytes(headers + per_packet);
+        w.write_packet(0, Direction::Inbound, &[0x45; 200], None).unwrap();
+        w.write_packet(1, Direction::Inbound, &packet, None).unwrap();
+        assert_eq!((w.not_written(), w.written()), (1, headers + per_packet));
+    }
+
+    #[test]
+    fn a_capped_capture_reports_what_it_left_out() {
+        let capture = Capture::with_max_bytes(io::sink(), 100).unwrap();
+        for i in 0..5 {
+            capture.with(|w| w.write_packet(i, Direction::Outbound, &[0x60; 40], None)).unwrap();
+        }
+        assert_eq!(capture.not_written(), 5, "the headers take most of 100 bytes");
+        let uncapped = Capture::new(io::sink()).unwrap();
+        uncapped.with(|w| w.write_packet(0, Direction::Outbound, &[0x60; 40], None)).unwrap();
+        assert_eq!(uncapped.not_written(), 0);
     }
 
     #[test]

@@ -7,11 +7,14 @@
 //! {"policy": {"profile": "balanced",
 //!             "lists": [{"name": "user-block.txt", "role": "block", "text": "||ads.example^\n"},
 //!                       {"path": "/data/user/0/app.hushwall/files/extra.txt", "role": "allow"}]},
-//!  "dnsUpstream": "1.1.1.1:53", "logAllowed": false, "blockAnswer": "nxdomain", "mtu": 1500,
+//!  "dnsUpstreams": ["192.168.1.1:53"], "dnsFallbacks": ["1.1.1.1:53"], "logAllowed": false, "blockAnswer": "nxdomain", "mtu": 1500,
 //!  "uids": "callback", "randomSeed": 0}
 //! ```
 //!
 //! Every field but `policy` may be left out (defaults as in [`EngineConfig::default`], `uids` = `callback`).
+//! `dnsUpstreams` are the network's own resolvers (the app reads them from the default network's
+//! `LinkProperties`; `networkChanged` replaces them), `dnsFallbacks` are tried after them (absent: the engine's
+//! default, Cloudflare's unfiltered resolver). A capture file stops growing at [`CAPTURE_MAX_BYTES`].
 //!
 //! `networkChanged` takes Kotlin's `NetworkInfo.toJson()` ([`parse_network`]):
 //!
@@ -88,7 +91,9 @@ enum BlockAnswerJson {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ConfigJson {
     policy: PolicyJson,
-    dns_upstream: Option<String>,
+    #[serde(default)]
+    dns_upstreams: Vec<String>,
+    dns_fallbacks: Option<Vec<String>>,
     #[serde(default)]
     log_allowed: bool,
     /// Payload peek (issue 8): read refused plain-HTTP requests and attach a redacted summary to the event.
@@ -105,6 +110,19 @@ struct ConfigJson {
     random_seed: u64,
 }
 
+/// The app's capture file stops growing here (later packets are counted, not written): phones have little room.
+pub const CAPTURE_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Resolver addresses as `IP:PORT` (`[v6]:port`); the error names the field.
+fn parse_resolvers(field: &str, list: &[String]) -> Result<Vec<SocketAddr>, String> {
+    list.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .map_err(|_| format!("{field}: \"{s}\" is not an IP:PORT address (IPv6 as [addr]:port)"))
+        })
+        .collect()
+}
+
 /// A parsed and validated `start` configuration.
 pub struct StartConfig {
     /// The engine's settings.
@@ -118,17 +136,16 @@ pub struct StartConfig {
 /// Parses and validates a `start` configuration; the error is a message for an `IllegalArgumentException`.
 pub fn parse_start(json: &str) -> Result<StartConfig, String> {
     let config: ConfigJson = serde_json::from_str(json).map_err(|e| format!("bad engine config JSON: {e}"))?;
-    let mut engine = EngineConfig::default();
-    if let Some(upstream) = &config.dns_upstream {
-        engine.dns_upstreams = vec![upstream
-            .parse::<SocketAddr>()
-            .map_err(|_| format!("dnsUpstream \"{upstream}\" is not an IP:PORT address (IPv6 as [addr]:port)"))?];
+    let mut engine =
+        EngineConfig { dns_upstreams: parse_resolvers("dnsUpstreams", &config.dns_upstreams)?, ..Default::default() };
+    if let Some(fallbacks) = &config.dns_fallbacks {
+        engine.dns_fallbacks = parse_resolvers("dnsFallbacks", fallbacks)?;
     }
     engine.log_allowed = config.log_allowed;
     engine.peek = config.payload_peek;
     if let Some(path) = &config.capture_path {
         let file = std::fs::File::create(path).map_err(|e| format!("capturePath {path}: {e}"))?;
-        let capture = hushwall_core::pcapng::Capture::new(std::io::BufWriter::new(file))
+        let capture = hushwall_core::pcapng::Capture::with_max_bytes(std::io::BufWriter::new(file), CAPTURE_MAX_BYTES)
             .map_err(|e| format!("capturePath {path}: {e}"))?;
         engine.capture = Some(capture);
     }
@@ -274,10 +291,12 @@ mod tests {
     #[test]
     fn full_config_parses() {
         let json = r#"{"policy":{"profile":"none","lists":[{"name":"mine","role":"block","text":"||ads.example^\n"}]},
-            "dnsUpstream":"[fd00:6877::53]:53","logAllowed":true,"blockAnswer":"unspecified","mtu":1400,
+            "dnsUpstreams":["[fd00:6877::53]:53","192.168.1.1:53"],"dnsFallbacks":["9.9.9.10:53"],"logAllowed":true,"blockAnswer":"unspecified","mtu":1400,
             "uids":"proc_net","randomSeed":7}"#;
         let config = parse_start(json).unwrap();
-        assert_eq!(config.engine.dns_upstreams, vec!["[fd00:6877::53]:53".parse().unwrap()]);
+        let upstreams: Vec<SocketAddr> = vec!["[fd00:6877::53]:53".parse().unwrap(), "192.168.1.1:53".parse().unwrap()];
+        assert_eq!(config.engine.dns_upstreams, upstreams);
+        assert_eq!(config.engine.dns_fallbacks, vec!["9.9.9.10:53".parse::<SocketAddr>().unwrap()]);
         assert!(config.engine.log_allowed);
         assert_eq!(config.engine.block_answer, BlockAnswer::Unspecified);
         assert_eq!(config.engine.mtu, 1400);
@@ -292,6 +311,7 @@ mod tests {
     fn minimal_config_takes_defaults() {
         let config = parse_start(r#"{"policy":{"profile":"balanced"}}"#).unwrap();
         assert_eq!(config.engine.dns_upstreams, EngineConfig::default().dns_upstreams);
+        assert_eq!(config.engine.dns_fallbacks, EngineConfig::default().dns_fallbacks);
         assert_eq!(config.uids, UidSource::Callback);
         assert_ne!(config.engine.random_seed, 0);
         assert!(config.policy.check_name("tracking.intl.miui.com").is_blocked());
@@ -304,7 +324,12 @@ mod tests {
             ("{", "bad engine config JSON"),
             ("[]", "bad engine config JSON"),
             (r#"{"policy":{"profile":"paranoid"}}"#, "unknown variant"),
-            (r#"{"policy":{"profile":"none"},"dnsUpstream":"1.1.1.1"}"#, "not an IP:PORT"),
+            (
+                r#"{"policy":{"profile":"none"},"dnsUpstreams":["1.1.1.1"]}"#,
+                "dnsUpstreams: \"1.1.1.1\" is not an IP:PORT",
+            ),
+            (r#"{"policy":{"profile":"none"},"dnsFallbacks":["x:53"]}"#, "dnsFallbacks"),
+            (r#"{"policy":{"profile":"none"},"dnsUpstream":"1.1.1.1:53"}"#, "unknown field"),
             (r#"{"policy":{"profile":"none"},"mtu":20}"#, "outside"),
             (r#"{"policy":{"profile":"none"},"typo":1}"#, "unknown field"),
             (r#"{"policy":{"profile":"none","lists":[{"role":"block"}]}}"#, "exactly one"),
@@ -324,6 +349,6 @@ mod tests {
     fn policy_alone_parses() {
         let policy = parse_policy(r#"{"profile":"none","lists":[{"role":"allow","text":"good.example"}]}"#).unwrap();
         assert!(!policy.check_name("good.example").is_blocked());
-        assert!(parse_policy(r#"{"profile":"none","dnsUpstream":"1.1.1.1:53"}"#).is_err());
+        assert!(parse_policy(r#"{"profile":"none","dnsUpstreams":["1.1.1.1:53"]}"#).is_err());
     }
 }

@@ -1,15 +1,16 @@
 //! Events on their way to Kotlin: a bounded queue filled by the engine thread, drained in batches by
 //! `pollEvents`, and the compact binary form one batch crosses JNI in.
 //!
-//! # Batch format (version 3), big-endian, what `app.hushwall.engine.EventDecoder` reads
+//! # Batch format (version 4), big-endian, what `app.hushwall.engine.EventDecoder` reads
 //!
 //! ```text
-//! batch  := u8 version (=3) · u32 count · event{count}
+//! batch  := u8 version (=4) · u32 count · event{count}
 //! event  := i64 time_ms · u8 action (0 allow, 1 block, 2 error) · u8 protocol (0 tcp, 1 udp, 2 dns, 3 icmp)
 //!           · addr src · addr dst · i32 uid (-1 unknown)
 //!           · str host · str reason · str rule_list · i32 rule_line (0 when no rule) · str rule_text
 //!           · str peek (the payload peek of a refused HTTP request as JSON, null when there is none)
 //!           · str error (what failed, for action `error`; null otherwise)
+//!           · i64 repeats (identical blocks this event stands for, folded by the engine; 1 for a single one)
 //! addr   := u8 family_len (4 or 16) · bytes[family_len] · u16 port
 //! str    := i32 byte_len (-1 = null) · UTF-8 bytes
 //! ```
@@ -27,7 +28,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Version byte at the start of every batch.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// Events kept for Kotlin before the oldest are dropped (and counted).
 pub const QUEUE_MAX: usize = 8192;
@@ -127,6 +128,8 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
         let peek = event.peek.as_ref().and_then(|p| serde_json::to_string(p).ok());
         put_str(&mut out, peek.as_deref());
         put_str(&mut out, event.error.as_deref());
+        let repeats = event.repeats.unwrap_or(1).max(1);
+        out.extend_from_slice(&i64::try_from(repeats).unwrap_or(i64::MAX).to_be_bytes());
     }
     out
 }
@@ -194,7 +197,7 @@ pub(crate) mod tests {
         allowed.rule = None;
         allowed.uid = None;
         let bytes = encode(&[allowed]);
-        let mut expected = vec![3, 0, 0, 0, 1];
+        let mut expected = vec![4, 0, 0, 0, 1];
         expected.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
         expected.extend_from_slice(&[0, 0]);
         expected.extend_from_slice(&[4, 10, 111, 0, 1, 0x9c, 0x40]);
@@ -208,6 +211,7 @@ pub(crate) mod tests {
         expected.extend_from_slice(&(-1i32).to_be_bytes());
         expected.extend_from_slice(&(-1i32).to_be_bytes()); // no peek
         expected.extend_from_slice(&(-1i32).to_be_bytes()); // no error
+        expected.extend_from_slice(&1i64.to_be_bytes()); // one event, not folded
         assert_eq!(bytes, expected);
     }
 
@@ -221,6 +225,7 @@ pub(crate) mod tests {
         let bytes = encode(&[failed]);
         assert_eq!(bytes[13], 2, "action byte after version, count and time");
         let tail = b"Connection refused (os error 111)";
+        let bytes = &bytes[..bytes.len() - 8]; // the repeats field
         assert!(bytes.ends_with(tail));
         let len = &bytes[bytes.len() - tail.len() - 4..bytes.len() - tail.len()];
         assert_eq!(len, (tail.len() as i32).to_be_bytes());
@@ -228,7 +233,18 @@ pub(crate) mod tests {
 
     #[test]
     fn empty_batch_is_header_only() {
-        assert_eq!(encode(&[]), vec![3, 0, 0, 0, 0]);
+        assert_eq!(encode(&[]), vec![4, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn folded_blocks_carry_their_repeat_count() {
+        let mut folded = sample(0);
+        folded.repeats = Some(37);
+        let bytes = encode(&[folded, sample(1)]);
+        let one = encode(&[sample(1)]).len() - 5;
+        let first = &bytes[5..bytes.len() - one];
+        assert_eq!(first[first.len() - 8..], 37i64.to_be_bytes());
+        assert_eq!(bytes[bytes.len() - 8..], 1i64.to_be_bytes(), "an unfolded event counts once");
     }
 
     #[test]

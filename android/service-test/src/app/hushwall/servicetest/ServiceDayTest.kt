@@ -7,6 +7,7 @@ import android.content.Intent
 import android.content.pm.ApplicationInfo
 import android.content.pm.PackageInfo
 import android.net.ConnectivityManager
+import android.net.IpPrefix
 import android.net.LinkAddress
 import android.net.LinkProperties
 import android.net.RouteInfo
@@ -40,6 +41,7 @@ import org.robolectric.shadows.ShadowConnectivityManager
 import org.robolectric.shadows.ShadowNetwork
 import org.robolectric.shadows.ShadowVpnService
 import java.io.File
+import java.net.InetAddress
 import java.util.concurrent.TimeUnit
 
 /**
@@ -64,7 +66,22 @@ class ServiceDayTest {
         OwnerUidShadow.ownerUid = -1
         HushwallVpnService.restartBackoffMs = 100
         ShadowVpnService.setPrepareResult(null)
+        // The phone's default network as ConnectivityManager reports it: the test bed's addresses, routes and
+        // resolver (198.18.1.53; nothing answers on public resolvers here).
+        val cm = ctx.getSystemService(ConnectivityManager::class.java)
+        Shadow.extract<ShadowConnectivityManager>(cm).setLinkProperties(cm.activeNetwork!!, testbedNetwork())
     }
+
+    /** The link properties of a network with [address] (a /24), its gateway [gateway] and resolver [dns]. */
+    private fun testbedNetwork(address: String = "198.18.0.1", gateway: String = "198.18.0.2", dns: String = "198.18.1.53") =
+        LinkProperties().apply {
+            interfaceName = "vp"
+            addLinkAddress(LinkAddress("$address/24"))
+            addLinkAddress(LinkAddress("fd00:6877::1/64"))
+            addRoute(RouteInfo(IpPrefix(InetAddress.getByName("0.0.0.0"), 0), InetAddress.getByName(gateway), "vp"))
+            addRoute(RouteInfo(IpPrefix(InetAddress.getByName("::"), 0), InetAddress.getByName("fd00:6877::2"), "vp"))
+            addDnsServer(InetAddress.getByName(dns))
+        }
 
     @After
     fun stopEverything() {
@@ -119,6 +136,16 @@ class ServiceDayTest {
 
     /** `dig +short` through the VPN's DNS server (the engine answers it). */
     private fun dig(name: String) = run("dig", "+time=5", "+tries=2", "+short", "@10.111.222.53", name, "A")
+
+    /** One quick try (1 s), for polling until DNS works again. */
+    private fun digOnce(name: String) = run("dig", "+time=1", "+tries=1", "+short", "@10.111.222.53", name, "A")
+
+    /** dnsmasq's query log lines for [name] (`query[A] NAME from SOURCE`). */
+    private fun resolverQueries(name: String): List<String> =
+        File(System.getenv("HUSHWALL_DNS_LOG")!!).readLines().filter { it.contains("query[A] $name from") }
+
+    /** A command in the internet namespace (the other end of the phone's uplink). */
+    private fun inet(vararg command: String) = TunFactory.sh("ip", "netns", "exec", System.getenv("HUSHWALL_INET_NS")!!, *command)
 
     private fun https(host: String) = run(
         "curl", "-sS", "--max-time", "20", "--cacert", System.getenv("HUSHWALL_CA")!!,
@@ -346,7 +373,7 @@ class ServiceDayTest {
         // Joining a Wi-Fi with a 192.168.7.0/24 subnet: a new interface without it.
         val cm = ctx.getSystemService(ConnectivityManager::class.java)
         val callback = Shadow.extract<ShadowConnectivityManager>(cm).networkCallbacks.single()
-        val lp = LinkProperties()
+        val lp = testbedNetwork()
         lp.addLinkAddress(LinkAddress("192.168.7.23/24"))
         lp.addLinkAddress(LinkAddress("fd12:3456:789a:1::23/64"))
         val configs = TunFactory.configs.size
@@ -362,5 +389,130 @@ class ServiceDayTest {
         controller!!.destroy()
         startVpn()
         assertEquals(emptyList<String>(), excluded())
+    }
+
+    @Test
+    fun `DNS goes to the network's own resolver from the start, then to the user's fallbacks`() {
+        // Nothing answers on public resolvers in the test bed: only the network's own (198.18.1.53) can answer.
+        val before = resolverQueries("allowed.test").size
+        startVpn()
+        assertEquals("198.18.1.10", dig("allowed.test"))
+        waitFor("the query reached the network's resolver") { resolverQueries("allowed.test").size > before }
+        assertTrue(resolverQueries("allowed.test").drop(before).all { it.endsWith("from 198.18.0.1") })
+        command(HushwallVpnService.ACTION_DISCONNECT)
+        waitFor("VPN off") { !HushwallVpnService.running }
+        controller!!.destroy()
+
+        // A network that reports no resolvers: the user's fallback (Settings) serves, before any public one.
+        val cm = ctx.getSystemService(ConnectivityManager::class.java)
+        val none = testbedNetwork().apply { setDnsServers(emptyList()) }
+        Shadow.extract<ShadowConnectivityManager>(cm).setLinkProperties(cm.activeNetwork!!, none)
+        Prefs(ctx).dnsFallbacks = listOf("198.18.1.53:53")
+        try {
+            startVpn()
+            assertEquals("198.18.1.10", dig("allowed.test"))
+        } finally {
+            Prefs(ctx).dnsFallbacks = emptyList()
+        }
+    }
+
+    @Test
+    fun `the default network changes (Wi-Fi to mobile) - the engine is told, DNS and HTTPS recover without a restart`() {
+        Prefs(ctx).allowLan = false // a LAN change would re-establish; here only the engine is to follow
+        startVpn()
+        assertTrue(TunFactory.configs.isNotEmpty())
+        val tunBefore = TunFactory.lastName
+        val establishes = TunFactory.configs.size
+        assertEquals("198.18.1.10", dig("allowed.test"))
+        assertEquals("hello", https("allowed.test"))
+        val cm = ctx.getSystemService(ConnectivityManager::class.java)
+        val callback = Shadow.extract<ShadowConnectivityManager>(cm).networkCallbacks.single()
+        val wifi = ShadowNetwork.newInstance(20)
+        callback.onLinkPropertiesChanged(wifi, testbedNetwork())
+        val mobile = ShadowNetwork.newInstance(21)
+        try {
+            // The switch: the phone's uplink address and gateway change, and the old network's resolver is gone.
+            TunFactory.sh("ip", "addr", "add", "198.18.5.1/24", "dev", "vp")
+            inet("ip", "addr", "add", "198.18.5.2/24", "dev", "vi")
+            TunFactory.sh("ip", "route", "replace", "default", "via", "198.18.5.2", "dev", "vp", "table", "100")
+            TunFactory.sh("ip", "addr", "del", "198.18.0.1/24", "dev", "vp")
+            inet("ip", "addr", "del", "198.18.1.53/32", "dev", "lo")
+            val caps = org.robolectric.shadows.ShadowNetworkCapabilities.newInstance()
+            shadowOf(caps).addTransportType(android.net.NetworkCapabilities.TRANSPORT_CELLULAR)
+            val switched = System.nanoTime()
+            callback.onCapabilitiesChanged(mobile, caps)
+            callback.onLinkPropertiesChanged(mobile, testbedNetwork(address = "198.18.5.1", gateway = "198.18.5.2", dns = "198.18.2.53"))
+
+            waitFor("DNS works again through the new network's resolver", timeoutMs = 15_000) { digOnce("allowed.test") == "198.18.1.10" }
+            val dnsMs = (System.nanoTime() - switched) / 1_000_000
+            assertEquals("hello", https("allowed.test"))
+            val recoveredMs = (System.nanoTime() - switched) / 1_000_000
+            println("network switch: DNS back after $dnsMs ms, DNS + HTTPS after $recoveredMs ms")
+            assertTrue("DNS took $dnsMs ms to recover", dnsMs < 5_000)
+            waitFor("the query came from the new address") { resolverQueries("allowed.test").any { it.endsWith("from 198.18.5.1") } }
+            // Telemetry is still refused on the new network.
+            assertNotEquals("198.18.1.10", dig("tracking.intl.miui.com"))
+
+            // What the service reports: the same engine and tun, running, no error; Android told the new network.
+            assertEquals(establishes, TunFactory.configs.size)
+            assertEquals(tunBefore, TunFactory.lastName)
+            assertTrue(HushwallVpnService.running)
+            assertFalse(HushwallVpnService.restarting)
+            assertEquals("", Prefs(ctx).lastError)
+            assertEquals(listOf(mobile), HostVpnServiceShadow.underlying.last())
+            assertTrue(notification()!!.text().contains(ctx.getString(R.string.notification_title)))
+        } finally {
+            inet("ip", "addr", "replace", "198.18.1.53/32", "dev", "lo")
+            TunFactory.sh("ip", "addr", "replace", "198.18.0.1/24", "dev", "vp")
+            TunFactory.sh("ip", "route", "replace", "default", "via", "198.18.0.2", "dev", "vp", "table", "100")
+            TunFactory.sh("ip", "addr", "del", "198.18.5.1/24", "dev", "vp")
+            inet("ip", "addr", "del", "198.18.5.2/24", "dev", "vi")
+            Prefs(ctx).allowLan = true
+        }
+    }
+
+    @Test
+    fun `capture - a re-established tunnel writes a new file, the old one goes once its engine stopped`() {
+        Prefs(ctx).capture = true
+        try {
+            startVpn()
+            assertEquals("198.18.1.10", dig("allowed.test"))
+            val first = HushwallVpnService.captureFile(ctx)
+            assertTrue(first.path, first.exists())
+
+            // A new subnet re-establishes: a new engine starts before the old one stops.
+            val cm = ctx.getSystemService(ConnectivityManager::class.java)
+            val callback = Shadow.extract<ShadowConnectivityManager>(cm).networkCallbacks.single()
+            val lp = testbedNetwork().apply { addLinkAddress(LinkAddress("192.168.8.23/24")) }
+            val configs = TunFactory.configs.size
+            callback.onLinkPropertiesChanged(ShadowNetwork.newInstance(30), lp)
+            waitFor("re-established") { TunFactory.configs.size > configs && HushwallVpnService.running }
+            // Once the old engine has stopped, its file goes; the new engine writes its own (with a single file
+            // name the new engine would truncate the old one's file and it would never go).
+            waitFor("the stopped engine's file is removed") { !first.exists() }
+            val second = HushwallVpnService.captureFile(ctx)
+            assertNotEquals("each engine writes its own file", first, second)
+            assertTrue(second.path, second.exists())
+            assertEquals("198.18.1.10", dig("allowed.test"))
+            command(HushwallVpnService.ACTION_DISCONNECT)
+            waitFor("VPN off") { !HushwallVpnService.running }
+            // The file is whole pcapng blocks from its first byte (a truncated-under-a-writer file is not).
+            val bytes = second.readBytes()
+            var at = 0
+            var blocks = 0
+            val buf = java.nio.ByteBuffer.wrap(bytes).order(java.nio.ByteOrder.LITTLE_ENDIAN)
+            assertEquals(0x0A0D0D0A, buf.getInt(0))
+            while (at < bytes.size) {
+                val len = buf.getInt(at + 4)
+                assertTrue("block at $at: length $len", len >= 12 && len % 4 == 0 && at + len <= bytes.size)
+                assertEquals(len, buf.getInt(at + len - 4))
+                at += len
+                blocks++
+            }
+            assertTrue("packets captured: $blocks blocks", blocks > 4)
+            assertEquals(listOf(second), HushwallVpnService.captureFile(ctx).parentFile!!.listFiles()!!.toList())
+        } finally {
+            Prefs(ctx).capture = false
+        }
     }
 }

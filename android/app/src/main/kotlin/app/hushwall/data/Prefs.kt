@@ -37,6 +37,14 @@ class Prefs(context: Context) {
         get() = sp.getBoolean("allow_lan", true)
         set(v) { sp.edit().putBoolean("allow_lan", v).commit() }
 
+    /**
+     * The user's DNS fallbacks (`IP:PORT`, checked by [Resolvers.parse]): tried after the network's own resolvers,
+     * before [Resolvers.PUBLIC_DEFAULT]. Applied at the next VPN start.
+     */
+    var dnsFallbacks: List<String>
+        get() = (sp.getString("dns_fallbacks", "") ?: "").split('\n').filter { it.isNotEmpty() }
+        set(v) { sp.edit().putString("dns_fallbacks", v.joinToString("\n")).commit() }
+
     var profile: Profile
         get() = if (sp.getString("profile", "balanced") == "strict") Profile.STRICT else Profile.BALANCED
         set(v) { sp.edit().putString("profile", if (v == Profile.STRICT) "strict" else "balanced").commit() }

@@ -19,6 +19,8 @@ data class LogEntry(
     val ruleLine: Int,
     val ruleText: String?,
     val peekJson: String?,
+    /** Identical blocks this entry stands for (the engine folds floods; see `BlockEvent.repeats`). */
+    val repeats: Long = 1,
 )
 
 /** What the user decided for one app (keyed by package name: UIDs change on reinstall). */
@@ -49,7 +51,7 @@ class Store private constructor(context: Context) :
         db.execSQL(
             "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, uid INTEGER NOT NULL, " +
                 "protocol TEXT NOT NULL, dst TEXT NOT NULL, host TEXT, reason TEXT NOT NULL, rule_list TEXT, " +
-                "rule_line INTEGER NOT NULL DEFAULT 0, rule_text TEXT, peek TEXT)",
+                "rule_line INTEGER NOT NULL DEFAULT 0, rule_text TEXT, peek TEXT, repeats INTEGER NOT NULL DEFAULT 1)",
         )
         db.execSQL("CREATE INDEX events_time ON events(time)")
         db.execSQL("CREATE INDEX events_uid_time ON events(uid, time)")
@@ -60,7 +62,8 @@ class Store private constructor(context: Context) :
     }
 
     override fun onUpgrade(db: SQLiteDatabase, oldVersion: Int, newVersion: Int) {
-        // Version 1 is the first schema; later versions migrate here.
+        // 2: folded blocks keep their count; every counting query sums it (an entry with repeats N is N blocks).
+        if (oldVersion < 2) db.execSQL("ALTER TABLE events ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1")
     }
 
     override fun onConfigure(db: SQLiteDatabase) {
@@ -87,6 +90,7 @@ class Store private constructor(context: Context) :
                 values.put("rule_line", e.rule?.line ?: 0)
                 values.put("rule_text", e.rule?.text)
                 values.put("peek", if (keepPeek) e.peekJson else null)
+                values.put("repeats", e.repeats)
                 db.insertOrThrow("events", null, values)
             }
             db.setTransactionSuccessful()
@@ -104,15 +108,16 @@ class Store private constructor(context: Context) :
         writableDatabase.delete("events", null, null)
     }
 
+    /** Blocks since [since] (an entry with repeats N counts N), as in every count below. */
     fun countSince(since: Long): Int = readableDatabase.rawQuery(
-        "SELECT COUNT(*) FROM events WHERE time >= ?", arrayOf(since.toString()),
+        "SELECT COALESCE(SUM(repeats), 0) FROM events WHERE time >= ?", arrayOf(since.toString()),
     ).use { c -> if (c.moveToFirst()) c.getInt(0) else 0 }
 
-    fun countAll(): Int = readableDatabase.rawQuery("SELECT COUNT(*) FROM events", null)
+    fun countAll(): Int = readableDatabase.rawQuery("SELECT COALESCE(SUM(repeats), 0) FROM events", null)
         .use { c -> if (c.moveToFirst()) c.getInt(0) else 0 }
 
     fun topHosts(since: Long, limit: Int): List<Count<String>> = readableDatabase.rawQuery(
-        "SELECT COALESCE(host, dst) AS h, COUNT(*) AS n FROM events WHERE time >= ? GROUP BY h ORDER BY n DESC, h LIMIT ?",
+        "SELECT COALESCE(host, dst) AS h, SUM(repeats) AS n FROM events WHERE time >= ? GROUP BY h ORDER BY n DESC, h LIMIT ?",
         arrayOf(since.toString(), limit.toString()),
     ).use { c ->
         val out = ArrayList<Count<String>>()
@@ -122,7 +127,7 @@ class Store private constructor(context: Context) :
 
     /** Blocks per UID since [since], most first. */
     fun countsByUid(since: Long, limit: Int = Int.MAX_VALUE): List<Count<Int>> = readableDatabase.rawQuery(
-        "SELECT uid, COUNT(*) AS n FROM events WHERE time >= ? GROUP BY uid ORDER BY n DESC, uid LIMIT ?",
+        "SELECT uid, SUM(repeats) AS n FROM events WHERE time >= ? GROUP BY uid ORDER BY n DESC, uid LIMIT ?",
         arrayOf(since.toString(), limit.toString()),
     ).use { c ->
         val out = ArrayList<Count<Int>>()
@@ -236,16 +241,16 @@ class Store private constructor(context: Context) :
     private fun entry(c: android.database.Cursor) = LogEntry(
         id = c.getLong(0), timeMillis = c.getLong(1), uid = c.getInt(2), protocol = c.getString(3),
         destination = c.getString(4), host = c.getString(5), reason = c.getString(6), ruleList = c.getString(7),
-        ruleLine = c.getInt(8), ruleText = c.getString(9), peekJson = c.getString(10),
+        ruleLine = c.getInt(8), ruleText = c.getString(9), peekJson = c.getString(10), repeats = c.getLong(11),
     )
 
     companion object {
         const val FILE_NAME = "hushwall.db"
-        private const val VERSION = 1
+        private const val VERSION = 2
         const val RETENTION_MILLIS = 30L * 24 * 60 * 60 * 1000
-        private const val COLUMNS = "id, time, uid, protocol, dst, host, reason, rule_list, rule_line, rule_text, peek"
-        /** How many blocks a group of rows stands for, in the aggregate queries (one row, one block). */
-        private const val BLOCKS = "COUNT(*)"
+        private const val COLUMNS = "id, time, uid, protocol, dst, host, reason, rule_list, rule_line, rule_text, peek, repeats"
+        /** How many blocks a group of rows stands for in the aggregate queries: a folded event counts `repeats` times. */
+        private const val BLOCKS = "SUM(repeats)"
 
         @Volatile private var instance: Store? = null
 

@@ -69,8 +69,13 @@ enum class UidSource(internal val json: String) {
  */
 data class EngineConfig(
     val policy: PolicyConfig = PolicyConfig(),
-    /** Resolver that allowed DNS queries go to, `IP:PORT` (`[v6]:port`). */
-    val dnsUpstream: String = "1.1.1.1:53",
+    /**
+     * The network's own resolvers that allowed DNS queries go to, `IP:PORT` (`[v6]:port`), tried in order; the
+     * app reads them from the default network's `LinkProperties`, and [Engine.networkChanged] replaces them.
+     */
+    val dnsUpstreams: List<String> = emptyList(),
+    /** Resolvers tried after [dnsUpstreams] (down, or none known); null: the engine's default (Cloudflare). */
+    val dnsFallbacks: List<String>? = null,
     /** Report allowed flows and queries too, not only blocks. */
     val logAllowed: Boolean = false,
     /** Payload peek: refused plain-HTTP requests are read locally and summarised (redacted) in their event. */
@@ -87,7 +92,8 @@ data class EngineConfig(
     internal fun toJson(): String {
         val out = StringBuilder(256)
         out.append("{\"policy\":").append(policy.toJson())
-        out.append(",\"dnsUpstream\":").appendJson(dnsUpstream)
+        out.append(",\"dnsUpstreams\":").appendJsonList(dnsUpstreams)
+        if (dnsFallbacks != null) out.append(",\"dnsFallbacks\":").appendJsonList(dnsFallbacks)
         out.append(",\"logAllowed\":").append(logAllowed)
         out.append(",\"payloadPeek\":").append(payloadPeek)
         if (capturePath != null) out.append(",\"capturePath\":").appendJson(capturePath)
@@ -98,6 +104,16 @@ data class EngineConfig(
         out.append(",\"randomSeed\":").append(java.lang.Long.toUnsignedString(randomSeed))
         return out.append('}').toString()
     }
+}
+
+/** Appends [list] as a JSON array of strings. */
+internal fun StringBuilder.appendJsonList(list: List<String>): StringBuilder {
+    append('[')
+    list.forEachIndexed { i, s ->
+        if (i > 0) append(',')
+        appendJson(s)
+    }
+    return append(']')
 }
 
 /** Appends [s] as a JSON string literal. */

@@ -5,7 +5,7 @@ package app.hushwall.engine
  *
  * ```
  * val pfd = builder.establish() ?: return
- * val engine = Engine.start(pfd.fd, EngineConfig(policy = PolicyConfig(Profile.BALANCED), dnsUpstream = "9.9.9.9:53"), this)
+ * val engine = Engine.start(pfd.fd, EngineConfig(policy = PolicyConfig(Profile.BALANCED), dnsUpstreams = listOf("192.168.1.1:53")), this)
  * // reader thread: while (running) log.addAll(engine.pollEvents(waitMillis = 5_000))
  * engine.stop(); pfd.close()
  * ```

@@ -24,6 +24,8 @@ data class Rule(val list: String, val line: Int, val text: String)
  * what happened. It is a string so reasons added to the engine reach the UI without a Kotlin change. [uid] is -1
  * if unknown.
  * [peekJson] is the redacted summary of a refused plain-HTTP request (payload peek, when switched on), as JSON.
+ * [repeats] is how many identical events this one stands for: the engine folds a flood of identical blocks (same
+ * app, source address, destination, host and reason within 10 s) into one event with their count; 1 otherwise.
  */
 data class BlockEvent(
     val timeMillis: Long,
@@ -37,17 +39,18 @@ data class BlockEvent(
     val uid: Int,
     val peekJson: String? = null,
     val error: String? = null,
+    val repeats: Long = 1,
 )
 
 /**
- * Reads one event batch as written by `android/native/src/events.rs` (format version 3, big-endian):
+ * Reads one event batch as written by `android/native/src/events.rs` (format version 4, big-endian):
  * `u8 version, u32 count`, then per event `i64 time, u8 action, u8 protocol, addr src, addr dst, i32 uid,
- * str host, str reason, str ruleList, i32 ruleLine, str ruleText, str peekJson, str error`; `addr = u8 len(4|16),
+ * str host, str reason, str ruleList, i32 ruleLine, str ruleText, str peekJson, str error, i64 repeats`; `addr = u8 len(4|16),
  * bytes, u16 port`;
  * `str = i32 len (-1 null), UTF-8`.
  */
 internal object EventDecoder {
-    private const val VERSION = 3
+    private const val VERSION = 4
     private val ACTIONS = Action.values()
     private val PROTOCOLS = Protocol.values()
 
@@ -74,7 +77,8 @@ internal object EventDecoder {
             val rule = if (list != null) Rule(list, line, text ?: "") else null
             val peek = string(buf, batch, null)
             val error = string(buf, batch, null)
-            events.add(BlockEvent(time, action, protocol, src, dst, host, reason, rule, uid, peek, error))
+            val repeats = buf.long.coerceAtLeast(1)
+            events.add(BlockEvent(time, action, protocol, src, dst, host, reason, rule, uid, peek, error, repeats))
         }
         return events
     }

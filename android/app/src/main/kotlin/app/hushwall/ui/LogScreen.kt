@@ -123,7 +123,7 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
             val line1 = texts.getChildAt(0) as LinearLayout
             (line1.getChildAt(0) as TextView).text = app.label
             (line1.getChildAt(1) as TextView).text = Ui.time(ctx, e.timeMillis)
-            (texts.getChildAt(1) as TextView).text = e.host ?: e.destination
+            (texts.getChildAt(1) as TextView).text = hostLine(e)
             (texts.getChildAt(2) as TextView).text =
                 Ui.reason(e.reason) + "  ·  " + Ui.rule(e.ruleList, e.ruleLine, e.ruleText) + (if (e.peekJson != null) "  ·  " + ctx.getString(R.string.log_has_peek) else "")
             return row
@@ -185,6 +185,9 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
 
     companion object {
         private const val LIMIT = 500
+
+        /** The row's second line: the host (or address), with "×N" when the entry stands for N folded blocks. */
+        fun hostLine(e: LogEntry): String = (e.host ?: e.destination) + if (e.repeats > 1) "  ×${e.repeats}" else ""
 
         fun prettyJson(json: String): String = try {
             if (json.trimStart().startsWith("[")) JSONArray(json).toString(2).replace("\\/", "/") else JSONObject(json).toString(2).replace("\\/", "/")

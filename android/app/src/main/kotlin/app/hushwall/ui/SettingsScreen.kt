@@ -1,13 +1,16 @@
 package app.hushwall.ui
 
 import android.app.AlertDialog
+import android.text.InputType
 import android.view.View
+import android.widget.EditText
 import android.widget.ScrollView
 import android.widget.Switch
 import android.widget.TextView
 import app.hushwall.R
+import app.hushwall.data.Resolvers
 
-/** Settings: start on boot, payload peek (off by default), export and clearing of the log. */
+/** Settings: start on boot, LAN, payload peek (off by default), capture, DNS fallbacks, export and clearing of the log. */
 internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_settings
     private val ctx = activity
@@ -16,6 +19,8 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     private val peek: Switch
     private val capture: Switch
     private val stored: TextView
+    private val dns: EditText
+    private val dnsResult: TextView
     override val view: View
 
     init {
@@ -41,6 +46,19 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         general.addView(Ui.button(ctx, ctx.getString(R.string.settings_export_capture)) { activity.exportCapture() }.apply { id = R.id.settings_export_capture })
         column.addView(general)
 
+        val dnsCard = Ui.card(ctx, ctx.getString(R.string.settings_dns))
+        dnsCard.addView(Ui.text(ctx, ctx.getString(R.string.settings_dns_text), 13f, Ui.TEXT_2))
+        dns = EditText(ctx).apply {
+            id = R.id.settings_dns
+            inputType = InputType.TYPE_CLASS_TEXT or InputType.TYPE_TEXT_FLAG_MULTI_LINE or InputType.TYPE_TEXT_FLAG_NO_SUGGESTIONS
+            hint = "192.168.1.1\n[2001:db8::53]:53"
+        }
+        dnsCard.addView(dns, Ui.matchWrap())
+        dnsResult = Ui.text(ctx, "", 13f, Ui.TEXT_2).apply { id = R.id.settings_dns_result }
+        dnsCard.addView(Ui.button(ctx, ctx.getString(R.string.settings_dns_save)) { saveDns() }.apply { id = R.id.settings_dns_save })
+        dnsCard.addView(dnsResult)
+        column.addView(dnsCard)
+
         val data = Ui.card(ctx, ctx.getString(R.string.settings_log))
         stored = Ui.text(ctx, "", 14f)
         stored.id = R.id.settings_stored
@@ -51,8 +69,8 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
             AlertDialog.Builder(ctx)
                 .setMessage(R.string.settings_clear_confirm)
                 .setPositiveButton(R.string.settings_clear) { _, _ ->
-                    activity.store.clearLog()
-                    refresh()
+                    val store = activity.store
+                    activity.load({ store.clearLog() }) { refresh() }
                 }
                 .setNegativeButton(android.R.string.cancel, null)
                 .show()
@@ -61,11 +79,26 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         view = ScrollView(ctx).apply { addView(column) }
     }
 
+    /** Saves the fallback list only if every entry is an address (nothing is looked up). */
+    private fun saveDns() {
+        when (val parsed = Resolvers.parse(dns.text.toString())) {
+            is Resolvers.Valid -> {
+                activity.prefs.dnsFallbacks = parsed.list
+                dns.setText(parsed.list.joinToString("\n"))
+                dnsResult.text = ctx.getString(R.string.settings_dns_saved, parsed.list.size)
+            }
+            is Resolvers.Invalid -> dnsResult.text = ctx.getString(R.string.settings_dns_invalid, parsed.entry)
+        }
+    }
+
     override fun refresh() {
         boot.isChecked = activity.prefs.startOnBoot
         lan.isChecked = activity.prefs.allowLan
         peek.isChecked = activity.prefs.peek
         capture.isChecked = activity.prefs.capture
-        stored.text = ctx.getString(R.string.settings_stored, activity.store.countAll())
+        if (!dns.hasFocus()) dns.setText(activity.prefs.dnsFallbacks.joinToString("\n"))
+        // SQLite on the data thread, like the other screens: a 30-day log is not counted on the main thread.
+        val store = activity.store
+        activity.load({ store.countAll() }) { count -> stored.text = ctx.getString(R.string.settings_stored, count) }
     }
 }

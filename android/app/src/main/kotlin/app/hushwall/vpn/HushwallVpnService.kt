@@ -25,6 +25,7 @@ import android.util.Log
 import app.hushwall.R
 import app.hushwall.data.Lists
 import app.hushwall.data.Prefs
+import app.hushwall.data.Resolvers
 import app.hushwall.data.Store
 import app.hushwall.engine.Callbacks
 import app.hushwall.engine.Engine
@@ -181,6 +182,9 @@ class HushwallVpnService : VpnService() {
             return fail(getString(R.string.error_native, e.toString()), false)
         }
         stopEngine()
+        // The old engine has stopped and closed its capture file: only the newest capture stays (the new engine's,
+        // or with capture off the last one, for export).
+        CaptureFiles.removeAllBut(this, CaptureFiles.latest(this))
         closeQuietly(tun)
         tun = newTun
         engine = started
@@ -217,22 +221,44 @@ class HushwallVpnService : VpnService() {
         val policy = Lists(this).policy()
         val callbacks = EngineCallbacks(this)
         val prefs = Prefs(this)
+        val capture = if (prefs.capture) CaptureFiles.next(this) else null
         val base = EngineConfig(
             policy = policy,
             mtu = MTU,
             uids = uids,
-            dnsUpstream = DNS_UPSTREAM,
+            // The network's own resolvers from the start (the callback replaces them when the network changes),
+            // then the user's fallbacks, then a public resolver that does not filter.
+            dnsUpstreams = networkResolvers(),
+            dnsFallbacks = prefs.dnsFallbacks + Resolvers.PUBLIC_DEFAULT,
             payloadPeek = prefs.peek,
-            capturePath = if (prefs.capture) captureFile(this).path else null,
+            // A new file per engine: the engine it replaces may still write to its own until it has stopped.
+            capturePath = capture?.path,
         )
         return try {
-            Engine.start(tun.fd, base, callbacks)
-        } catch (e: IllegalArgumentException) {
-            if (policy.lists.isEmpty()) throw e
-            Log.w(TAG, "extra lists rejected, starting with the profile only", e)
-            prefs.lastError = getString(R.string.error_lists_rejected, e.message ?: "")
-            Engine.start(tun.fd, base.copy(policy = PolicyConfig(policy.profile)), callbacks)
+            try {
+                Engine.start(tun.fd, base, callbacks)
+            } catch (e: IllegalArgumentException) {
+                if (policy.lists.isEmpty()) throw e
+                Log.w(TAG, "extra lists rejected, starting with the profile only", e)
+                prefs.lastError = getString(R.string.error_lists_rejected, e.message ?: "")
+                Engine.start(tun.fd, base.copy(policy = PolicyConfig(policy.profile)), callbacks)
+            }
+        } catch (e: Throwable) {
+            // No engine writes to it: the running engine's capture stays the newest.
+            capture?.delete()
+            throw e
         }
+    }
+
+    /** The default network's resolvers (port 53), as the callback reports them later; empty if not known. */
+    private fun networkResolvers(): List<String> {
+        val lp = linkProperties ?: try {
+            val cm = getSystemService(ConnectivityManager::class.java)
+            cm.activeNetwork?.let { cm.getLinkProperties(it) }
+        } catch (e: RuntimeException) {
+            null
+        }
+        return lp?.dnsServers.orEmpty().mapNotNull { Resolvers.of(it) }
     }
 
     private class EngineCallbacks(private val service: HushwallVpnService) : Callbacks {
@@ -669,8 +695,12 @@ class HushwallVpnService : VpnService() {
     }
 
     companion object {
-        /** Where the packet capture goes (internal storage; exported through the document picker). */
-        fun captureFile(context: android.content.Context): java.io.File = java.io.File(context.filesDir, "capture.pcapng")
+        /**
+         * The packet capture to export: the newest engine's file (internal storage; exported through the document
+         * picker). It may not exist.
+         */
+        fun captureFile(context: android.content.Context): java.io.File =
+            CaptureFiles.latest(context) ?: java.io.File(CaptureFiles.dir(context), "none.pcapng")
 
         private const val TAG = "HushwallVpn"
         const val ACTION_CONNECT = "app.hushwall.action.CONNECT"
@@ -691,9 +721,6 @@ class HushwallVpnService : VpnService() {
         const val TUN_IPV6 = "fd00:6877:6c6c::1"
         const val DNS_IPV4 = "10.111.222.53"
         const val DNS_IPV6 = "fd00:6877:6c6c::53"
-        /** Where allowed queries go (Quad9: filtering-free, no logging of IPs per its policy). */
-        const val DNS_UPSTREAM = "9.9.9.9:53"
-
         private const val CHANNEL_ID = "vpn"
         /** The ongoing status notification; [STOPPED_NOTIFICATION_ID] says why the VPN went down. */
         const val NOTIFICATION_ID = 1

@@ -44,7 +44,7 @@ class EngineHostTest {
         profile: Profile = Profile.BALANCED,
         lists: List<ListSpec> = listOf(userBlock),
         uids: UidSource = UidSource.CALLBACK,
-    ) = EngineConfig(policy = PolicyConfig(profile, lists), dnsUpstream = env("HUSHWALL_DNS"), uids = uids)
+    ) = EngineConfig(policy = PolicyConfig(profile, lists), dnsUpstreams = listOf(env("HUSHWALL_DNS")), uids = uids)
 
     @BeforeAll
     fun openTun() {
@@ -235,7 +235,8 @@ class EngineHostTest {
         assertTrue(notTun.message!!.contains("not a tun device"), notTun.message)
 
         for ((json, needle) in listOf("{" to "JSON", "[]" to "JSON", """{"policy":{"profile":"paranoid"}}""" to "paranoid",
-                """{"policy":{"profile":"none"},"dnsUpstream":"nowhere"}""" to "dnsUpstream")) {
+                """{"policy":{"profile":"none"},"dnsUpstreams":["nowhere"]}""" to "dnsUpstreams",
+                """{"policy":{"profile":"none"},"dnsFallbacks":["1.1.1.1"]}""" to "dnsFallbacks")) {
             val e = assertThrows<IllegalArgumentException> { NativeBridge.nativeStart(tunFd, json, cb) }
             assertTrue(e.message!!.contains(needle), e.message)
         }
@@ -359,6 +360,30 @@ class EngineHostTest {
             assertThrows<IllegalArgumentException> {
                 engine.networkChanged(NetworkInfo(ipv4 = true, ipv6 = true, dnsServers = listOf("not an address")))
             }
+        } finally {
+            engine.stop()
+        }
+    }
+
+    @Test
+    @org.junit.jupiter.api.Order(10)
+    fun `identical blocks folded by the engine reach Kotlin with their repeat count`() {
+        val engine = Engine.start(tunFd, config(), TestCallbacks())
+        val events = ArrayList<BlockEvent>()
+        val queries = 6
+        try {
+            // The same blocked query again and again from one app: the engine reports the first at once and folds
+            // the rest into one event (repeats = 5) when its 10 s window ends.
+            repeat(queries) { assertTrue(dig("tracking.intl.miui.com").out.contains("status: NXDOMAIN")) }
+            collect(engine, events, timeoutMs = 20_000) { got ->
+                got.filter { it.host == "tracking.intl.miui.com" }.sumOf { it.repeats } >= queries
+            }
+            val blocks = events.filter { it.host == "tracking.intl.miui.com" }
+            assertTrue(blocks.size < queries, "folded: $blocks")
+            assertEquals(queries.toLong(), blocks.sumOf { it.repeats }, "$blocks")
+            assertTrue(blocks.any { it.repeats == (queries - 1).toLong() }, "one summary for the folded ones: $blocks")
+            assertTrue(blocks.all { it.repeats >= 1 && it.action == Action.BLOCK })
+            assertEquals(queries.toLong(), engine.counters().blocked, "the counters count each attempt too")
         } finally {
             engine.stop()
         }

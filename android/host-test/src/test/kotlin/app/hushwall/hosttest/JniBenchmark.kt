@@ -54,7 +54,7 @@ class JniBenchmark {
     @Test
     fun jniOverhead() {
         val tunFd = TestNative.openTun(env("HUSHWALL_TUN"))
-        val config = EngineConfig(policy = PolicyConfig(Profile.NONE), dnsUpstream = env("HUSHWALL_DNS"))
+        val config = EngineConfig(policy = PolicyConfig(Profile.NONE), dnsUpstreams = listOf(env("HUSHWALL_DNS")))
         val handle = NativeBridge.nativeStart(tunFd, config.toJson(), TestCallbacks())
         val rows = ArrayList<String>()
         try {
