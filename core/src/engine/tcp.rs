@@ -355,7 +355,7 @@ impl Engine {
     /// The receive buffer size for a new flow: [`EngineConfig::tcp_receive_window_segments`] full segments.
     ///
     /// [`EngineConfig::tcp_receive_window_segments`]: super::EngineConfig::tcp_receive_window_segments
-    fn tcp_rx_buffer_size(&self) -> usize {
+    pub(super) fn tcp_rx_buffer_size(&self) -> usize {
         let segments = self.config.tcp_receive_window_segments;
         let mss = self.config.mtu.saturating_sub(40).max(536);
         segments.saturating_mul(mss).min(self.config.tcp_buffer_size)

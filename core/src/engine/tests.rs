@@ -750,6 +750,8 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
     assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
 }
 
+/// Per-client budgets for flows and TCP buffers (issue 18.8).
+mod budget_tests;
 /// The TCP inspector fails closed: late, big and odd heads, local destinations, allow rules over ranges.
 mod bypass_tests;
 /// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
