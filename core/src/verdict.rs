@@ -50,6 +50,9 @@ pub enum Reason {
     LocalDestination,
     /// Too many concurrent flows; the new one is refused.
     FlowLimit,
+    /// The flow table is full and this client (source address) already holds more than its share of it while
+    /// other clients hold flows too; the new one is refused (see `engine::budget`).
+    ClientLimit,
     /// ICMP echo is not forwarded.
     IcmpUnsupported,
     /// An allow rule matched and wins over every block rule.
@@ -91,6 +94,7 @@ impl Reason {
             Reason::Uninspectable => "uninspectable",
             Reason::LocalDestination => "local_destination",
             Reason::FlowLimit => "flow_limit",
+            Reason::ClientLimit => "client_limit",
             Reason::IcmpUnsupported => "icmp_unsupported",
             Reason::AllowRule => "allow_rule",
             Reason::NoMatch => "no_match",

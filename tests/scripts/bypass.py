@@ -11,6 +11,8 @@ or 3 s pass. KIND:
   http-crlf      GET with two empty lines before the request line (RFC 9112 §2.2), Host NAME
   http-headers   GET with 70 headers before Host NAME
   http-userinfo  GET with Host user@NAME:PORT
+  keepalive      GET / naming www.example.org, its answer read, then on the same connection GET /x naming NAME
+  pipelined      both of those requests in one write
 
 Prints one JSON object: {"result": ..., "sent": bytes, "elapsed_ms": ...}; results: "refused" (RST to the
 SYN), "reset" (RST after connecting), "eof" (closed), "data" (the server answered), "timeout".
@@ -89,8 +91,12 @@ def head(kind, name, port):
     raise SystemExit("unknown kind %r" % kind)
 
 
+FIRST_REQUEST = b"GET /first HTTP/1.1\r\nHost: www.example.org\r\n\r\n"
+
+
 def attempt(host, port, kind, name, delay_ms):
-    data = head(kind, name, port)
+    later = b"GET /x HTTP/1.1\r\nHost: %s\r\n\r\n" % name.encode()
+    data = FIRST_REQUEST + later if kind == "pipelined" else later if kind == "keepalive" else head(kind, name, port)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(5)
@@ -99,6 +105,10 @@ def attempt(host, port, kind, name, delay_ms):
     except ConnectionRefusedError:
         return "refused", 0
     time.sleep(delay_ms / 1000)
+    if kind == "keepalive":
+        s.sendall(FIRST_REQUEST)
+        if not s.recv(4096).startswith(b"HTTP/1.1 200"):
+            return "first-request-failed", 0
     try:
         s.sendall(data)
     except (ConnectionResetError, BrokenPipeError):

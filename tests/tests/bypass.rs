@@ -92,3 +92,30 @@ fn big_and_odd_heads_never_reach_a_blocked_host() {
     let events = finish(&mut tb);
     assert_block_events(&events, &expected);
 }
+
+/// Issue 18.5: on a keep-alive HTTP connection only the first request was judged, so a later one naming a blocked
+/// host (after an answered request, or pipelined behind it in one write) reached the server. Now the connection is
+/// reset at that request and the server logs only the first requests.
+#[test]
+fn later_keep_alive_requests_never_reach_a_blocked_host() {
+    let mut tb = Testbed::start(Options::engine());
+    let mut expected = Vec::new();
+    for fam in Family::ALL {
+        for kind in ["keepalive", "pipelined"] {
+            let r = attempt(&tb, fam.normal(), 80, kind, TELEMETRY_NAME_2, 0);
+            assert_eq!(r["result"], "reset", "{} {kind}: {r}", fam.name());
+            let dst = format!("{}:80", fam.bracket(fam.normal()));
+            expected.push(("http_host", TELEMETRY_NAME_2, dst, rules::TELEMETRY_2));
+        }
+    }
+    let requests: Vec<Value> = tb.server_log().into_iter().filter(|e| e["event"] == "http_request").collect();
+    let paths: Vec<&str> = requests.iter().filter_map(|e| e["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/first"; 4],
+        "the server saw only the first requests: {}",
+        pretty(&requests.iter().collect::<Vec<_>>())
+    );
+    let events = finish(&mut tb);
+    assert_block_events(&events, &expected);
+}

@@ -11,6 +11,7 @@
 //! the engine reads the first bytes (TLS ClientHello SNI, HTTP Host) before it dials, so a blocked server never
 //! sees a packet. Allowed flows are spliced to an upstream socket with backpressure in both directions.
 
+mod budget;
 mod capture;
 mod dns;
 mod fragment;
@@ -127,6 +128,13 @@ pub struct EngineConfig {
     pub max_tcp_flows: usize,
     /// At most this many concurrent UDP flows; more are refused with ICMP.
     pub max_udp_flows: usize,
+    /// The share of each flow cap, in percent, guaranteed to every client (source address): at a full table a
+    /// client holding less takes room from the client most over its share, and one over its share is refused
+    /// (`client_limit`) unless its own quiet flows make room. See `engine::budget`.
+    pub client_share_percent: u8,
+    /// Bytes of TCP socket buffers (send + receive) one client's flows may hold at full size; past it the
+    /// client's new flows get small buffers. See `engine::budget`.
+    pub client_tcp_buffer_budget: usize,
     /// smoltcp send buffer size per TCP flow (server → phone), in bytes, and the most the receive buffer may
     /// be. It bounds how much one flow moves per wake-up: 256 KiB measured 1.5–2× the throughput of 128 KiB at a
     /// 9000-byte tun MTU (BENCHMARKS.md). Pages become resident only as data passes through them.
@@ -173,6 +181,8 @@ impl Default for EngineConfig {
             mtu: 1500,
             max_tcp_flows: 4096,
             max_udp_flows: 4096,
+            client_share_percent: 25,
+            client_tcp_buffer_budget: 64 * 1024 * 1024,
             tcp_buffer_size: 256 * 1024,
             tcp_receive_window_segments: 48,
             sniff_timeout: Duration::from_millis(500),
@@ -248,6 +258,8 @@ pub struct Engine {
     tcp_keys: HashMap<FlowKey, FlowId>,
     udp: HashMap<FlowId, UdpFlow>,
     udp_keys: HashMap<FlowKey, FlowId>,
+    /// What each client holds of the flow tables and TCP buffers (see `budget`).
+    budgets: budget::ClientBudgets,
     /// New QUIC flows held until their ClientHello names the server (see `quic_hold`).
     quic_holds: HashMap<FlowKey, QuicHold>,
     /// Refused QUIC flows whose later datagrams are refused too (see `quic_hold`).
@@ -301,6 +313,7 @@ impl Engine {
             tcp_keys: HashMap::new(),
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
+            budgets: budget::ClientBudgets::default(),
             quic_holds: HashMap::new(),
             quic_refused: QuicRefusals::default(),
             peeks: HashMap::new(),

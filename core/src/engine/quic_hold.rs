@@ -150,7 +150,7 @@ impl Engine {
                 AddressVerdict::Shared(host) => (Verdict::no_match(), Some(host)),
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             };
-            if self.udp_table_full(now, up) {
+            if self.udp_table_full(now, key.0.ip(), up).is_some() {
                 return false;
             }
             let id = self.new_flow_id();

@@ -13,12 +13,15 @@
 //! handshake but no byte of the client's. TLS or HTTP whose host cannot be read is refused
 //! ([`Reason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
+use super::budget::{self, Table, SMALL_TCP_BUFFER};
 use super::packet::TcpSummary;
 use super::private_dns::DOT_PORT;
 use super::reply;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, Upstream};
 use crate::event::Protocol;
+use crate::inspect::http::{scan_request_head, HeadScan};
+use crate::inspect::http_stream::{RequestStream, Step};
 use crate::inspect::tls::MAX_CLIENT_HELLO_STREAM_LEN;
 use crate::inspect::{sniff_stream, StreamSniff};
 use crate::policy::Decision;
@@ -35,6 +38,8 @@ pub(crate) use peek::PeekState;
 /// The most client bytes read to find a ClientHello or request headers: the largest ClientHello the TLS reader
 /// accepts. A head still incomplete at this size (or at the receive buffer's size, if smaller) is refused.
 const SNIFF_MAX: usize = MAX_CLIENT_HELLO_STREAM_LEN;
+/// How many bytes are looked at first for a later request head or a chunk line (more only if it needs more).
+const FIRST_LOOK: usize = 2048;
 /// Once a client has started sending, how long it has to complete its ClientHello or request headers.
 pub(super) const SNIFF_COMPLETE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dialled flow's phone side has to answer the SYN|ACK once the upstream connected.
@@ -108,6 +113,9 @@ pub(crate) struct TcpFlow {
     range_block: Option<Verdict>,
     /// Whether the client's bytes may pass upstream yet.
     gate: ClientGate,
+    /// For a plain-HTTP flow, where its requests start: each is judged before it passes (see
+    /// `inspect::http_stream`). `None` for other protocols, and once a switched protocol took over.
+    http: Option<RequestStream>,
     /// An upstream socket was requested and not yet closed.
     upstream_open: bool,
     /// The upstream socket may have bytes to read.
@@ -122,6 +130,8 @@ pub(crate) struct TcpFlow {
     retired: bool,
     /// When the flow last moved bytes or changed state.
     last_active: Instant,
+    /// Bytes of its smoltcp socket buffers (send + receive), counted in the client's budget.
+    buffers: usize,
 }
 
 impl TcpFlow {
@@ -143,6 +153,7 @@ impl TcpFlow {
             fallback: None,
             range_block: None,
             gate: ClientGate::Shut,
+            http: None,
             upstream_open: false,
             upstream_readable: false,
             upstream_writable: false,
@@ -150,6 +161,7 @@ impl TcpFlow {
             fin_forwarded: false,
             retired: false,
             last_active: now,
+            buffers: 0,
         }
     }
 }
@@ -264,16 +276,17 @@ impl Engine {
                 AddressVerdict::Unknown(None) => (Phase::Sniffing { started: false }, None, None),
             }
         };
-        if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows && !self.evict_idle_tcp_flow(now, up) {
-            self.refuse_tcp(now, client, server, seg, host.as_deref(), &Verdict::block(Reason::FlowLimit));
-            return;
+        if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows {
+            if let Some(reason) = self.make_room_for_tcp(now, client.ip(), up) {
+                self.refuse_tcp(now, client, server, seg, host.as_deref(), &Verdict::block(reason));
+                return;
+            }
         }
         // Let smoltcp finish what is queued first, so this SYN is the only one that can meet the new listener.
         self.stack.poll(now);
         let hold_synack = phase == Phase::Dialing;
-        let Some(handle) =
-            self.stack.listen(server, self.tcp_rx_buffer_size(), self.config.tcp_buffer_size, hold_synack)
-        else {
+        let (rx_size, tx_size) = self.tcp_buffer_sizes(client.ip());
+        let Some(handle) = self.stack.listen(server, rx_size, tx_size, hold_synack) else {
             self.stats.dropped += 1;
             self.send_reset(client, server, seg);
             return;
@@ -292,6 +305,8 @@ impl Engine {
         flow.fallback = fallback;
         flow.range_block = range_block;
         flow.gate = gate;
+        flow.buffers = rx_size + tx_size;
+        self.budgets.add_tcp(client.ip(), flow.buffers);
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
         match phase {
@@ -304,10 +319,43 @@ impl Engine {
         }
     }
 
+    /// The receive and send buffer sizes for a new flow of `client`: full size, or small once the client's flows
+    /// hold [`EngineConfig::client_tcp_buffer_budget`] (see `budget`).
+    ///
+    /// [`EngineConfig::client_tcp_buffer_budget`]: super::EngineConfig::client_tcp_buffer_budget
+    fn tcp_buffer_sizes(&self, client: IpAddr) -> (usize, usize) {
+        let (rx, tx) = (self.tcp_rx_buffer_size(), self.config.tcp_buffer_size);
+        let held = self.budgets.usage(client).tcp_buffers;
+        if held.saturating_add(rx + tx) <= self.config.client_tcp_buffer_budget {
+            (rx, tx)
+        } else {
+            (rx.min(SMALL_TCP_BUFFER), tx.min(SMALL_TCP_BUFFER))
+        }
+    }
+
+    /// The TCP table is full: makes room for a new flow of `client` (see `budget`), or says why it cannot.
+    fn make_room_for_tcp(&mut self, now: Instant, client: IpAddr, up: &mut impl Upstream) -> Option<Reason> {
+        let share = budget::share(self.config.max_tcp_flows, self.config.client_share_percent);
+        if self.budgets.usage(client).tcp < share {
+            // Within its share: room is taken from the client most over its share, else from anyone quiet.
+            if let Some(over) = self.budgets.most_over_share(client, Table::Tcp, share) {
+                if self.evict_tcp_flow(now, Some(over), Duration::ZERO, up) {
+                    return None;
+                }
+            }
+            return (!self.evict_tcp_flow(now, None, EVICT_MIN_IDLE, up)).then_some(Reason::FlowLimit);
+        }
+        // At or over its share: only its own quiet flows make room.
+        if self.evict_tcp_flow(now, Some(client), EVICT_MIN_IDLE, up) {
+            return None;
+        }
+        Some(if self.budgets.others_hold(client, Table::Tcp) { Reason::ClientLimit } else { Reason::FlowLimit })
+    }
+
     /// The receive buffer size for a new flow: [`EngineConfig::tcp_receive_window_segments`] full segments.
     ///
     /// [`EngineConfig::tcp_receive_window_segments`]: super::EngineConfig::tcp_receive_window_segments
-    fn tcp_rx_buffer_size(&self) -> usize {
+    pub(super) fn tcp_rx_buffer_size(&self) -> usize {
         let segments = self.config.tcp_receive_window_segments;
         let mss = self.config.mtu.saturating_sub(40).max(536);
         segments.saturating_mul(mss).min(self.config.tcp_buffer_size)
@@ -464,12 +512,7 @@ impl Engine {
                     if gate != ClientGate::Open {
                         self.judge_late_bytes(now, id, false);
                     }
-                    let still_forwarding = self.tcp.get(&id).is_some_and(|f| f.phase == Phase::Forwarding);
-                    if still_forwarding {
-                        if let Err(error) = self.splice(id, up) {
-                            self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
-                        }
-                    }
+                    self.frame_and_splice(now, id, up);
                 }
                 Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
                 Phase::Peeking { .. } => self.peek(now, id),
@@ -577,6 +620,9 @@ impl Engine {
         }
         // Bytes were judged: they may pass. A silent client's will be judged when they come.
         flow.gate = if sniffed.is_some() { ClientGate::Open } else { ClientGate::Shut };
+        if sniffed.is_some() && is_http_request(&self.scratch) {
+            flow.http = Some(RequestStream::new());
+        }
         let (client, server, host) = (flow.client, flow.server, flow.host.clone());
         if verdict.is_block() && http && self.config.peek {
             self.start_peek(now, id, verdict);
@@ -635,6 +681,9 @@ impl Engine {
         if !verdict.is_block() {
             flow.gate = ClientGate::Open;
             flow.deadline = None;
+            if is_http_request(&self.scratch) {
+                flow.http = Some(RequestStream::new());
+            }
             return;
         }
         // The upstream saw a handshake and nothing else; it is reset when the flow retires.
@@ -645,6 +694,102 @@ impl Engine {
         self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
     }
 
+    /// Forwards what a flow may forward. On a plain-HTTP flow each request head is judged as it comes and its
+    /// bytes pass only if it is allowed; this repeats while requests follow one another and the upstream takes
+    /// them.
+    fn frame_and_splice(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+        loop {
+            if !self.judge_next_request(now, id) {
+                return;
+            }
+            let Some(flow) = self.tcp.get(&id) else {
+                return;
+            };
+            let before = self.stack.tcp(flow.handle).recv_queue();
+            if let Err(error) = self.splice(id, up) {
+                self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+                return;
+            }
+            let Some(flow) = self.tcp.get(&id) else {
+                return;
+            };
+            let after = self.stack.tcp(flow.handle).recv_queue();
+            // Another round only when this one passed bytes up to a request boundary and more are waiting.
+            if flow.http.as_ref().is_none_or(|http| http.allowance() > 0) || after == 0 || after == before {
+                return;
+            }
+        }
+    }
+
+    /// On a plain-HTTP flow whose judged bytes have all passed: looks at what follows (the next request head,
+    /// or a chunk line or trailers of the current body). A head naming a blocked host, or bytes whose framing
+    /// cannot be followed, reset the client and end the flow before any of them passes (false).
+    fn judge_next_request(&mut self, now: Instant, id: FlowId) -> bool {
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return false;
+        };
+        let Some(http) = flow.http.as_mut().filter(|http| http.allowance() == 0) else {
+            return true;
+        };
+        if flow.gate != ClientGate::Open {
+            return true;
+        }
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+        let queued = socket.recv_queue();
+        if queued == 0 {
+            return true;
+        }
+        let finished = client_finished(socket);
+        let limit = http.lookahead().unwrap_or(SNIFF_MAX).min(socket.recv_capacity()).min(queued);
+        // A short look first: heads and chunk lines are mostly short, and pipelined requests must not cost a
+        // copy of the whole window each.
+        let mut look = limit.min(FIRST_LOOK);
+        let step = loop {
+            self.scratch.resize(look, 0);
+            let seen = socket.peek_slice(&mut self.scratch).unwrap_or(0);
+            let bytes = self.scratch.get(..seen).unwrap_or_default();
+            match http.step(bytes, finished && seen == queued) {
+                Step::NeedMore if seen < limit => look = limit,
+                // As much as a head (or chunk line) may take is here, and it is still unfinished.
+                Step::NeedMore if seen < queued || seen >= socket.recv_capacity() => break Step::Unreadable,
+                step => break step,
+            }
+        };
+        let verdict = match step {
+            Step::Pass | Step::NeedMore => return true,
+            Step::Tunnel => {
+                flow.http = None;
+                return true;
+            }
+            Step::Unreadable => Verdict::block(Reason::Uninspectable),
+            Step::Head(None) => return true,
+            Step::Head(Some(name)) => {
+                let sniffed = Some(StreamSniff::HttpHost(name));
+                let Some(flow) = self.tcp.get(&id) else {
+                    return false;
+                };
+                let verdict = self.first_bytes_verdict(&sniffed, flow);
+                if !verdict.is_block() {
+                    return true;
+                }
+                if let (Some(flow), Some(StreamSniff::HttpHost(name))) = (self.tcp.get_mut(&id), sniffed) {
+                    flow.host = Some(name);
+                }
+                verdict
+            }
+        };
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return false;
+        };
+        // The upstream has seen the requests before this one, and nothing of it; it is reset when the flow retires.
+        flow.phase = Phase::Refused;
+        self.stack.tcp(flow.handle).abort();
+        self.touched.push(id);
+        let (client, server, host) = (flow.client, flow.server, flow.host.clone());
+        self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
+        false
+    }
+
     /// Copies bytes both ways between the smoltcp socket and the upstream socket, as far as both sides allow.
     /// An error is the upstream socket's: the caller ends the flow.
     fn splice(&mut self, id: FlowId, up: &mut impl Upstream) -> io::Result<()> {
@@ -652,13 +797,26 @@ impl Engine {
             return Ok(());
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        // Phone → upstream, once the client's first bytes have been judged.
+        // Phone → upstream, once the client's first bytes have been judged; on a plain-HTTP flow only as far as
+        // the requests judged so far reach.
         while flow.gate == ClientGate::Open && flow.upstream_writable && socket.can_recv() {
-            match socket.recv(|data| match up.tcp_write(id, data) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
+            let allowance =
+                flow.http.as_ref().map_or(usize::MAX, |h| usize::try_from(h.allowance()).unwrap_or(usize::MAX));
+            if allowance == 0 {
+                break;
+            }
+            match socket.recv(|data| {
+                let data = data.get(..data.len().min(allowance)).unwrap_or(data);
+                match up.tcp_write(id, data) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                }
             }) {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(n)) if n > 0 => {
+                    if let Some(http) = flow.http.as_mut() {
+                        http.passed(n);
+                    }
+                }
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => flow.upstream_writable = false,
                 Ok(Err(e)) => return Err(e),
@@ -705,20 +863,37 @@ impl Engine {
         self.report_failure(now, Protocol::Tcp, key, host.as_deref(), reason, error);
     }
 
-    /// At the flow cap: closes the least recently active established flow if it has been quiet for
-    /// [`EVICT_MIN_IDLE`] (RST to the phone, upstream closed, a `flow_evicted` event). False if none qualifies.
-    fn evict_idle_tcp_flow(&mut self, now: Instant, up: &mut impl Upstream) -> bool {
+    /// At the flow cap: closes the least recently active flow (of `client` only, if given) if it has been quiet
+    /// for `min_idle` (RST to the phone, upstream closed, a `flow_evicted` event). Quiet flows must be established
+    /// ones; a client over its share (`min_idle` zero) loses its least recently active flow in any phase. False
+    /// if none qualifies.
+    fn evict_tcp_flow(
+        &mut self,
+        now: Instant,
+        client: Option<IpAddr>,
+        min_idle: Duration,
+        up: &mut impl Upstream,
+    ) -> bool {
+        let any_phase = min_idle.is_zero();
         let oldest = self
             .tcp
             .iter()
-            .filter(|(_, f)| !f.retired && matches!(f.phase, Phase::Forwarding | Phase::Dns { .. }))
+            .filter(|(_, f)| {
+                !f.retired
+                    && client.is_none_or(|ip| f.client.ip() == ip)
+                    && (any_phase || matches!(f.phase, Phase::Forwarding | Phase::Dns { .. }))
+            })
             .min_by_key(|(_, f)| f.last_active)
             .map(|(&id, f)| (id, f.last_active));
-        let Some((id, last_active)) = oldest.filter(|&(_, at)| at + EVICT_MIN_IDLE <= now) else {
+        let Some((id, last_active)) = oldest.filter(|&(_, at)| at + min_idle <= now) else {
             return false;
         };
         let idle = now.saturating_duration_since(last_active).as_secs();
-        self.fail_tcp_flow(now, id, Reason::FlowEvicted, format_args!("flow table full; idle for {idle} s"));
+        let why = match client {
+            Some(ip) if any_phase => format!("flow table full; {ip} holds more than its share; idle for {idle} s"),
+            _ => format!("flow table full; idle for {idle} s"),
+        };
+        self.fail_tcp_flow(now, id, Reason::FlowEvicted, why);
         self.retire_if_closed(id, up);
         true
     }
@@ -749,11 +924,18 @@ impl Engine {
     pub(super) fn free_retired(&mut self) {
         for id in std::mem::take(&mut self.retiring) {
             if let Some(flow) = self.tcp.remove(&id) {
+                self.budgets.remove_tcp(flow.client.ip(), flow.buffers);
                 self.tcp_keys.remove(&(flow.client, flow.server));
                 self.stack.remove(flow.handle);
             }
         }
     }
+}
+
+/// Whether `bytes` start with a complete HTTP/1.x request head whose host and framing can be read: such a flow's
+/// later requests are followed and judged too.
+fn is_http_request(bytes: &[u8]) -> bool {
+    matches!(scan_request_head(bytes), HeadScan::Head(_))
 }
 
 /// Whether the client has finished sending (FIN, or the connection is gone). Not before the handshake is

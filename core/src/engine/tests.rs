@@ -501,7 +501,10 @@ fn slow_server_backpressures_the_phone_without_unbounded_buffering() {
     let mut pair = Pair::new();
     let (h, flow) = forwarding_flow(&mut pair);
     pair.up.write_budget = Some(0);
-    let upload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
+    // A request with a 1 MiB body on the keep-alive connection (its bytes pass as the framing allows).
+    let body: Vec<u8> = (0..1024 * 1024).map(|i| (i % 253) as u8).collect();
+    let head = format!("PUT /up HTTP/1.1\r\nHost: www.example.org\r\nContent-Length: {}\r\n\r\n", body.len());
+    let upload = [head.as_bytes(), &body[..]].concat();
     let mut sent = 0;
     for _ in 0..50 {
         sent += pair.phone_tcp(h).send_slice(&upload[sent..]).expect("send");
@@ -747,6 +750,8 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
     assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow must end");
 }
 
+/// Per-client budgets for flows and TCP buffers (issue 18.8).
+mod budget_tests;
 /// The TCP inspector fails closed: late, big and odd heads, local destinations, allow rules over ranges.
 mod bypass_tests;
 /// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
@@ -759,6 +764,8 @@ mod failure_tests;
 mod fragment_tests;
 /// QUIC SNI, payload peek and capture tests, beside these.
 mod inspect_tests;
+/// Every request of a keep-alive HTTP connection is judged (issue 18.5).
+mod keepalive_tests;
 /// LAN broadcast and multicast, beside these.
 mod lan_tests;
 /// Network changes: refusing a family without a route, ending flows whose socket lost its address.

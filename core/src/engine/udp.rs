@@ -3,6 +3,7 @@
 //! UDP does not go through smoltcp: datagrams are judged on the first packet of a flow, then relayed as they
 //! are, and replies are wrapped in fresh IP/UDP headers for the tun.
 
+use super::budget::{self, Table};
 use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
@@ -11,7 +12,7 @@ use crate::event::Protocol;
 use crate::inspect::quic::open_client_initial;
 use crate::verdict::{Reason, Verdict};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// DNS over QUIC uses the DNS-over-TLS port.
@@ -89,10 +90,9 @@ impl Engine {
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             }
         };
-        let verdict = if !verdict.is_block() && self.udp_table_full(now, up) {
-            Verdict::block(Reason::FlowLimit)
-        } else {
-            verdict
+        let verdict = match self.udp_table_full(now, client.ip(), up) {
+            Some(reason) if !verdict.is_block() => Verdict::block(reason),
+            _ => verdict,
         };
         self.report(now, Protocol::Udp, client, server, host.as_deref(), &verdict);
         if verdict.is_block() {
@@ -134,6 +134,7 @@ impl Engine {
             return;
         }
         self.stats.udp_flows += 1;
+        self.budgets.add_udp(client.ip());
         self.udp.insert(id, UdpFlow { client, server, last_active: now, quic });
         self.udp_keys.insert((client, server), id);
         self.timers.arm(now + self.config.udp_idle_timeout, Timer::Udp(id));
@@ -207,22 +208,58 @@ impl Engine {
         }
     }
 
-    /// True if no UDP flow (or QUIC hold) can be added: the table is at its cap and no flow has been quiet for
-    /// [`EVICT_MIN_IDLE`]. Otherwise the least recently active such flow is closed (a `flow_evicted` event) first.
-    pub(super) fn udp_table_full(&mut self, now: Instant, up: &mut impl Upstream) -> bool {
+    /// Why no UDP flow (or QUIC hold) of `client` can be added, if it cannot: the table is at its cap and no flow
+    /// may make room (see `budget`: a client within its share takes room from the client most over its share,
+    /// else from a flow quiet for [`EVICT_MIN_IDLE`]; a client over its share only from its own quiet flows).
+    /// When one may, it is closed first (a `flow_evicted` event).
+    pub(super) fn udp_table_full(&mut self, now: Instant, client: IpAddr, up: &mut impl Upstream) -> Option<Reason> {
         if self.udp.len() + self.quic_holds.len() < self.config.max_udp_flows {
-            return false;
+            return None;
         }
-        let oldest = self.udp.iter().min_by_key(|(_, f)| f.last_active).map(|(&id, f)| (id, f.last_active));
-        let Some((id, last_active)) = oldest.filter(|&(_, at)| at + EVICT_MIN_IDLE <= now) else {
-            return true;
+        let share = budget::share(self.config.max_udp_flows, self.config.client_share_percent);
+        if self.budgets.usage(client).udp < share {
+            if let Some(over) = self.budgets.most_over_share(client, Table::Udp, share) {
+                if self.evict_udp_flow(now, Some(over), Duration::ZERO, up) {
+                    return None;
+                }
+            }
+            return (!self.evict_udp_flow(now, None, EVICT_MIN_IDLE, up)).then_some(Reason::FlowLimit);
+        }
+        if self.evict_udp_flow(now, Some(client), EVICT_MIN_IDLE, up) {
+            return None;
+        }
+        Some(if self.budgets.others_hold(client, Table::Udp) { Reason::ClientLimit } else { Reason::FlowLimit })
+    }
+
+    /// Closes the least recently active UDP flow (of `client` only, if given) if it has been quiet for
+    /// `min_idle`, with a `flow_evicted` event. False if none qualifies.
+    fn evict_udp_flow(
+        &mut self,
+        now: Instant,
+        client: Option<IpAddr>,
+        min_idle: Duration,
+        up: &mut impl Upstream,
+    ) -> bool {
+        let oldest = self
+            .udp
+            .iter()
+            .filter(|(_, f)| client.is_none_or(|ip| f.client.ip() == ip))
+            .min_by_key(|(_, f)| f.last_active)
+            .map(|(&id, f)| (id, f.last_active));
+        let Some((id, last_active)) = oldest.filter(|&(_, at)| at + min_idle <= now) else {
+            return false;
         };
         if let Some(flow) = self.close_udp_flow(id, up) {
             let idle = now.saturating_duration_since(last_active).as_secs();
-            let why = format!("flow table full; idle for {idle} s");
+            let why = match client {
+                Some(ip) if min_idle.is_zero() => {
+                    format!("flow table full; {ip} holds more than its share; idle for {idle} s")
+                }
+                _ => format!("flow table full; idle for {idle} s"),
+            };
             self.report_failure(now, Protocol::Udp, (flow.client, flow.server), None, Reason::FlowEvicted, why);
         }
-        false
+        true
     }
 
     /// Closes a UDP flow that has been idle long enough; re-arms the check otherwise.
@@ -241,6 +278,7 @@ impl Engine {
     /// Removes a flow from the NAT table and closes its upstream socket; the flow, if it was there.
     pub(super) fn close_udp_flow(&mut self, id: FlowId, up: &mut impl Upstream) -> Option<UdpFlow> {
         let flow = self.udp.remove(&id)?;
+        self.budgets.remove_udp(flow.client.ip());
         self.udp_keys.remove(&(flow.client, flow.server));
         up.udp_close(id);
         Some(flow)

@@ -44,44 +44,161 @@ pub enum HttpScan {
 /// The HTTP/2 connection preface a prior-knowledge cleartext client starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
+/// How the body of a request is delimited (RFC 9112 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: neither Content-Length nor Transfer-Encoding (a request body is never delimited by close).
+    None,
+    /// `Content-Length` bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A complete request head at the start of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// The request's host as [`HttpScan::Host`] gives it; `None` for an HTTP/1.0 request without any.
+    pub host: Option<String>,
+    /// Bytes from the start of the stream to the end of the head (leading empty lines included).
+    pub len: usize,
+    /// How the body that follows is delimited.
+    pub body: BodyFraming,
+    /// CONNECT, or an `Upgrade` header: after this request (and its body) the connection may switch to
+    /// another protocol.
+    pub switches: bool,
+}
+
+/// Result of reading a request head with its framing at the start of a client→server byte stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadScan {
+    /// Could be an HTTP request but the head is not complete yet.
+    NeedMore,
+    /// A complete head whose host and body framing can be read.
+    Head(RequestHead),
+    /// As [`HttpScan::Unreadable`], and also a head whose body framing a server could read another way than
+    /// we do: Transfer-Encoding other than exactly `chunked`, Transfer-Encoding in HTTP/1.0 or beside
+    /// Content-Length, a Content-Length that is not one decimal number (request smuggling, RFC 9112 §6.3).
+    Unreadable,
+    /// Not an HTTP/1.x request.
+    NotHttp,
+}
+
 /// Looks for an HTTP/1.x request head in everything the client has sent so far.
 ///
 /// Answers [`NotHttp`](HttpScan::NotHttp) from the first bytes when they cannot start a method
 /// (an uppercase letter, then up to 24 token characters before a space).
 pub fn scan_http_request(stream_start: &[u8]) -> HttpScan {
-    // RFC 9112 §2.2: a server should ignore empty lines before the request line, and servers do.
-    let Some(start) = stream_start.iter().position(|&b| !matches!(b, b'\r' | b'\n')) else {
-        return HttpScan::NeedMore;
-    };
-    let head = stream_start.get(start..).unwrap_or_default();
-    if head.starts_with(H2_PREFACE) {
-        return HttpScan::Unreadable;
-    }
-    if !plausible_method(head) {
-        return HttpScan::NotHttp;
-    }
-    // Every header takes a line: one slot per line feed is always enough (bounded by MAX_HEADERS).
-    let lines = head.iter().filter(|&&b| b == b'\n').count();
-    if lines <= INLINE_HEADERS {
-        parse_head(head, &mut [EMPTY_HEADER; INLINE_HEADERS])
-    } else {
-        parse_head(head, &mut vec![EMPTY_HEADER; lines.min(MAX_HEADERS)])
+    match scan_request_head(stream_start) {
+        HeadScan::NeedMore => HttpScan::NeedMore,
+        HeadScan::Head(RequestHead { host: Some(host), .. }) => HttpScan::Host(host),
+        HeadScan::Head(RequestHead { host: None, .. }) => HttpScan::NoHost,
+        HeadScan::Unreadable => HttpScan::Unreadable,
+        HeadScan::NotHttp => HttpScan::NotHttp,
     }
 }
 
+/// Reads the request head at the start of `stream` with its host and body framing. The work is proportional
+/// to the head, not to what follows it (pipelined requests, a body).
+pub fn scan_request_head(stream: &[u8]) -> HeadScan {
+    // RFC 9112 §2.2: a server should ignore empty lines before the request line, and servers do.
+    let Some(start) = stream.iter().position(|&b| !matches!(b, b'\r' | b'\n')) else {
+        return HeadScan::NeedMore;
+    };
+    let head = stream.get(start..).unwrap_or_default();
+    if head.starts_with(H2_PREFACE) {
+        return HeadScan::Unreadable;
+    }
+    if !plausible_method(head) {
+        return HeadScan::NotHttp;
+    }
+    // Parse only up to the first empty line when there is one, so that bytes after the head cost nothing.
+    let head = match head_end(head) {
+        Some(end) => head.get(..end).unwrap_or(head),
+        None => head,
+    };
+    // Every header takes a line: one slot per line feed is always enough (bounded by MAX_HEADERS).
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    let scan = if lines <= INLINE_HEADERS {
+        parse_head(head, &mut [EMPTY_HEADER; INLINE_HEADERS])
+    } else {
+        parse_head(head, &mut vec![EMPTY_HEADER; lines.min(MAX_HEADERS)])
+    };
+    match scan {
+        HeadScan::Head(parsed) => HeadScan::Head(RequestHead { len: start + parsed.len, ..parsed }),
+        other => other,
+    }
+}
+
+/// The length of `head` up to and including its first empty line (`\n\n` or `\n\r\n`), if it has one.
+fn head_end(head: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(lf) = head.get(from..)?.iter().position(|&b| b == b'\n') {
+        let at = from + lf + 1;
+        match head.get(at..) {
+            Some([b'\n', ..]) => return Some(at + 1),
+            Some([b'\r', b'\n', ..]) => return Some(at + 2),
+            _ => from = at,
+        }
+    }
+    None
+}
+
 /// Parses a request head (leading empty lines removed) with `headers` as httparse's header slots.
-fn parse_head<'h>(head: &'h [u8], headers: &mut [Header<'h>]) -> HttpScan {
+fn parse_head<'h>(head: &'h [u8], headers: &mut [Header<'h>]) -> HeadScan {
     let mut request = Request::new(headers);
     match request.parse(head) {
-        Ok(Status::Partial) => HttpScan::NeedMore,
-        Ok(Status::Complete(_)) => match request_host(&request) {
-            Some(host) => HttpScan::Host(host),
-            None if request.version == Some(0) && !has_host_header(request.headers) => HttpScan::NoHost,
-            None => HttpScan::Unreadable,
-        },
-        Err(httparse::Error::TooManyHeaders) => HttpScan::Unreadable,
-        Err(_) if has_http_request_line(head) => HttpScan::Unreadable,
-        Err(_) => HttpScan::NotHttp,
+        Ok(Status::Partial) => HeadScan::NeedMore,
+        Ok(Status::Complete(len)) => {
+            let host = match request_host(&request) {
+                Some(host) => Some(host),
+                None if request.version == Some(0) && !has_host_header(request.headers) => None,
+                None => return HeadScan::Unreadable,
+            };
+            let Some(body) = body_framing(&request) else {
+                return HeadScan::Unreadable;
+            };
+            let switches = request.method == Some("CONNECT")
+                || request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+            HeadScan::Head(RequestHead { host, len, body, switches })
+        }
+        Err(httparse::Error::TooManyHeaders) => HeadScan::Unreadable,
+        Err(_) if has_http_request_line(head) => HeadScan::Unreadable,
+        Err(_) => HeadScan::NotHttp,
+    }
+}
+
+/// How a parsed request's body is delimited; `None` when a server could read it another way (see
+/// [`HeadScan::Unreadable`]).
+fn body_framing(request: &Request<'_, '_>) -> Option<BodyFraming> {
+    let mut coding: Option<Vec<u8>> = None;
+    let mut length: Option<u64> = None;
+    for header in request.headers.iter() {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            let all = coding.get_or_insert_with(Vec::new);
+            if !all.is_empty() {
+                all.push(b',');
+            }
+            all.extend_from_slice(header.value);
+        } else if header.name.eq_ignore_ascii_case("content-length") {
+            let value = header.value.trim_ascii();
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = std::str::from_utf8(value).ok()?.parse::<u64>().ok()?;
+            if length.is_some_and(|other| other != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    match (coding, length) {
+        (None, None) => Some(BodyFraming::None),
+        (None, Some(n)) => Some(BodyFraming::Length(n)),
+        (Some(coding), None) if request.version == Some(1) && coding.trim_ascii().eq_ignore_ascii_case(b"chunked") => {
+            Some(BodyFraming::Chunked)
+        }
+        (Some(_), _) => None,
     }
 }
 

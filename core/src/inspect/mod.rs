@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod http_stream;
 pub mod peek;
 pub mod quic;
 pub mod tls;

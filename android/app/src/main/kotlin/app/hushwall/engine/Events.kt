@@ -17,8 +17,8 @@ data class Rule(val list: String, val line: Int, val text: String)
  * One decision about one flow or DNS query, as the block log shows it, or (action [Action.ERROR]) a failure.
  *
  * [reason] is the engine's stable code: `dns_query`, `dns_cname`, `tls_sni`, `http_host`, `ip_cidr`,
- * `dns_mapped_ip`, `dns_over_tls`, `uninspectable`, `local_destination`, `flow_limit`, `icmp_unsupported` (allowed
- * flows: `allow_rule`, `no_match`, `private_dns`).
+ * `dns_mapped_ip`, `dns_over_tls`, `uninspectable`, `local_destination`, `flow_limit`, `client_limit`,
+ * `icmp_unsupported` (allowed flows: `allow_rule`, `no_match`, `private_dns`).
  * Errors: `connect_failed`, `upstream_reset`, `udp_failed`, `dns_failed`, `flow_evicted`, `no_route` (the
  * destination's family has no route upstream: refused at once, see [Engine.networkChanged]), with [error] saying
  * what happened. It is a string so reasons added to the engine reach the UI without a Kotlin change. [uid] is -1

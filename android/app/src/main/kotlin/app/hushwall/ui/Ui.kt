@@ -109,6 +109,7 @@ internal object Ui {
         "local_destination" -> "This device or local-only address"
         "private_dns" -> "Your Private DNS server (let through)"
         "flow_limit" -> "Too many connections"
+        "client_limit" -> "Too many connections from this device"
         "icmp_unsupported" -> "ICMP (not forwarded)"
         "app_blocked" -> "App blocked by you"
         else -> code

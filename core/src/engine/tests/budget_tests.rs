@@ -1,0 +1,164 @@
+//! Issue 18.8: per-client budgets. One client (source address) flooding the flow tables cannot keep another
+//! out: at a full table the client within its share takes room from the one most over its share (that client's
+//! least recently active flows first), the flooder is refused with `client_limit`, and what a client holds is
+//! released when its flows close. TCP buffers past a client's byte budget are small.
+
+use super::*;
+use crate::engine::budget::SMALL_TCP_BUFFER;
+
+const A: [u8; 4] = PHONE;
+const B: [u8; 4] = [10, 111, 0, 2];
+
+/// A bare SYN from `src:port` to 198.18.1.1:80.
+fn syn_from(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(src, NORMAL, 64).tcp(port, 80, 1000, 64240).syn().write(&mut p, &[]).expect("builds");
+    p
+}
+
+fn send_syn(pair: &mut Pair, src: [u8; 4], port: u16) {
+    pair.engine.handle_tun_packet(pair.now, &syn_from(src, port), &mut pair.up);
+    pair.engine.poll(pair.now, &mut pair.up);
+    pair.take_out();
+}
+
+/// A UDP datagram from `src:5353` to 198.18.1.1:`dst_port`.
+fn udp_from(pair: &mut Pair, src: [u8; 4], dst_port: u16) {
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(src, NORMAL, 64).udp(5353, dst_port).write(&mut p, b"x").expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.engine.poll(pair.now, &mut pair.up);
+}
+
+/// The client ports of the TCP flows `src` holds, sorted.
+fn tcp_ports(pair: &Pair, src: [u8; 4]) -> Vec<u16> {
+    let ip = IpAddr::from(src);
+    let mut ports: Vec<u16> =
+        pair.engine.tcp.values().filter(|f| f.client.ip() == ip).map(|f| f.client.port()).collect();
+    ports.sort_unstable();
+    ports
+}
+
+fn reasons(pair: &mut Pair) -> Vec<(Action, Reason)> {
+    pair.events().iter().map(|e| (e.action, e.reason)).collect()
+}
+
+#[test]
+fn a_client_within_its_share_takes_room_from_the_flooder_oldest_first() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_tcp_flows = 8; // share: 2 per client
+    for port in 1000..1008 {
+        send_syn(&mut pair, A, port);
+        pair.now += Duration::from_millis(10);
+    }
+    assert_eq!(pair.engine.stats().tcp_active, 8, "alone, a client may fill the table");
+    assert!(pair.events().is_empty());
+    // B is within its share: A's least recently active flow makes room, then the next.
+    send_syn(&mut pair, B, 2000);
+    send_syn(&mut pair, B, 2001);
+    assert_eq!(tcp_ports(&pair, B), [2000, 2001]);
+    assert_eq!(tcp_ports(&pair, A), (1002..1008).collect::<Vec<_>>(), "A's oldest flows went first");
+    assert_eq!(pair.engine.stats().flows_evicted, 2);
+    assert_eq!(reasons(&mut pair), [(Action::Error, Reason::FlowEvicted)], "the second is folded into a summary");
+    // A is over its share: refused, and B's flows stay.
+    send_syn(&mut pair, A, 1008);
+    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+    assert_eq!(tcp_ports(&pair, B), [2000, 2001]);
+    // B at its share is refused too rather than take more from A (nobody is quiet).
+    send_syn(&mut pair, B, 2002);
+    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+    assert_eq!(pair.engine.stats().tcp_active, 8);
+}
+
+#[test]
+fn a_client_over_its_share_makes_room_from_its_own_quiet_flows_only() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_tcp_flows = 4; // share: 1 per client
+    for port in 1000..1003 {
+        send_syn(&mut pair, A, port);
+        pair.now += Duration::from_millis(10);
+    }
+    let (quiet, quiet_flow) = forwarding_flow(&mut pair); // A's fourth flow, established, the most recent
+    assert_eq!(pair.engine.stats().tcp_active, 4);
+    // B within its share evicts A's least recently active flow, whatever its phase.
+    send_syn(&mut pair, B, 2000);
+    assert_eq!(tcp_ports(&pair, B), [2000]);
+    assert_eq!(tcp_ports(&pair, A).first(), Some(&1001));
+    assert_eq!(pair.engine.stats().tcp_active, 4);
+    assert_eq!(pair.phone_tcp(quiet).state(), tcp::State::Established);
+    // 61 s later A's established flow is quiet: A's next connection may replace it, but never B's.
+    pair.now += Duration::from_secs(61);
+    pair.events();
+    let before = tcp_ports(&pair, A).len();
+    send_syn(&mut pair, A, 1010);
+    assert_eq!(tcp_ports(&pair, B), [2000], "B's flow is never taken by A");
+    assert_eq!(tcp_ports(&pair, A).len(), before, "one of A's own flows made room");
+    assert!(tcp_ports(&pair, A).contains(&1010));
+    assert_eq!(pair.engine.stats().flows_evicted, 2, "B's eviction, then A's own quiet flow");
+    assert!(pair.up.closed.contains(&(quiet_flow, true)), "A's quiet flow made room: {:?}", pair.up.closed);
+}
+
+#[test]
+fn budgets_are_released_when_flows_close() {
+    let mut pair = Pair::new();
+    let (h1, _) = forwarding_flow(&mut pair);
+    let (h2, _) = forwarding_flow(&mut pair);
+    send_syn(&mut pair, B, 2000);
+    let usage = pair.engine.budgets.usage(IpAddr::from(A));
+    assert_eq!(usage.tcp, 2);
+    assert!(usage.tcp_buffers > 0);
+    assert_eq!(pair.engine.budgets.usage(IpAddr::from(B)).tcp, 1);
+    pair.phone_tcp(h1).abort();
+    pair.phone_tcp(h2).abort();
+    pair.drive();
+    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)), Default::default(), "released on close");
+    udp_from(&mut pair, A, 7);
+    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)).udp, 1);
+    pair.wait(Duration::from_secs(61));
+    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)), Default::default(), "released on idle expiry");
+}
+
+#[test]
+fn flows_past_the_buffer_budget_get_small_buffers() {
+    let mut pair = Pair::new();
+    let full = pair.engine.tcp_rx_buffer_size() + pair.engine.config.tcp_buffer_size;
+    pair.engine.config.client_tcp_buffer_budget = 2 * full;
+    for port in 1000..1004 {
+        send_syn(&mut pair, A, port);
+    }
+    send_syn(&mut pair, B, 2000);
+    let capacity = |pair: &mut Pair, src: [u8; 4], port: u16| {
+        let handle = pair.engine.tcp.values().find(|f| f.client == SocketAddr::from((src, port))).expect("flow").handle;
+        let socket = pair.engine.stack.tcp(handle);
+        (socket.recv_capacity(), socket.send_capacity())
+    };
+    let full_sizes = (pair.engine.tcp_rx_buffer_size(), pair.engine.config.tcp_buffer_size);
+    assert_eq!(capacity(&mut pair, A, 1000), full_sizes);
+    assert_eq!(capacity(&mut pair, A, 1001), full_sizes);
+    assert_eq!(capacity(&mut pair, A, 1002), (SMALL_TCP_BUFFER, SMALL_TCP_BUFFER), "past A's budget");
+    assert_eq!(capacity(&mut pair, A, 1003), (SMALL_TCP_BUFFER, SMALL_TCP_BUFFER));
+    assert_eq!(capacity(&mut pair, B, 2000), full_sizes, "B has its own budget");
+    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)).tcp_buffers, 2 * full + 4 * SMALL_TCP_BUFFER);
+}
+
+#[test]
+fn udp_flood_from_one_client_leaves_room_for_another() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_udp_flows = 4; // share: 1 per client
+    for port in 10..14 {
+        udp_from(&mut pair, A, port);
+        pair.now += Duration::from_millis(10);
+    }
+    assert_eq!(pair.engine.stats().udp_active, 4);
+    pair.take_out();
+    pair.events();
+    udp_from(&mut pair, B, 10);
+    assert_eq!(pair.engine.stats().udp_active, 4);
+    assert!(pair.take_out().is_empty(), "B served, no refusal");
+    let evicted: Vec<_> = pair.events().into_iter().filter(|e| e.reason == Reason::FlowEvicted).collect();
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].dst.port(), 10, "A's least recently active flow");
+    udp_from(&mut pair, A, 20);
+    assert_eq!(pair.take_out().len(), 1, "A refused with ICMP");
+    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+}

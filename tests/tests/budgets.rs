@@ -1,0 +1,62 @@
+//! End-to-end test of issue 18.8: a flood from one client (source address) leaves another client's DNS and
+//! HTTPS working. Client A is the phone's tun address 10.111.0.1; client B is a second address, 10.111.0.2, on
+//! the same tun (as a second LAN host behind a gateway would be). With small caps (64 TCP and 64 UDP flows) A
+//! holds every TCP flow with fresh, echoing connections and floods raw SYNs, UDP flows and DNS queries; B's
+//! lookups and a byte-exact HTTPS download must work within normal time while A's excess is refused
+//! (`flow_limit` while A is alone, `client_limit` while B holds flows too). Without per-client budgets B's connection was refused (`flow_limit`) until A's flows had been
+//! quiet for 60 s.
+//!
+//! Needs root and the `hushwall` binary (see `e2e.rs`).
+
+use hushwall_tests::clients::sha256;
+use hushwall_tests::reliability::HOLD_PORT;
+use hushwall_tests::topology::*;
+use hushwall_tests::{Family, Options, Testbed};
+use std::time::{Duration, Instant};
+
+/// The second client's address on the phone's tun.
+const CLIENT_B: &str = "10.111.0.2";
+/// The flow caps of this test (a client's share is a quarter: 16).
+const CAP: &str = "64";
+
+#[test]
+fn a_flood_from_one_client_leaves_another_clients_dns_and_https_working() {
+    let tb = Testbed::start(
+        Options::engine().engine_arg("--max-tcp-flows").engine_arg(CAP).engine_arg("--max-udp-flows").engine_arg(CAP),
+    );
+    tb.ip_phone(&["addr", "add", &format!("{CLIENT_B}/32"), "dev", TUN]);
+    let fam = Family::V4;
+    let _hold = tb.start_hold_server(&[fam.normal()]);
+    // Client A: 300 concurrent connections, each echoing a line and then held open for 60 s (the cap is 64) ...
+    let mut tcp = tb.flood_background("tcp-flood", &["tcp", fam.normal(), &HOLD_PORT.to_string(), "300", "60"]);
+    tcp.wait_for_log("\"phase\": \"holding\"", Duration::from_secs(120));
+    // ... and, beside them, raw SYNs, 300 UDP flows and DNS queries, all from A.
+    let hold_port = HOLD_PORT.to_string();
+    let _syn = tb.flood_background("syn-flood", &["syn", PHONE_TUN_V4, fam.normal(), &hold_port, "20000"]);
+    let _udp = tb.flood_background("udp-flood", &["udp", fam.normal(), &ECHO_PORT.to_string(), "3000", "300", "16"]);
+    let _dns =
+        tb.flood_background("dns-flood", &["dns", OUTSIDE_RESOLVER_V4, "20000", "256", NORMAL_NAME, TELEMETRY_NAME]);
+    // Client B: DNS and a byte-exact HTTPS download while A's flows fill the tables.
+    let started = Instant::now();
+    let d = tb.dig(&["-b", CLIENT_B, NORMAL_NAME, "A"]);
+    assert_eq!(d.addresses("A"), vec![fam.normal().to_string()], "B's DNS during A's flood: {}", d.run);
+    let resolve = format!("{NORMAL_NAME}:443:{}", fam.normal());
+    let url = format!("https://{NORMAL_NAME}/big");
+    let f = tb.curl(&["-4", "--interface", CLIENT_B, "--resolve", &resolve, &url]);
+    assert_eq!(f.http_code, 200, "B's HTTPS during A's flood: {}", f.run);
+    assert_eq!(sha256(&f.body), sha256(&tb.big), "B's download byte-exact");
+    let d = tb.dig(&["-b", CLIENT_B, NORMAL_NAME, "A"]);
+    assert_eq!(d.addresses("A"), vec![fam.normal().to_string()], "B's DNS after its download: {}", d.run);
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(30), "B's DNS and download took {elapsed:?}");
+    let events = tb.events();
+    let refused = |client: &str| {
+        events.iter().any(|e| {
+            e["src"].as_str().is_some_and(|s| s.starts_with(&format!("{client}:")))
+                && (e["reason"] == "flow_limit" || e["reason"] == "client_limit")
+        })
+    };
+    assert!(refused(PHONE_TUN_V4), "A's excess is refused");
+    assert!(!refused(CLIENT_B), "B was never refused");
+    println!("FIGURES two-client flood: B's DNS + 10 MiB HTTPS in {elapsed:?}");
+}
