@@ -105,10 +105,8 @@ def attempt(host, port, kind, name, delay_ms):
     except ConnectionRefusedError:
         return "refused", 0
     time.sleep(delay_ms / 1000)
-    if kind == "keepalive":
-        s.sendall(FIRST_REQUEST)
-        if not s.recv(4096).startswith(b"HTTP/1.1 200"):
-            return "first-request-failed", 0
+    if kind == "keepalive" and not read_whole_answer(s).startswith(b"HTTP/1.1 200"):
+        return "first-request-failed", 0
     try:
         s.sendall(data)
     except (ConnectionResetError, BrokenPipeError):
@@ -121,6 +119,30 @@ def attempt(host, port, kind, name, delay_ms):
     except socket.timeout:
         return "timeout", len(data)
     return ("data" if answer else "eof"), len(data)
+
+
+def read_whole_answer(s):
+    """Sends the first request and reads its whole answer (head and Content-Length body), so that what the
+    socket yields afterwards belongs to the second request (a head and body can arrive in separate reads)."""
+    s.sendall(FIRST_REQUEST)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = s.recv(4096)
+        if not chunk:
+            return answer
+        answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return answer
 
 
 def main():
