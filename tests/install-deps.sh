@@ -26,6 +26,7 @@ declare -A PACKAGE=(
     [ssh-keygen]=openssh-client
     [sshd]=openssh-server
     [dovecot]=dovecot-imapd # an IMAP server (dovecot-core comes with it)
+    [ping]=iputils-ping # the leak sweeps ping a blocked range and expect its ICMP refusal (tests/tests/leaks.rs)
 )
 
 missing=()

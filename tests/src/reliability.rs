@@ -24,6 +24,9 @@ pub struct Usage {
 }
 
 /// Reads `/proc/<pid>`; `None` once the process is gone.
+///
+/// # Panics
+/// If the process exists but its status lacks `VmRSS` or `Threads` (a zero would pass every upper bound).
 pub fn usage(pid: u32) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> u64 {
@@ -32,7 +35,7 @@ pub fn usage(pid: u32) -> Option<Usage> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+            .unwrap_or_else(|| panic!("/proc/{pid}/status has no {name} field:\n{status}"))
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
     Some(Usage { rss_kib: field("VmRSS:"), fds, threads: field("Threads:") })
@@ -68,9 +71,15 @@ impl Sampler {
     }
 
     /// Stops sampling; returns the peaks and the number of samples.
+    ///
+    /// # Panics
+    /// If the sampling thread panicked or took no sample (zero peaks would pass every upper bound).
     pub fn finish(mut self) -> (Usage, usize) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.thread.take().and_then(|t| t.join().ok()).unwrap_or((Usage { rss_kib: 0, fds: 0, threads: 0 }, 0))
+        let thread = self.thread.take().expect("finish is called once");
+        let (peak, samples) = thread.join().unwrap_or_else(|_| panic!("the sampling thread panicked"));
+        assert!(samples > 0, "the sampler took no sample: the process was gone or the load ended within 100 ms");
+        (peak, samples)
     }
 }
 
@@ -162,7 +171,27 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A JSON number field as u64 (0 if missing).
+/// A JSON number field as u64.
+///
+/// # Panics
+/// If `key` is missing or not a non-negative integer: read as 0 it would let upper bounds pass vacuously.
 pub fn num(v: &Value, key: &str) -> u64 {
-    v[key].as_u64().unwrap_or(0)
+    v[key].as_u64().unwrap_or_else(|| panic!("no number {key:?} in {v}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_number_is_read() {
+        assert_eq!(num(&json!({"echoed": 7}), "echoed"), 7);
+    }
+
+    #[test]
+    #[should_panic(expected = "no number \"echoed\"")]
+    fn a_missing_key_is_an_error_not_zero() {
+        num(&json!({"sent": 3}), "echoed");
+    }
 }

@@ -70,7 +70,8 @@ impl EngineConfig {
 /// The `hushwall` binary: `$HUSHWALL_BIN`, else `<target dir>/release/hushwall` of this workspace.
 ///
 /// # Panics
-/// If the file does not exist, saying how to build it.
+/// If the file does not exist, or if it is older than a source file of this checkout it is built from (see
+/// [`stale_source`]): a test run against a stale binary tests old code. Either way the message says how to build.
 pub fn hushwall_bin() -> PathBuf {
     let path = match std::env::var_os("HUSHWALL_BIN") {
         Some(p) => PathBuf::from(p),
@@ -87,7 +88,73 @@ pub fn hushwall_bin() -> PathBuf {
          or point HUSHWALL_BIN at it",
         path.display()
     );
+    if let Some(source) = stale_source(&path) {
+        panic!(
+            "the hushwall binary at {} is older than {}, one of the sources it is built from: rebuild it with \
+             `cargo build --release -p hushwall` (or point HUSHWALL_BIN at a current build)",
+            path.display(),
+            source.display()
+        );
+    }
     path
+}
+
+/// The CLI's entry point, relative to the workspace root: how the build's root is found in a dep-info file.
+const BIN_MAIN: &str = "cli/src/main.rs";
+
+/// A source file of this checkout modified after the binary `bin` was written, if any.
+///
+/// The sources are those cargo's dep-info (`<bin>.d`) lists, moved onto this checkout (a target directory copied
+/// from another checkout lists that checkout's paths); without a dep-info, every file of the crates the binary is
+/// built from (`cli`, `core`, `driver`) and `Cargo.lock`.
+///
+/// # Panics
+/// If a modification time cannot be read.
+pub fn stale_source(bin: &Path) -> Option<PathBuf> {
+    stale_source_in(bin, &workspace_root())
+}
+
+/// [`stale_source`] for the checkout at `root`.
+fn stale_source_in(bin: &Path, root: &Path) -> Option<PathBuf> {
+    let mtime = |p: &Path| {
+        std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("mtime of {}: {e}", p.display()))
+    };
+    let built = mtime(bin);
+    let mut sources = match std::fs::read_to_string(bin.with_extension("d")) {
+        Ok(dep_info) => dep_info_sources(&dep_info, root),
+        Err(_) => ["cli", "core", "driver"].iter().flat_map(|c| files_under(&root.join(c))).collect(),
+    };
+    sources.push(root.join("Cargo.lock"));
+    sources.into_iter().filter(|s| s.exists()).find(|s| mtime(s) > built)
+}
+
+/// The sources a cargo dep-info file lists that lie in the checkout it was built in, as paths under `root`.
+fn dep_info_sources(dep_info: &str, root: &Path) -> Vec<PathBuf> {
+    let first = dep_info.lines().next().unwrap_or("");
+    let deps = first.split_once(": ").map_or("", |(_, d)| d);
+    // Spaces inside paths are escaped as `\ `.
+    let paths: Vec<String> = deps.replace("\\ ", "\0").split_whitespace().map(|p| p.replace('\0', " ")).collect();
+    let Some(build_root) = paths.iter().find_map(|p| p.strip_suffix(BIN_MAIN)) else {
+        panic!("the dep-info of the hushwall binary does not list {BIN_MAIN}: {first}");
+    };
+    paths.iter().filter_map(|p| p.strip_prefix(build_root)).map(|rel| root.join(rel)).collect()
+}
+
+/// Every file under `dir`, recursively, skipping `target` directories.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            if e.file_name() != "target" {
+                out.extend(files_under(&path));
+            }
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// The workspace root (the parent of this crate's directory).
@@ -502,11 +569,31 @@ impl Testbed {
         self.others.iter().find(|b| b.name == "dnsmasq").map(|b| b.log_text()).unwrap_or_default()
     }
 
-    /// Stops the capture (flushing it). Idempotent.
+    /// Stops the capture: tcpdump flushes its file and exits on SIGINT. Idempotent.
+    ///
+    /// # Panics
+    /// If tcpdump had to be killed (its file may then miss the last packets).
     pub fn stop_capture(&mut self) {
         if let Some(cap) = self.capture.as_mut() {
-            cap.stop("INT", Duration::from_secs(5));
+            let status = cap.stop("INT", Duration::from_secs(5));
+            assert!(status.is_some(), "tcpdump did not exit on SIGINT: the capture may be incomplete");
         }
+    }
+
+    /// Stops the capture and checks that it is complete: tcpdump's exit summary says the kernel dropped no
+    /// packet, so "no packet matched" means none was sent.
+    ///
+    /// # Panics
+    /// If the summary is missing or reports drops.
+    pub fn assert_capture_complete(&mut self) {
+        self.stop_capture();
+        let log = self.capture.as_ref().map(|c| c.log_text()).expect("this test bed has a capture");
+        let dropped = log
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("tcpdump printed no exit summary:\n{log}"));
+        assert_eq!(dropped, 0, "the capture lost packets, so it proves nothing:\n{log}");
     }
 
     /// Stops the capture and returns the packets matching the tcpdump `filter`, one line each.
@@ -691,13 +778,16 @@ pub fn cleanup_stale() {
     }
 }
 
-/// Reads a JSON-lines file; a missing file is empty, and a last line without its newline is skipped (it may
-/// be half written).
+/// Reads a JSON-lines file; a last line without its newline is skipped (it may be half written).
+///
+/// Every file read here is opened by its writer before the writer reports ready (the engine's `--events`, the
+/// servers' logs), so a missing file is an error, never "no lines yet": an empty answer from a file that does not
+/// exist would let every "nothing was logged" assertion pass vacuously.
 ///
 /// # Panics
-/// If a complete line is not JSON.
+/// If the file cannot be read or a complete line is not JSON.
 pub fn read_json_lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let complete = match text.rfind('\n') {
         Some(i) => &text[..=i],
         None => "",
@@ -721,4 +811,46 @@ pub fn big_body() -> Vec<u8> {
     }
     out.truncate(BIG_SIZE);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    #[should_panic(expected = "read ")]
+    fn a_missing_json_lines_file_is_an_error() {
+        read_json_lines(Path::new("/nonexistent/hushwall-events.jsonl"));
+    }
+
+    #[test]
+    fn dep_info_paths_are_moved_onto_this_checkout() {
+        let d = "/a/t/release/hushwall: /a/cli/src/main.rs /a/core/src/x\\ y.rs /home/.cargo/registry/z.rs\n";
+        let got = dep_info_sources(d, Path::new("/b"));
+        assert_eq!(got, vec![PathBuf::from("/b/cli/src/main.rs"), PathBuf::from("/b/core/src/x y.rs")]);
+    }
+
+    /// A binary written before one of its sources changed is stale; written after, it is not.
+    #[test]
+    fn a_binary_older_than_a_source_is_stale() {
+        let dir = TempDir::create();
+        let root = dir.path.join("checkout");
+        std::fs::create_dir_all(root.join("cli/src")).expect("mkdir");
+        let main = root.join("cli/src/main.rs");
+        std::fs::write(&main, "fn main() {}").expect("write");
+        let bin = dir.path.join("hushwall");
+        std::fs::write(&bin, "binary").expect("write");
+        let dep_info = format!("{}: /elsewhere/cli/src/main.rs\n", bin.display());
+        std::fs::write(bin.with_extension("d"), dep_info).expect("write");
+        let set = |p: &Path, t: SystemTime| {
+            std::fs::File::options().write(true).open(p).and_then(|f| f.set_modified(t)).expect("set mtime")
+        };
+        let now = SystemTime::now();
+        set(&main, now - Duration::from_secs(60));
+        set(&bin, now - Duration::from_secs(30));
+        assert_eq!(stale_source_in(&bin, &root), None, "built after its source");
+        set(&main, now);
+        assert_eq!(stale_source_in(&bin, &root), Some(main), "a source changed after the build");
+    }
 }

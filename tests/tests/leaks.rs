@@ -9,8 +9,9 @@
 //! What is *not* covered is listed in `RELIABILITY.md` (QUIC to an address shared by allowed and blocked names,
 //! telemetry addresses contacted before any DNS lookup without SNI or Host, Android Private DNS).
 
+use hushwall_tests::clients::Fetch;
 use hushwall_tests::evidence::finish;
-use hushwall_tests::proc::run;
+use hushwall_tests::proc::{run, Run};
 use hushwall_tests::testbed::TempDir;
 use hushwall_tests::topology::*;
 use hushwall_tests::{Family, Options, Testbed};
@@ -38,8 +39,22 @@ fn start_with_doh_list(dir: &TempDir) -> Testbed {
     )
 }
 
+/// A TCP refusal the client observed: an RST to its SYN or to the connection. A timeout (or a quiet close) is no
+/// refusal: it would hide a packet that went out and was lost, or a flow still waiting to be judged.
 fn refused(result: &str) -> bool {
-    matches!(result, "refused" | "reset" | "eof")
+    matches!(result, "refused" | "reset")
+}
+
+/// A curl transfer ended by the engine's RST (or an ICMP error) rather than by curl's timeout: exit code 7
+/// (could not connect), 35 (TLS handshake reset) or 56 (connection reset while receiving).
+fn curl_refused(f: &Fetch) -> bool {
+    f.http_code == 0 && matches!(f.run.status.and_then(|s| s.code()), Some(7 | 35 | 56))
+}
+
+/// ping's answer was an ICMP error (the engine's "administratively prohibited"), not silence.
+fn ping_refused(ping: &Run) -> bool {
+    let out = format!("{}{}", ping.stdout, ping.stderr).to_lowercase();
+    !ping.success() && ["filtered", "prohibited", "unreachable"].iter().any(|m| out.contains(m))
 }
 
 /// Every blocked name any server was asked for, by TLS SNI or HTTP Host.
@@ -86,7 +101,7 @@ fn leak_sweep(fam: Family) {
         let t = tb.tcp_banner(ip, 853);
         assert!(refused(&t.result), "DoT to {ip}: {:?}", t.raw);
         let u = tb.udp_echo(ip, 853);
-        assert_ne!(u.result, "echo", "DoQ to {ip}: {:?}", u.raw);
+        assert_eq!(u.result, "refused", "DoQ to {ip}: {:?}", u.raw);
         tried += 2;
     }
 
@@ -94,22 +109,27 @@ fn leak_sweep(fam: Family) {
     //    on the shared address that also serves an allowed name.
     for name in [DOH_NAME, DOH_NAME_2] {
         let f = tb.curl_resolved("https", name, fam.shared(), "/dns-query", fam);
-        assert_eq!(f.http_code, 0, "DoH {name}: {}", f.run);
+        assert!(curl_refused(&f), "DoH {name}: {}", f.run);
         tried += 1;
     }
 
     // 4. QUIC (UDP 443) to a blocked name's address, once DNS has mapped it (the app looked it up): refused
-    //    with ICMP, never forwarded. Also TCP 443/80/banner to the same address.
+    //    with ICMP, never forwarded. Also TCP to the same address: HTTPS and HTTP naming only the address (no
+    //    SNI, `Host:` the address) and the banner port; each is reset.
     for name in [TELEMETRY_NAME, TELEMETRY_NAME_2] {
-        let _ = tb.dig(&[name, fam.rtype()]);
+        let d = tb.dig(&[name, fam.rtype()]);
+        assert_eq!(d.status.as_deref(), Some("NXDOMAIN"), "{name}: {}", d.run);
     }
     let u = tb.udp_echo(fam.telemetry(), 443);
     assert_eq!(u.result, "refused", "QUIC to a blocked name's address: {:?}", u.raw);
-    for port in [443, 80, BANNER_PORT] {
-        let t = tb.tcp_banner(fam.telemetry(), port);
-        assert!(refused(&t.result) || t.result == "timeout", "TCP {port} to telemetry: {:?}", t.raw);
+    tried += 1;
+    for scheme in ["https", "http"] {
+        let f = tb.curl(&[fam.flag(), &format!("{scheme}://{}/", fam.bracket(fam.telemetry()))]);
+        assert!(curl_refused(&f), "{scheme} by address to telemetry: {}", f.run);
         tried += 1;
     }
+    let t = tb.tcp_banner(fam.telemetry(), BANNER_PORT);
+    assert!(refused(&t.result), "TCP {BANNER_PORT} to telemetry: {:?}", t.raw);
     tried += 1;
 
     // 5. A blocked range reached without any DNS: TCP, UDP (incl. 443), ICMP echo.
@@ -124,23 +144,25 @@ fn leak_sweep(fam: Family) {
         tried += 1;
     }
     let ping = run(tb.phone_command("ping", &[fam.flag(), "-c", "2", "-W", "1", fam.cidr()]), Duration::from_secs(10));
-    assert!(!ping.success(), "ping to the blocked range got an answer: {ping}");
+    assert!(ping_refused(&ping), "ping to the blocked range must be refused with ICMP: {ping}");
     tried += 1;
 
     // 6. Blocked names by SNI and Host on an allowed address (domain fronting in reverse) and on their own.
     for (scheme, ip) in [("https", fam.normal()), ("http", fam.normal()), ("https", fam.telemetry())] {
         let f = tb.curl_resolved(scheme, TELEMETRY_NAME, ip, "/", fam);
-        assert_eq!(f.http_code, 0, "{scheme} {TELEMETRY_NAME} at {ip}: {}", f.run);
+        assert!(curl_refused(&f), "{scheme} {TELEMETRY_NAME} at {ip}: {}", f.run);
         tried += 1;
     }
 
-    // The proof: the internet side saw nothing to blocked hosts, nothing on port 853, and no server was ever
-    // asked for a blocked name.
+    // The proof, read once the engine has stopped (so nothing it sends is still to come) and tcpdump has flushed
+    // its file and lost nothing: the internet side saw nothing to blocked hosts, nothing on port 853, and no
+    // server was ever asked for a blocked name.
+    finish(&mut tb); // stops the engine, then the capture: zero packets to or from telemetry hosts and blocked ranges
+    tb.assert_capture_complete();
     let dot = tb.captured("port 853");
     assert!(dot.is_empty(), "DNS-over-TLS/QUIC packets left the phone:\n{}", dot.join("\n"));
     let named = blocked_names_servers_saw(&tb);
     assert!(named.is_empty(), "servers were asked for blocked names: {named:?}");
-    finish(&mut tb); // also: zero packets to or from telemetry hosts and blocked ranges
     eprintln!("FIGURES leaks-{}: attempts={tried} leaked=0", fam.name());
 }
 

@@ -8,6 +8,7 @@
 //!
 //! Sizes: `HUSHWALL_SOAK_SECS` sets the mixed soak's length (default 20 s; `tests/soak.sh` runs 600 s).
 
+use hushwall_tests::clients::parse_dig;
 use hushwall_tests::evidence::{failures, finish, pretty};
 use hushwall_tests::proc::{run, Run};
 use hushwall_tests::reliability::{eventually, num, usage, Sampler, Usage, HOLD_PORT};
@@ -75,6 +76,10 @@ fn assert_rss_near(baseline: Usage, now: Usage, what: &str) {
 /// The most memory the TCP flow cap allows: every flow's smoltcp buffers full (256 KiB to the phone, 48 segments
 /// of 1460 bytes from it: `EngineConfig::tcp_buffer_size`, `tcp_receive_window_segments`), plus 128 MiB.
 const RSS_CAP_KIB: u64 = MAX_TCP_FLOWS * (256 + 48 * 1460 / 1024) + 128 * 1024;
+/// The peak memory of the 10k-connection flood, whose flows echo one line each (their buffers stay nearly
+/// empty): 43.5 and 44.2 MiB measured (`RELIABILITY.md`), about twice that allowed. The flow cap's bound
+/// ([`RSS_CAP_KIB`], ~1.4 GiB) would let a per-flow leak of 300 KiB pass.
+const TCP_FLOOD_PEAK_RSS_KIB: u64 = 96 * 1024;
 
 fn report(what: &str, fields: &[(&str, String)]) {
     let text: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -141,7 +146,7 @@ fn flood_10k_concurrent_tcp_connections() {
         assert!(echoed >= MAX_TCP_FLOWS / 2, "the engine should carry thousands of flows: {holding}");
         assert_eq!(num(&done, "alive_after_hold"), echoed, "held connections must keep working: {done}");
         assert!(peak.fds <= baseline.fds + MAX_TCP_FLOWS as usize + 16, "fds beyond the flow cap: {peak:?}");
-        assert!(peak.rss_kib <= RSS_CAP_KIB, "memory beyond what the flow cap allows: {peak:?}");
+        assert!(peak.rss_kib <= TCP_FLOOD_PEAK_RSS_KIB, "memory beyond the measured peak (44 MiB) x2: {peak:?}");
         after_rounds.push(after);
     }
     // No leak: a second identical flood leaves no more memory behind than the first (freed buffers are reused).
@@ -274,7 +279,10 @@ fn flood_udp_small_packets() {
     let echo = ECHO_PORT.to_string();
     let many = tb.flood(&["udp", Family::V4.normal(), &echo, "200000", "64", "16"], Duration::from_secs(180));
     tb.assert_engine_alive("during the UDP packet flood");
-    assert!(num(&many, "echoed") > 0, "nothing echoed: {many}");
+    // Every flow is served (one retry each); most datagrams come back (163,767 of 200,000 measured: the kernel's
+    // tun queue drops the rest under a burst). A quarter is the floor.
+    assert_eq!(num(&many, "flows_echoed"), 64, "every one of the 64 flows is served: {many}");
+    assert!(num(&many, "echoed") >= 200_000 / 4, "too few datagrams echoed: {many}");
     let flows = tb.flood(&["udp", Family::V6.normal(), &echo, "6000", "6000", "16"], Duration::from_secs(180));
     tb.assert_engine_alive("during the UDP flow flood");
     let d = tb.dig(&["+tries=3", NORMAL_NAME, "A"]);
@@ -300,6 +308,10 @@ fn flood_udp_small_packets() {
     // other (allowing 2 % lost twice by the kernel's queues under load).
     assert!(num(&flows, "flows_refused") > 0, "flows past the cap must be refused: {flows}");
     assert!(num(&flows, "flows_echoed") <= MAX_UDP_FLOWS, "more flows than the cap: {flows}");
+    // Up to the cap, flows are served: the cap minus the 64 flows still fresh from the first flood (4,032
+    // measured), less the silent ones allowed below.
+    let served_floor = MAX_UDP_FLOWS - 64 - 6000 / 50;
+    assert!(num(&flows, "flows_echoed") >= served_floor, "flows under the cap must be served: {flows}");
     assert!(num(&flows, "flows_silent") <= 6000 / 50, "flows neither served nor refused: {flows}");
     assert!(peak.fds <= baseline.fds + MAX_UDP_FLOWS as usize + 16, "fds beyond the flow cap: {peak:?}");
     finish(&mut tb);
@@ -384,8 +396,19 @@ fn soak_mixed() {
         assert_eq!(blocked.http_code, 0, "round {rounds}: blocked fetch got an answer: {}", blocked.run);
         let u = tb.udp_echo(fam.normal(), ECHO_PORT);
         assert_eq!(u.result, "echo", "round {rounds}: {:?}", u.raw);
-        let _ = tb.flood(&["udp", fam.normal(), &ECHO_PORT.to_string(), "2000", "8", "64"], Duration::from_secs(60));
-        let _ = churn.stop("TERM", Duration::from_secs(60));
+        let burst =
+            tb.flood(&["udp", fam.normal(), &ECHO_PORT.to_string(), "2000", "8", "64"], Duration::from_secs(60));
+        assert_eq!(num(&burst, "flows_echoed"), 8, "round {rounds}: every burst flow is served: {burst}");
+        assert!(num(&burst, "echoed") >= 2000 / 2, "round {rounds}: most of the burst echoed: {burst}");
+        // The churn is 300 connections, far under the cap: every one is served and none hangs.
+        churn.wait_for_log("\"phase\": \"done\"", Duration::from_secs(60));
+        let text = churn.log_text();
+        let done: Value =
+            serde_json::from_str(text.lines().find(|l| l.contains("\"done\"")).expect("done line")).expect("JSON");
+        assert_eq!(num(&done, "echoed"), 300, "round {rounds}: churn connections not served: {done}");
+        assert_eq!(num(&done, "timeout") + num(&done, "error"), 0, "round {rounds}: churn: {done}");
+        let status = churn.stop("TERM", Duration::from_secs(10));
+        assert!(status.is_some_and(|s| s.success()), "round {rounds}: churn exit {status:?}: {text}");
         tb.assert_engine_alive(&format!("in soak round {rounds}"));
         samples.push(tb.engine_usage());
     }
@@ -406,12 +429,12 @@ fn soak_mixed() {
     );
     assert!(rounds >= 1);
     assert!(dns_retries <= 1 + rounds * 2 / 20, "{dns_retries} DNS retries in {rounds} rounds (2 queries each)");
-    // No growth over the soak: the last rounds use no more memory than the early ones (plus slack).
-    if samples.len() >= 4 {
-        let early = samples[..2].iter().map(|u| u.rss_kib).max().unwrap_or(0);
-        let late = samples[samples.len() - 2..].iter().map(|u| u.rss_kib).max().unwrap_or(0);
-        assert!(late <= early + 64 * 1024, "memory grows during the soak: early {early} KiB, late {late} KiB");
-    }
+    // No growth over the soak: the later half of the rounds uses no more memory than the earlier half (plus
+    // slack); with a single round, that round against the warm baseline.
+    let (first, second) = samples.split_at(samples.len() / 2);
+    let early = first.iter().map(|u| u.rss_kib).max().unwrap_or(baseline.rss_kib);
+    let late = second.iter().map(|u| u.rss_kib).max().expect("at least one round");
+    assert!(late <= early + 64 * 1024, "memory grows during the soak: early {early} KiB, late {late} KiB");
     assert!(peak.rss_kib <= RSS_CAP_KIB, "{peak:?}");
     finish(&mut tb);
 }
@@ -575,6 +598,8 @@ fn engine_stopped_and_started_100_times() {
     let list = dir.path.join("list.txt");
     std::fs::write(&list, TEST_BLOCKLIST).expect("write list");
     let rounds = 100;
+    let tun_addr = format!("{PHONE_TUN_V4}/32");
+    let resolver = format!("@{OUTSIDE_RESOLVER_V4}");
     let started = Instant::now();
     for i in 0..rounds {
         let mut c = ns.command(hushwall_bin());
@@ -583,12 +608,23 @@ fn engine_stopped_and_started_100_times() {
         let log = dir.path.join("engine.log");
         let mut b = hushwall_tests::proc::Background::spawn("engine", c, &log);
         b.wait_for_log(&format!("hushwall: ready on {TUN}"), Duration::from_secs(10));
-        // Every few rounds, feed it a packet: bring the tun up and send a DNS query into it.
+        // Every few rounds, feed it a packet: bring the tun up, route into it and send a DNS query for a blocked
+        // name, which the engine answers itself (NXDOMAIN): proof that this start reads and writes its tun.
         if i % 10 == 0 {
-            let mut up = ns.command("ip");
-            up.args(["link", "set", TUN, "up"]);
-            let r = run(up, Duration::from_secs(5));
-            assert!(r.success(), "{r}");
+            for args in [
+                vec!["link", "set", TUN, "up"],
+                vec!["addr", "add", &tun_addr, "dev", TUN],
+                vec!["route", "add", "default", "dev", TUN],
+            ] {
+                let mut ip = ns.command("ip");
+                ip.args(&args);
+                let r = run(ip, Duration::from_secs(5));
+                assert!(r.success(), "round {i}: {r}");
+            }
+            let mut dig = ns.command("dig");
+            dig.args(["+time=2", "+tries=3", "+nocmd", "+noall", "+comments", &resolver, TELEMETRY_NAME, "A"]);
+            let d = parse_dig(run(dig, Duration::from_secs(15)));
+            assert_eq!(d.status.as_deref(), Some("NXDOMAIN"), "round {i}: the engine did not answer: {}", d.run);
         }
         let sig = if i % 2 == 0 { "TERM" } else { "INT" };
         let status = b.stop(sig, Duration::from_secs(5));

@@ -770,6 +770,9 @@ mod keepalive_tests;
 mod lan_tests;
 /// Network changes: refusing a family without a route, ending flows whose socket lost its address.
 mod network_tests;
+/// The regression net of issue 15: IPv6, split and stalled heads, pipelined DNS over TCP, CNAME cloaking,
+/// DNS-over-TLS and echo refusals, a policy swapped mid-flow, a server half-closing first.
+mod regression_tests;
 /// Server-first protocols (dial at SYN), beside these.
 mod server_first_tests;
 /// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.

@@ -36,16 +36,25 @@ pub enum StreamSniff {
 pub fn sniff_stream(stream_start: &[u8]) -> StreamSniff {
     match tls::scan_client_hello(stream_start) {
         tls::ClientHelloScan::NeedMore => StreamSniff::NeedMore,
+        // An address where a name should be names nothing: the flow is decided by its address, as without one
+        // (judged as a name, `Host: <a blocked name's address>` matched no rule and was let through).
+        tls::ClientHelloScan::Sni(name) if is_ip_literal(&name) => StreamSniff::Unknown,
         tls::ClientHelloScan::Sni(name) => StreamSniff::TlsSni(name),
         tls::ClientHelloScan::NoSni => StreamSniff::Unknown,
         tls::ClientHelloScan::NotTls if tls::is_client_hello_start(stream_start) => StreamSniff::Uninspectable,
         tls::ClientHelloScan::NotTls => match http::scan_http_request(stream_start) {
             http::HttpScan::NeedMore => StreamSniff::NeedMore,
+            http::HttpScan::Host(host) if is_ip_literal(&host) => StreamSniff::Unknown,
             http::HttpScan::Host(host) => StreamSniff::HttpHost(host),
             http::HttpScan::Unreadable => StreamSniff::Uninspectable,
             http::HttpScan::NoHost | http::HttpScan::NotHttp => StreamSniff::Unknown,
         },
     }
+}
+
+/// True if a host as read from SNI or HTTP is an IP address literal, not a name.
+fn is_ip_literal(host: &str) -> bool {
+    host.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// A host name from SNI or an HTTP authority, lowercased, without leading or trailing dots; `None` unless it is

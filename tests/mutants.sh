@@ -1,0 +1,31 @@
+#!/bin/sh
+# Mutation testing of the engine and the inspectors with cargo-mutants: every mutant (a function body replaced,
+# an operator flipped, …) must make `cargo test -p hushwall-core` fail; a mutant that passes ("missed") is a
+# behaviour no test holds. See tests/README.md ("Mutation testing") for timing and how to read the results.
+#
+#   tests/mutants.sh                                  # all of core/src/engine and core/src/inspect (hours)
+#   tests/mutants.sh core/src/engine/learn.rs         # one file (or several)
+#   tests/mutants.sh --list core/src/inspect/http.rs  # list the mutants, run nothing
+#
+# Needs `cargo install cargo-mutants --locked`. Mutants are built in place in this checkout's target/ (warm
+# release build; the source is restored after each mutant), so do not edit or build here while it runs.
+# Results: target/mutants.out/ (missed.txt, caught.txt, timeout.txt, unviable.txt).
+set -euf  # -f: the globs below are cargo-mutants' own
+cd "$(dirname "$0")/.."
+command -v cargo-mutants >/dev/null || { echo "mutants.sh: run 'cargo install cargo-mutants --locked' first" >&2; exit 2; }
+list=""
+if [ "${1:-}" = "--list" ]; then
+    list="--list"
+    shift
+fi
+files=""
+if [ "$#" -eq 0 ]; then
+    files="--file core/src/engine/** --file core/src/inspect/**"
+else
+    for f in "$@"; do
+        files="$files --file $f"
+    done
+fi
+# shellcheck disable=SC2086 # $files is a list of options
+exec cargo mutants $list -p hushwall-core $files --in-place --profile release \
+    --timeout "${MUTANTS_TIMEOUT:-120}" --build-timeout "${MUTANTS_BUILD_TIMEOUT:-900}" --output target
