@@ -339,7 +339,8 @@ fn echo_request_is_refused_with_icmp_and_reported() {
 #[test]
 fn a_new_policy_judges_new_flows_while_open_ones_keep_forwarding() {
     let mut pair = Pair::new();
-    let request = format!("GET / HTTP/1.1\r\nHost: {ALLOWED}\r\n\r\n");
+    // The body comes later: every request head on a connection is judged, bytes inside a framed body are not.
+    let request = format!("POST / HTTP/1.1\r\nHost: {ALLOWED}\r\nContent-Length: 4\r\n\r\n");
     let h = connect_eager(&mut pair, NORMAL, 80);
     pair.phone_tcp(h).send_slice(request.as_bytes()).expect("send");
     pair.drive();
@@ -372,7 +373,7 @@ fn a_new_policy_judges_new_flows_while_open_ones_keep_forwarding() {
 #[test]
 fn server_half_closing_first_lets_the_phone_finish_sending() {
     let mut pair = Pair::new();
-    let request = format!("GET / HTTP/1.1\r\nHost: {ALLOWED}\r\n\r\n");
+    let request = format!("POST / HTTP/1.1\r\nHost: {ALLOWED}\r\nContent-Length: 7\r\n\r\n");
     let h = connect_eager(&mut pair, NORMAL, 80);
     pair.phone_tcp(h).send_slice(request.as_bytes()).expect("send");
     pair.drive();
