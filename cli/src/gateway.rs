@@ -61,6 +61,11 @@ pub fn default_args(args: &[std::ffi::OsString]) -> Vec<std::ffi::OsString> {
     out
 }
 
+/// Each LAN host's guaranteed share of the flow caps, in percent, unless `--client-share` says otherwise.
+const GATEWAY_CLIENT_SHARE: u8 = 25;
+/// Each LAN host's full-size TCP buffers, in MiB, unless `--client-buffer-mb` says otherwise.
+const GATEWAY_CLIENT_BUFFER_MB: u32 = 64;
+
 /// Runs the gateway until SIGINT/SIGTERM.
 pub fn gateway(mut args: GatewayArgs) -> Result<(), String> {
     let _ = &args.config; // Already merged into the arguments by `config::expand`.
@@ -89,6 +94,9 @@ pub fn gateway(mut args: GatewayArgs) -> Result<(), String> {
         let name = default.file_name().unwrap_or(default.as_os_str());
         args.run.status.control_socket = Some(args.run_dir.join(name));
     }
+    // Many LAN hosts share one engine: none may take every flow or buffer (see `--client-share`).
+    args.run.client_share.get_or_insert(GATEWAY_CLIENT_SHARE);
+    args.run.client_buffer_mb.get_or_insert(GATEWAY_CLIENT_BUFFER_MB);
     let plan = plan(&args, args.run.tun.as_deref().unwrap_or(DEFAULT_TUN));
     let mut routing: Option<Routing> = None;
     let result = crate::run::run_with(args.run, |_tun| {

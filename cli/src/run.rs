@@ -85,6 +85,15 @@ pub struct RunArgs {
     /// make room if it has been quiet for 15 s, else the new one is refused.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_udp_flows: u32,
+    /// Guarantee every client (source address) PERCENT of each flow cap: at a full table a client holding less
+    /// takes room from the client most over its share, one over its share is refused (`client_limit`). 100 (the
+    /// default for `run`) shares nothing; `gateway` defaults to 25.
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub(crate) client_share: Option<u8>,
+    /// Each client's flows hold full-size TCP buffers up to N MiB together, its further flows small ones
+    /// (16 KiB each way). Unlimited by default for `run`; `gateway` defaults to 64.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub(crate) client_buffer_mb: Option<u32>,
     /// How events are attributed to a user (UID): `proc-net` reads /proc/net/{tcp,udp}[6] (for clients on this
     /// machine, like apps on a phone); `none` for a gateway whose clients are other machines.
     #[arg(long, value_enum, default_value_t = UidLookup::ProcNet)]
@@ -180,6 +189,8 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
         capture: capture.clone(),
         max_tcp_flows: args.max_tcp_flows as usize,
         max_udp_flows: args.max_udp_flows as usize,
+        client_share_percent: args.client_share.unwrap_or(100),
+        client_tcp_buffer_budget: args.client_buffer_mb.map_or(usize::MAX, |mb| mb as usize * 1024 * 1024),
         ..defaults
     };
     let platform = Platform {

@@ -20,8 +20,11 @@
 //! [`EngineConfig::client_share_percent`]: super::EngineConfig::client_share_percent
 //! [`EngineConfig::client_tcp_buffer_budget`]: super::EngineConfig::client_tcp_buffer_budget
 
+use super::{tcp, udp, Engine, Upstream};
+use crate::verdict::Reason;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 /// Send and receive buffer size of a client's TCP flows once its buffers reach its budget.
 pub(super) const SMALL_TCP_BUFFER: usize = 16 * 1024;
@@ -115,6 +118,42 @@ impl ClientBudgets {
     /// Whether a client other than `except` holds flows of `table`.
     pub(super) fn others_hold(&self, except: IpAddr, table: Table) -> bool {
         self.clients.iter().any(|(&ip, usage)| ip != except && usage.flows(table) > 0)
+    }
+}
+
+impl Engine {
+    /// Makes room in the full `table` for a new flow of `client`, or says why it cannot. A client within its share
+    /// takes room from the client most over its share, else from any flow quiet long enough (60 s TCP, 15 s UDP);
+    /// a client at or over its share only from its own quiet flows. The flow that makes room is closed with a
+    /// `flow_evicted` event.
+    pub(super) fn make_room(
+        &mut self,
+        now: Instant,
+        client: IpAddr,
+        table: Table,
+        up: &mut impl Upstream,
+    ) -> Option<Reason> {
+        let (cap, min_idle) = match table {
+            Table::Tcp => (self.config.max_tcp_flows, tcp::EVICT_MIN_IDLE),
+            Table::Udp => (self.config.max_udp_flows, udp::EVICT_MIN_IDLE),
+        };
+        let share = share(cap, self.config.client_share_percent);
+        let mut evict = |engine: &mut Engine, owner: Option<IpAddr>, idle: Duration| match table {
+            Table::Tcp => engine.evict_tcp_flow(now, owner, idle, up),
+            Table::Udp => engine.evict_udp_flow(now, owner, idle, up),
+        };
+        if self.budgets.usage(client).flows(table) < share {
+            if let Some(over) = self.budgets.most_over_share(client, table, share) {
+                if evict(self, Some(over), Duration::ZERO) {
+                    return None;
+                }
+            }
+            return (!evict(self, None, min_idle)).then_some(Reason::FlowLimit);
+        }
+        if evict(self, Some(client), min_idle) {
+            return None;
+        }
+        Some(if self.budgets.others_hold(client, table) { Reason::ClientLimit } else { Reason::FlowLimit })
     }
 }
 

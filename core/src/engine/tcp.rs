@@ -13,7 +13,7 @@
 //! handshake but no byte of the client's. TLS or HTTP whose host cannot be read is refused
 //! ([`Reason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
-use super::budget::{self, Table, SMALL_TCP_BUFFER};
+use super::budget::{Table, SMALL_TCP_BUFFER};
 use super::packet::TcpSummary;
 use super::private_dns::DOT_PORT;
 use super::reply;
@@ -46,7 +46,7 @@ pub(super) const SNIFF_COMPLETE_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// At the flow cap, a connection quiet for at least this long is closed to make room for a new one; busier ones
 /// are never evicted (a flood of fresh connections is refused instead of displacing the phone's live ones).
-const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
+pub(super) const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
 /// Ports whose protocols have the server speak first: waiting for client bytes would only add delay, so these
 /// are judged by address and dialled at once (FTP, SSH, Telnet, SMTP, POP3, IMAP, submission, MySQL, VNC).
 const SERVER_FIRST_PORTS: [u16; 9] = [21, 22, 23, 25, 110, 143, 587, 3306, 5900];
@@ -277,7 +277,7 @@ impl Engine {
             }
         };
         if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows {
-            if let Some(reason) = self.make_room_for_tcp(now, client.ip(), up) {
+            if let Some(reason) = self.make_room(now, client.ip(), Table::Tcp, up) {
                 self.refuse_tcp(now, client, server, seg, host.as_deref(), &Verdict::block(reason));
                 return;
             }
@@ -331,25 +331,6 @@ impl Engine {
         } else {
             (rx.min(SMALL_TCP_BUFFER), tx.min(SMALL_TCP_BUFFER))
         }
-    }
-
-    /// The TCP table is full: makes room for a new flow of `client` (see `budget`), or says why it cannot.
-    fn make_room_for_tcp(&mut self, now: Instant, client: IpAddr, up: &mut impl Upstream) -> Option<Reason> {
-        let share = budget::share(self.config.max_tcp_flows, self.config.client_share_percent);
-        if self.budgets.usage(client).tcp < share {
-            // Within its share: room is taken from the client most over its share, else from anyone quiet.
-            if let Some(over) = self.budgets.most_over_share(client, Table::Tcp, share) {
-                if self.evict_tcp_flow(now, Some(over), Duration::ZERO, up) {
-                    return None;
-                }
-            }
-            return (!self.evict_tcp_flow(now, None, EVICT_MIN_IDLE, up)).then_some(Reason::FlowLimit);
-        }
-        // At or over its share: only its own quiet flows make room.
-        if self.evict_tcp_flow(now, Some(client), EVICT_MIN_IDLE, up) {
-            return None;
-        }
-        Some(if self.budgets.others_hold(client, Table::Tcp) { Reason::ClientLimit } else { Reason::FlowLimit })
     }
 
     /// The receive buffer size for a new flow: [`EngineConfig::tcp_receive_window_segments`] full segments.
@@ -707,7 +688,7 @@ impl Engine {
             };
             let before = self.stack.tcp(flow.handle).recv_queue();
             if let Err(error) = self.splice(id, up) {
-                self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+                self.end_reset_flow(now, id, error);
                 return;
             }
             let Some(flow) = self.tcp.get(&id) else {
@@ -851,6 +832,22 @@ impl Engine {
         Ok(())
     }
 
+    /// Ends a flow whose upstream connection was reset: the phone's side is reset too. A reset that comes after
+    /// the client finished sending and all it sent went upstream is how many connections end (a TLS
+    /// close_notify reaching a server that has already closed draws one) and is not reported; before that it
+    /// is an `upstream_reset` failure.
+    fn end_reset_flow(&mut self, now: Instant, id: FlowId, error: io::Error) {
+        let Some(flow) = self.tcp.get(&id) else {
+            return;
+        };
+        if !flow.fin_forwarded {
+            self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+            return;
+        }
+        self.stack.tcp(flow.handle).abort();
+        self.touched.push(id);
+    }
+
     /// Ends a flow whose upstream failed: resets the phone's side (the upstream socket is closed when the flow
     /// retires) and reports the failure.
     pub(super) fn fail_tcp_flow(&mut self, now: Instant, id: FlowId, reason: Reason, error: impl std::fmt::Display) {
@@ -867,7 +864,7 @@ impl Engine {
     /// for `min_idle` (RST to the phone, upstream closed, a `flow_evicted` event). Quiet flows must be established
     /// ones; a client over its share (`min_idle` zero) loses its least recently active flow in any phase. False
     /// if none qualifies.
-    fn evict_tcp_flow(
+    pub(super) fn evict_tcp_flow(
         &mut self,
         now: Instant,
         client: Option<IpAddr>,

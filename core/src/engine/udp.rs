@@ -3,7 +3,7 @@
 //! UDP does not go through smoltcp: datagrams are judged on the first packet of a flow, then relayed as they
 //! are, and replies are wrapped in fresh IP/UDP headers for the tun.
 
-use super::budget::{self, Table};
+use super::budget::Table;
 use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub(super) const DOQ_PORT: u16 = 853;
 /// At the flow cap, a flow quiet for at least this long is closed to make room for a new one (it would idle out
 /// anyway); busier ones are never evicted.
-const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
+pub(super) const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
 
 /// One UDP flow from the phone.
 #[derive(Debug)]
@@ -209,31 +209,17 @@ impl Engine {
     }
 
     /// Why no UDP flow (or QUIC hold) of `client` can be added, if it cannot: the table is at its cap and no flow
-    /// may make room (see `budget`: a client within its share takes room from the client most over its share,
-    /// else from a flow quiet for [`EVICT_MIN_IDLE`]; a client over its share only from its own quiet flows).
-    /// When one may, it is closed first (a `flow_evicted` event).
+    /// may make room ([`Engine::make_room`]); when one may, it is closed first.
     pub(super) fn udp_table_full(&mut self, now: Instant, client: IpAddr, up: &mut impl Upstream) -> Option<Reason> {
         if self.udp.len() + self.quic_holds.len() < self.config.max_udp_flows {
             return None;
         }
-        let share = budget::share(self.config.max_udp_flows, self.config.client_share_percent);
-        if self.budgets.usage(client).udp < share {
-            if let Some(over) = self.budgets.most_over_share(client, Table::Udp, share) {
-                if self.evict_udp_flow(now, Some(over), Duration::ZERO, up) {
-                    return None;
-                }
-            }
-            return (!self.evict_udp_flow(now, None, EVICT_MIN_IDLE, up)).then_some(Reason::FlowLimit);
-        }
-        if self.evict_udp_flow(now, Some(client), EVICT_MIN_IDLE, up) {
-            return None;
-        }
-        Some(if self.budgets.others_hold(client, Table::Udp) { Reason::ClientLimit } else { Reason::FlowLimit })
+        self.make_room(now, client, Table::Udp, up)
     }
 
     /// Closes the least recently active UDP flow (of `client` only, if given) if it has been quiet for
     /// `min_idle`, with a `flow_evicted` event. False if none qualifies.
-    fn evict_udp_flow(
+    pub(super) fn evict_udp_flow(
         &mut self,
         now: Instant,
         client: Option<IpAddr>,

@@ -10,6 +10,15 @@ const A: [u8; 4] = PHONE;
 const B: [u8; 4] = [10, 111, 0, 2];
 
 /// A bare SYN from `src:port` to 198.18.1.1:80.
+/// An engine with the budgets a gateway sets (`hushwall gateway`): a quarter of each cap per client, 64 MiB of
+/// full-size TCP buffers each.
+fn gateway_pair() -> Pair {
+    let mut pair = Pair::new();
+    pair.engine.config.client_share_percent = 25;
+    pair.engine.config.client_tcp_buffer_budget = 64 * 1024 * 1024;
+    pair
+}
+
 fn syn_from(src: [u8; 4], port: u16) -> Vec<u8> {
     let mut p = Vec::new();
     PacketBuilder::ipv4(src, NORMAL, 64).tcp(port, 80, 1000, 64240).syn().write(&mut p, &[]).expect("builds");
@@ -45,7 +54,7 @@ fn reasons(pair: &mut Pair) -> Vec<(Action, Reason)> {
 
 #[test]
 fn a_client_within_its_share_takes_room_from_the_flooder_oldest_first() {
-    let mut pair = Pair::new();
+    let mut pair = gateway_pair();
     pair.engine.config.max_tcp_flows = 8; // share: 2 per client
     for port in 1000..1008 {
         send_syn(&mut pair, A, port);
@@ -72,7 +81,7 @@ fn a_client_within_its_share_takes_room_from_the_flooder_oldest_first() {
 
 #[test]
 fn a_client_over_its_share_makes_room_from_its_own_quiet_flows_only() {
-    let mut pair = Pair::new();
+    let mut pair = gateway_pair();
     pair.engine.config.max_tcp_flows = 4; // share: 1 per client
     for port in 1000..1003 {
         send_syn(&mut pair, A, port);
@@ -100,7 +109,7 @@ fn a_client_over_its_share_makes_room_from_its_own_quiet_flows_only() {
 
 #[test]
 fn budgets_are_released_when_flows_close() {
-    let mut pair = Pair::new();
+    let mut pair = gateway_pair();
     let (h1, _) = forwarding_flow(&mut pair);
     let (h2, _) = forwarding_flow(&mut pair);
     send_syn(&mut pair, B, 2000);
@@ -120,7 +129,7 @@ fn budgets_are_released_when_flows_close() {
 
 #[test]
 fn flows_past_the_buffer_budget_get_small_buffers() {
-    let mut pair = Pair::new();
+    let mut pair = gateway_pair();
     let full = pair.engine.tcp_rx_buffer_size() + pair.engine.config.tcp_buffer_size;
     pair.engine.config.client_tcp_buffer_budget = 2 * full;
     for port in 1000..1004 {
@@ -143,7 +152,7 @@ fn flows_past_the_buffer_budget_get_small_buffers() {
 
 #[test]
 fn udp_flood_from_one_client_leaves_room_for_another() {
-    let mut pair = Pair::new();
+    let mut pair = gateway_pair();
     pair.engine.config.max_udp_flows = 4; // share: 1 per client
     for port in 10..14 {
         udp_from(&mut pair, A, port);

@@ -202,3 +202,24 @@ fn a_full_udp_table_evicts_the_longest_idle_flow() {
     assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::FlowLimit]);
     assert_eq!(pair.engine.stats().udp_active, 2);
 }
+
+/// A server that has closed answers the client's last bytes (its TLS close_notify) with a reset: after the client
+/// finished sending, that reset ends the flow (the phone is reset too) without an error event. Seen with dovecot
+/// and curl's IMAP session in the end-to-end tests.
+#[test]
+fn server_reset_after_the_clients_fin_went_upstream_is_not_an_error() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    pair.events();
+    pair.phone_tcp(h).close();
+    pair.drive();
+    assert_eq!(pair.up.shutdowns, vec![flow], "the client's FIN went upstream");
+    pair.up.reset.insert(flow);
+    pair.engine.on_upstream_readable(flow);
+    pair.engine.poll(pair.now, &mut pair.up);
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "the phone's side is reset too");
+    let failures = failures(&mut pair);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(pair.engine.stats().upstream_errors, 0);
+}
