@@ -315,7 +315,10 @@ fn recv_with_destination(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usiz
             Some((IpAddr::V4(to), u32::try_from(info.ipi_ifindex).unwrap_or(0)))
         }
         ControlMessageOwned::Ipv6PacketInfo(info) => {
-            Some((IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)), info.ipi6_ifindex))
+            // u32 in glibc, i32 in Android's bionic.
+            #[allow(clippy::useless_conversion)]
+            let index = u32::try_from(info.ipi6_ifindex).unwrap_or(0);
+            Some((IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)), index))
         }
         _ => None,
     });
