@@ -59,56 +59,51 @@ pub(crate) fn icmp_unreachable(
     offending: &[u8],
     why: Unreachable,
 ) -> bool {
-    out.clear();
-    match (server, client) {
-        (IpAddr::V4(s), IpAddr::V4(c)) => {
-            let header = match why {
-                Unreachable::Port => icmpv4::DestUnreachableHeader::Port,
-                Unreachable::Prohibited => icmpv4::DestUnreachableHeader::HostProhibited,
-                Unreachable::NoRoute => icmpv4::DestUnreachableHeader::Network,
-            };
-            let quote = &offending[..offending.len().min(ICMPV4_QUOTE_MAX)];
-            PacketBuilder::ipv4(s.octets(), c.octets(), TTL)
-                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
-                .write(out, quote)
-                .is_ok()
+    let (v4, v6) = match why {
+        Unreachable::Port => (icmpv4::DestUnreachableHeader::Port, icmpv6::DestUnreachableCode::Port),
+        Unreachable::Prohibited => {
+            (icmpv4::DestUnreachableHeader::HostProhibited, icmpv6::DestUnreachableCode::Prohibited)
         }
-        (IpAddr::V6(s), IpAddr::V6(c)) => {
-            let code = match why {
-                Unreachable::Port => icmpv6::DestUnreachableCode::Port,
-                Unreachable::Prohibited => icmpv6::DestUnreachableCode::Prohibited,
-                Unreachable::NoRoute => icmpv6::DestUnreachableCode::NoRoute,
-            };
-            let quote = &offending[..offending.len().min(ICMPV6_QUOTE_MAX)];
-            PacketBuilder::ipv6(s.octets(), c.octets(), TTL)
-                .icmpv6(Icmpv6Type::DestinationUnreachable(code))
-                .write(out, quote)
-                .is_ok()
-        }
-        _ => false,
-    }
+        Unreachable::NoRoute => (icmpv4::DestUnreachableHeader::Network, icmpv6::DestUnreachableCode::NoRoute),
+    };
+    icmp_error(
+        out,
+        server,
+        client,
+        offending,
+        Icmpv4Type::DestinationUnreachable(v4),
+        Icmpv6Type::DestinationUnreachable(v6),
+    )
 }
 
 /// An ICMP "fragmentation needed" (IPv4) or ICMPv6 "packet too big" error about `offending` (a packet from
 /// `client` to `server`) naming `mtu` as the next hop's MTU, sent from `server` as a router on the path would: the
 /// client's stack lowers its path MTU to `server` and fragments (or reports `EMSGSIZE` to a socket that forbids it).
 pub(crate) fn icmp_too_big(out: &mut Vec<u8>, server: IpAddr, client: IpAddr, offending: &[u8], mtu: u16) -> bool {
+    let v4 = icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu };
+    let v6 = Icmpv6Type::PacketTooBig { mtu: u32::from(mtu) };
+    icmp_error(out, server, client, offending, Icmpv4Type::DestinationUnreachable(v4), v6)
+}
+
+/// An ICMP error from `server` to `client` quoting as much of `offending` as its family allows: `v4` or `v6`,
+/// whichever family the two addresses are. False if they differ.
+fn icmp_error(
+    out: &mut Vec<u8>,
+    server: IpAddr,
+    client: IpAddr,
+    offending: &[u8],
+    v4: Icmpv4Type,
+    v6: Icmpv6Type,
+) -> bool {
     out.clear();
     match (server, client) {
         (IpAddr::V4(s), IpAddr::V4(c)) => {
-            let header = icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu };
             let quote = &offending[..offending.len().min(ICMPV4_QUOTE_MAX)];
-            PacketBuilder::ipv4(s.octets(), c.octets(), TTL)
-                .icmpv4(Icmpv4Type::DestinationUnreachable(header))
-                .write(out, quote)
-                .is_ok()
+            PacketBuilder::ipv4(s.octets(), c.octets(), TTL).icmpv4(v4).write(out, quote).is_ok()
         }
         (IpAddr::V6(s), IpAddr::V6(c)) => {
             let quote = &offending[..offending.len().min(ICMPV6_QUOTE_MAX)];
-            PacketBuilder::ipv6(s.octets(), c.octets(), TTL)
-                .icmpv6(Icmpv6Type::PacketTooBig { mtu: u32::from(mtu) })
-                .write(out, quote)
-                .is_ok()
+            PacketBuilder::ipv6(s.octets(), c.octets(), TTL).icmpv6(v6).write(out, quote).is_ok()
         }
         _ => false,
     }
