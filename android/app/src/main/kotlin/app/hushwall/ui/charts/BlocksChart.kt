@@ -4,9 +4,7 @@ import android.content.Context
 import android.graphics.Canvas
 import android.graphics.Paint
 import android.graphics.RectF
-import android.graphics.drawable.GradientDrawable
 import android.text.format.DateUtils
-import android.util.TypedValue
 import android.view.View
 import app.hushwall.R
 import java.text.NumberFormat
@@ -31,13 +29,7 @@ class BlocksChart(context: Context) : View(context) {
     private var legendLines = 0
 
     init {
-        background = GradientDrawable().apply {
-            setColor(context.getColor(R.color.chart_surface))
-            cornerRadius = dp(8f)
-        }
-        val p = dp(8f).toInt()
-        setPadding(p, p, p, p)
-        importantForAccessibility = IMPORTANT_FOR_ACCESSIBILITY_YES
+        styleAsChartCard()
     }
 
     /** Shows [data]; [description] is what a screen reader says (with the numbers). */
@@ -136,8 +128,6 @@ class BlocksChart(context: Context) : View(context) {
     private fun labelHeight() = dp(8f) + text.textSize
     private fun legendLineHeight() = legendText.textSize + dp(10f)
     private fun swatch() = dp(10f)
-    private fun dp(v: Float) = TypedValue.applyDimension(TypedValue.COMPLEX_UNIT_DIP, v, resources.displayMetrics)
-    private fun sp(v: Float) = TypedValue.applyDimension(TypedValue.COMPLEX_UNIT_SP, v, resources.displayMetrics)
 
     companion object {
         private val SERIES_COLOURS = intArrayOf(R.color.chart_1, R.color.chart_2, R.color.chart_3, R.color.chart_4)

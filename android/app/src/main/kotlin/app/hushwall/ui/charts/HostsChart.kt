@@ -4,8 +4,6 @@ import android.content.Context
 import android.graphics.Canvas
 import android.graphics.Paint
 import android.graphics.RectF
-import android.graphics.drawable.GradientDrawable
-import android.util.TypedValue
 import android.view.View
 import app.hushwall.R
 import app.hushwall.data.Count
@@ -30,13 +28,7 @@ class HostsChart(context: Context) : View(context) {
     private val numbers = NumberFormat.getIntegerInstance()
 
     init {
-        background = GradientDrawable().apply {
-            setColor(context.getColor(R.color.chart_surface))
-            cornerRadius = dp(8f)
-        }
-        val p = dp(8f).toInt()
-        setPadding(p, p, p, p)
-        importantForAccessibility = IMPORTANT_FOR_ACCESSIBILITY_YES
+        styleAsChartCard()
     }
 
     /** Shows [hosts] (most first); [description] is what a screen reader says (with the numbers). */
@@ -74,8 +66,6 @@ class HostsChart(context: Context) : View(context) {
     }
 
     private fun rowHeight() = dp(26f)
-    private fun dp(v: Float) = TypedValue.applyDimension(TypedValue.COMPLEX_UNIT_DIP, v, resources.displayMetrics)
-    private fun sp(v: Float) = TypedValue.applyDimension(TypedValue.COMPLEX_UNIT_SP, v, resources.displayMetrics)
 
     companion object {
         /** What a screen reader says: "Hosts [subject] tried to reach, by blocks: a.example 120, b.example 30". */
