@@ -1,5 +1,6 @@
 //! The engine fed arbitrary sequences from the tun side (raw and well-formed TCP/UDP packets), with upstream
-//! connects, data, errors, DNS responses and time passing in between. Must never panic, never exceed its flow
+//! connects, data, errors, DNS responses and time passing in between (see the harness for the steps and for what
+//! its fake upstream refuses to receive). Must never panic, never exceed its flow
 //! caps, and let no UDP flow outlive its idle timeout.
 #![no_main]
 

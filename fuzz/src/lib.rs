@@ -5,8 +5,10 @@
 //!
 //! The fake upstream also checks the promise that a blocked server never receives a packet: it panics if the
 //! engine dials (TCP or UDP) a destination the test policy blocks by address, or sends upstream a TLS ClientHello
-//! or QUIC Initial naming a blocked host. Steps that send ClientHellos and sealed QUIC Initials naming blocked and
-//! allowed hosts (split and overlapping as the input says) let the fuzzer reach those paths.
+//! or QUIC Initial naming a blocked host, or an HTTP request head that a server reading the connection's bytes
+//! would take as naming a blocked host (every request of a keep-alive connection, as [`HttpServerView`] frames
+//! them). Steps that send ClientHellos, sealed QUIC Initials and keep-alive HTTP request sequences naming blocked
+//! and allowed hosts (split, padded, overlapping, chunked as the input says) let the fuzzer reach those paths.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Upstream};
@@ -14,7 +16,7 @@ use hushwall_core::inspect::quic::seal::{client_initial, crypto_frame};
 use hushwall_core::inspect::quic::{crypto_frames, open_client_initial, VERSION_1, VERSION_2};
 use hushwall_core::inspect::tls::{scan_client_hello, ClientHelloScan};
 use hushwall_core::policy::{ListRole, ListSource, Policy};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub struct FakeUpstream {
     pub tcp_sent: HashMap<FlowId, Vec<u8>>,
     /// The datagrams sent upstream per UDP flow, read as a QUIC server would.
     pub quic_sent: HashMap<FlowId, ServerView>,
+    /// The bytes sent upstream per TCP flow, read as an HTTP/1.1 server would.
+    pub http_sent: HashMap<FlowId, HttpServerView>,
 }
 
 /// What a QUIC server could read from the client Initials sent on one flow: every Initial that opens, whatever
@@ -129,6 +133,196 @@ impl ServerView {
     }
 }
 
+/// What an HTTP/1.1 server reading one connection's bytes (as sent upstream) takes as request heads: it frames
+/// requests itself (Content-Length, chunked, trailers, empty lines before a head, a protocol switch after
+/// CONNECT or `Upgrade` when the next bytes are not a request) and reads each head's host (absolute-form
+/// target first, then `Host`, user info and port dropped), independently of the engine's own framing code, so
+/// that a request the engine let pass unjudged is caught. Once the bytes stop being HTTP it would answer 400
+/// and close: nothing after that is read.
+#[derive(Default)]
+pub struct HttpServerView {
+    /// Bytes not yet framed (at most [`HTTP_HEAD_MAX`] while waiting for the rest of a head or line).
+    pending: Vec<u8>,
+    at: HttpAt,
+}
+
+/// Where an [`HttpServerView`] is in the stream.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum HttpAt {
+    /// Before a request head (empty lines are skipped).
+    #[default]
+    Head,
+    /// After a request that may have switched protocols: a head, or the end of HTTP.
+    AfterSwitch,
+    /// Inside a body of known length: this many bytes left.
+    Body(u64),
+    /// At a chunk-size line.
+    ChunkSize,
+    /// Inside a chunk: this many data bytes left, then its CRLF.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, up to an empty line.
+    Trailers,
+    /// Not HTTP (any more): the server closed, or the connection became a tunnel.
+    Done,
+}
+
+/// Longest head or framing line a server waits for.
+const HTTP_HEAD_MAX: usize = 64 * 1024;
+
+impl HttpServerView {
+    /// Adds bytes sent upstream; the hosts of the request heads they complete, in order.
+    fn push(&mut self, data: &[u8]) -> Vec<String> {
+        let mut hosts = Vec::new();
+        if self.at == HttpAt::Done {
+            return hosts;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
+        let mut used = 0;
+        while self.at != HttpAt::Done {
+            match self.step(&pending[used..], &mut hosts) {
+                Some(n) => used += n,
+                None => break,
+            }
+        }
+        pending.drain(..used);
+        if pending.len() > HTTP_HEAD_MAX {
+            self.at = HttpAt::Done;
+        }
+        if self.at != HttpAt::Done {
+            self.pending = pending;
+        }
+        hosts
+    }
+
+    /// Frames what `buf` starts with; how many bytes were used, or `None` to wait for more.
+    fn step(&mut self, buf: &[u8], hosts: &mut Vec<String>) -> Option<usize> {
+        match self.at {
+            HttpAt::Head | HttpAt::AfterSwitch => {
+                let skipped = match buf {
+                    [b'\r', b'\n', ..] => 2,
+                    [b'\n', ..] => 1,
+                    [] | [b'\r'] => return None,
+                    _ => 0,
+                };
+                if skipped > 0 {
+                    if self.at == HttpAt::AfterSwitch {
+                        self.at = HttpAt::Head;
+                    }
+                    return Some(skipped);
+                }
+                let mut headers = [httparse::EMPTY_HEADER; 256];
+                let mut request = httparse::Request::new(&mut headers);
+                let n = match request.parse(buf) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    Ok(httparse::Status::Partial) => return None,
+                    Err(_) => {
+                        self.at = HttpAt::Done;
+                        return Some(0);
+                    }
+                };
+                let header = |name: &'static str| {
+                    request.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+                };
+                let target = request.path.unwrap_or_default();
+                let absolute = ["http://", "https://"]
+                    .iter()
+                    .find_map(|scheme| target.get(..scheme.len()).filter(|s| s.eq_ignore_ascii_case(scheme)))
+                    .map(|scheme| target[scheme.len()..].split(['/', '?', '#']).next().unwrap_or_default());
+                let authority = absolute.map(str::as_bytes).or_else(|| header("host").next());
+                if let Some(host) = authority.and_then(server_host) {
+                    hosts.push(host);
+                }
+                let chunked = header("transfer-encoding").any(|v| {
+                    String::from_utf8_lossy(v)
+                        .rsplit(',')
+                        .next()
+                        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+                });
+                let length = header("content-length")
+                    .next()
+                    .map(|v| std::str::from_utf8(v).ok().and_then(|v| v.trim().parse::<u64>().ok()));
+                let switches = request.method.is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"))
+                    || header("upgrade").next().is_some();
+                self.at = match (chunked, length) {
+                    (true, _) => HttpAt::ChunkSize,
+                    (false, Some(None)) => HttpAt::Done,
+                    (false, Some(Some(len))) if len > 0 => HttpAt::Body(len),
+                    _ if switches => HttpAt::AfterSwitch,
+                    _ => HttpAt::Head,
+                };
+                Some(n)
+            }
+            HttpAt::Body(left) => {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                if n == 0 {
+                    return None;
+                }
+                self.at = match left - n as u64 {
+                    0 => HttpAt::Head,
+                    left => HttpAt::Body(left),
+                };
+                Some(n)
+            }
+            HttpAt::ChunkSize => {
+                let line_end = buf.iter().position(|&b| b == b'\n')?;
+                let line = String::from_utf8_lossy(&buf[..line_end]);
+                let size = line.trim_end_matches('\r').split(';').next().unwrap_or_default().trim();
+                self.at = match u64::from_str_radix(size, 16) {
+                    Ok(0) => HttpAt::Trailers,
+                    Ok(size) => HttpAt::ChunkData(size),
+                    Err(_) => HttpAt::Done,
+                };
+                Some(line_end + 1)
+            }
+            HttpAt::ChunkData(left) => {
+                let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                if n == 0 {
+                    return None;
+                }
+                self.at = match left - n as u64 {
+                    0 => HttpAt::ChunkEnd,
+                    left => HttpAt::ChunkData(left),
+                };
+                Some(n)
+            }
+            HttpAt::ChunkEnd => match buf {
+                [b'\r', b'\n', ..] => {
+                    self.at = HttpAt::ChunkSize;
+                    Some(2)
+                }
+                [] | [b'\r'] => None,
+                _ => {
+                    self.at = HttpAt::Done;
+                    Some(0)
+                }
+            },
+            HttpAt::Trailers => {
+                let line_end = buf.iter().position(|&b| b == b'\n')?;
+                if buf[..line_end].iter().all(|&b| b == b'\r') {
+                    self.at = HttpAt::Head;
+                }
+                Some(line_end + 1)
+            }
+            HttpAt::Done => None,
+        }
+    }
+}
+
+/// The host a server takes from an authority (`[userinfo@]host[:port]`): lower case, no trailing dot.
+fn server_host(authority: &[u8]) -> Option<String> {
+    let authority = std::str::from_utf8(authority).ok()?.trim();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
 /// Most bytes per TCP flow kept for the ClientHello check (the largest ClientHello the engine reads).
 const TCP_SENT_KEPT: usize = 64 * 1024;
 
@@ -170,6 +364,9 @@ impl Upstream for FakeUpstream {
                 self.check_name_sent(&name, "TLS ClientHello");
             }
         }
+        for host in self.http_sent.entry(flow).or_default().push(&data[..taken]) {
+            self.check_name_sent(&host, "HTTP request");
+        }
         Ok(taken)
     }
     fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
@@ -189,6 +386,7 @@ impl Upstream for FakeUpstream {
         self.open.remove(&flow);
         self.to_read.remove(&flow);
         self.tcp_sent.remove(&flow);
+        self.http_sent.remove(&flow);
     }
     fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
         self.check_destination(dst);
@@ -264,6 +462,8 @@ pub struct Harness {
     /// Virtual now.
     pub now: Instant,
     phone: HashMap<(bool, u16, SocketAddr), PhoneTcp>,
+    /// Flows whose upstream connect the harness completed.
+    connected: HashSet<FlowId>,
 }
 
 impl Harness {
@@ -286,6 +486,7 @@ impl Harness {
             up: FakeUpstream { write_budget: 1 << 20, policy: Some(policy), ..FakeUpstream::default() },
             now,
             phone: HashMap::new(),
+            connected: HashSet::new(),
         }
     }
 
@@ -398,6 +599,8 @@ impl Harness {
                     self.drain();
                 }
             }
+            // A keep-alive HTTP request sequence naming the hosts, over a new or open connection.
+            11 => self.http_requests(input),
             // A TCP segment carrying (part of) a TLS record with a ClientHello naming one of the hosts.
             12 => self.tcp_segment_with_hello(input),
             // A UDP datagram of two sealed QUIC Initials with CRYPTO frames of ClientHellos naming the hosts.
@@ -479,6 +682,69 @@ impl Harness {
         self.udp_to(src, dst, sport, dport, &datagram);
     }
 
+    /// Two or three HTTP/1.1 requests on one connection (a handshake first if the phone has none open to that
+    /// destination), each naming one of [`HOSTS`] in `Host` or an absolute-form target, with bodies framed by
+    /// Content-Length or chunked, empty lines between, sent in segments split where the input says. Upstream
+    /// connects complete at once, so that what the engine lets pass reaches the [`HttpServerView`].
+    fn http_requests(&mut self, input: &mut Input<'_>) {
+        let (v6, src, dst) = Self::addrs(input);
+        let sport = 40000 + u16::from(input.u8() % 16);
+        let dport = PORTS[usize::from(input.u8()) % PORTS.len()];
+        let mut stream = Vec::new();
+        for _ in 0..2 + input.u8() % 2 {
+            let host = HOSTS[usize::from(input.u8()) % HOSTS.len()];
+            let mode = input.u8();
+            if mode & 1 != 0 {
+                stream.extend_from_slice(b"\r\n");
+            }
+            let target = if mode & 2 != 0 { format!("http://{host}/p") } else { "/p".to_owned() };
+            let host_field = match mode >> 2 & 3 {
+                0 => host.to_owned(),
+                1 => format!("{}:80", host.to_ascii_uppercase()),
+                2 => format!("user@{host}."),
+                _ => "www.example.org".to_owned(),
+            };
+            stream.extend_from_slice(format!("POST {target} HTTP/1.1\r\nHost: {host_field}\r\n").as_bytes());
+            if mode & 16 != 0 {
+                stream.extend_from_slice(b"Upgrade: websocket\r\n");
+            }
+            let body_len = usize::from(input.u8()) * 4;
+            let body = input.bytes(body_len);
+            if mode & 32 != 0 {
+                stream.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                let cut = usize::from(input.u8()).min(body.len());
+                for chunk in [&body[..cut], &body[cut..]].into_iter().filter(|c| !c.is_empty()) {
+                    stream.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+                    stream.extend_from_slice(chunk);
+                    stream.extend_from_slice(b"\r\n");
+                }
+                stream.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                stream.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                stream.extend_from_slice(body);
+            }
+        }
+        let key = (v6, sport, SocketAddr::new(dst, dport));
+        if self.phone.get(&key).and_then(|p| p.ack).is_none() {
+            self.tcp_send(key, src, (0x01, 65535), None, &[]);
+        }
+        let mut rest = &stream[..];
+        while !rest.is_empty() {
+            let (piece, tail) = rest.split_at((1 + usize::from(input.u16() % 1400)).min(rest.len()));
+            rest = tail;
+            self.tcp_send(key, src, (0x18, 65535), None, piece);
+            let server = key.2;
+            let dialled: Vec<FlowId> = self.up.open.iter().filter(|(_, d)| **d == server).map(|(&f, _)| f).collect();
+            for flow in dialled {
+                if self.connected.insert(flow) {
+                    self.engine.on_tcp_connected(self.now, flow, Ok(()), &mut self.up);
+                    self.engine.poll(self.now, &mut self.up);
+                    self.drain();
+                }
+            }
+        }
+    }
+
     fn tcp_segment_carrying(&mut self, input: &mut Input<'_>, payload: Vec<u8>) {
         let (v6, src, dst) = Self::addrs(input);
         let sport = 40000 + u16::from(input.u8() % 16);
@@ -486,10 +752,26 @@ impl Harness {
         let flags = input.u8();
         let window = input.u16();
         let key = (v6, sport, SocketAddr::new(dst, dport));
-        let state = self.phone.entry(key).or_default();
         // Bit 7: take sequence and acknowledgement numbers from the input instead of the tracked ones.
-        let (seq, ack) =
-            if flags & 0x80 != 0 { (input.u32(), input.u32()) } else { (state.next_seq, state.ack.unwrap_or(0)) };
+        let numbers = (flags & 0x80 != 0).then(|| (input.u32(), input.u32()));
+        self.tcp_send(key, src, (flags, window), numbers, &payload);
+    }
+
+    /// Sends one TCP segment from the phone's `src` on connection `key`, with the tracked sequence and
+    /// acknowledgement numbers unless `numbers` gives them. Flag bits: 1 SYN, 2 FIN, 4 RST, 8 ACK (always once the
+    /// engine answered), 16 PSH.
+    fn tcp_send(
+        &mut self,
+        key: (bool, u16, SocketAddr),
+        src: IpAddr,
+        (flags, window): (u8, u16),
+        numbers: Option<(u32, u32)>,
+        payload: &[u8],
+    ) {
+        let (_, sport, server) = key;
+        let (dst, dport) = (server.ip(), server.port());
+        let state = self.phone.entry(key).or_default();
+        let (seq, ack) = numbers.unwrap_or((state.next_seq, state.ack.unwrap_or(0)));
         let syn = flags & 1 != 0;
         let fin = flags & 2 != 0;
         let rst = flags & 4 != 0;
@@ -517,7 +799,7 @@ impl Harness {
             tcp = tcp.psh();
         }
         let mut p = Vec::with_capacity(payload.len() + 60);
-        if tcp.write(&mut p, &payload).is_ok() {
+        if tcp.write(&mut p, payload).is_ok() {
             self.tun_packet(&p);
         }
     }
