@@ -1,6 +1,8 @@
 //! DNS messages from the phone (queries) and from the upstream resolver (responses), and the answers the engine
 //! builds from them. Besides "never panics", checks that every query the parser accepts can be answered (blocked,
-//! SERVFAIL) and that those answers parse back with the query's id, question and the promised RCODE.
+//! SERVFAIL) and that those answers parse back with the query's id, question and the promised RCODE, and that
+//! removing ECH from a response leaves a shorter response that still parses the same (id, RCODE, question,
+//! CNAMEs, address hints) and holds no ECH any more.
 #![no_main]
 
 use hushwall_core::dns_cache::DnsCache;
@@ -31,6 +33,17 @@ fuzz_target!(|data: &[u8]| {
             let _ = cache.names_for(*ip, now).count();
         }
         cache.purge_expired(now);
+    }
+    if let Ok(Some(stripped)) = dns::strip_ech(data) {
+        assert!(stripped.len() < data.len(), "removing ECH made the message no shorter");
+        assert_eq!(dns::strip_ech(&stripped), Ok(None), "ECH left after removing it");
+        let (before, after) = (dns::parse_response(data), dns::parse_response(&stripped));
+        if let Ok(before) = before {
+            let after = after.expect("a response that parsed still parses without ECH");
+            assert_eq!((after.id, after.rcode, &after.question), (before.id, before.rcode, &before.question));
+            assert_eq!(after.cnames, before.cnames);
+            assert_eq!(after.addrs, before.addrs);
+        }
     }
     let mut copy = data.to_vec();
     let _ = dns::set_id(&mut copy, 0x6877);
