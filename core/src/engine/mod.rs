@@ -475,7 +475,7 @@ impl Engine {
                 Timer::Tcp(id) => self.on_tcp_deadline(now, id, up),
                 Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
                 Timer::Dns(flow) => self.on_dns_deadline(now, flow, up),
-                Timer::QuicHold(id) => self.on_quic_hold_deadline(now, id, up),
+                Timer::QuicHold(key, id) => self.on_quic_hold_deadline(now, key, id, up),
                 Timer::Reassembly => self.on_reassembly_deadline(now),
                 Timer::Repeats => self.flush_repeats(now),
             }

@@ -155,7 +155,7 @@ impl Engine {
             }
             let id = self.new_flow_id();
             let deadline = now + self.config.sniff_timeout;
-            self.timers.arm(deadline, Timer::QuicHold(id));
+            self.timers.arm(deadline, Timer::QuicHold(key, id));
             let hold = QuicHold {
                 id,
                 first_packet: packet.to_vec(),
@@ -191,8 +191,8 @@ impl Engine {
     }
 
     /// A hold's deadline passed with the ClientHello still incomplete: refuse (see the module docs).
-    pub(super) fn on_quic_hold_deadline(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
-        let Some((&key, hold)) = self.quic_holds.iter_mut().find(|(_, h)| h.id == id) else {
+    pub(super) fn on_quic_hold_deadline(&mut self, now: Instant, key: FlowKey, id: FlowId, up: &mut impl Upstream) {
+        let Some(hold) = self.quic_holds.get_mut(&key).filter(|hold| hold.id == id) else {
             return;
         };
         if hold.deadline > now {

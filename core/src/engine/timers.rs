@@ -4,7 +4,7 @@
 //! or re-armed by its handler. That keeps arming O(log n) and lets the engine sleep exactly until the next
 //! deadline: no periodic tick.
 
-use super::FlowId;
+use super::{FlowId, FlowKey};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
@@ -18,8 +18,9 @@ pub(crate) enum Timer {
     Udp(FlowId),
     /// A forwarded DNS query's try (by the flow id of its upstream socket).
     Dns(FlowId),
-    /// A UDP flow held until its QUIC ClientHello names a host.
-    QuicHold(FlowId),
+    /// A UDP flow held until its QUIC ClientHello names a host: its key in the hold table, and its id (a newer
+    /// hold of the same key has another).
+    QuicHold(FlowKey, FlowId),
     /// The oldest IP datagram under reassembly times out.
     Reassembly,
     /// A window of folded block events ends (see `repeats`).
