@@ -144,6 +144,15 @@ def main():
                 if k[0] == prefix or not prefix:
                     m = sum(r[k] for r in tail) / len(tail)
                     print(f"  {k:52} {m:8.1f}")
+    handed = defaultdict(int)
+    for _, what, rest in engine:
+        if what in ("synack_out", "data_out") and rest:
+            handed[(what, rest[-1])] += 1
+    print("\npackets to the phone written inline / handed to the writer thread: " + ", ".join(
+        f"{what} {handed[(what, 'inline')]} / {handed[(what, 'handoff')]}" for what in ("synack_out", "data_out")))
+    timeouts = sum(1 for _, what, rest in engine if what == "wake" and rest and rest[0] == "0")
+    print(f"wake-ups by a timeout (no event ready): {timeouts} of "
+          f"{sum(1 for _, what, _ in engine if what == 'wake')}")
     durations, packets = iterations(engine)
     if durations:
         print(f"\nevent-loop iterations: {len(durations)}; duration µs p50 {pct(durations, .5):.1f}, p99 "

@@ -123,11 +123,17 @@ pub fn run<T: Read + Write + AsRawFd>(
         if tun_backlog {
             tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut())?;
         }
+        // What the phone's packets were answered with at once (a SYN|ACK, a DNS answer, a refusal) goes out
+        // before the flows' upstream work below (dials, sends, closes, freeing buffers), whose system calls would
+        // otherwise delay it: the tail of connect latency (BENCHMARKS.md, "Where the tail comes from").
+        // Events first, each time: app attribution reads the client's socket (/proc/net,
+        // getConnectionOwnerUid), and the refusals about to be written (RST, NXDOMAIN) make the client close it.
+        attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
+        writer.flush(&mut engine, trace.as_mut());
         follow_network(now, &mut engine, &mut sockets, netlink.is_some(), std::mem::take(&mut network_changed));
         engine.handle_timeout(now, &mut sockets);
-        // Events first: app attribution reads the client's socket (/proc/net, getConnectionOwnerUid), and the
-        // refusals about to be written (RST, NXDOMAIN) make the client close it.
-        deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
+        attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
+        deliver_events(sink.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
         if let Some(trace) = trace.as_mut() {
             trace.end_iteration();
@@ -136,7 +142,8 @@ pub fn run<T: Read + Write + AsRawFd>(
     }
     // Summaries of identical blocks still being folded are events too.
     engine.flush_folded_events(Instant::now());
-    deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
+    attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
+    deliver_events(sink.as_mut(), &mut batch);
     log::info!("engine stopping; {} upstream sockets open", sockets.len());
     Ok(engine.stats())
 }
@@ -267,22 +274,21 @@ fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Socke
     true
 }
 
-/// Attributes the engine's new events to apps and hands them to the platform in one batch.
-fn deliver_events(
-    engine: &mut Engine,
-    uids: &mut dyn crate::platform::UidResolver,
-    sink: &mut dyn crate::platform::EventSink,
-    batch: &mut Vec<Event>,
-) {
-    batch.clear();
+/// Takes the engine's new events into `batch`, attributed to apps.
+fn attribute_events(engine: &mut Engine, uids: &mut dyn crate::platform::UidResolver, batch: &mut Vec<Event>) {
     while let Some(mut event) = engine.poll_event() {
         if event.uid.is_none() {
             event.uid = uids.uid(event.protocol, event.src, event.dst);
         }
         batch.push(event);
     }
+}
+
+/// Hands the iteration's events to the platform in one batch.
+fn deliver_events(sink: &mut dyn crate::platform::EventSink, batch: &mut Vec<Event>) {
     if !batch.is_empty() {
         sink.deliver(batch);
+        batch.clear();
     }
 }
 
