@@ -410,7 +410,7 @@ def make_latency_plot(path, connects, mtu):
         added.set_yscale("symlog", linthresh=100)
         added.set_xlabel("percentile")
         added.set_ylabel("added over the kernel path, µs")
-        added.set_title(f"{label}: latency added at each percentile (goal p99 ≤ 300 µs, dotted)")
+        added.set_title(f"{label}: added over the kernel path per percentile (dotted: 300 µs)")
         added.grid(True, which="both", alpha=0.3)
         if added.lines:
             added.legend(fontsize=8)
