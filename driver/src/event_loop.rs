@@ -125,7 +125,7 @@ pub fn run<T: Read + Write + AsRawFd>(
         }
         // What the phone's packets were answered with at once (a SYN|ACK, a DNS answer, a refusal) goes out
         // before the flows' upstream work below (dials, sends, closes, freeing buffers), whose system calls would
-        // otherwise delay it: the tail of connect latency (BENCHMARKS.md, "Where the tail comes from").
+        // otherwise delay it (connect and DNS latency: BENCHMARKS.md, "Where the tail comes from").
         // Events first, each time: app attribution reads the client's socket (/proc/net,
         // getConnectionOwnerUid), and the refusals about to be written (RST, NXDOMAIN) make the client close it.
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
