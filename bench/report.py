@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""Turns bench/run.sh's results.jsonl into markdown tables and a PNG plot.
+"""Turns bench/run.sh's results.jsonl into markdown tables and two PNG plots.
 
 usage: report.py RESULTS.jsonl TARGET.md PLOT.png
+
+PLOT.png: throughput and CPU per GB; latency.png beside it: the connect and first-byte latency distributions of
+every contender (from every sample the connect test kept).
 
 TARGET.md: the text between the markers <!-- bench:begin --> and <!-- bench:end --> is replaced (the markers are
 appended, under a "## Side-by-side" heading, if missing); every other section of the file is left alone.
@@ -38,7 +41,7 @@ def main():
     results, target, plot = sys.argv[1:4]
     rows, meta, meta_end = load(results)
     contenders = [c for c in NAMES if any(r.get("contender") == c for r in rows)]
-    measured = {r["mtu"] for r in rows if r.get("test") == "iperf"}
+    measured = {r["mtu"] for r in rows if r.get("test") == "iperf"} or {r["mtu"] for r in rows if "mtu" in r}
     app = meta.get("app_mtu") if meta.get("app_mtu") in measured else min(measured, default=None)
     mtus = ([app] if app is not None else []) + sorted(measured - {app})
     iperf = {(r["contender"], r["mtu"], r["streams"], r["direction"]): r for r in rows if r.get("test") == "iperf"}
@@ -312,9 +315,14 @@ def main():
 
     section = "\n".join(lines)
     make_plot(plot, contenders, mtus, combos, gbps, cpu_per_gb)
-    rel = os.path.relpath(os.path.join(os.path.dirname(os.path.abspath(target)), "bench", "results.png"),
-                          os.path.dirname(os.path.abspath(target)))
+    here = os.path.dirname(os.path.abspath(target))
+    rel = os.path.relpath(os.path.join(here, "bench", "results.png"), here)
     section += f"\n![throughput relative to the kernel path, and CPU per GB]({rel})\n"
+    connects = {c: r["result"] for c in contenders if (r := one(c, "connect")) and "connect" in r["result"]}
+    if make_latency_plot(os.path.join(os.path.dirname(plot), "latency.png"), connects, app):
+        rel = os.path.relpath(os.path.join(here, "bench", "latency.png"), here)
+        section += (f"\n![connect and first-byte latency of every contender: distributions, and added over the "
+                    f"kernel path at each percentile]({rel})\n")
     write_section(target, section)
 
 
@@ -347,6 +355,69 @@ def make_plot(path, contenders, mtus, combos, gbps, cpu_per_gb):
     ax2.set_title("CPU per GB (lower is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+
+
+def quantile(sorted_values, q):
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def make_latency_plot(path, connects, mtu):
+    """Connect and first-byte latency of every contender side by side: the distribution of every sample (CDF,
+    log scale), and the latency added over the kernel path at each percentile (contender's minus the kernel
+    path's, what the tables give at p50 and p99). False (no plot) if no run kept its samples."""
+    series = {}
+    for c, result in connects.items():
+        for key in ("connect", "first_byte"):
+            samples = result.get(key, {}).get("samples_us")
+            if samples:
+                series[(c, key)] = sorted(samples)
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    # Percentiles on a tail scale: 1 - q on a log axis, from p10 to p99.9 (as far as the samples go).
+    tail_qs = [1 - 10 ** (-x / 20) for x in range(2, 61)]
+    for col, (key, label) in enumerate((("connect", "connect"), ("first_byte", "first byte"))):
+        cdf, added = axes[0][col], axes[1][col]
+        kernel = series.get(("kernel", key))
+        for c in connects:
+            s = series.get((c, key))
+            if not s:
+                continue
+            n = len(s)
+            style = {"color": "black", "linestyle": "--"} if c == "kernel" else {}
+            cdf.plot(s, [(i + 1) / n for i in range(n)], label=f"{NAMES[c]} (n={n})", **style)
+            if kernel and c != "kernel":
+                qs = [q for q in tail_qs if q <= 1 - 1 / min(n, len(kernel))]
+                added.plot([1 - q for q in qs], [quantile(s, q) - quantile(kernel, q) for q in qs],
+                           marker=".", label=NAMES[c])
+        cdf.set_xscale("log")
+        cdf.set_xlabel(f"{label} latency, µs (log)")
+        cdf.set_ylabel("fraction of samples ≤ x")
+        cdf.set_title(f"{label}: distribution of every sample (tun MTU {mtu})")
+        cdf.grid(True, which="both", alpha=0.3)
+        cdf.legend(fontsize=8, loc="lower right")
+        added.set_xscale("log")
+        added.invert_xaxis()
+        ticks = [0.5, 0.1, 0.01, 0.001]
+        added.set_xticks(ticks, [f"p{100 * (1 - t):g}" for t in ticks])
+        added.axhline(0, color="black", linewidth=0.8)
+        added.axhline(300, color="grey", linestyle=":", linewidth=1)
+        added.set_yscale("symlog", linthresh=100)
+        added.set_xlabel("percentile")
+        added.set_ylabel("added over the kernel path, µs")
+        added.set_title(f"{label}: added over the kernel path per percentile (dotted: 300 µs)")
+        added.grid(True, which="both", alpha=0.3)
+        if added.lines:
+            added.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
 
 
 def write_section(target, section):

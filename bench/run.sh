@@ -10,7 +10,11 @@
 # Options: --only "kernel hushwall ..." (subset of contenders), --mtus "1500 4000 9000 16000" (the full run's
 #          default; the app's MTU is always added), --seconds N (each iperf3 TCP run), --mtu-flows N (flows held
 #          at the other MTUs), --out DIR, --no-report,
+#          --tests "idle latency iperf udp quic flows" (a subset of the measurements, for A/B runs: the report
+#          then goes under the results directory, not into BENCHMARKS.md),
 #          --exec CMD (debugging: start the first contender at the first MTU, run CMD with $P/$I/$SERVER set, exit).
+# BENCH_TRACE=1: Hushwall writes its per-connection latency trace (HUSHWALL_TRACE_LATENCY) next to the results and
+#          the connect test keeps each sample's timestamps, for bench/trace.py (see BENCHMARKS.md, the tail).
 # Needs root (network namespaces, tun). Installs what it needs (bench/install.sh). Traffic stays inside the
 # namespaces it creates (198.18.0.0/15); everything is removed on exit.
 #
@@ -26,6 +30,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODE=full
 ONLY="kernel hushwall tun2socks tun2proxy"
+ALL_TESTS="idle latency iperf udp quic flows"
+TESTS=$ALL_TESTS
 MTUS=""
 OUT=""
 REPORT=1
@@ -37,13 +43,14 @@ while (($#)); do
     case $1 in
         --smoke) MODE=smoke ;;
         --only) ONLY=$2; shift ;;
+        --tests) TESTS=$2; shift ;;
         --mtus) MTUS=$2; shift ;;
         --seconds) SECONDS_OVERRIDE=$2; shift ;;
         --mtu-flows) MTU_FLOWS_OVERRIDE=$2; shift ;;
         --out) OUT=$2; shift ;;
         --no-report) REPORT=0 ;;
         --exec) EXEC=$2; shift ;;
-        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -117,6 +124,9 @@ inp() { ip netns exec "$P" "$@"; }
 # Background jobs must be `ip netns exec` itself (not a shell function) so that $! is the pid of the program.
 ins() { ip netns exec "$I" "$@"; }
 record() { echo "$1" >>"$RESULTS"; }
+wants() { [[ " $TESTS " == *" $1 "* ]]; }
+# The last result, for the log (without the latency samples it keeps).
+show_last() { tail -1 "$RESULTS" | sed 's/, "samples_us": \[[^]]*\]//g' >&2; }
 
 setup_topology() {
     ip netns add "$P"
@@ -188,6 +198,7 @@ start_contender() {
             return
             ;;
         hushwall)
+            [[ -z ${BENCH_TRACE:-} ]] || export HUSHWALL_TRACE_LATENCY=$OUT/trace-hushwall-$mtu.tsv
             ip netns exec "$P" "$PY" "$TUNFD" $TUN "$HUSHWALL_BIN" run --tun-fd 3 --profile balanced \
                 --dns-upstream $RESOLVER:53 --mtu "$mtu" --fwmark $MARK >"$OUT/hushwall.log" 2>&1 &
             CONTENDER=($!)
@@ -341,16 +352,18 @@ EOF
 
 measure_latency() {
     local name=$1 mtu=$2 out
-    out=$(inp "$PY" "$TOOLS" connect $SERVER 8080 "$CONNECTS")
+    local trace=()
+    [[ -z ${BENCH_TRACE:-} ]] || trace=("$OUT/trace-client-$name-$mtu.tsv")
+    out=$(inp "$PY" "$TOOLS" connect $SERVER 8080 "$CONNECTS" "${trace[@]}")
     record "{\"contender\":\"$name\",\"mtu\":$mtu,\"test\":\"connect\",\"result\":$out}"
-    tail -1 "$RESULTS" >&2
+    show_last
     local kind qname
     for kind in forwarded blocked; do
         qname=www.example.org
         [[ $kind == blocked ]] && qname=tracking.intl.miui.com
         out=$(inp "$PY" "$TOOLS" dns $RESOLVER $qname "$DNS_QUERIES")
         record "{\"contender\":\"$name\",\"mtu\":$mtu,\"test\":\"dns\",\"kind\":\"$kind\",\"result\":$out}"
-        tail -1 "$RESULTS" >&2
+        show_last
     done
 }
 
@@ -402,18 +415,24 @@ record "{\"test\":\"meta\",\"mode\":\"$MODE\",\"command\":\"$COMMAND_LINE\",\"up
 for mtu in $MTUS; do
     for name in $ONLY; do
         echo "bench: == $name, tun MTU $mtu ==" >&2
-        start_contender "$name" "$mtu"
-        if [[ $mtu == "$APP_MTU" && $name != kernel ]]; then measure_idle "$name" "$mtu"; fi
-        if [[ $mtu == "$APP_MTU" ]]; then measure_latency "$name" "$mtu"; fi
-        for streams in 1 8; do
-            for dir in upload download; do measure_iperf "$name" "$mtu" "$streams" "$dir"; done
-        done
-        if [[ $mtu == "$APP_MTU" ]]; then
-            measure_udp "$name" "$mtu"
-            measure_quic "$name" "$mtu"
+        app_tests=0
+        for t in idle latency udp quic; do wants $t && app_tests=1; done
+        if wants iperf || [[ $mtu == "$APP_MTU" && $app_tests == 1 ]]; then
+            start_contender "$name" "$mtu"
+            if [[ $mtu == "$APP_MTU" && $name != kernel ]] && wants idle; then measure_idle "$name" "$mtu"; fi
+            if [[ $mtu == "$APP_MTU" ]] && wants latency; then measure_latency "$name" "$mtu"; fi
+            if wants iperf; then
+                for streams in 1 8; do
+                    for dir in upload download; do measure_iperf "$name" "$mtu" "$streams" "$dir"; done
+                done
+            fi
+            if [[ $mtu == "$APP_MTU" ]]; then
+                if wants udp; then measure_udp "$name" "$mtu"; fi
+                if wants quic; then measure_quic "$name" "$mtu"; fi
+            fi
+            stop_contender
         fi
-        stop_contender
-        if [[ $name != kernel ]]; then
+        if [[ $name != kernel ]] && wants flows; then
             counts=$MTU_FLOWS
             [[ $mtu == "$APP_MTU" ]] && counts=$FLOW_COUNTS
             start_contender "$name" "$mtu"
@@ -426,9 +445,15 @@ record "{\"test\":\"meta_end\",\"uptime_end\":\"$(uptime)\",\"elapsed_s\":$(($(d
 echo "bench: done in $(($(date +%s) - START)) s" >&2
 
 if ((REPORT)); then
+    # Only a full run of every test rewrites BENCHMARKS.md and the plots beside it.
+    publish=0
+    [[ $MODE == full && $TESTS == "$ALL_TESTS" ]] && publish=1
     target=$OUT/BENCHMARKS-section.md
-    [[ $MODE == full ]] && target=$ROOT/BENCHMARKS.md
+    ((publish)) && target=$ROOT/BENCHMARKS.md
     "$PY" "$ROOT/bench/report.py" "$RESULTS" "$target" "$OUT/bench.png"
-    [[ $MODE == full ]] && cp "$OUT/bench.png" "$ROOT/bench/results.png"
+    if ((publish)); then
+        cp "$OUT/bench.png" "$ROOT/bench/results.png"
+        [[ ! -f $OUT/latency.png ]] || cp "$OUT/latency.png" "$ROOT/bench/latency.png"
+    fi
     echo "bench: report written to $target" >&2
 fi

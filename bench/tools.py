@@ -3,8 +3,11 @@
 
   tools.py server ADDR PORT           HTTP-ish server: answers each request with a small fixed response and keeps
                                       the connection open until the client closes it (epoll, one thread).
-  tools.py connect ADDR PORT N        N sequential connects; per connect: connect() time and time to the first
-                                      response byte of a small HTTP request (what an app waits for). JSON out.
+  tools.py connect ADDR PORT N [TRACE]
+                                      N sequential connects; per connect: connect() time and time to the first
+                                      response byte of a small HTTP request (what an app waits for). JSON out,
+                                      with every sample (µs). TRACE: a file for each connect's local port and
+                                      CLOCK_MONOTONIC times (ns) at start, connected, request sent, first byte.
   tools.py dns SERVER NAME N          N sequential A queries for NAME over UDP; latency per answer. JSON out.
   tools.py hold ADDR PORT N READY     opens N concurrent connections (each sends a request and reads the answer),
                                       writes READY (a file) with how many succeeded, holds them until stdin closes.
@@ -68,32 +71,41 @@ def server(addr, port):
 
 
 def percentiles(samples_ns):
+    """Percentiles in µs, and every sample (µs, in the order measured) for the distribution plots."""
     s = sorted(samples_ns)
     pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] / 1000.0
-    return {"n": len(s), "p50_us": pick(0.50), "p99_us": pick(0.99), "mean_us": sum(s) / len(s) / 1000.0}
+    return {"n": len(s), "p50_us": pick(0.50), "p99_us": pick(0.99), "mean_us": sum(s) / len(s) / 1000.0,
+            "samples_us": [round(x / 1000.0, 1) for x in samples_ns]}
 
 
-def connect(addr, port, n):
-    connect_ns, first_byte_ns, failures = [], [], 0
+def connect(addr, port, n, trace_path=None):
+    connect_ns, first_byte_ns, failures, trace = [], [], 0, []
     for _ in range(n):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(5)
         try:
-            t0 = time.perf_counter_ns()
+            t0 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             sock.connect((addr, port))
-            t1 = time.perf_counter_ns()
+            t1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             sock.sendall(REQUEST)
+            t_sent = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             got = sock.recv(4096)
-            t2 = time.perf_counter_ns()
+            t2 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             if not got:
                 raise OSError("closed")
             connect_ns.append(t1 - t0)
             first_byte_ns.append(t2 - t0)
+            if trace_path:
+                trace.append(f"{sock.getsockname()[1]}\t{t0}\t{t1}\t{t_sent}\t{t2}\n")
         except OSError:
             failures += 1
         finally:
             sock.close()
+    if trace_path:
+        with open(trace_path, "w") as f:
+            f.write("port\tstart_ns\tconnected_ns\tsent_ns\tfirst_byte_ns\n")
+            f.writelines(trace)
     out = {"failures": failures}
     if connect_ns:
         out["connect"] = percentiles(connect_ns)
@@ -226,7 +238,7 @@ def main():
     if cmd == "server":
         server(args[0], int(args[1]))
     elif cmd == "connect":
-        connect(args[0], int(args[1]), int(args[2]))
+        connect(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else None)
     elif cmd == "dns":
         dns(args[0], args[1], int(args[2]))
     elif cmd == "hold":

@@ -3,7 +3,8 @@
 //! Each iteration: wait (until the engine's next deadline, or forever when it has none), read a bounded batch
 //! of tun packets and socket data into the engine, run its timers and stack, hand its packets to the tun writer
 //! (a second thread, see [`crate::tun_writer`]) and deliver its events. Work per iteration is bounded so a flood on one side cannot starve the other or the
-//! timers; whatever was left over makes the next wait zero-length.
+//! timers; whatever was left over makes the next wait zero-length. With `HUSHWALL_TRACE_LATENCY` set, each
+//! iteration and each step of a new TCP connection is noted in a trace file ([`trace`], for `bench/trace.py`).
 
 use crate::control::Control;
 use crate::network::{self, NetlinkWatch};
@@ -21,6 +22,9 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use trace::Trace;
+
+pub(crate) mod trace;
 
 /// Token of the tun file descriptor.
 const TUN: Token = Token(usize::MAX);
@@ -67,6 +71,7 @@ pub fn run<T: Read + Write + AsRawFd>(
     // Work left over from a bounded iteration: poll without sleeping until it is done.
     let mut tun_backlog = true;
     let mut udp_backlog: Vec<FlowId> = Vec::new();
+    let mut trace = Trace::from_env();
 
     while !control.stop_requested() {
         if let Some(policy) = control.take_policy() {
@@ -91,6 +96,10 @@ pub fn run<T: Read + Write + AsRawFd>(
             Err(e) => return Err(e),
         }
         let now = Instant::now();
+        if let Some(trace) = trace.as_mut() {
+            let events = ready.iter().count();
+            trace.line(format_args!("wake\t{events}\t{}", timeout.map_or(-1, |t| t.as_micros() as i64)));
+        }
         sockets.uids.next_iteration();
         for event in ready.iter() {
             match event.token() {
@@ -99,6 +108,9 @@ pub fn run<T: Read + Write + AsRawFd>(
                 NETLINK => network_changed |= netlink.as_mut().is_some_and(NetlinkWatch::drain),
                 token => {
                     let flow = flow_of(token);
+                    if let Some(trace) = trace.as_mut() {
+                        trace.socket_event(flow, event.is_readable(), &sockets);
+                    }
                     on_socket_event(now, event, flow, &mut engine, &mut sockets, &mut udp_backlog, &mut packet)
                 }
             }
@@ -109,19 +121,29 @@ pub fn run<T: Read + Write + AsRawFd>(
             }
         }
         if tun_backlog {
-            tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet)?;
+            tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut())?;
         }
+        // What the phone's packets were answered with at once (a SYN|ACK, a DNS answer, a refusal) goes out
+        // before the flows' upstream work below (dials, sends, closes, freeing buffers), whose system calls would
+        // otherwise delay it (connect and DNS latency: BENCHMARKS.md, "Where the tail comes from").
+        // Events first, each time: app attribution reads the client's socket (/proc/net,
+        // getConnectionOwnerUid), and the refusals about to be written (RST, NXDOMAIN) make the client close it.
+        attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
+        writer.flush(&mut engine, trace.as_mut());
         follow_network(now, &mut engine, &mut sockets, netlink.is_some(), std::mem::take(&mut network_changed));
         engine.handle_timeout(now, &mut sockets);
-        // Events first: app attribution reads the client's socket (/proc/net, getConnectionOwnerUid), and the
-        // refusals about to be written (RST, NXDOMAIN) make the client close it.
-        deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
-        writer.flush(&mut engine);
+        attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
+        deliver_events(sink.as_mut(), &mut batch);
+        writer.flush(&mut engine, trace.as_mut());
+        if let Some(trace) = trace.as_mut() {
+            trace.end_iteration();
+        }
         control.publish_stats(engine.stats());
     }
     // Summaries of identical blocks still being folded are events too.
     engine.flush_folded_events(Instant::now());
-    deliver_events(&mut engine, sockets.uids.as_mut(), sink.as_mut(), &mut batch);
+    attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
+    deliver_events(sink.as_mut(), &mut batch);
     log::info!("engine stopping; {} upstream sockets open", sockets.len());
     Ok(engine.stats())
 }
@@ -161,11 +183,21 @@ fn read_tun<T: Read>(
     engine: &mut Engine,
     sockets: &mut Sockets,
     packet: &mut [u8],
+    mut trace: Option<&mut Trace>,
 ) -> io::Result<bool> {
     for _ in 0..TUN_BATCH {
         match tun.read(packet) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the tun device was closed")),
-            Ok(n) => engine.handle_tun_packet(now, packet.get(..n).unwrap_or_default(), sockets),
+            Ok(n) => {
+                let packet = packet.get(..n).unwrap_or_default();
+                match trace.as_deref_mut() {
+                    None => engine.handle_tun_packet(now, packet, sockets),
+                    Some(trace) => trace.handle_tun_packet(packet, sockets.len(), |packet| {
+                        engine.handle_tun_packet(now, packet, sockets);
+                        sockets.len()
+                    }),
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -242,22 +274,21 @@ fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Socke
     true
 }
 
-/// Attributes the engine's new events to apps and hands them to the platform in one batch.
-fn deliver_events(
-    engine: &mut Engine,
-    uids: &mut dyn crate::platform::UidResolver,
-    sink: &mut dyn crate::platform::EventSink,
-    batch: &mut Vec<Event>,
-) {
-    batch.clear();
+/// Takes the engine's new events into `batch`, attributed to apps.
+fn attribute_events(engine: &mut Engine, uids: &mut dyn crate::platform::UidResolver, batch: &mut Vec<Event>) {
     while let Some(mut event) = engine.poll_event() {
         if event.uid.is_none() {
             event.uid = uids.uid(event.protocol, event.src, event.dst);
         }
         batch.push(event);
     }
+}
+
+/// Hands the iteration's events to the platform in one batch.
+fn deliver_events(sink: &mut dyn crate::platform::EventSink, batch: &mut Vec<Event>) {
     if !batch.is_empty() {
         sink.deliver(batch);
+        batch.clear();
     }
 }
 

@@ -7,6 +7,7 @@
 //! DNS answer or a SYN|ACK never waits for a thread hand-off on an otherwise quiet engine. The writer sleeps in
 //! `recv` when there is nothing to write: no wake-ups when idle.
 
+use crate::event_loop::trace::Trace;
 use crate::sys;
 use hushwall_core::engine::Engine;
 use std::fs::File;
@@ -56,8 +57,9 @@ impl TunWriter {
         Ok(TunWriter { file, to_writer: Some(to_writer), from_writer, in_hand, thread: Some(thread) })
     }
 
-    /// Writes everything the engine has for the tun, in order after everything handed over before.
-    pub(crate) fn flush(&mut self, engine: &mut Engine) {
+    /// Writes everything the engine has for the tun, in order after everything handed over before (noting in
+    /// `trace`, if on, what was written here and what was handed over).
+    pub(crate) fn flush(&mut self, engine: &mut Engine, trace: Option<&mut Trace>) {
         while let Ok((batch, failed)) = self.from_writer.try_recv() {
             engine.recycle_tun_buffers(batch);
             if failed > 0 {
@@ -71,11 +73,17 @@ impl TunWriter {
         }
         if batch.len() <= INLINE_MAX && self.in_hand.load(Ordering::Acquire) == 0 {
             let failed = write_all(&mut self.file, &batch);
+            if let Some(trace) = trace {
+                batch.iter().for_each(|packet| trace.tun_out(packet, "inline"));
+            }
             engine.recycle_tun_buffers(batch);
             if failed > 0 {
                 engine.note_tun_write_failures(failed);
             }
             return;
+        }
+        if let Some(trace) = trace {
+            batch.iter().for_each(|packet| trace.tun_out(packet, "handoff"));
         }
         self.in_hand.fetch_add(1, Ordering::AcqRel);
         let sent = match &self.to_writer {
