@@ -94,6 +94,12 @@ pub struct RunArgs {
     /// (16 KiB each way). Unlimited by default for `run`; `gateway` defaults to 64.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub(crate) client_buffer_mb: Option<u32>,
+    /// Count the --client-share and --client-buffer-mb budgets (and pending DNS queries) per user (UID) of this
+    /// machine rather than per source address, as the app does per app: one user flooding connections cannot
+    /// starve another. Owners are asked (sock_diag) only while a table is at least half full; earlier flows
+    /// count under their source address. Needs --uid-lookup proc-net.
+    #[arg(long)]
+    budget_by_app: bool,
     /// How events are attributed to a user (UID): `proc-net` reads /proc/net/{tcp,udp}[6] (for clients on this
     /// machine, like apps on a phone); `none` for a gateway whose clients are other machines.
     #[arg(long, value_enum, default_value_t = UidLookup::ProcNet)]
@@ -191,6 +197,7 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
         max_udp_flows: args.max_udp_flows as usize,
         client_share_percent: args.client_share.unwrap_or(100),
         client_tcp_buffer_budget: args.client_buffer_mb.map_or(usize::MAX, |mb| mb as usize * 1024 * 1024),
+        budget_by_app: args.budget_by_app,
         ..defaults
     };
     let platform = Platform {
