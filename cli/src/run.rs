@@ -85,9 +85,10 @@ pub struct RunArgs {
     /// make room if it has been quiet for 15 s, else the new one is refused.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_udp_flows: u32,
-    /// Guarantee every client (source address) PERCENT of each flow cap: at a full table a client holding less
-    /// takes room from the client most over its share, one over its share is refused (`client_limit`). 100 (the
-    /// default for `run`) shares nothing; `gateway` defaults to 25.
+    /// Guarantee every client (source address, or user with --budget-by-app) PERCENT of each flow cap and of the
+    /// pending DNS queries (at most half): at a full table a client holding less takes room from the client most
+    /// over its share, one over its share is refused (`client_limit`). 100 (the default for `run`) shares
+    /// nothing; `gateway` defaults to 25.
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub(crate) client_share: Option<u8>,
     /// Each client's flows hold full-size TCP buffers up to N MiB together, its further flows small ones
