@@ -85,15 +85,22 @@ pub struct RunArgs {
     /// make room if it has been quiet for 15 s, else the new one is refused.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     max_udp_flows: u32,
-    /// Guarantee every client (source address) PERCENT of each flow cap: at a full table a client holding less
-    /// takes room from the client most over its share, one over its share is refused (`client_limit`). 100 (the
-    /// default for `run`) shares nothing; `gateway` defaults to 25.
+    /// Guarantee every client (source address, or user with --budget-by-app) PERCENT of each flow cap and of the
+    /// pending DNS queries (at most half): at a full table a client holding less takes room from the client most
+    /// over its share, one over its share is refused (`client_limit`). 100 (the default for `run`) shares
+    /// nothing; `gateway` defaults to 25.
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
     pub(crate) client_share: Option<u8>,
     /// Each client's flows hold full-size TCP buffers up to N MiB together, its further flows small ones
     /// (16 KiB each way). Unlimited by default for `run`; `gateway` defaults to 64.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub(crate) client_buffer_mb: Option<u32>,
+    /// Count the --client-share and --client-buffer-mb budgets (and pending DNS queries) per user (UID) of this
+    /// machine rather than per source address, as the app does per app: one user flooding connections cannot
+    /// starve another. Owners are asked (sock_diag) only while a table is at least half full; earlier flows
+    /// count under their source address. Needs --uid-lookup proc-net.
+    #[arg(long)]
+    budget_by_app: bool,
     /// How events are attributed to a user (UID): `proc-net` reads /proc/net/{tcp,udp}[6] (for clients on this
     /// machine, like apps on a phone); `none` for a gateway whose clients are other machines.
     #[arg(long, value_enum, default_value_t = UidLookup::ProcNet)]
@@ -191,6 +198,7 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
         max_udp_flows: args.max_udp_flows as usize,
         client_share_percent: args.client_share.unwrap_or(100),
         client_tcp_buffer_budget: args.client_buffer_mb.map_or(usize::MAX, |mb| mb as usize * 1024 * 1024),
+        budget_by_app: args.budget_by_app,
         ..defaults
     };
     let platform = Platform {

@@ -16,6 +16,11 @@
 //! `LinkProperties`; `networkChanged` replaces them), `dnsFallbacks` are tried after them (absent: the engine's
 //! default, Cloudflare's unfiltered resolver). A capture file stops growing at [`CAPTURE_MAX_BYTES`].
 //!
+//! Not configurable from Kotlin: budgets count by app wherever a UID source is configured (all apps share the
+//! tun address, so by address there would be no budgets at all), each app guaranteed [`APP_SHARE_PERCENT`] of
+//! the flow caps and pending DNS queries, with [`APP_TCP_BUFFER_BUDGET`] of full-size TCP buffers (see the
+//! engine's `budget` module).
+//!
 //! `networkChanged` takes Kotlin's `NetworkInfo.toJson()` ([`parse_network`]):
 //!
 //! ```json
@@ -113,6 +118,14 @@ struct ConfigJson {
 /// The app's capture file stops growing here (later packets are counted, not written): phones have little room.
 pub const CAPTURE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Each app's guaranteed share of the flow caps and pending DNS queries, in percent: four apps flooding at once
+/// still leave room (as `hushwall gateway` gives each LAN host).
+pub const APP_SHARE_PERCENT: u8 = 25;
+
+/// Bytes of full-size TCP buffers one app's flows may hold; its further flows get small ones. 64 MiB is 128 busy
+/// flows at the app's 9000-byte MTU (2 × 256 KiB each), far more than an app keeps busy at once.
+pub const APP_TCP_BUFFER_BUDGET: usize = 64 * 1024 * 1024;
+
 /// Resolver addresses as `IP:PORT` (`[v6]:port`); the error names the field.
 fn parse_resolvers(field: &str, list: &[String]) -> Result<Vec<SocketAddr>, String> {
     list.iter()
@@ -160,6 +173,11 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
         engine.mtu = mtu as usize;
     }
     engine.random_seed = if config.random_seed == 0 { random_seed() } else { config.random_seed };
+    if config.uids != UidSource::None {
+        engine.budget_by_app = true;
+        engine.client_share_percent = APP_SHARE_PERCENT;
+        engine.client_tcp_buffer_budget = APP_TCP_BUFFER_BUDGET;
+    }
     let policy = compile_policy(&config.policy)?;
     Ok(StartConfig { engine, policy, uids: config.uids })
 }
@@ -314,6 +332,12 @@ mod tests {
         assert_eq!(config.engine.dns_fallbacks, EngineConfig::default().dns_fallbacks);
         assert_eq!(config.uids, UidSource::Callback);
         assert_ne!(config.engine.random_seed, 0);
+        assert!(config.engine.budget_by_app, "budgets by app");
+        assert_eq!(config.engine.client_share_percent, APP_SHARE_PERCENT);
+        assert_eq!(config.engine.client_tcp_buffer_budget, APP_TCP_BUFFER_BUDGET);
+        let unattributed = parse_start(r#"{"policy":{"profile":"none"},"uids":"none"}"#).unwrap();
+        assert!(!unattributed.engine.budget_by_app, "no UIDs: nothing to count by");
+        assert_eq!(unattributed.engine.client_share_percent, 100);
         assert!(config.policy.check_name("tracking.intl.miui.com").is_blocked());
     }
 

@@ -22,9 +22,10 @@
 //! TCP from the same resolver; queries the phone sends over TCP go upstream over TCP. A UDP answer that does not
 //! fit the phone's EDNS size (or 512 bytes, or the tun MTU) reaches it truncated (TC set), so it retries over TCP.
 
+use super::budget::{crowded, Client, Owner};
 use super::tcp::Phase;
 use super::timers::Timer;
-use super::{Engine, FlowId, Upstream};
+use super::{Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::dns::{self, DnsQuery, QuestionKey};
 use crate::verdict::Reason;
@@ -40,8 +41,9 @@ use std::time::{Duration, Instant};
 /// At most this many forwarded queries wait for answers (each holds an upstream socket); more are answered
 /// SERVFAIL at once.
 pub(super) const MAX_PENDING: usize = 1024;
-/// At most this many of them from one client address (a LAN host behind a gateway, or the phone), so that one
-/// client flooding queries to a slow resolver cannot take every slot. Half: on a phone every app shares one
+/// At most this many of them from one client (a LAN host behind a gateway, the phone, or an app with budgets by
+/// app), so that one client flooding queries to a slow resolver cannot take every slot; fewer with a client share
+/// below half (`Engine::pending_dns_share`). Half: on a phone without budgets by app every app shares one
 /// address, and a few hundred queries in flight is far more than apps make.
 pub(super) const MAX_PENDING_PER_CLIENT: usize = MAX_PENDING / 2;
 /// DNS record types whose answers carry addresses.
@@ -79,6 +81,8 @@ pub(crate) struct Pending {
     pub(crate) via: DnsClient,
     pub(crate) client: SocketAddr,
     pub(crate) server: SocketAddr,
+    /// Whose budget the query counts in (see `budget`).
+    pub(crate) budget: Client,
     /// The phone's query as sent (its id included), to build refusals and SERVFAIL from.
     pub(crate) query: Vec<u8>,
     /// The query's first question, normalised: an answer must echo it.
@@ -233,22 +237,25 @@ impl Engine {
         up: &mut impl Upstream,
     ) {
         let via = DnsClient::Udp { client, server };
-        if let Some(uid) = self.blocked_app(Protocol::Udp, client, server, up) {
+        let mut owner = Owner::default();
+        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, up) {
             self.stats.dns_queries += 1;
             self.answer_blocked(via, payload);
             self.report_app_blocked(now, Protocol::Dns, client, server, uid);
             return;
         }
-        self.dns_query(now, via, client, server, payload, up);
+        let crowded = crowded(self.dns.tries.len(), self.pending_dns_share());
+        let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), up);
+        self.dns_query(now, via, (client, server), budget, payload, up);
     }
 
-    /// Answers a blocked query at once or forwards it upstream.
+    /// Answers a blocked query at once or forwards it upstream, counted in `budget`.
     fn dns_query(
         &mut self,
         now: Instant,
         via: DnsClient,
-        client: SocketAddr,
-        server: SocketAddr,
+        (client, server): FlowKey,
+        budget: Client,
         msg: &[u8],
         up: &mut impl Upstream,
     ) {
@@ -267,8 +274,8 @@ impl Engine {
             }
             return;
         }
-        let pending =
-            Pending { via, client, server, query: msg.to_vec(), question, deadline: now + self.config.dns_timeout };
+        let deadline = now + self.config.dns_timeout;
+        let pending = Pending { via, client, server, budget, query: msg.to_vec(), question, deadline };
         self.forward_query(now, pending, up);
     }
 
@@ -284,7 +291,9 @@ impl Engine {
             return;
         };
         let deadline = now + self.config.dns_timeout;
-        let pending = Pending { via: DnsClient::Learn, client, server, query, question, deadline };
+        // Counted as the client address's: the engine's own query, rate-limited (see `learn`).
+        let budget = Client::Address(client.ip());
+        let pending = Pending { via: DnsClient::Learn, client, server, budget, query, question, deadline };
         self.forward_query(now, pending, up);
     }
 
@@ -295,9 +304,9 @@ impl Engine {
             self.fail_query(now, pending, format!("{MAX_PENDING} queries already wait for answers"));
             return;
         }
-        let ip = pending.client.ip();
-        if self.dns.tries.values().filter(|t| t.pending.client.ip() == ip).count() >= MAX_PENDING_PER_CLIENT {
-            let why = format!("{MAX_PENDING_PER_CLIENT} queries from {ip} already wait for answers");
+        let (budget, share) = (pending.budget, self.pending_dns_share());
+        if self.dns.tries.values().filter(|t| t.pending.budget == budget).count() >= share {
+            let why = format!("{share} queries from {budget} already wait for answers");
             self.fail_query(now, pending, why);
             return;
         }
@@ -625,7 +634,7 @@ impl Engine {
             let Some(flow) = self.tcp.get_mut(&id) else {
                 return;
             };
-            let (client, server) = (flow.client, flow.server);
+            let (client, server, budget) = (flow.client, flow.server, flow.budget);
             let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
             let mut prefix = [0u8; 2];
             let have = socket.recv_queue();
@@ -646,7 +655,8 @@ impl Engine {
             if let Phase::Dns { pending } = &mut flow.phase {
                 *pending = pending.saturating_add(1);
             }
-            self.dns_query(now, DnsClient::Tcp(id), client, server, msg.get(2..).unwrap_or_default(), up);
+            let msg = msg.get(2..).unwrap_or_default();
+            self.dns_query(now, DnsClient::Tcp(id), (client, server), budget, msg, up);
         }
     }
 }

@@ -89,8 +89,9 @@ pub trait Upstream {
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
     /// Closes the socket and forgets the flow.
     fn udp_close(&mut self, flow: FlowId);
-    /// The app (UID) owning the phone-side flow from `src` to `dst`, if the platform can tell. Asked only while
-    /// some app is blocked (see [`Engine::set_blocked_uids`]), once per new flow or DNS query.
+    /// The app (UID) owning the phone-side flow from `src` to `dst`, if the platform can tell. Asked at most once
+    /// per new flow or DNS query: while some app is blocked (see [`Engine::set_blocked_uids`]), and with
+    /// [`EngineConfig::budget_by_app`] while the table concerned is at least half full (see `engine::budget`).
     fn owner_uid(&mut self, _protocol: Protocol, _src: SocketAddr, _dst: SocketAddr) -> Option<u32> {
         None
     }
@@ -128,12 +129,19 @@ pub struct EngineConfig {
     pub max_tcp_flows: usize,
     /// At most this many concurrent UDP flows; more are refused with ICMP.
     pub max_udp_flows: usize,
-    /// The share of each flow cap, in percent, guaranteed to every client (source address): at a full table a
-    /// client holding less takes room from the client most over its share, and one over its share is refused
-    /// (`client_limit`) unless its own quiet flows make room. See `engine::budget`. 100 (the default) shares
-    /// nothing: for one device, whose IPv4 and IPv6 addresses would otherwise count as two clients; a gateway
-    /// serving many LAN hosts sets 25.
+    /// The share of each flow cap, in percent, guaranteed to every client (source address, or app with
+    /// [`EngineConfig::budget_by_app`]): at a full table a client holding less takes room from the client most
+    /// over its share, and one over its share is refused (`client_limit`) unless its own quiet flows make room.
+    /// A client's forwarded DNS queries waiting for answers are bounded to its share of them too (at most half).
+    /// See `engine::budget`. 100 (the default) shares nothing: for one device, whose IPv4 and IPv6 addresses
+    /// would otherwise count as two clients; a gateway serving many LAN hosts sets 25, and so does the app with
+    /// budgets by app.
     pub client_share_percent: u8,
+    /// Count budgets by app (UID) where the platform tells a flow's owner ([`Upstream::owner_uid`]), rather than
+    /// by source address: on a phone all apps share one address. Owners are asked only while the table
+    /// concerned is at least half full; earlier flows, and flows whose owner is unknown, count under their
+    /// source address (see `engine::budget`). Off by default; the app turns it on.
+    pub budget_by_app: bool,
     /// Bytes of TCP socket buffers (send + receive) one client's flows may hold at full size; past it the
     /// client's new flows get small buffers. See `engine::budget`. Unlimited by default: small buffers are
     /// zeroed by the allocator and so resident at once, where full-size ones become resident only as data passes
@@ -186,6 +194,7 @@ impl Default for EngineConfig {
             max_tcp_flows: 4096,
             max_udp_flows: 4096,
             client_share_percent: 100,
+            budget_by_app: false,
             client_tcp_buffer_budget: usize::MAX,
             tcp_buffer_size: 256 * 1024,
             tcp_receive_window_segments: 48,
@@ -349,9 +358,11 @@ impl Engine {
         self.blocked_uids = uids;
     }
 
-    /// The app owning a new flow, if the user blocked it.
+    /// The app owning a new flow, if the user blocked it (asked through `owner`, which keeps the answer for the
+    /// flow's budget).
     fn blocked_app(
         &self,
+        owner: &mut budget::Owner,
         protocol: Protocol,
         client: SocketAddr,
         server: SocketAddr,
@@ -360,7 +371,7 @@ impl Engine {
         if self.blocked_uids.is_empty() {
             return None;
         }
-        let uid = up.owner_uid(protocol, client, server)?;
+        let uid = owner.uid(protocol, (client, server), up)?;
         self.blocked_uids.contains(&uid).then_some(uid)
     }
 

@@ -23,6 +23,7 @@
 //! UDP flow would have been. Once a flow is open, a client Initial of another connection than the one judged (or
 //! on a flow that was not QUIC) is dropped (`udp`): it would start a connection no one inspected.
 
+use super::budget::{Client, Owner, Table};
 use super::reply::Unreachable;
 use super::timers::Timer;
 use super::udp::DOQ_PORT;
@@ -31,7 +32,6 @@ use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
 use crate::verdict::{Reason, Verdict};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Most datagrams held per flow. A ClientHello needs one or two Initial packets; clients coalesce or send a few
@@ -55,6 +55,8 @@ pub(crate) struct QuicHold {
     /// A name DNS mapped to the address, if any.
     mapped_host: Option<String>,
     deadline: Instant,
+    /// Whose budget the flow will count in once opened (see `budget`).
+    budget: Client,
 }
 
 /// Refused QUIC flows, remembered while they stay active so their later datagrams are refused too. Kept apart from
@@ -118,14 +120,15 @@ pub(super) fn looks_like_quic_initial(payload: &[u8]) -> bool {
 
 impl Engine {
     /// Takes a datagram of a flow that is being held, or starts holding a new QUIC flow. Returns false when the
-    /// datagram is not for a QUIC hold (the caller judges it as plain UDP).
+    /// datagram is not for a QUIC hold (the caller judges it as plain UDP). `owner`: the flow's owner, asked at most
+    /// once (see `budget`).
     pub(super) fn hold_quic_datagram(
         &mut self,
         now: Instant,
         packet: &[u8],
-        client: SocketAddr,
-        server: SocketAddr,
+        (client, server): FlowKey,
         payload: &[u8],
+        owner: &mut Owner,
         up: &mut impl Upstream,
     ) -> bool {
         let key = (client, server);
@@ -150,7 +153,8 @@ impl Engine {
                 AddressVerdict::Shared(host) => (Verdict::no_match(), Some(host)),
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             };
-            if self.udp_table_full(now, key.0.ip(), up).is_some() {
+            let budget = self.budget_key(owner, self.flows_crowded(Table::Udp), Protocol::Udp, key, up);
+            if self.udp_table_full(now, budget, up).is_some() {
                 return false;
             }
             let id = self.new_flow_id();
@@ -165,6 +169,7 @@ impl Engine {
                 fallback,
                 mapped_host,
                 deadline,
+                budget,
             };
             self.quic_holds.insert(key, hold);
         }
@@ -235,6 +240,6 @@ impl Engine {
             return;
         }
         let held = hold.datagrams.iter().map(Vec::as_slice);
-        self.open_udp_flow(now, packet, key, host.as_deref(), held, up);
+        self.open_udp_flow(now, packet, key, hold.budget, host.as_deref(), held, up);
     }
 }

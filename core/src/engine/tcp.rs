@@ -13,7 +13,7 @@
 //! handshake but no byte of the client's. TLS or HTTP whose host cannot be read is refused
 //! ([`Reason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
-use super::budget::{Table, SMALL_TCP_BUFFER};
+use super::budget::{Client, Owner, Table, SMALL_TCP_BUFFER};
 use super::packet::TcpSummary;
 use super::private_dns::DOT_PORT;
 use super::reply;
@@ -132,6 +132,8 @@ pub(crate) struct TcpFlow {
     last_active: Instant,
     /// Bytes of its smoltcp socket buffers (send + receive), counted in the client's budget.
     buffers: usize,
+    /// Whose budget the flow counts in (see `budget`).
+    pub(crate) budget: Client,
 }
 
 impl TcpFlow {
@@ -162,6 +164,7 @@ impl TcpFlow {
             retired: false,
             last_active: now,
             buffers: 0,
+            budget: Client::Address(client.ip()),
         }
     }
 }
@@ -212,7 +215,8 @@ impl Engine {
             self.send_reset(client, server, seg);
             return;
         }
-        if let Some(uid) = self.blocked_app(Protocol::Tcp, client, server, up) {
+        let mut owner = Owner::default();
+        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Tcp, client, server, up) {
             self.send_reset(client, server, seg);
             self.report_app_blocked(now, Protocol::Tcp, client, server, uid);
             return;
@@ -276,16 +280,19 @@ impl Engine {
                 AddressVerdict::Unknown(None) => (Phase::Sniffing { started: false }, None, None),
             }
         };
+        let crowded = self.flows_crowded(Table::Tcp);
+        let budget = self.budget_key(&mut owner, crowded, Protocol::Tcp, (client, server), up);
         if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows {
-            if let Some(reason) = self.make_room(now, client.ip(), Table::Tcp, up) {
-                self.refuse_tcp(now, client, server, seg, host.as_deref(), &Verdict::block(reason));
+            if let Some(reason) = self.make_room(now, budget, Table::Tcp, up) {
+                self.send_reset(client, server, seg);
+                self.report_budget_refusal(now, Protocol::Tcp, (client, server), host.as_deref(), reason, budget);
                 return;
             }
         }
         // Let smoltcp finish what is queued first, so this SYN is the only one that can meet the new listener.
         self.stack.poll(now);
         let hold_synack = phase == Phase::Dialing;
-        let (rx_size, tx_size) = self.tcp_buffer_sizes(client.ip());
+        let (rx_size, tx_size) = self.tcp_buffer_sizes(budget);
         let Some(handle) = self.stack.listen(server, rx_size, tx_size, hold_synack) else {
             self.stats.dropped += 1;
             self.send_reset(client, server, seg);
@@ -306,7 +313,8 @@ impl Engine {
         flow.range_block = range_block;
         flow.gate = gate;
         flow.buffers = rx_size + tx_size;
-        self.budgets.add_tcp(client.ip(), flow.buffers);
+        flow.budget = budget;
+        self.budgets.add_tcp(budget, flow.buffers);
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
         match phase {
@@ -323,7 +331,7 @@ impl Engine {
     /// hold [`EngineConfig::client_tcp_buffer_budget`] (see `budget`).
     ///
     /// [`EngineConfig::client_tcp_buffer_budget`]: super::EngineConfig::client_tcp_buffer_budget
-    fn tcp_buffer_sizes(&self, client: IpAddr) -> (usize, usize) {
+    fn tcp_buffer_sizes(&self, client: Client) -> (usize, usize) {
         let (rx, tx) = (self.tcp_rx_buffer_size(), self.config.tcp_buffer_size);
         let held = self.budgets.usage(client).tcp_buffers;
         if held.saturating_add(rx + tx) <= self.config.client_tcp_buffer_budget {
@@ -867,7 +875,7 @@ impl Engine {
     pub(super) fn evict_tcp_flow(
         &mut self,
         now: Instant,
-        client: Option<IpAddr>,
+        client: Option<Client>,
         min_idle: Duration,
         up: &mut impl Upstream,
     ) -> bool {
@@ -877,7 +885,7 @@ impl Engine {
             .iter()
             .filter(|(_, f)| {
                 !f.retired
-                    && client.is_none_or(|ip| f.client.ip() == ip)
+                    && client.is_none_or(|c| f.budget == c)
                     && (any_phase || matches!(f.phase, Phase::Forwarding | Phase::Dns { .. }))
             })
             .min_by_key(|(_, f)| f.last_active)
@@ -887,7 +895,7 @@ impl Engine {
         };
         let idle = now.saturating_duration_since(last_active).as_secs();
         let why = match client {
-            Some(ip) if any_phase => format!("flow table full; {ip} holds more than its share; idle for {idle} s"),
+            Some(c) if any_phase => format!("flow table full; {c} holds more than its share; idle for {idle} s"),
             _ => format!("flow table full; idle for {idle} s"),
         };
         self.fail_tcp_flow(now, id, Reason::FlowEvicted, why);
@@ -921,7 +929,7 @@ impl Engine {
     pub(super) fn free_retired(&mut self) {
         for id in std::mem::take(&mut self.retiring) {
             if let Some(flow) = self.tcp.remove(&id) {
-                self.budgets.remove_tcp(flow.client.ip(), flow.buffers);
+                self.budgets.remove_tcp(flow.budget, flow.buffers);
                 self.tcp_keys.remove(&(flow.client, flow.server));
                 self.stack.remove(flow.handle);
             }

@@ -26,8 +26,10 @@ struct FakeUpstream {
     reset: HashSet<FlowId>,
     /// `udp_open` fails (e.g. out of file descriptors).
     fail_udp_open: bool,
-    /// The UID every phone-side flow belongs to, and how often the engine asked.
+    /// The UID every phone-side flow belongs to, unless `owners` names its client port's; and how often the
+    /// engine asked.
     owner: Option<u32>,
+    owners: HashMap<u16, u32>,
     owner_lookups: usize,
     connects: Vec<(FlowId, SocketAddr)>,
     written: HashMap<FlowId, Vec<u8>>,
@@ -89,9 +91,9 @@ impl Upstream for FakeUpstream {
     fn udp_close(&mut self, flow: FlowId) {
         self.udp_closed.push(flow);
     }
-    fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
+    fn owner_uid(&mut self, _: Protocol, src: SocketAddr, _: SocketAddr) -> Option<u32> {
         self.owner_lookups += 1;
-        self.owner
+        self.owners.get(&src.port()).copied().or(self.owner)
     }
 }
 

@@ -3,7 +3,7 @@
 //! UDP does not go through smoltcp: datagrams are judged on the first packet of a flow, then relayed as they
 //! are, and replies are wrapped in fresh IP/UDP headers for the tun.
 
-use super::budget::Table;
+use super::budget::{Client, Owner, Table};
 use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
@@ -12,7 +12,7 @@ use crate::event::Protocol;
 use crate::inspect::quic::open_client_initial;
 use crate::verdict::{Reason, Verdict};
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// DNS over QUIC uses the DNS-over-TLS port.
@@ -26,6 +26,8 @@ pub(super) const EVICT_MIN_IDLE: Duration = Duration::from_secs(15);
 pub(crate) struct UdpFlow {
     pub(super) client: SocketAddr,
     pub(super) server: SocketAddr,
+    /// Whose budget the flow counts in (see `budget`).
+    pub(super) budget: Client,
     last_active: Instant,
     /// Version and Destination Connection ID of the QUIC client Initial the flow was judged on, if it was.
     quic: Option<(u32, Vec<u8>)>,
@@ -72,12 +74,13 @@ impl Engine {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::NoRoute);
             return;
         }
-        if let Some(uid) = self.blocked_app(Protocol::Udp, client, server, up) {
+        let mut owner = Owner::default();
+        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, up) {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             self.report_app_blocked(now, Protocol::Udp, client, server, uid);
             return;
         }
-        if self.hold_quic_datagram(now, packet, client, server, payload, up) {
+        if self.hold_quic_datagram(now, packet, (client, server), payload, &mut owner, up) {
             return;
         }
         let (verdict, host) = if server.port() == DOQ_PORT && self.config.block_dns_over_tls {
@@ -90,26 +93,34 @@ impl Engine {
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             }
         };
-        let verdict = match self.udp_table_full(now, client.ip(), up) {
-            Some(reason) if !verdict.is_block() => Verdict::block(reason),
-            _ => verdict,
-        };
+        let crowded = self.flows_crowded(Table::Udp);
+        let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), up);
+        if !verdict.is_block() {
+            if let Some(reason) = self.udp_table_full(now, budget, up) {
+                self.report_budget_refusal(now, Protocol::Udp, (client, server), host.as_deref(), reason, budget);
+                self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
+                return;
+            }
+        }
         self.report(now, Protocol::Udp, client, server, host.as_deref(), &verdict);
         if verdict.is_block() {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             return;
         }
-        self.open_udp_flow(now, packet, (client, server), host.as_deref(), [payload], up);
+        self.open_udp_flow(now, packet, (client, server), budget, host.as_deref(), [payload], up);
     }
 
     /// Opens the upstream socket of an allowed flow (under a new flow id), sends its first `datagrams` and enters it
-    /// in the NAT table. If the socket cannot be opened or sent on, the flow is refused with ICMP (quoting `packet`)
+    /// in the NAT table, counted in `budget`. If the socket cannot be opened or sent on, the flow is refused with ICMP (quoting `packet`)
     /// and reported.
+    // Each argument is one fact about the new flow; bundling them in a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn open_udp_flow<'a>(
         &mut self,
         now: Instant,
         packet: &[u8],
         (client, server): FlowKey,
+        budget: Client,
         host: Option<&str>,
         datagrams: impl IntoIterator<Item = &'a [u8]>,
         up: &mut impl Upstream,
@@ -134,8 +145,8 @@ impl Engine {
             return;
         }
         self.stats.udp_flows += 1;
-        self.budgets.add_udp(client.ip());
-        self.udp.insert(id, UdpFlow { client, server, last_active: now, quic });
+        self.budgets.add_udp(budget);
+        self.udp.insert(id, UdpFlow { client, server, budget, last_active: now, quic });
         self.udp_keys.insert((client, server), id);
         self.timers.arm(now + self.config.udp_idle_timeout, Timer::Udp(id));
     }
@@ -210,7 +221,7 @@ impl Engine {
 
     /// Why no UDP flow (or QUIC hold) of `client` can be added, if it cannot: the table is at its cap and no flow
     /// may make room ([`Engine::make_room`]); when one may, it is closed first.
-    pub(super) fn udp_table_full(&mut self, now: Instant, client: IpAddr, up: &mut impl Upstream) -> Option<Reason> {
+    pub(super) fn udp_table_full(&mut self, now: Instant, client: Client, up: &mut impl Upstream) -> Option<Reason> {
         if self.udp.len() + self.quic_holds.len() < self.config.max_udp_flows {
             return None;
         }
@@ -222,14 +233,14 @@ impl Engine {
     pub(super) fn evict_udp_flow(
         &mut self,
         now: Instant,
-        client: Option<IpAddr>,
+        client: Option<Client>,
         min_idle: Duration,
         up: &mut impl Upstream,
     ) -> bool {
         let oldest = self
             .udp
             .iter()
-            .filter(|(_, f)| client.is_none_or(|ip| f.client.ip() == ip))
+            .filter(|(_, f)| client.is_none_or(|c| f.budget == c))
             .min_by_key(|(_, f)| f.last_active)
             .map(|(&id, f)| (id, f.last_active));
         let Some((id, last_active)) = oldest.filter(|&(_, at)| at + min_idle <= now) else {
@@ -238,8 +249,8 @@ impl Engine {
         if let Some(flow) = self.close_udp_flow(id, up) {
             let idle = now.saturating_duration_since(last_active).as_secs();
             let why = match client {
-                Some(ip) if min_idle.is_zero() => {
-                    format!("flow table full; {ip} holds more than its share; idle for {idle} s")
+                Some(c) if min_idle.is_zero() => {
+                    format!("flow table full; {c} holds more than its share; idle for {idle} s")
                 }
                 _ => format!("flow table full; idle for {idle} s"),
             };
@@ -264,7 +275,7 @@ impl Engine {
     /// Removes a flow from the NAT table and closes its upstream socket; the flow, if it was there.
     pub(super) fn close_udp_flow(&mut self, id: FlowId, up: &mut impl Upstream) -> Option<UdpFlow> {
         let flow = self.udp.remove(&id)?;
-        self.budgets.remove_udp(flow.client.ip());
+        self.budgets.remove_udp(flow.budget);
         self.udp_keys.remove(&(flow.client, flow.server));
         up.udp_close(id);
         Some(flow)

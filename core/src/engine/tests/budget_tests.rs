@@ -4,7 +4,7 @@
 //! released when its flows close. TCP buffers past a client's byte budget are small.
 
 use super::*;
-use crate::engine::budget::SMALL_TCP_BUFFER;
+use crate::engine::budget::{Client, SMALL_TCP_BUFFER};
 
 const A: [u8; 4] = PHONE;
 const B: [u8; 4] = [10, 111, 0, 2];
@@ -113,18 +113,22 @@ fn budgets_are_released_when_flows_close() {
     let (h1, _) = forwarding_flow(&mut pair);
     let (h2, _) = forwarding_flow(&mut pair);
     send_syn(&mut pair, B, 2000);
-    let usage = pair.engine.budgets.usage(IpAddr::from(A));
+    let usage = pair.engine.budgets.usage(Client::Address(IpAddr::from(A)));
     assert_eq!(usage.tcp, 2);
     assert!(usage.tcp_buffers > 0);
-    assert_eq!(pair.engine.budgets.usage(IpAddr::from(B)).tcp, 1);
+    assert_eq!(pair.engine.budgets.usage(Client::Address(IpAddr::from(B))).tcp, 1);
     pair.phone_tcp(h1).abort();
     pair.phone_tcp(h2).abort();
     pair.drive();
-    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)), Default::default(), "released on close");
+    assert_eq!(pair.engine.budgets.usage(Client::Address(IpAddr::from(A))), Default::default(), "released on close");
     udp_from(&mut pair, A, 7);
-    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)).udp, 1);
+    assert_eq!(pair.engine.budgets.usage(Client::Address(IpAddr::from(A))).udp, 1);
     pair.wait(Duration::from_secs(61));
-    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)), Default::default(), "released on idle expiry");
+    assert_eq!(
+        pair.engine.budgets.usage(Client::Address(IpAddr::from(A))),
+        Default::default(),
+        "released on idle expiry"
+    );
 }
 
 #[test]
@@ -147,7 +151,10 @@ fn flows_past_the_buffer_budget_get_small_buffers() {
     assert_eq!(capacity(&mut pair, A, 1002), (SMALL_TCP_BUFFER, SMALL_TCP_BUFFER), "past A's budget");
     assert_eq!(capacity(&mut pair, A, 1003), (SMALL_TCP_BUFFER, SMALL_TCP_BUFFER));
     assert_eq!(capacity(&mut pair, B, 2000), full_sizes, "B has its own budget");
-    assert_eq!(pair.engine.budgets.usage(IpAddr::from(A)).tcp_buffers, 2 * full + 4 * SMALL_TCP_BUFFER);
+    assert_eq!(
+        pair.engine.budgets.usage(Client::Address(IpAddr::from(A))).tcp_buffers,
+        2 * full + 4 * SMALL_TCP_BUFFER
+    );
 }
 
 #[test]
@@ -170,4 +177,132 @@ fn udp_flood_from_one_client_leaves_room_for_another() {
     udp_from(&mut pair, A, 20);
     assert_eq!(pair.take_out().len(), 1, "A refused with ICMP");
     assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+}
+
+/// Two apps on one phone address: app A on client ports 1000..=1999, app B on 2000.. (the fake upstream tells).
+const APP_A: u32 = 10_001;
+const APP_B: u32 = 10_002;
+
+/// An engine with the budgets the app sets: by app, a quarter of each cap per app, 64 MiB of full-size TCP
+/// buffers each; the fake upstream knows which app owns which client port.
+fn app_pair() -> Pair {
+    let mut pair = gateway_pair();
+    pair.engine.config.budget_by_app = true;
+    pair.up.owners = (1000..2000).map(|port| (port, APP_A)).chain((2000..3000).map(|port| (port, APP_B))).collect();
+    pair
+}
+
+/// A UDP datagram from the phone's `src_port` to 198.18.1.1:`dst_port`.
+fn udp_from_port(pair: &mut Pair, src_port: u16, dst_port: u16) {
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(src_port, dst_port).write(&mut p, b"x").expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.engine.poll(pair.now, &mut pair.up);
+}
+
+#[test]
+fn apps_sharing_one_address_each_get_their_share() {
+    let mut pair = app_pair();
+    pair.engine.config.max_tcp_flows = 8; // share: 2 per app; owners asked from 4 flows on
+    for port in 1000..1004 {
+        send_syn(&mut pair, A, port);
+        pair.now += Duration::from_millis(10);
+    }
+    assert_eq!(pair.up.owner_lookups, 0, "no owner asked below half the cap");
+    for port in 1004..1008 {
+        send_syn(&mut pair, A, port);
+        pair.now += Duration::from_millis(10);
+    }
+    assert_eq!(pair.up.owner_lookups, 4, "one lookup per flow from half the cap on");
+    assert_eq!(pair.engine.stats().tcp_active, 8, "alone, an app may fill the table");
+    assert_eq!(pair.engine.budgets.usage(Client::App(APP_A)).tcp, 4);
+    assert_eq!(pair.engine.budgets.usage(Client::Address(IpAddr::from(A))).tcp, 4, "the first half by address");
+    assert!(pair.events().is_empty());
+    // B, on the same address, is within its share: A's least recently active flows make room.
+    send_syn(&mut pair, A, 2000);
+    send_syn(&mut pair, A, 2001);
+    assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).tcp, 2);
+    let a_ports: Vec<u16> = tcp_ports(&pair, A).into_iter().filter(|&p| p < 2000).collect();
+    // First A's least recently active flow (of the address's four, as many as A's own four: the address gives
+    // first), then the oldest of A's own, now the client most over its share.
+    assert_eq!(a_ports, [1001, 1002, 1003, 1005, 1006, 1007], "A's oldest flows went first");
+    assert_eq!(pair.engine.stats().flows_evicted, 2);
+    pair.events();
+    // A is over its share: refused, attributed to A; B's flows stay.
+    send_syn(&mut pair, A, 1008);
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].reason, events[0].uid), (Reason::ClientLimit, Some(APP_A)));
+    assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).tcp, 2);
+    assert_eq!(pair.engine.stats().tcp_active, 8);
+    assert_eq!(pair.up.owner_lookups, 7, "never two lookups for one flow");
+}
+
+#[test]
+fn an_app_flooding_udp_leaves_room_for_another_on_the_same_address() {
+    let mut pair = app_pair();
+    pair.engine.config.max_udp_flows = 4; // share: 1 per app
+    for dst_port in 10..14 {
+        udp_from_port(&mut pair, 1000, dst_port);
+        pair.now += Duration::from_millis(10);
+    }
+    assert_eq!(pair.up.owner_lookups, 2, "asked from half the cap on");
+    pair.take_out();
+    pair.events();
+    udp_from_port(&mut pair, 2000, 10);
+    assert!(pair.take_out().is_empty(), "B served, no refusal");
+    assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).udp, 1);
+    let evicted: Vec<_> = pair.events().into_iter().filter(|e| e.reason == Reason::FlowEvicted).collect();
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].dst.port(), 10, "A's least recently active flow");
+    udp_from_port(&mut pair, 1000, 20);
+    assert_eq!(pair.take_out().len(), 1, "A refused with ICMP");
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!((events[0].reason, events[0].uid), (Reason::ClientLimit, Some(APP_A)));
+}
+
+#[test]
+fn pending_dns_is_bounded_per_app() {
+    let mut pair = app_pair();
+    // App A floods queries to a resolver that does not answer: its share is a quarter of the pending slots.
+    for i in 0..600u16 {
+        let mut p = Vec::new();
+        let query = dns_query(&format!("q{i}.example.org"));
+        let port = 1000 + (i % 1000);
+        PacketBuilder::ipv4(A, [198, 18, 53, 53], 64).udp(port, 53).write(&mut p, &query).expect("builds");
+        pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    }
+    let share = pair.engine.pending_dns_share();
+    assert_eq!(share, 256);
+    assert_eq!(pair.up.udp_sent.len(), share / 2 + share, "half a share by address, then A's own share");
+    assert_eq!(pair.up.owner_lookups, 600 - share / 2, "no owner asked below half a share");
+    pair.take_out();
+    pair.events();
+    // B's query (same address) still goes up.
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(A, [198, 18, 53, 53], 64)
+        .udp(2000, 53)
+        .write(&mut p, &dns_query("www.example.org"))
+        .expect("builds");
+    pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    assert_eq!(pair.up.udp_sent.len(), share / 2 + share + 1, "B's query went upstream");
+    assert!(pair.take_out().is_empty(), "no SERVFAIL for B");
+}
+
+#[test]
+fn budgets_by_app_ask_no_owner_on_a_normal_day_and_reuse_a_blocked_app_lookup() {
+    let mut pair = app_pair();
+    pair.connect(NORMAL, 22);
+    pair.udp(NORMAL, 7, b"x");
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.owner_lookups, 0, "tables far from half full");
+    // With an app blocked every new flow's owner is asked anyway: once, and the budget counts by it even with the
+    // table below half full.
+    pair.engine.set_blocked_uids(HashSet::from([99]));
+    send_syn(&mut pair, A, 1500);
+    send_syn(&mut pair, A, 2500);
+    assert_eq!(pair.up.owner_lookups, 2, "one lookup per flow");
+    assert_eq!(pair.engine.budgets.usage(Client::App(APP_A)).tcp, 1);
+    assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).tcp, 1);
 }
