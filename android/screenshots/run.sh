@@ -78,7 +78,7 @@ java -Xmx1536m \
   app.hushwall.screenshots.ChartDataTest app.hushwall.screenshots.ReportTest app.hushwall.screenshots.ScreenshotTest
 
 n=$(ls "$OUT"/*.png | wc -l)
-((n >= 10)) || die "expected 10 screenshots, got $n"
+((n >= 18)) || die "expected 18 screenshots, got $n"
 if [[ ${1:-} == --update ]]; then
   mkdir -p "$ROOT/docs/screenshots"
   rm -f "$ROOT"/docs/screenshots/*.png

@@ -160,7 +160,7 @@ done
 grep -q ready "$net/https.out" || die "HTTPS server did not start: $(cat "$net/https.out")"
 
 log "Robolectric: HushwallVpnService in netns $phone"
-classes=("${@:-ServiceDayTest ScreensDataTest RoutesTest}")
+classes=("${@:-ServiceDayTest ScreensDataTest StoreTest RoutesTest}")
 HUSHWALL_CA="$net/ca.pem" HUSHWALL_HTTPS_LOG="$net/https.log" HUSHWALL_DNS_LOG="$net/dnsmasq.log" HUSHWALL_INET_NS="$inet" \
 "${P[@]}" java -Xmx1536m \
   -Djava.library.path="$NATIVE_DIR" -Drobolectric.logging=stdout \

@@ -9,7 +9,9 @@ import android.graphics.Color
 import android.graphics.ColorFilter
 import android.graphics.Paint
 import android.graphics.PixelFormat
+import android.graphics.drawable.ColorDrawable
 import android.graphics.drawable.Drawable
+import android.content.res.Configuration
 import android.os.Looper
 import android.view.View
 import android.widget.Button
@@ -26,6 +28,7 @@ import app.hushwall.engine.BlockEvent
 import app.hushwall.engine.Protocol
 import app.hushwall.engine.Rule
 import app.hushwall.ui.MainActivity
+import app.hushwall.ui.Palette
 import app.hushwall.ui.charts.BlocksChart
 import app.hushwall.ui.charts.HostsChart
 import android.content.Intent
@@ -54,7 +57,9 @@ import java.net.InetSocketAddress
  * line number is read from the files in `blocklists/`, and every host is one those rules block. App icons are letter
  * badges drawn here: Robolectric has no real apps installed.
  *
- * Output: `$hushwall.out/<nn>-<screen>.png` (android/screenshots/run.sh sets it to build/android/screenshots).
+ * Every screen is rendered twice: light, and with the system's dark theme on, where the screens must use the night
+ * palette. Output: `$hushwall.out/<nn>-<screen>.png` and `<nn>-<screen>-dark.png` (android/screenshots/run.sh sets
+ * it to build/android/screenshots).
  */
 @RunWith(RobolectricTestRunner::class)
 @Config(sdk = [34], qualifiers = "w392dp-h820dp-xhdpi")
@@ -181,10 +186,39 @@ class ScreenshotTest {
     }
 
     @Test
-    fun rendersEveryScreen() {
+    fun rendersEveryScreen() = renderEveryScreen(dark = false)
+
+    /** The system's dark theme on (MIUI's system-wide dark mode sets the same configuration): every screen follows it. */
+    @Test
+    fun rendersEveryScreenDark() {
+        setQualifiers("+night")
+        renderEveryScreen(dark = true)
+    }
+
+    /**
+     * Renders and checks the eight tabs, the details dialog and an app's page; in [dark] mode the files are named
+     * `<nn>-<screen>-dark.png`, and every screen must use the night palette (its views' colours are the ones
+     * `values-night/colors.xml` gives, those are dark, and the rendered pixels are mostly dark).
+     */
+    private fun renderEveryScreen(dark: Boolean) {
         val activity = Robolectric.buildActivity(MainActivity::class.java).setup().get()
         dataLooper = activity.dataLooper
         idle()
+        val palette = Palette(activity)
+        assertEquals(dark, (activity.resources.configuration.uiMode and Configuration.UI_MODE_NIGHT_MASK) == Configuration.UI_MODE_NIGHT_YES)
+        fun name(base: String) = if (dark) "$base-dark" else base
+        /** The screen's background, the tab bar and [key]'s colour are the palette's; then the whole picture's brightness. */
+        fun checkPalette(screen: String, key: Int, expected: Int) {
+            val root = activity.findViewById<View>(R.id.content_frame).parent as View
+            assertEquals("$screen background", palette.screenBg, (root.background as ColorDrawable).color)
+            val tabs = TABS.map { activity.findViewById<TextView>(it) }
+            val selected = tabs.single { it.currentTextColor == palette.brand }
+            assertEquals("$screen selected tab", palette.brandLight, (selected.background as ColorDrawable).color)
+            assertTrue("$screen other tabs", tabs.filter { it !== selected }.all { (it.background as ColorDrawable).color == palette.card && it.currentTextColor == palette.text2 })
+            assertEquals("$screen key colour", expected, key)
+            assertEquals("$screen background dark", dark, luminance(palette.screenBg) < 0.1)
+            assertEquals("$screen text light", dark, luminance(palette.text) > 0.7)
+        }
 
         // Home
         val today = activity.findViewById<TextView>(R.id.home_today)
@@ -195,8 +229,11 @@ class ScreenshotTest {
         val chart = activity.findViewById<BlocksChart>(R.id.home_chart)
         assertTrue("chart laid out", chart.isShown && chart.height > 0 && chart.width > 0)
         for (part in expectedHomeChart()) assertTrue("'$part' in '${chart.contentDescription}'", chart.contentDescription.contains(part))
-        assertEquals(Color.WHITE, activity.getColor(R.color.chart_surface))
-        snap(activity, "01-home")
+        assertEquals(activity.getColor(R.color.chart_surface), (chart.background as GradientDrawable).color!!.defaultColor)
+        assertEquals("the chart's surface is the cards' colour", palette.card, activity.getColor(R.color.chart_surface))
+        assertEquals(dark, activity.getColor(R.color.chart_surface) != Color.WHITE)
+        checkPalette("Home", today.currentTextColor, palette.brand)
+        snap(activity, name("01-home"), dark)
         // Share: a chooser around ACTION_SEND with the report as text and HTML.
         activity.findViewById<Button>(R.id.home_share).performClick(); idle()
         val chooser = shadowOf(activity).nextStartedActivity
@@ -213,7 +250,8 @@ class ScreenshotTest {
         val log = activity.findViewById<ListView>(R.id.log_list)
         assertTrue("log rows", log.adapter.count > 50)
         assertNotNull(activity.findViewById<View>(R.id.log_filter))
-        snap(activity, "02-live-log")
+        checkPalette("Live log", (log.background as ColorDrawable).color, palette.card)
+        snap(activity, name("02-live-log"), dark)
         val first = log.adapter.getItem(0) as LogEntry
         assertNotNull("newest entry has the peek", first.peekJson)
         log.performItemClick(log.getChildAt(0), 0, first.id); idle()
@@ -221,14 +259,16 @@ class ScreenshotTest {
         assertNotNull(dialog)
         val peek = dialog.findViewById<TextView>(R.id.detail_peek)
         assertTrue("decoded peek shown", peek.text.contains("\$AppStart"))
-        snapDialog(activity, dialog, "03-log-details")
+        assertEquals("details text", palette.text, peek.currentTextColor)
+        snapDialog(activity, dialog, name("03-log-details"), dark)
         dialog.dismiss(); idle()
 
         // Apps
         activity.showScreen(2); idle()
         val apps = activity.findViewById<ListView>(R.id.apps_list)
         assertEquals(fakeApps.size, apps.adapter.count)
-        snap(activity, "04-apps")
+        checkPalette("Apps", (apps.background as ColorDrawable).color, palette.card)
+        snap(activity, name("04-apps"), dark)
 
         // An app's page: what it tried to reach (hosts by blocks) and its blocks per day.
         apps.performItemClick(apps.getChildAt(0), 0, apps.adapter.getItemId(0)); idle()
@@ -241,41 +281,42 @@ class ScreenshotTest {
         assertTrue(hostsSaid, hostsSaid.startsWith("Hosts $label tried to reach, by blocks: " + expectedHosts(uid)))
         val daysSaid = page.findViewById<BlocksChart>(R.id.app_days_chart).contentDescription.toString()
         assertTrue(daysSaid, daysSaid.startsWith("$label, last 30 days: ${seeded.count { it.uid == uid }} blocks; most on "))
-        snapDialog(activity, page, "10-app-page")
+        snapDialog(activity, page, name("09-app-page"), dark)
         page.dismiss(); idle()
 
         // Lists
         activity.showScreen(3); idle()
         assertEquals(R.id.lists_balanced, activity.findViewById<RadioGroup>(R.id.lists_profile).checkedRadioButtonId)
-        assertTrue(activity.findViewById<TextView>(R.id.lists_result).text.contains("HTTP 404"))
-        snap(activity, "05-lists")
+        val result = activity.findViewById<TextView>(R.id.lists_result)
+        assertTrue(result.text.contains("HTTP 404"))
+        checkPalette("Lists", result.currentTextColor, palette.warn)
+        snap(activity, name("05-lists"), dark)
 
         // Setup for Xiaomi
         activity.showScreen(4); idle()
-        assertEquals(5 + 1, activity.findViewById<android.view.ViewGroup>(R.id.setup_steps).childCount)
-        snap(activity, "06-setup")
+        val steps = activity.findViewById<android.view.ViewGroup>(R.id.setup_steps)
+        assertEquals(5 + 1, steps.childCount)
+        checkPalette("Setup", (steps.getChildAt(1).background as GradientDrawable).color!!.defaultColor, palette.card)
+        snap(activity, name("06-setup"), dark)
 
         // Settings
         activity.showScreen(5); idle()
         assertTrue(activity.findViewById<android.widget.Switch>(R.id.settings_peek).isChecked)
         assertNotNull(activity.findViewById<View>(R.id.settings_export_csv))
-        snap(activity, "07-settings")
+        checkPalette("Settings", activity.findViewById<TextView>(R.id.settings_stored).currentTextColor, palette.text)
+        snap(activity, name("07-settings"), dark)
 
         // About
         activity.showScreen(6); idle()
         assertTrue(activity.findViewById<TextView>(R.id.about_collected).text.startsWith("Nothing"))
-        snap(activity, "08-about")
+        checkPalette("About", activity.findViewById<TextView>(R.id.about_version).currentTextColor, palette.text2)
+        snap(activity, name("08-about"), dark)
+    }
 
-        // Home in dark mode: the chart's colours come from values-night.
-        setQualifiers("+night")
-        val dark = Robolectric.buildActivity(MainActivity::class.java).setup().get()
-        dataLooper = dark.dataLooper
-        idle()
-        val darkChart = dark.findViewById<BlocksChart>(R.id.home_chart)
-        assertEquals(dark.getColor(R.color.chart_surface), (darkChart.background as GradientDrawable).color!!.defaultColor)
-        assertTrue("night colours", dark.getColor(R.color.chart_surface) != Color.WHITE)
-        for (part in expectedHomeChart()) assertTrue(darkChart.contentDescription.contains(part))
-        snap(dark, "09-home-dark")
+    /** Relative luminance (WCAG) of an opaque colour, 0 black … 1 white. */
+    private fun luminance(color: Int): Double {
+        fun channel(c: Int): Double = (c / 255.0).let { if (it <= 0.03928) it / 12.92 else Math.pow((it + 0.055) / 1.055, 2.4) }
+        return 0.2126 * channel(Color.red(color)) + 0.7152 * channel(Color.green(color)) + 0.0722 * channel(Color.blue(color))
     }
 
     private var dataLooper: Looper? = null
@@ -294,22 +335,37 @@ class ScreenshotTest {
         return bitmap
     }
 
-    private fun snap(activity: MainActivity, name: String) = save(render(activity.window.decorView), name)
+    private fun snap(activity: MainActivity, name: String, dark: Boolean) = save(render(activity.window.decorView), name, dark)
 
     /** The activity dimmed, the dialog's own window drawn centred over it (as Android composes them). */
-    private fun snapDialog(activity: MainActivity, dialog: android.app.Dialog, name: String) {
+    private fun snapDialog(activity: MainActivity, dialog: android.app.Dialog, name: String, dark: Boolean) {
         val screen = render(activity.window.decorView)
         val canvas = Canvas(screen)
         canvas.drawColor(Color.argb(140, 0, 0, 0))
         val window = dialog.window!!.decorView
         val dialogBitmap = render(window)
+        assertEquals("$name: the dialog is dark", dark, meanLuminance(dialogBitmap) < 0.25)
         canvas.drawBitmap(dialogBitmap, ((screen.width - dialogBitmap.width) / 2).toFloat(), ((screen.height - dialogBitmap.height) / 2).toFloat(), null)
-        save(screen, name)
+        save(screen, name, dark)
     }
 
-    private fun save(bitmap: Bitmap, name: String) {
+    /** Writes the PNG after checking the picture is mostly dark in dark mode and mostly light otherwise. */
+    private fun save(bitmap: Bitmap, name: String, dark: Boolean) {
         assertTrue("$name is not blank", bitmap.width > 0 && bitmap.height > 0)
+        val mean = meanLuminance(bitmap)
+        assertTrue("$name: mean luminance $mean", if (dark) mean < 0.25 else mean > 0.5)
         File(out, "$name.png").outputStream().use { bitmap.compress(Bitmap.CompressFormat.PNG, 100, it) }
+    }
+
+    /** The mean relative luminance of the picture's pixels (every 4th pixel of every 4th row). */
+    private fun meanLuminance(bitmap: Bitmap): Double {
+        var sum = 0.0
+        var n = 0
+        for (y in 0 until bitmap.height step 4) for (x in 0 until bitmap.width step 4) {
+            sum += luminance(bitmap.getPixel(x, y))
+            n++
+        }
+        return sum / n
     }
 
     /** A round coloured badge with the app's initial, standing in for the app icon. */
@@ -334,6 +390,7 @@ class ScreenshotTest {
     }
 
     private companion object {
+        val TABS = listOf(R.id.tab_home, R.id.tab_log, R.id.tab_apps, R.id.tab_lists, R.id.tab_setup, R.id.tab_settings, R.id.tab_about)
         /** The shape of the engine's peek JSON (core/src/inspect/peek.rs) for a Sensors Analytics upload. */
         val SENSORS_PEEK = """{"method":"POST","path":"/sa","query":[{"name":"project","value":"mibrowser_global"}],"content_type":"application/x-www-form-urlencoded","user_agent":"SensorsAnalytics Android SDK/6.2.0","body_len":1184,"form":[{"name":"gzip","value":"1"},{"name":"data_list","value":"H4sIAAAAAAAAA6tWSkksSVSyUlAqS8wpTVWqBQA…","decoded":{"json":[{"event":"${'$'}AppStart","distinct_id":"a1************18","properties":{"${'$'}model":"Redmi Note 8","${'$'}os_version":"11","${'$'}screen_width":1080,"imei":"86***********23","${'$'}wifi":true}},{"event":"${'$'}AppViewScreen","distinct_id":"a1************18","properties":{"${'$'}screen_name":"com.mi.globalbrowser.HomeActivity","url":"[redacted]"}}]}}],"kind":"sensors_analytics","truncated":false}"""
     }

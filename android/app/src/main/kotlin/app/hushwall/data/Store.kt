@@ -43,8 +43,10 @@ data class DayBlocks(val day: Int, val uid: Int, val blocks: Int)
  * The block log and the per-app rules, in framework SQLite in the app's internal storage (`databases/`, never
  * under `Android/data`, which MIUI's storage cleaner empties). Every write is one transaction, so a crash leaves
  * either the old or the new state. The log keeps [RETENTION_MILLIS]; [prune] drops older rows and their peeks.
+ * The app uses the one instance from [get]; the constructor is internal for the tests, which open a store file
+ * written by an older schema.
  */
-class Store private constructor(context: Context) :
+class Store internal constructor(context: Context) :
     SQLiteOpenHelper(context.applicationContext, FILE_NAME, null, VERSION) {
 
     override fun onCreate(db: SQLiteDatabase) {

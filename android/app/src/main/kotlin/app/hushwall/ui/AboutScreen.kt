@@ -8,6 +8,7 @@ import app.hushwall.R
 internal class AboutScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_about
     private val ctx = activity
+    private val colors = activity.colors
     override val view: View
 
     init {
@@ -20,9 +21,9 @@ internal class AboutScreen(activity: MainActivity) : Screen(activity) {
             "?"
         }
         val head = Ui.card(ctx, null)
-        head.addView(Ui.text(ctx, ctx.getString(R.string.app_name), 22f, Ui.TEXT, bold = true))
-        head.addView(Ui.text(ctx, ctx.getString(R.string.about_version, version), 14f, Ui.TEXT_2).apply { id = R.id.about_version })
-        head.addView(Ui.text(ctx, ctx.getString(R.string.about_tagline), 14f, Ui.TEXT))
+        head.addView(Ui.text(ctx, ctx.getString(R.string.app_name), 22f, colors.text, bold = true))
+        head.addView(Ui.text(ctx, ctx.getString(R.string.about_version, version), 14f, colors.text2).apply { id = R.id.about_version })
+        head.addView(Ui.text(ctx, ctx.getString(R.string.about_tagline), 14f, colors.text))
         column.addView(head)
         for ((title, text) in listOf(
             R.string.about_collected_title to R.string.about_collected,

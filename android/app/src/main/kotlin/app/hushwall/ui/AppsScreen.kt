@@ -27,6 +27,7 @@ import app.hushwall.vpn.HushwallVpnService
 internal class AppsScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_apps
     private val ctx = activity
+    private val colors = activity.colors
     private val adapter = AppAdapter()
     private val list: ListView
     override val view: View
@@ -35,14 +36,14 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
 
     init {
         val column = Ui.vertical(ctx)
-        val hint = Ui.text(ctx, ctx.getString(R.string.apps_hint), 13f, Ui.TEXT_2)
+        val hint = Ui.text(ctx, ctx.getString(R.string.apps_hint), 13f, colors.text2)
         hint.setPadding(Ui.dp(ctx, 12), Ui.dp(ctx, 8), Ui.dp(ctx, 12), Ui.dp(ctx, 8))
         column.addView(hint, Ui.matchWrap())
         list = ListView(ctx)
         list.id = R.id.apps_list
         list.adapter = adapter
-        list.setBackgroundColor(Ui.CARD)
-        list.divider = android.graphics.drawable.ColorDrawable(0xFFE0E6E3.toInt())
+        list.setBackgroundColor(colors.card)
+        list.divider = android.graphics.drawable.ColorDrawable(colors.divider)
         list.dividerHeight = 1
         list.setOnItemClickListener { _, _, position, _ -> showRules(adapter.items[position]) }
         column.addView(list, LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT, 0, 1f))
@@ -93,17 +94,17 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
         val body = Ui.vertical(ctx, 20)
         val all = CheckBox(ctx).apply { setText(R.string.apps_block_all); isChecked = item.rule.blockWifi && item.rule.blockMobile }
         val bypass = CheckBox(ctx).apply { setText(R.string.apps_bypass); isChecked = item.rule.bypass }
-        body.addView(Ui.text(ctx, ctx.getString(R.string.apps_blocks_30d, item.blocks), 14f, Ui.TEXT_2))
+        body.addView(Ui.text(ctx, ctx.getString(R.string.apps_blocks_30d, item.blocks), 14f, colors.text2))
         body.addView(all)
         body.addView(bypass)
-        body.addView(Ui.text(ctx, ctx.getString(R.string.apps_bypass_hint), 13f, Ui.TEXT_2))
+        body.addView(Ui.text(ctx, ctx.getString(R.string.apps_bypass_hint), 13f, colors.text2))
         val hosts = HostsChart(ctx)
         hosts.id = R.id.app_hosts_chart
         val days = BlocksChart(ctx)
         days.id = R.id.app_days_chart
-        body.addView(Ui.text(ctx, ctx.getString(R.string.app_hosts_title), 12f, Ui.BRAND, bold = true), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
+        body.addView(Ui.text(ctx, ctx.getString(R.string.app_hosts_title), 12f, colors.brand, bold = true), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
         body.addView(hosts, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 4) })
-        body.addView(Ui.text(ctx, ctx.getString(R.string.app_days_title), 12f, Ui.BRAND, bold = true), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
+        body.addView(Ui.text(ctx, ctx.getString(R.string.app_days_title), 12f, colors.brand, bold = true), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
         body.addView(days, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 4) })
         val share = Ui.button(ctx, ctx.getString(R.string.share_report)) { Report.share(activity, item.app.uid) }
         share.id = R.id.app_share
@@ -181,8 +182,8 @@ internal class AppsScreen(activity: MainActivity) : Screen(activity) {
             val icon = ImageView(ctx)
             row.addView(icon, LinearLayout.LayoutParams(Ui.dp(ctx, 36), Ui.dp(ctx, 36)).apply { rightMargin = Ui.dp(ctx, 12) })
             val texts = Ui.vertical(ctx)
-            texts.addView(Ui.text(ctx, "", 15f, Ui.TEXT, bold = true).apply { maxLines = 1 })
-            texts.addView(Ui.text(ctx, "", 12f, Ui.TEXT_2))
+            texts.addView(Ui.text(ctx, "", 15f, colors.text, bold = true).apply { maxLines = 1 })
+            texts.addView(Ui.text(ctx, "", 12f, colors.text2))
             row.addView(texts, LinearLayout.LayoutParams(0, LinearLayout.LayoutParams.WRAP_CONTENT, 1f))
             row.addView(CheckBox(ctx).apply { setText(R.string.apps_wifi); textSize = 12f; isFocusable = false })
             row.addView(CheckBox(ctx).apply { setText(R.string.apps_mobile); textSize = 12f; isFocusable = false })

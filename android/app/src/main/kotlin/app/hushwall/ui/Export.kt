@@ -9,9 +9,12 @@ import java.util.Date
 import java.util.Locale
 import java.util.TimeZone
 
-/** The block log as CSV or JSON (one object per entry), streamed from the database. */
+/**
+ * The block log as CSV or JSON (one object per entry), streamed from the database. `repeats` is how many identical
+ * blocks the entry stands for (the engine folds a flood into one event), so the blocks in a file are its sum.
+ */
 internal object Export {
-    private val HEADER = listOf("time", "uid", "package", "app", "protocol", "destination", "host", "reason", "rule_list", "rule_line", "rule", "peek")
+    private val HEADER = listOf("time", "uid", "package", "app", "protocol", "destination", "host", "reason", "rule_list", "rule_line", "rule", "peek", "repeats")
 
     /** Writes every stored entry; returns how many. */
     fun write(store: Store, w: Writer, json: Boolean, app: (Int) -> AppEntry): Int {
@@ -24,12 +27,14 @@ internal object Export {
             val fields = listOf(
                 iso.format(Date(e.timeMillis)), e.uid.toString(), a.packageName ?: "", a.label, e.protocol, e.destination,
                 e.host ?: "", e.reason, e.ruleList ?: "", e.ruleLine.toString(), e.ruleText ?: "", e.peekJson ?: "",
+                e.repeats.toString(),
             )
             if (json) {
                 val o = JSONObject()
                 HEADER.forEachIndexed { i, k -> o.put(k, fields[i]) }
                 o.put("uid", e.uid)
                 o.put("rule_line", e.ruleLine)
+                o.put("repeats", e.repeats)
                 if (e.peekJson != null) o.put("peek", try { JSONObject(e.peekJson) } catch (x: Exception) { e.peekJson })
                 w.write(if (n == 0) "  " else ",\n  ")
                 w.write(o.toString())

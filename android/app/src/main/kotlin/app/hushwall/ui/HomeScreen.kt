@@ -20,6 +20,7 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_home
     override val live = true
     private val ctx = activity
+    private val colors = activity.colors
     private val status: TextView
     private val detail: TextView
     private val toggle: Button
@@ -41,11 +42,11 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         val icon = ImageView(ctx)
         icon.setImageResource(R.drawable.ic_launcher)
         head.addView(icon, LinearLayout.LayoutParams(Ui.dp(ctx, 72), Ui.dp(ctx, 72)))
-        status = Ui.text(ctx, "", 20f, Ui.TEXT, bold = true)
+        status = Ui.text(ctx, "", 20f, colors.text, bold = true)
         status.id = R.id.home_status
         status.gravity = Gravity.CENTER
         head.addView(status, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 10) })
-        detail = Ui.text(ctx, "", 14f, Ui.TEXT_2)
+        detail = Ui.text(ctx, "", 14f, colors.text2)
         detail.gravity = Gravity.CENTER
         head.addView(detail, Ui.matchWrap())
         toggle = Ui.button(ctx, "") { activity.toggleVpn() }
@@ -54,19 +55,19 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         head.addView(toggle, LinearLayout.LayoutParams(LinearLayout.LayoutParams.WRAP_CONTENT, LinearLayout.LayoutParams.WRAP_CONTENT).apply { topMargin = Ui.dp(ctx, 12) })
         column.addView(head)
 
-        privateDns = Ui.card(ctx, ctx.getString(R.string.private_dns_title), Ui.WARN_BG)
+        privateDns = Ui.card(ctx, ctx.getString(R.string.private_dns_title), colors.warnBg)
         privateDns.id = R.id.home_private_dns
-        privateDnsText = Ui.text(ctx, "", 14f, Ui.WARN)
+        privateDnsText = Ui.text(ctx, "", 14f, colors.warn)
         privateDnsText.id = R.id.home_private_dns_text
         privateDns.addView(privateDnsText)
         privateDns.addView(Ui.button(ctx, ctx.getString(R.string.private_dns_open)) { activity.openPrivateDnsSettings() })
         column.addView(privateDns)
 
         val counts = Ui.card(ctx, ctx.getString(R.string.home_today_title))
-        today = Ui.text(ctx, "0", 40f, Ui.BRAND, bold = true)
+        today = Ui.text(ctx, "0", 40f, colors.brand, bold = true)
         today.id = R.id.home_today
         counts.addView(today)
-        month = Ui.text(ctx, "", 14f, Ui.TEXT_2)
+        month = Ui.text(ctx, "", 14f, colors.text2)
         counts.addView(month)
         column.addView(counts)
 
@@ -127,7 +128,7 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
             on -> ctx.getString(R.string.home_since_start, HushwallVpnService.blockedSinceStart)
             else -> ctx.getString(R.string.home_off_hint)
         }
-        detail.setTextColor(if (error.isNotEmpty()) Ui.WARN else Ui.TEXT_2)
+        detail.setTextColor(if (error.isNotEmpty()) colors.warn else colors.text2)
         val dns = privateDnsServer(activity)
         privateDns.visibility = if (dns != null) View.VISIBLE else View.GONE
         if (dns != null) privateDnsText.text = ctx.getString(R.string.private_dns_text, dns)
@@ -164,10 +165,10 @@ internal class HomeScreen(activity: MainActivity) : Screen(activity) {
         month.text = ctx.getString(R.string.home_month, d.month)
         if (d.chart != null) chart.show(d.chart, BlocksChart.describe(ctx, ctx.getString(R.string.chart_subject_all), d.chart, byApp = true))
         hosts.removeAllViews()
-        if (d.hosts.isEmpty()) hosts.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
+        if (d.hosts.isEmpty()) hosts.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, colors.text2))
         for (h in d.hosts) hosts.addView(Ui.pair(ctx, h.key, h.count.toString()))
         appsList.removeAllViews()
-        if (d.apps.isEmpty()) appsList.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, Ui.TEXT_2))
+        if (d.apps.isEmpty()) appsList.addView(Ui.text(ctx, ctx.getString(R.string.home_nothing_yet), 14f, colors.text2))
         for ((app, count) in d.apps) {
             val row = Ui.pair(ctx, app.label, count.toString(), activity.apps.icon(app.uid))
             row.setOnClickListener { activity.showLogFor(app.uid) }

@@ -20,6 +20,7 @@ import app.hushwall.vpn.HushwallVpnService
 internal class ListsScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_lists
     private val ctx = activity
+    private val colors = activity.colors
     private val profile: RadioGroup
     private val urls: EditText
     private val update: Button
@@ -35,9 +36,9 @@ internal class ListsScreen(activity: MainActivity) : Screen(activity) {
         profile = RadioGroup(ctx)
         profile.id = R.id.lists_profile
         profile.addView(RadioButton(ctx).apply { id = R.id.lists_balanced; setText(R.string.lists_balanced) })
-        profile.addView(Ui.text(ctx, ctx.getString(R.string.lists_balanced_text), 13f, Ui.TEXT_2).apply { setPadding(Ui.dp(ctx, 32), 0, 0, Ui.dp(ctx, 8)) })
+        profile.addView(Ui.text(ctx, ctx.getString(R.string.lists_balanced_text), 13f, colors.text2).apply { setPadding(Ui.dp(ctx, 32), 0, 0, Ui.dp(ctx, 8)) })
         profile.addView(RadioButton(ctx).apply { id = R.id.lists_strict; setText(R.string.lists_strict) })
-        profile.addView(Ui.text(ctx, ctx.getString(R.string.lists_strict_text), 13f, Ui.TEXT_2).apply { setPadding(Ui.dp(ctx, 32), 0, 0, 0) })
+        profile.addView(Ui.text(ctx, ctx.getString(R.string.lists_strict_text), 13f, colors.text2).apply { setPadding(Ui.dp(ctx, 32), 0, 0, 0) })
         profile.setOnCheckedChangeListener { _, checked ->
             val chosen = if (checked == R.id.lists_strict) Profile.STRICT else Profile.BALANCED
             if (chosen != activity.prefs.profile) {
@@ -49,7 +50,7 @@ internal class ListsScreen(activity: MainActivity) : Screen(activity) {
         column.addView(profileCard)
 
         val extraCard = Ui.card(ctx, ctx.getString(R.string.lists_extra))
-        extraCard.addView(Ui.text(ctx, ctx.getString(R.string.lists_extra_hint), 13f, Ui.TEXT_2))
+        extraCard.addView(Ui.text(ctx, ctx.getString(R.string.lists_extra_hint), 13f, colors.text2))
         urls = EditText(ctx)
         urls.id = R.id.lists_urls
         urls.inputType = InputType.TYPE_CLASS_TEXT or InputType.TYPE_TEXT_VARIATION_URI or InputType.TYPE_TEXT_FLAG_MULTI_LINE
@@ -88,7 +89,7 @@ internal class ListsScreen(activity: MainActivity) : Screen(activity) {
                 Ui.time(ctx, prefs.lastUpdateMillis, withDate = true),
             ) + "\n" + prefs.lastUpdateMessage
         }
-        result.setTextColor(if (!updating && !prefs.lastUpdateOk) Ui.WARN else Ui.TEXT)
+        result.setTextColor(if (!updating && !prefs.lastUpdateOk) colors.warn else colors.text)
     }
 
     private fun saveAndUpdate() {

@@ -22,6 +22,7 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_log
     override val live = true
     private val ctx = activity
+    private val colors = activity.colors
     private val filter: Spinner
     private val list: ListView
     private val empty: TextView
@@ -36,20 +37,20 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
         val column = Ui.vertical(ctx)
         val top = Ui.horizontal(ctx)
         top.setPadding(Ui.dp(ctx, 12), Ui.dp(ctx, 4), Ui.dp(ctx, 12), 0)
-        top.addView(Ui.text(ctx, ctx.getString(R.string.log_filter), 14f, Ui.TEXT_2))
+        top.addView(Ui.text(ctx, ctx.getString(R.string.log_filter), 14f, colors.text2))
         filter = Spinner(ctx)
         filter.id = R.id.log_filter
         top.addView(filter, LinearLayout.LayoutParams(0, LinearLayout.LayoutParams.WRAP_CONTENT, 1f))
         column.addView(top, Ui.matchWrap())
-        empty = Ui.text(ctx, ctx.getString(R.string.log_empty), 15f, Ui.TEXT_2)
+        empty = Ui.text(ctx, ctx.getString(R.string.log_empty), 15f, colors.text2)
         empty.setPadding(Ui.dp(ctx, 16), Ui.dp(ctx, 16), Ui.dp(ctx, 16), Ui.dp(ctx, 16))
         column.addView(empty, Ui.matchWrap())
         list = ListView(ctx)
         list.id = R.id.log_list
         list.adapter = adapter
-        list.divider = android.graphics.drawable.ColorDrawable(0xFFE0E6E3.toInt())
+        list.divider = android.graphics.drawable.ColorDrawable(colors.divider)
         list.dividerHeight = 1
-        list.setBackgroundColor(Ui.CARD)
+        list.setBackgroundColor(colors.card)
         list.setOnItemClickListener { _, _, position, _ -> showDetails(adapter.getItem(position)) }
         column.addView(list, LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT, 0, 1f))
         filter.onItemSelectedListener = object : AdapterView.OnItemSelectedListener {
@@ -136,13 +137,13 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
             row.addView(icon, LinearLayout.LayoutParams(Ui.dp(ctx, 36), Ui.dp(ctx, 36)).apply { rightMargin = Ui.dp(ctx, 12) })
             val texts = Ui.vertical(ctx)
             val line1 = Ui.horizontal(ctx)
-            val name = Ui.text(ctx, "", 15f, Ui.TEXT, bold = true)
+            val name = Ui.text(ctx, "", 15f, colors.text, bold = true)
             name.maxLines = 1
             line1.addView(name, LinearLayout.LayoutParams(0, LinearLayout.LayoutParams.WRAP_CONTENT, 1f))
-            line1.addView(Ui.text(ctx, "", 13f, Ui.TEXT_2))
+            line1.addView(Ui.text(ctx, "", 13f, colors.text2))
             texts.addView(line1, Ui.matchWrap())
-            texts.addView(Ui.text(ctx, "", 15f, Ui.TEXT).apply { maxLines = 1; ellipsize = android.text.TextUtils.TruncateAt.MIDDLE })
-            texts.addView(Ui.text(ctx, "", 12f, Ui.TEXT_2).apply { maxLines = 2 })
+            texts.addView(Ui.text(ctx, "", 15f, colors.text).apply { maxLines = 1; ellipsize = android.text.TextUtils.TruncateAt.MIDDLE })
+            texts.addView(Ui.text(ctx, "", 12f, colors.text2).apply { maxLines = 2 })
             row.addView(texts, LinearLayout.LayoutParams(0, LinearLayout.LayoutParams.WRAP_CONTENT, 1f))
             return row
         }
@@ -153,7 +154,7 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
         val app = activity.apps.entry(e.uid)
         val body = Ui.vertical(ctx, 20)
         fun field(label: Int, value: String) {
-            body.addView(Ui.text(ctx, ctx.getString(label), 12f, Ui.BRAND, bold = true))
+            body.addView(Ui.text(ctx, ctx.getString(label), 12f, colors.brand, bold = true))
             body.addView(Ui.text(ctx, value, 15f).apply { setTextIsSelectable(true) }, Ui.matchWrap().apply { bottomMargin = Ui.dp(ctx, 8) })
         }
         field(R.string.detail_time, Ui.time(ctx, e.timeMillis, withDate = true))
@@ -163,11 +164,11 @@ internal class LogScreen(activity: MainActivity) : Screen(activity) {
         field(R.string.detail_reason, "${Ui.reason(e.reason)} (${e.reason})")
         field(R.string.detail_rule, Ui.rule(e.ruleList, e.ruleLine, e.ruleText))
         if (e.peekJson != null) {
-            val peek = Ui.text(ctx, prettyJson(e.peekJson), 13f, Ui.TEXT)
+            val peek = Ui.text(ctx, prettyJson(e.peekJson), 13f, colors.text)
             peek.id = R.id.detail_peek
             peek.typeface = android.graphics.Typeface.MONOSPACE
             peek.setTextIsSelectable(true)
-            body.addView(Ui.text(ctx, ctx.getString(R.string.detail_peek), 12f, Ui.BRAND, bold = true))
+            body.addView(Ui.text(ctx, ctx.getString(R.string.detail_peek), 12f, colors.brand, bold = true))
             body.addView(peek)
         }
         val scroll = ScrollView(ctx)

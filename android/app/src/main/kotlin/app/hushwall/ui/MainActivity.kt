@@ -42,6 +42,8 @@ class MainActivity : Activity() {
     internal lateinit var store: Store
     internal lateinit var prefs: Prefs
     internal lateinit var apps: Apps
+    /** The colours of the current (light or dark) configuration, for the screens. */
+    internal lateinit var colors: Palette
     private lateinit var content: FrameLayout
     private val tabs = ArrayList<TextView>()
     private val screens = arrayOfNulls<Screen>(TAB_TITLES.size)
@@ -68,15 +70,16 @@ class MainActivity : Activity() {
         store = Store.get(this)
         prefs = Prefs(this)
         apps = Apps(this)
+        colors = Palette(this)
         val root = Ui.vertical(this)
-        root.setBackgroundColor(Ui.SCREEN_BG)
+        root.setBackgroundColor(colors.screenBg)
         content = FrameLayout(this)
         content.id = R.id.content_frame
         root.addView(content, LinearLayout.LayoutParams(LinearLayout.LayoutParams.MATCH_PARENT, 0, 1f))
         val bar = Ui.horizontal(this)
-        bar.setBackgroundColor(Ui.CARD)
+        bar.setBackgroundColor(colors.card)
         TAB_TITLES.forEachIndexed { i, title ->
-            val tab = Ui.text(this, getString(title), 14f, Ui.TEXT_2, bold = true)
+            val tab = Ui.text(this, getString(title), 14f, colors.text2, bold = true)
             tab.id = TAB_IDS[i]
             tab.gravity = Gravity.CENTER
             tab.setPadding(Ui.dp(this, 14), Ui.dp(this, 14), Ui.dp(this, 14), Ui.dp(this, 14))
@@ -165,8 +168,8 @@ class MainActivity : Activity() {
         content.removeAllViews()
         content.addView(screen.view, FrameLayout.LayoutParams(FrameLayout.LayoutParams.MATCH_PARENT, FrameLayout.LayoutParams.MATCH_PARENT))
         tabs.forEachIndexed { i, tab ->
-            tab.setTextColor(if (i == index) Ui.BRAND else Ui.TEXT_2)
-            tab.setBackgroundColor(if (i == index) Ui.BRAND_LIGHT else Ui.CARD)
+            tab.setTextColor(if (i == index) colors.brand else colors.text2)
+            tab.setBackgroundColor(if (i == index) colors.brandLight else colors.card)
         }
         title = getString(screen.titleRes)
         screen.refresh()

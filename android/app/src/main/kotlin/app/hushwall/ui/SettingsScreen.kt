@@ -14,6 +14,7 @@ import app.hushwall.data.Resolvers
 internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_settings
     private val ctx = activity
+    private val colors = activity.colors
     private val boot: Switch
     private val lan: Switch
     private val peek: Switch
@@ -30,31 +31,31 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         boot = Switch(ctx).apply { id = R.id.settings_boot; setText(R.string.settings_boot) }
         boot.setOnCheckedChangeListener { _, checked -> activity.prefs.startOnBoot = checked }
         general.addView(boot, Ui.matchWrap())
-        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_boot_text), 13f, Ui.TEXT_2))
+        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_boot_text), 13f, colors.text2))
         lan = Switch(ctx).apply { id = R.id.settings_lan; setText(R.string.settings_lan) }
         lan.setOnCheckedChangeListener { _, checked -> activity.prefs.allowLan = checked }
         general.addView(lan, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
-        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_lan_text), 13f, Ui.TEXT_2))
+        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_lan_text), 13f, colors.text2))
         peek = Switch(ctx).apply { id = R.id.settings_peek; setText(R.string.settings_peek) }
         peek.setOnCheckedChangeListener { _, checked -> activity.prefs.peek = checked }
         general.addView(peek, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
-        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_peek_text), 13f, Ui.TEXT_2))
+        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_peek_text), 13f, colors.text2))
         capture = Switch(ctx).apply { id = R.id.settings_capture; setText(R.string.settings_capture) }
         capture.setOnCheckedChangeListener { _, checked -> activity.prefs.capture = checked }
         general.addView(capture, Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 12) })
-        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_capture_text), 13f, Ui.TEXT_2))
+        general.addView(Ui.text(ctx, ctx.getString(R.string.settings_capture_text), 13f, colors.text2))
         general.addView(Ui.button(ctx, ctx.getString(R.string.settings_export_capture)) { activity.exportCapture() }.apply { id = R.id.settings_export_capture })
         column.addView(general)
 
         val dnsCard = Ui.card(ctx, ctx.getString(R.string.settings_dns))
-        dnsCard.addView(Ui.text(ctx, ctx.getString(R.string.settings_dns_text), 13f, Ui.TEXT_2))
+        dnsCard.addView(Ui.text(ctx, ctx.getString(R.string.settings_dns_text), 13f, colors.text2))
         dns = EditText(ctx).apply {
             id = R.id.settings_dns
             inputType = InputType.TYPE_CLASS_TEXT or InputType.TYPE_TEXT_FLAG_MULTI_LINE or InputType.TYPE_TEXT_FLAG_NO_SUGGESTIONS
             hint = "192.168.1.1\n[2001:db8::53]:53"
         }
         dnsCard.addView(dns, Ui.matchWrap())
-        dnsResult = Ui.text(ctx, "", 13f, Ui.TEXT_2).apply { id = R.id.settings_dns_result }
+        dnsResult = Ui.text(ctx, "", 13f, colors.text2).apply { id = R.id.settings_dns_result }
         dnsCard.addView(Ui.button(ctx, ctx.getString(R.string.settings_dns_save)) { saveDns() }.apply { id = R.id.settings_dns_save })
         dnsCard.addView(dnsResult)
         column.addView(dnsCard)

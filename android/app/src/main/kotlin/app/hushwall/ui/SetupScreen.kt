@@ -21,6 +21,7 @@ import app.hushwall.R
 internal class SetupScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_setup
     private val ctx = activity
+    private val colors = activity.colors
     private val privateDns: LinearLayout
     private val batteryState: TextView
     private val boot: Switch
@@ -29,13 +30,13 @@ internal class SetupScreen(activity: MainActivity) : Screen(activity) {
     init {
         val column = Ui.vertical(ctx)
         column.setPadding(0, Ui.dp(ctx, 6), 0, Ui.dp(ctx, 12))
-        column.addView(Ui.text(ctx, ctx.getString(R.string.setup_intro), 14f, Ui.TEXT_2).apply {
+        column.addView(Ui.text(ctx, ctx.getString(R.string.setup_intro), 14f, colors.text2).apply {
             setPadding(Ui.dp(ctx, 16), Ui.dp(ctx, 6), Ui.dp(ctx, 16), Ui.dp(ctx, 6))
         })
 
-        privateDns = Ui.card(ctx, ctx.getString(R.string.private_dns_title), Ui.WARN_BG)
+        privateDns = Ui.card(ctx, ctx.getString(R.string.private_dns_title), colors.warnBg)
         privateDns.id = R.id.setup_private_dns
-        privateDns.addView(Ui.text(ctx, ctx.getString(R.string.setup_private_dns_text), 14f, Ui.WARN))
+        privateDns.addView(Ui.text(ctx, ctx.getString(R.string.setup_private_dns_text), 14f, colors.warn))
         privateDns.addView(Ui.button(ctx, ctx.getString(R.string.setup_open_settings)) { open(Intent(Settings.ACTION_WIRELESS_SETTINGS)) })
         column.addView(privateDns)
 
@@ -59,7 +60,7 @@ internal class SetupScreen(activity: MainActivity) : Screen(activity) {
                 appDetails(),
             )
         }
-        batteryState = Ui.text(ctx, "", 13f, Ui.BRAND, bold = true)
+        batteryState = Ui.text(ctx, "", 13f, colors.brand, bold = true)
         battery.addView(batteryState)
         steps.addView(battery)
         steps.addView(step(3, R.string.setup_recents_title, R.string.setup_recents_text, null, null))
@@ -85,14 +86,14 @@ internal class SetupScreen(activity: MainActivity) : Screen(activity) {
         val pm = ctx.getSystemService(PowerManager::class.java)
         val unrestricted = pm?.isIgnoringBatteryOptimizations(ctx.packageName) == true
         batteryState.text = ctx.getString(if (unrestricted) R.string.setup_battery_ok else R.string.setup_battery_not_yet)
-        batteryState.setTextColor(if (unrestricted) Ui.BRAND else Ui.WARN)
+        batteryState.setTextColor(if (unrestricted) colors.brand else colors.warn)
         boot.isChecked = activity.prefs.startOnBoot
     }
 
     private fun step(number: Int, title: Int, text: Int, action: Int?, onClick: (() -> Unit)?): LinearLayout {
         val card = Ui.card(ctx, null)
-        card.addView(Ui.text(ctx, "$number. " + ctx.getString(title), 16f, Ui.TEXT, bold = true))
-        card.addView(Ui.text(ctx, ctx.getString(text), 14f, Ui.TEXT_2), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 4) })
+        card.addView(Ui.text(ctx, "$number. " + ctx.getString(title), 16f, colors.text, bold = true))
+        card.addView(Ui.text(ctx, ctx.getString(text), 14f, colors.text2), Ui.matchWrap().apply { topMargin = Ui.dp(ctx, 4) })
         if (action != null && onClick != null) card.addView(Ui.button(ctx, ctx.getString(action), onClick))
         return card
     }

@@ -1,7 +1,6 @@
 package app.hushwall.ui
 
 import android.content.Context
-import android.graphics.Color
 import android.graphics.Typeface
 import android.graphics.drawable.GradientDrawable
 import android.text.format.DateUtils
@@ -11,17 +10,30 @@ import android.view.View
 import android.widget.Button
 import android.widget.LinearLayout
 import android.widget.TextView
+import app.hushwall.R
+
+/**
+ * The app's colours for the current configuration: `res/values/colors.xml` (light) or `res/values-night/colors.xml`
+ * (dark, when the system's dark theme is on). A screen reads them once when it is built; switching the system
+ * setting recreates the activity, so every screen is rebuilt in the new colours.
+ */
+internal class Palette(context: Context) {
+    val brand = context.getColor(R.color.brand)
+    /** The selected tab's background. */
+    val brandLight = context.getColor(R.color.brand_light)
+    val text = context.getColor(R.color.text)
+    /** Secondary text: hints, counts, times. */
+    val text2 = context.getColor(R.color.text_2)
+    val warn = context.getColor(R.color.warn)
+    val warnBg = context.getColor(R.color.warn_bg)
+    val card = context.getColor(R.color.card)
+    val screenBg = context.getColor(R.color.screen_bg)
+    /** List dividers. */
+    val divider = context.getColor(R.color.divider)
+}
 
 /** Small helpers to build the screens in code with framework views only (no AndroidX). */
 internal object Ui {
-    const val BRAND = 0xFF1F6F5C.toInt()
-    const val BRAND_LIGHT = 0xFFE3F1EC.toInt()
-    const val TEXT = 0xFF1B1F1D.toInt()
-    const val TEXT_2 = 0xFF5B6762.toInt()
-    const val WARN = 0xFF8C1D18.toInt()
-    const val WARN_BG = 0xFFFBE9E7.toInt()
-    const val CARD = Color.WHITE
-    const val SCREEN_BG = 0xFFF3F6F4.toInt()
 
     fun dp(context: Context, value: Int): Int =
         TypedValue.applyDimension(TypedValue.COMPLEX_UNIT_DIP, value.toFloat(), context.resources.displayMetrics).toInt()
@@ -41,27 +53,27 @@ internal object Ui {
         context: Context,
         value: CharSequence,
         sizeSp: Float = 15f,
-        color: Int = TEXT,
+        color: Int? = null,
         bold: Boolean = false,
     ): TextView = TextView(context).apply {
         text = value
         setTextSize(TypedValue.COMPLEX_UNIT_SP, sizeSp)
-        setTextColor(color)
+        setTextColor(color ?: context.getColor(R.color.text))
         if (bold) typeface = Typeface.DEFAULT_BOLD
     }
 
-    /** A white rounded panel with a title, filled by the caller. */
-    fun card(context: Context, title: CharSequence?, background: Int = CARD): LinearLayout {
+    /** A rounded panel (the palette's card colour unless [background] is given) with a title, filled by the caller. */
+    fun card(context: Context, title: CharSequence?, background: Int? = null): LinearLayout {
         val card = vertical(context, 16)
         card.background = GradientDrawable().apply {
-            setColor(background)
+            setColor(background ?: context.getColor(R.color.card))
             cornerRadius = dp(context, 12).toFloat()
         }
         card.layoutParams = LinearLayout.LayoutParams(
             LinearLayout.LayoutParams.MATCH_PARENT, LinearLayout.LayoutParams.WRAP_CONTENT,
         ).apply { setMargins(dp(context, 12), dp(context, 6), dp(context, 12), dp(context, 6)) }
         if (title != null) {
-            card.addView(text(context, title, 13f, BRAND, bold = true).apply { isAllCaps = true })
+            card.addView(text(context, title, 13f, context.getColor(R.color.brand), bold = true).apply { isAllCaps = true })
         }
         return card
     }
@@ -85,7 +97,7 @@ internal object Ui {
         l.maxLines = 1
         l.ellipsize = android.text.TextUtils.TruncateAt.MIDDLE
         row.addView(l, LinearLayout.LayoutParams(0, LinearLayout.LayoutParams.WRAP_CONTENT, 1f))
-        row.addView(text(context, value, 15f, TEXT_2, bold = true))
+        row.addView(text(context, value, 15f, context.getColor(R.color.text_2), bold = true))
         return row
     }
 
