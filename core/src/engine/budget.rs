@@ -21,7 +21,7 @@
 //! [`EngineConfig::client_tcp_buffer_budget`]: super::EngineConfig::client_tcp_buffer_budget
 
 use super::{tcp, udp, Engine, Upstream};
-use crate::verdict::Reason;
+use crate::verdict::BlockReason;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -132,7 +132,7 @@ impl Engine {
         client: IpAddr,
         table: Table,
         up: &mut impl Upstream,
-    ) -> Option<Reason> {
+    ) -> Option<BlockReason> {
         let (cap, min_idle) = match table {
             Table::Tcp => (self.config.max_tcp_flows, tcp::EVICT_MIN_IDLE),
             Table::Udp => (self.config.max_udp_flows, udp::EVICT_MIN_IDLE),
@@ -148,12 +148,12 @@ impl Engine {
                     return None;
                 }
             }
-            return (!evict(self, None, min_idle)).then_some(Reason::FlowLimit);
+            return (!evict(self, None, min_idle)).then_some(BlockReason::FlowLimit);
         }
         if evict(self, Some(client), min_idle) {
             return None;
         }
-        Some(if self.budgets.others_hold(client, table) { Reason::ClientLimit } else { Reason::FlowLimit })
+        Some(if self.budgets.others_hold(client, table) { BlockReason::ClientLimit } else { BlockReason::FlowLimit })
     }
 }
 

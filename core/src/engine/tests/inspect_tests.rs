@@ -72,9 +72,9 @@ fn quic_to_a_blocked_name_is_refused_and_nothing_goes_upstream() {
         assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
         let events = pair.events();
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!((events[0].reason, events[0].protocol), (Reason::QuicSni, Protocol::Udp));
+        assert_eq!((events[0].reason(), events[0].protocol), (Reason::Block(BlockReason::QuicSni), Protocol::Udp));
         assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
-        assert_eq!(events[0].rule.as_ref().map(|r| r.line), Some(1));
+        assert_eq!(events[0].rule().map(|r| r.line), Some(1));
         assert_eq!(pair.engine.stats().udp_active, 0);
         // The client's retransmission and its CONNECTION_CLOSE (an Initial without a ClientHello) are refused
         // as well, without new events, and never reach the server even after the hold timeout.
@@ -122,7 +122,7 @@ fn quic_hold_times_out_and_is_refused_as_uninspectable() {
     pair.wait(pair.engine.config.sniff_timeout);
     assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
     let events = pair.events();
-    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::Uninspectable]);
+    assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::Uninspectable)]);
     assert_eq!(pair.engine.quic_refused.len(), 1, "refused, so its later datagrams are refused too");
 }
 
@@ -179,7 +179,7 @@ fn peek_reads_a_blocked_upload_answers_403_and_reports_the_decoded_events() {
     assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].reason, Reason::HttpHost);
+    assert_eq!(events[0].reason(), Reason::Block(BlockReason::HttpHost));
     let peek = events[0].peek.as_ref().expect("peek attached");
     assert_eq!((peek.method.as_str(), peek.path.as_str(), peek.truncated), ("POST", "/sa", false));
     assert_eq!(peek.kind.as_deref(), Some("sensors_analytics"));
