@@ -928,7 +928,6 @@ impl Engine {
     /// Frees the sockets of flows retired before the last stack poll.
     pub(super) fn free_retired(&mut self) {
         for id in std::mem::take(&mut self.retiring) {
-            self.end_peek(id);
             if let Some(flow) = self.tcp.remove(&id) {
                 self.budgets.remove_tcp(flow.client.ip(), flow.buffers);
                 self.tcp_keys.remove(&(flow.client, flow.server));

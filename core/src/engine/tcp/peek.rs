@@ -5,8 +5,9 @@
 //! most [`MAX_REQUEST_LEN`] bytes kept, the rest discarded; `Expect: 100-continue` is honoured so the body comes),
 //! until the request is complete, the client stops sending, or [`PEEK_TIMEOUT`] passes. Then the client gets a fast
 //! `403 Forbidden` with `Connection: close`, and the block event, held back until then, is queued with the summary
-//! from [`crate::inspect::peek::summarize_request`] (or with what arrived, if the flow ends first). The request
-//! bytes are dropped as soon as they are summarised.
+//! from [`crate::inspect::peek::summarize_request`] (a client that resets or is evicted first counts as done
+//! sending: it is answered, and reported, with what arrived). The request bytes are dropped as soon as they are
+//! summarised.
 
 use super::Phase;
 use crate::engine::{Engine, FlowId};
@@ -105,13 +106,6 @@ impl Engine {
         self.set_deadline(id, now + LINGER);
         self.touched.push(id);
         self.report_peek(state, incomplete);
-    }
-
-    /// A flow is going away: if its request was still being read, its block is reported with what arrived.
-    pub(super) fn end_peek(&mut self, id: FlowId) {
-        if let Some(state) = self.peeks.remove(&id) {
-            self.report_peek(state, true);
-        }
     }
 
     /// Queues a peeked block's event, complete with the summary of the request. Not folded: each carries its own.

@@ -210,6 +210,31 @@ fn peek_answers_an_unfinished_request_after_the_timeout() {
     assert_eq!(peek.form[0].value, "x");
 }
 
+/// A flow that ends while its blocked request is being read (here: evicted for a client over its share) still
+/// reports its block once, complete with what had arrived.
+#[test]
+fn peek_reports_the_block_once_when_the_flow_ends_before_the_answer() {
+    let mut pair = Pair::new();
+    pair.engine.config.peek = true;
+    let h = pair.connect(NORMAL, 80);
+    let head = b"POST /up HTTP/1.1\r\nHost: tracking.intl.miui.com\r\nContent-Length: 1000\r\n\r\nuser=x&pa";
+    pair.phone_tcp(h).send_slice(head).expect("send");
+    pair.drive();
+    assert!(pair.events().is_empty(), "held until the request is read");
+    let now = pair.now;
+    assert!(pair.engine.evict_tcp_flow(now, Some(PHONE.into()), Duration::ZERO, &mut pair.up));
+    pair.drive();
+    pair.wait(Duration::from_secs(5));
+    let events = pair.events();
+    let blocks: Vec<_> = events.iter().filter(|e| e.action() == Action::Block).collect();
+    assert_eq!(blocks.len(), 1, "{events:?}");
+    assert_eq!(blocks[0].reason(), Reason::Block(BlockReason::HttpHost));
+    let peek = blocks[0].peek.as_ref().expect("what arrived");
+    assert!(peek.truncated);
+    assert_eq!(peek.form[0].value, "x");
+    assert_eq!(pair.engine.stats().tcp_active, 0);
+}
+
 #[test]
 fn without_peek_a_blocked_request_is_reset_and_carries_no_summary() {
     let mut pair = Pair::new();
