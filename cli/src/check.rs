@@ -3,7 +3,7 @@
 use crate::lists::PolicyArgs;
 use clap::Args;
 use hushwall_core::policy::{Decision, Policy};
-use hushwall_core::verdict::{Action, Reason, RuleRef};
+use hushwall_core::verdict::{Action, AllowReason, BlockReason, Reason, RuleRef};
 use serde::Serialize;
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -42,13 +42,13 @@ pub fn check(args: CheckArgs) -> Result<(), String> {
 /// is then the one a DNS query for it would get).
 fn explain<'a>(policy: &Policy, input: &'a str) -> Explanation<'a> {
     let (decision, block_reason) = match input.parse::<IpAddr>() {
-        Ok(ip) => (policy.check_ip(ip), Reason::IpCidr),
-        Err(_) => (policy.check_name(input), Reason::DnsQuery),
+        Ok(ip) => (policy.check_ip(ip), BlockReason::IpCidr),
+        Err(_) => (policy.check_name(input), BlockReason::DnsQuery),
     };
-    let (verdict, reason, rule) = match decision {
-        Decision::Blocked(rule) => (Action::Block, block_reason, Some(rule)),
-        Decision::Allowed(rule) => (Action::Allow, Reason::AllowRule, Some(rule)),
-        Decision::NoMatch => (Action::Allow, Reason::NoMatch, None),
+    let (reason, rule) = match decision {
+        Decision::Blocked(rule) => (Reason::Block(block_reason), Some(rule)),
+        Decision::Allowed(rule) => (Reason::Allow(AllowReason::AllowRule), Some(rule)),
+        Decision::NoMatch => (Reason::Allow(AllowReason::NoMatch), None),
     };
-    Explanation { input, verdict, reason, rule }
+    Explanation { input, verdict: reason.action(), reason, rule }
 }

@@ -405,22 +405,20 @@ impl EventSink for Discard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hushwall_core::verdict::{Action, Reason};
+    use hushwall_core::event::Outcome;
+    use hushwall_core::verdict::BlockReason;
     use std::os::unix::fs::PermissionsExt;
 
     fn event(i: u64) -> Event {
         Event {
             time_ms: 1_700_000_000_000 + i,
-            action: Action::Block,
             protocol: hushwall_core::event::Protocol::Dns,
             src: "10.0.0.2:40000".parse().unwrap(),
             dst: "10.0.0.1:53".parse().unwrap(),
             host: Some(format!("host-{i}.tracking.example")),
-            reason: Reason::DnsQuery,
-            rule: None,
+            outcome: Outcome::Block { reason: BlockReason::DnsQuery, rule: None },
             uid: None,
             peek: None,
-            error: None,
             repeats: None,
         }
     }

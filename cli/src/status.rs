@@ -84,9 +84,9 @@ impl Tally {
     /// Counts an event; a summary of folded identical events (`repeats`) counts for each of them.
     fn count(&mut self, event: &Event) {
         let n = event.repeats.unwrap_or(1);
-        match event.action {
+        match event.action() {
             Action::Block => {
-                *self.blocks_by_reason.entry(label(&event.reason)).or_default() += n;
+                *self.blocks_by_reason.entry(event.reason().code().to_owned()).or_default() += n;
                 let host = event.host.clone().unwrap_or_else(|| event.dst.ip().to_string());
                 let key = if self.blocked_hosts.len() < MAX_HOSTS || self.blocked_hosts.contains_key(&host) {
                     host.clone()
@@ -97,18 +97,10 @@ impl Tally {
                 self.last_blocked = Some(host);
             }
             Action::Error => {
-                *self.errors_by_kind.entry(label(&event.reason)).or_default() += n;
+                *self.errors_by_kind.entry(event.reason().code().to_owned()).or_default() += n;
             }
             _ => {}
         }
-    }
-}
-
-/// An enum value as the name it has in events (its serde form), or `unknown`.
-fn label(value: &impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => "unknown".to_owned(),
     }
 }
 
@@ -512,22 +504,20 @@ impl LiveLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hushwall_core::event::Outcome;
     use hushwall_core::event::Protocol;
-    use hushwall_core::verdict::Reason;
+    use hushwall_core::verdict::{AllowReason, BlockReason};
 
-    fn event(action: Action, reason: Reason, host: Option<&str>) -> Event {
+    fn event(outcome: Outcome, host: Option<&str>) -> Event {
         Event {
             time_ms: 0,
-            action,
             protocol: Protocol::Tcp,
             src: "10.0.0.2:4000".parse().expect("addr"),
             dst: "198.18.1.2:443".parse().expect("addr"),
             host: host.map(str::to_owned),
-            reason,
-            rule: None,
+            outcome,
             uid: None,
             peek: None,
-            error: None,
             repeats: None,
         }
     }
@@ -546,10 +536,10 @@ mod tests {
     #[test]
     fn blocks_are_tallied_by_reason_and_host() {
         let s = status_with(&[
-            event(Action::Block, Reason::DnsQuery, Some("tracking.intl.miui.com")),
-            event(Action::Block, Reason::TlsSni, Some("tracking.intl.miui.com")),
-            event(Action::Block, Reason::IpCidr, None),
-            event(Action::Allow, Reason::NoMatch, Some("www.example.org")),
+            event(Outcome::Block { reason: BlockReason::DnsQuery, rule: None }, Some("tracking.intl.miui.com")),
+            event(Outcome::Block { reason: BlockReason::TlsSni, rule: None }, Some("tracking.intl.miui.com")),
+            event(Outcome::Block { reason: BlockReason::IpCidr, rule: None }, None),
+            event(Outcome::Allow { reason: AllowReason::NoMatch, rule: None }, Some("www.example.org")),
         ])
         .snapshot();
         assert_eq!(s.blocks_by_reason.get("dns_query"), Some(&1));
@@ -567,7 +557,11 @@ mod tests {
 
     #[test]
     fn live_line_shows_blocks_and_the_last_host_and_only_on_a_terminal() {
-        let s = status_with(&[event(Action::Block, Reason::DnsQuery, Some("tracking.intl.miui.com"))]).snapshot();
+        let s = status_with(&[event(
+            Outcome::Block { reason: BlockReason::DnsQuery, rule: None },
+            Some("tracking.intl.miui.com"),
+        )])
+        .snapshot();
         // The tally saw one block; the engine's own counter is published by the loop (none here).
         assert_eq!(
             live_line(&s),
@@ -591,7 +585,10 @@ mod tests {
     fn host_table_is_bounded() {
         let mut tally = Tally::default();
         for i in 0..MAX_HOSTS + 50 {
-            tally.count(&event(Action::Block, Reason::DnsQuery, Some(&format!("h{i}.example"))));
+            tally.count(&event(
+                Outcome::Block { reason: BlockReason::DnsQuery, rule: None },
+                Some(&format!("h{i}.example")),
+            ));
         }
         assert_eq!(tally.blocked_hosts.len(), MAX_HOSTS + 1);
         assert_eq!(tally.blocked_hosts.get("(other)"), Some(&50));

@@ -6,6 +6,11 @@
 //! time is always a parameter and sockets sit behind the [`engine::Upstream`] trait, in the sans-IO style of
 //! `quinn-proto`. The Linux CLI and the Android JNI library drive it.
 //!
+//! What it decides is a [`verdict::Verdict`] (allow or block, with a [`verdict::AllowReason`] or
+//! [`verdict::BlockReason`] and the deciding rule); what it reports is an [`event::Event`], complete when queued,
+//! whose [`event::Outcome`] is such a verdict or a failure ([`verdict::ErrorReason`] and what failed). Each reason's
+//! code (`tls_sni`, …) is spelt once, in `verdict`, and is what both the JSON event log and the JNI encoding carry.
+//!
 //! Nothing in here panics on input from the network, a list file or a caller: malformed input is refused,
 //! counted and reported.
 

@@ -15,13 +15,15 @@
 //! str    := i32 byte_len (-1 = null) · UTF-8 bytes
 //! ```
 //!
-//! `reason` is the stable snake_case code ([`Reason::code`]) rather than a number, so a reason added to the
+//! `reason` is the stable snake_case code ([`Reason::code`], the same as in the JSON event log) rather than a number, so a reason added to the
 //! engine reaches the UI without a Kotlin change. Why binary and not JSON: see BENCHMARKS.md (`## JNI`); in
 //! short, Kotlin reads it with `java.nio.ByteBuffer` and no JSON library (none exists in a framework-free
 //! Kotlin build on the host, and `org.json` on Android is several times slower).
 
 use hushwall_core::event::{Event, Protocol};
 use hushwall_core::verdict::Action;
+#[cfg(doc)]
+use hushwall_core::verdict::Reason;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -96,7 +98,7 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
     out.extend_from_slice(&u32::try_from(events.len()).unwrap_or(u32::MAX).to_be_bytes());
     for event in events.iter().take(u32::MAX as usize) {
         out.extend_from_slice(&i64::try_from(event.time_ms).unwrap_or(i64::MAX).to_be_bytes());
-        out.push(match event.action {
+        out.push(match event.action() {
             Action::Allow => 0,
             Action::Block => 1,
             Action::Error => 2,
@@ -112,8 +114,8 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
         let uid = event.uid.and_then(|u| i32::try_from(u).ok()).unwrap_or(-1);
         out.extend_from_slice(&uid.to_be_bytes());
         put_str(&mut out, event.host.as_deref());
-        put_str(&mut out, Some(event.reason.code()));
-        match &event.rule {
+        put_str(&mut out, Some(event.reason().code()));
+        match event.rule() {
             Some(rule) => {
                 put_str(&mut out, Some(&rule.list));
                 out.extend_from_slice(&i32::try_from(rule.line).unwrap_or(i32::MAX).to_be_bytes());
@@ -127,7 +129,7 @@ pub fn encode(events: &[Event]) -> Vec<u8> {
         }
         let peek = event.peek.as_ref().and_then(|p| serde_json::to_string(p).ok());
         put_str(&mut out, peek.as_deref());
-        put_str(&mut out, event.error.as_deref());
+        put_str(&mut out, event.error());
         let repeats = event.repeats.unwrap_or(1).max(1);
         out.extend_from_slice(&i64::try_from(repeats).unwrap_or(i64::MAX).to_be_bytes());
     }
@@ -167,21 +169,20 @@ fn put_str(out: &mut Vec<u8>, s: Option<&str>) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use hushwall_core::verdict::{Reason, RuleRef};
+    use hushwall_core::event::Outcome;
+    use hushwall_core::verdict::{AllowReason, BlockReason, ErrorReason, Reason, RuleRef};
 
     pub(crate) fn sample(i: u64) -> Event {
+        let rule = RuleRef { list: "builtin:xiaomi-telemetry.txt".into(), line: 12, rule: "||miui.com^".into() };
         Event {
             time_ms: 1_700_000_000_000 + i,
-            action: Action::Block,
             protocol: Protocol::Dns,
             src: "10.111.0.1:40000".parse().unwrap(),
             dst: "[fd00:6877::53]:53".parse().unwrap(),
             host: Some("tracking.intl.miui.com".into()),
-            reason: Reason::DnsQuery,
-            rule: Some(RuleRef { list: "builtin:xiaomi-telemetry.txt".into(), line: 12, rule: "||miui.com^".into() }),
+            outcome: Outcome::Block { reason: BlockReason::DnsQuery, rule: Some(rule) },
             uid: Some(10123),
             peek: None,
-            error: None,
             repeats: None,
         }
     }
@@ -189,12 +190,10 @@ pub(crate) mod tests {
     #[test]
     fn golden_encoding() {
         let mut allowed = sample(0);
-        allowed.action = Action::Allow;
         allowed.protocol = Protocol::Tcp;
         allowed.dst = "198.18.1.10:443".parse().unwrap();
         allowed.host = None;
-        allowed.reason = Reason::NoMatch;
-        allowed.rule = None;
+        allowed.outcome = Outcome::Allow { reason: AllowReason::NoMatch, rule: None };
         allowed.uid = None;
         let bytes = encode(&[allowed]);
         let mut expected = vec![4, 0, 0, 0, 1];
@@ -218,10 +217,8 @@ pub(crate) mod tests {
     #[test]
     fn error_events_carry_action_2_and_the_error_text() {
         let mut failed = sample(0);
-        failed.action = Action::Error;
-        failed.reason = Reason::ConnectFailed;
-        failed.rule = None;
-        failed.error = Some("Connection refused (os error 111)".into());
+        failed.outcome =
+            Outcome::Error { reason: ErrorReason::ConnectFailed, error: "Connection refused (os error 111)".into() };
         let bytes = encode(&[failed]);
         assert_eq!(bytes[13], 2, "action byte after version, count and time");
         let tail = b"Connection refused (os error 111)";
@@ -229,6 +226,62 @@ pub(crate) mod tests {
         assert!(bytes.ends_with(tail));
         let len = &bytes[bytes.len() - tail.len() - 4..bytes.len() - tail.len()];
         assert_eq!(len, (tail.len() as i32).to_be_bytes());
+    }
+
+    /// Reads one encoded event's action byte and reason string (see the format in the module docs).
+    fn action_and_reason(batch: &[u8]) -> (u8, String) {
+        let event = &batch[5..];
+        let action = event[8];
+        // time, action, protocol; then two addresses (family_len · bytes · port) and the uid.
+        let mut at = 10;
+        for _ in 0..2 {
+            at += 1 + usize::from(event[at]) + 2;
+        }
+        at += 4;
+        let mut string = || {
+            let len = i32::from_be_bytes(event[at..at + 4].try_into().unwrap());
+            at += 4;
+            let len = usize::try_from(len).unwrap_or(0);
+            let s = String::from_utf8(event[at..at + len].to_vec()).unwrap();
+            at += len;
+            s
+        };
+        let _host = string();
+        (action, string())
+    }
+
+    /// Every reason the engine can report crosses JNI with the code and action the JSON event log has for it.
+    #[test]
+    fn jni_and_json_agree_on_every_reason() {
+        for reason in Reason::all() {
+            let outcome = match reason {
+                Reason::Allow(reason) => Outcome::Allow { reason, rule: None },
+                Reason::Block(reason) => Outcome::Block { reason, rule: None },
+                Reason::Error(reason) => Outcome::Error { reason, error: "failed".into() },
+            };
+            let event = Event { outcome, ..sample(0) };
+            let json = serde_json::to_value(&event).unwrap();
+            let (action, code) = action_and_reason(&encode(&[event]));
+            assert_eq!(json["reason"], code.as_str(), "{reason:?}");
+            let expected_action = ["allow", "block", "error"].get(usize::from(action)).copied();
+            assert_eq!(json["action"].as_str(), expected_action, "{reason:?}");
+        }
+    }
+
+    /// The app shows a block or allow reason in words (`Ui.reason`): each one the engine can report has its
+    /// label there, and every code the app knows is one the engine reports. Errors are shown with their text.
+    #[test]
+    fn the_app_labels_exactly_the_engines_block_and_allow_reasons() {
+        let ui = include_str!("../../app/src/main/kotlin/app/hushwall/ui/Ui.kt");
+        let start = ui.find("fun reason(code: String)").expect("Ui.reason");
+        let end = start + ui[start..].find("else -> code").expect("end of Ui.reason");
+        let labelled: std::collections::BTreeSet<&str> =
+            ui[start..end].lines().filter_map(|l| l.trim().strip_prefix('"')?.split('"').next()).collect();
+        let shown: std::collections::BTreeSet<&str> = Reason::all()
+            .filter(|r| !matches!(r, Reason::Error(_) | Reason::Allow(AllowReason::AllowRule | AllowReason::NoMatch)))
+            .map(Reason::code)
+            .collect();
+        assert_eq!(labelled, shown);
     }
 
     #[test]

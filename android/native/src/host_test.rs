@@ -6,8 +6,8 @@
 
 use crate::error::{entry, BridgeError, Result};
 use crate::instance;
-use hushwall_core::event::{Event, Protocol};
-use hushwall_core::verdict::{Action, Reason, RuleRef};
+use hushwall_core::event::{Event, Outcome, Protocol};
+use hushwall_core::verdict::{BlockReason, RuleRef};
 use jni::objects::{JClass, JString};
 use jni::sys::{jboolean, jint, jlong, JNI_FALSE, JNI_TRUE};
 use jni::JNIEnv;
@@ -133,16 +133,16 @@ pub extern "system" fn Java_app_hushwall_hosttest_TestNative_injectEvents<'local
         let batch: Vec<Event> = (0..count.max(0))
             .map(|i| Event {
                 time_ms: 1_700_000_000_000 + i as u64,
-                action: Action::Block,
                 protocol: Protocol::Dns,
                 src: std::net::SocketAddr::from(([10, 111, 0, 1], 40000 + (i % 20000) as u16)),
                 dst: std::net::SocketAddr::from(([198, 18, 1, 53], 53)),
                 host: Some(format!("t{}.tracking.intl.miui.com", i % 100)),
-                reason: Reason::DnsQuery,
-                rule: Some(RuleRef { list: Arc::clone(&list), line: 12, rule: "||tracking.intl.miui.com^".into() }),
+                outcome: Outcome::Block {
+                    reason: BlockReason::DnsQuery,
+                    rule: Some(RuleRef { list: Arc::clone(&list), line: 12, rule: "||tracking.intl.miui.com^".into() }),
+                },
                 uid: Some(10123),
                 peek: None,
-                error: None,
                 repeats: None,
             })
             .collect();

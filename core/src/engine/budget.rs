@@ -38,7 +38,7 @@
 use super::dns::{MAX_PENDING, MAX_PENDING_PER_CLIENT};
 use super::{tcp, udp, Engine, FlowKey, Upstream};
 use crate::event::{Event, Protocol};
-use crate::verdict::{Action, Reason, Verdict};
+use crate::verdict::{BlockReason, Verdict};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -238,12 +238,13 @@ impl Engine {
         protocol: Protocol,
         (src, dst): FlowKey,
         host: Option<&str>,
-        reason: Reason,
+        reason: BlockReason,
         client: Client,
     ) {
-        self.capture_verdict(src, dst, host, &Verdict::block(reason));
+        let verdict = Verdict::block(reason);
+        self.capture_verdict(src, dst, host, &verdict);
         self.stats.blocked += 1;
-        let event = self.event(now, Action::Block, protocol, (src, dst), host, reason);
+        let event = self.event(now, protocol, (src, dst), host, verdict.into());
         self.push_folded_event(now, Event { uid: client.uid(), ..event });
     }
 
@@ -257,7 +258,7 @@ impl Engine {
         client: Client,
         table: Table,
         up: &mut impl Upstream,
-    ) -> Option<Reason> {
+    ) -> Option<BlockReason> {
         let (cap, min_idle) = match table {
             Table::Tcp => (self.config.max_tcp_flows, tcp::EVICT_MIN_IDLE),
             Table::Udp => (self.config.max_udp_flows, udp::EVICT_MIN_IDLE),
@@ -273,12 +274,12 @@ impl Engine {
                     return None;
                 }
             }
-            return (!evict(self, None, min_idle)).then_some(Reason::FlowLimit);
+            return (!evict(self, None, min_idle)).then_some(BlockReason::FlowLimit);
         }
         if evict(self, Some(client), min_idle) {
             return None;
         }
-        Some(if self.budgets.others_hold(client, table) { Reason::ClientLimit } else { Reason::FlowLimit })
+        Some(if self.budgets.others_hold(client, table) { BlockReason::ClientLimit } else { BlockReason::FlowLimit })
     }
 }
 

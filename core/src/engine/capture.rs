@@ -107,11 +107,11 @@ impl Engine {
         let Some(c) = self.capture.as_mut() else {
             return;
         };
-        let mut text = format!("hushwall: {} {}", action_word(verdict), verdict.reason);
+        let mut text = format!("hushwall: {} {}", action_word(verdict), verdict.reason());
         if let Some(host) = host {
             text.push_str(&format!(" host={host}"));
         }
-        if let Some(rule) = &verdict.rule {
+        if let Some(rule) = verdict.rule() {
             text.push_str(&format!(" rule={rule}"));
         }
         let key = (client, server);

@@ -28,7 +28,7 @@ use super::timers::Timer;
 use super::{Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::dns::{self, DnsQuery, QuestionKey};
-use crate::verdict::Reason;
+use crate::verdict::{BlockReason, ErrorReason};
 use chacha20::rand_core::{Rng, SeedableRng};
 use chacha20::ChaCha20Rng;
 use smoltcp::socket::tcp::Socket;
@@ -264,7 +264,7 @@ impl Engine {
             self.stats.malformed += 1;
             return;
         };
-        let verdict = self.name_verdict(&name, Reason::DnsQuery);
+        let verdict = self.name_verdict(&name, BlockReason::DnsQuery);
         self.report(now, Protocol::Dns, client, server, Some(&name), &verdict);
         if verdict.is_block() {
             self.answer_blocked(via, msg);
@@ -393,7 +393,7 @@ impl Engine {
         }
         self.answer_servfail(pending.via, &pending.query);
         let flow = (pending.client, pending.server);
-        self.report_failure(now, Protocol::Dns, flow, Some(&pending.question.name), Reason::DnsFailed, error);
+        self.report_failure(now, Protocol::Dns, flow, Some(&pending.question.name), ErrorReason::DnsFailed, error);
     }
 
     /// A datagram on the UDP socket `flow` of a query in flight.
@@ -553,7 +553,7 @@ impl Engine {
         }
         // A blocked name hiding behind a CNAME of an allowed one ("CNAME cloaking").
         let cloaked = answer.chain_names().into_iter().skip(1).find_map(|name| {
-            let verdict = self.name_verdict(name, Reason::DnsCname);
+            let verdict = self.name_verdict(name, BlockReason::DnsCname);
             verdict.is_block().then(|| (name.to_owned(), verdict))
         });
         if let Some((name, verdict)) = cloaked {

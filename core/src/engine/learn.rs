@@ -96,7 +96,7 @@ impl Engine {
         flow: FlowKey,
         up: &mut impl Upstream,
     ) {
-        let Some(name) = verdict.rule.as_ref().and_then(|rule| rule_host(&rule.rule)) else {
+        let Some(name) = verdict.rule().and_then(|rule| rule_host(&rule.rule)) else {
             return;
         };
         if !self.learning.take(name, qtype, now) {

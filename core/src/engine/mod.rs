@@ -28,11 +28,11 @@ mod timers;
 mod udp;
 
 use crate::dns_cache::DnsCache;
-use crate::event::{Event, Protocol};
+use crate::event::{Event, Outcome, Protocol};
 use crate::inspect::dns::BlockAnswer;
 use crate::pcapng::{Capture, Direction};
 use crate::policy::{Decision, Policy};
-use crate::verdict::{Action, Reason, RuleRef, Verdict};
+use crate::verdict::{AllowReason, BlockReason, ErrorReason, RuleRef, Verdict};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
@@ -384,9 +384,10 @@ impl Engine {
         server: SocketAddr,
         uid: u32,
     ) {
-        self.capture_verdict(client, server, None, &Verdict::block(Reason::AppBlocked));
+        self.capture_verdict(client, server, None, &Verdict::block(BlockReason::AppBlocked));
         self.stats.blocked += 1;
-        let event = self.event(now, Action::Block, protocol, (client, server), None, Reason::AppBlocked);
+        let outcome = Outcome::Block { reason: BlockReason::AppBlocked, rule: None };
+        let event = self.event(now, protocol, (client, server), None, outcome);
         self.push_folded_event(now, Event { uid: Some(uid), ..event });
     }
 
@@ -449,7 +450,7 @@ impl Engine {
             Transport::EchoRequest => {
                 self.refuse_with_icmp(packet, parsed.src, parsed.dst, reply::Unreachable::Prohibited);
                 let (src, dst) = (SocketAddr::new(parsed.src, 0), SocketAddr::new(parsed.dst, 0));
-                self.report(now, Protocol::Icmp, src, dst, None, &Verdict::block(Reason::IcmpUnsupported));
+                self.report(now, Protocol::Icmp, src, dst, None, &Verdict::block(BlockReason::IcmpUnsupported));
             }
             Transport::Fragment => self.on_fragment(now, packet, up),
             Transport::Other => self.stats.dropped += 1,
@@ -551,7 +552,7 @@ impl Engine {
     }
 
     /// Judges a host name; `block_reason` is the reason used if a block rule matches.
-    fn name_verdict(&self, name: &str, block_reason: Reason) -> Verdict {
+    fn name_verdict(&self, name: &str, block_reason: BlockReason) -> Verdict {
         verdict_of(self.policy.check_name(name), block_reason)
     }
 
@@ -569,11 +570,11 @@ impl Engine {
                     Decision::Blocked(_) | Decision::NoMatch => None,
                 });
                 return AddressVerdict::Decided(match allowed {
-                    Some(rule) => Verdict { action: Action::Allow, reason: Reason::AllowRule, rule: Some(rule) },
-                    None => Verdict { action: Action::Block, reason: Reason::IpCidr, rule: Some(rule) },
+                    Some(rule) => Verdict::Allow { reason: AllowReason::AllowRule, rule: Some(rule) },
+                    None => Verdict::Block { reason: BlockReason::IpCidr, rule: Some(rule) },
                 });
             }
-            decided => return AddressVerdict::Decided(verdict_of(decided, Reason::IpCidr)),
+            decided => return AddressVerdict::Decided(verdict_of(decided, BlockReason::IpCidr)),
         }
         let mut blocked: Option<(&str, RuleRef)> = None;
         let mut other: Option<&str> = None;
@@ -595,7 +596,7 @@ impl Engine {
         }
         match (blocked, other) {
             (Some((name, rule)), None) => AddressVerdict::MappedBlocked(
-                Verdict { action: Action::Block, reason: Reason::DnsMappedIp, rule: Some(rule) },
+                Verdict::Block { reason: BlockReason::DnsMappedIp, rule: Some(rule) },
                 name.to_owned(),
             ),
             (Some(_), Some(name)) => AddressVerdict::Shared(name.to_owned()),
@@ -618,22 +619,34 @@ impl Engine {
         host: Option<&str>,
         verdict: &Verdict,
     ) {
-        self.capture_verdict(src, dst, host, verdict);
-        if verdict.is_block() {
-            self.stats.blocked += 1;
-        } else if !self.config.log_allowed {
+        let Some(event) = self.verdict_event(now, protocol, (src, dst), host, verdict) else {
             return;
-        }
-        let event = Event {
-            rule: verdict.rule.clone(),
-            ..self.event(now, verdict.action, protocol, (src, dst), host, verdict.reason)
         };
-        // A refused plain-HTTP request being peeked gets its own event: the summary is attached to it.
+        // With the payload peek on, TCP blocks are queued one by one, as the peeked requests' are (each of those
+        // carries its own summary, see `tcp::peek`).
         if verdict.is_block() && !(self.config.peek && protocol == Protocol::Tcp) {
             self.push_folded_event(now, event);
         } else {
             self.push_event(event);
         }
+    }
+
+    /// Captures and counts a verdict; its event, unless it allows and allowed flows are not reported.
+    fn verdict_event(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        (src, dst): FlowKey,
+        host: Option<&str>,
+        verdict: &Verdict,
+    ) -> Option<Event> {
+        self.capture_verdict(src, dst, host, verdict);
+        if verdict.is_block() {
+            self.stats.blocked += 1;
+        } else if !self.config.log_allowed {
+            return None;
+        }
+        Some(self.event(now, protocol, (src, dst), host, verdict.clone().into()))
     }
 
     /// Queues a block or error event unless an identical one was reported a moment ago (see `repeats`).
@@ -668,41 +681,37 @@ impl Engine {
         protocol: Protocol,
         flow: FlowKey,
         host: Option<&str>,
-        reason: Reason,
+        reason: ErrorReason,
         error: impl std::fmt::Display,
     ) {
-        if reason == Reason::FlowEvicted {
+        if reason == ErrorReason::FlowEvicted {
             self.stats.flows_evicted += 1;
         } else {
             self.stats.upstream_errors += 1;
         }
-        let event = self.event(now, Action::Error, protocol, flow, host, reason);
-        self.push_folded_event(now, Event { error: Some(error.to_string()), ..event });
+        let event = self.event(now, protocol, flow, host, Outcome::Error { reason, error: error.to_string() });
+        self.push_folded_event(now, event);
     }
 
-    /// An event at `now` about the flow from `src` to `dst`, without rule, app or details.
+    /// An event at `now` about the flow from `src` to `dst`, without app or details.
     fn event(
         &self,
         now: Instant,
-        action: Action,
         protocol: Protocol,
         (src, dst): FlowKey,
         host: Option<&str>,
-        reason: Reason,
+        outcome: Outcome,
     ) -> Event {
         let elapsed = now.saturating_duration_since(self.epoch).as_millis();
         Event {
             time_ms: self.epoch_wall_ms.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX)),
-            action,
             protocol,
             src,
             dst,
             host: host.map(str::to_owned),
-            reason,
-            rule: None,
+            outcome,
             uid: None,
             peek: None,
-            error: None,
             repeats: None,
         }
     }
@@ -771,10 +780,10 @@ impl AddressVerdict {
 }
 
 /// A verdict from a policy decision.
-fn verdict_of(decision: Decision, block_reason: Reason) -> Verdict {
+fn verdict_of(decision: Decision, block_reason: BlockReason) -> Verdict {
     match decision {
-        Decision::Blocked(rule) => Verdict { action: Action::Block, reason: block_reason, rule: Some(rule) },
-        Decision::Allowed(rule) => Verdict { action: Action::Allow, reason: Reason::AllowRule, rule: Some(rule) },
+        Decision::Blocked(rule) => Verdict::Block { reason: block_reason, rule: Some(rule) },
+        Decision::Allowed(rule) => Verdict::Allow { reason: AllowReason::AllowRule, rule: Some(rule) },
         Decision::NoMatch => Verdict::no_match(),
     }
 }

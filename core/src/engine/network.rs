@@ -11,7 +11,7 @@
 use super::tcp::Phase;
 use super::{Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
-use crate::verdict::Reason;
+use crate::verdict::ErrorReason;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -96,7 +96,7 @@ impl Engine {
         }
         let family = if server.is_ipv4() { "IPv4" } else { "IPv6" };
         let why = format!("no {family} route upstream");
-        self.report_failure(now, protocol, flow, None, Reason::NoRoute, why);
+        self.report_failure(now, protocol, flow, None, ErrorReason::NoRoute, why);
         true
     }
 
@@ -109,14 +109,14 @@ impl Engine {
             self.on_udp_error(now, id, error, up);
         } else if let Some(flow) = self.tcp.get(&id) {
             let reason = match flow.phase {
-                Phase::Dialing | Phase::Connecting => Reason::ConnectFailed,
-                _ => Reason::UpstreamReset,
+                Phase::Dialing | Phase::Connecting => ErrorReason::ConnectFailed,
+                _ => ErrorReason::UpstreamReset,
             };
             self.fail_tcp_flow(now, id, reason, error);
             self.poll(now, up);
         } else if let Some(flow) = self.close_udp_flow(id, up) {
             let key = (flow.client, flow.server);
-            self.report_failure(now, Protocol::Udp, key, None, Reason::UdpFailed, error);
+            self.report_failure(now, Protocol::Udp, key, None, ErrorReason::UdpFailed, error);
         }
     }
 }

@@ -7,7 +7,7 @@
 //! a DNS-over-TLS ClientHello without one is let through when the IP→names cache maps its destination to the host.
 
 use super::Engine;
-use crate::verdict::{Action, Reason, Verdict};
+use crate::verdict::{AllowReason, BlockReason, Verdict};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -40,9 +40,9 @@ impl Engine {
             _ => false,
         });
         if to_private {
-            Some(Verdict { action: Action::Allow, reason: Reason::PrivateDns, rule: None })
+            Some(Verdict::Allow { reason: AllowReason::PrivateDns, rule: None })
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
-            Some(Verdict::block(Reason::DnsOverTls))
+            Some(Verdict::block(BlockReason::DnsOverTls))
         } else {
             None
         }

@@ -30,7 +30,7 @@ use super::udp::DOQ_PORT;
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
-use crate::verdict::{Reason, Verdict};
+use crate::verdict::{BlockReason, Verdict};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -146,7 +146,7 @@ impl Engine {
             }
             let (fallback, mapped_host) = match self.address_verdict(now, server.ip()) {
                 // DNS over QUIC is refused unless its ClientHello names the Private DNS server.
-                _ if doq => (Verdict::block(Reason::DnsOverTls), None),
+                _ if doq => (Verdict::block(BlockReason::DnsOverTls), None),
                 // A CIDR rule decides regardless of the name: leave it to the plain UDP path.
                 AddressVerdict::Decided(_) => return false,
                 AddressVerdict::MappedBlocked(verdict, host) => (verdict, Some(host)),
@@ -183,13 +183,13 @@ impl Engine {
             QuicScan::Sni(name) => {
                 let verdict = self
                     .private_dns_verdict(now, server, Some(&name))
-                    .unwrap_or_else(|| self.name_verdict(&name, Reason::QuicSni));
+                    .unwrap_or_else(|| self.name_verdict(&name, BlockReason::QuicSni));
                 self.release_quic_hold(now, key, packet, verdict, Some(name), up);
             }
             QuicScan::NeedMore if !over_bounds => {}
             QuicScan::NoSni | QuicScan::NotQuic => self.release_quic_hold_by_address(now, key, packet, up),
             QuicScan::NeedMore | QuicScan::Uninspectable => {
-                self.release_quic_hold(now, key, packet, Verdict::block(Reason::Uninspectable), None, up);
+                self.release_quic_hold(now, key, packet, Verdict::block(BlockReason::Uninspectable), None, up);
             }
         }
         true
@@ -204,7 +204,7 @@ impl Engine {
             return;
         }
         let packet = std::mem::take(&mut hold.first_packet);
-        self.release_quic_hold(now, key, &packet, Verdict::block(Reason::Uninspectable), None, up);
+        self.release_quic_hold(now, key, &packet, Verdict::block(BlockReason::Uninspectable), None, up);
     }
 
     fn release_quic_hold_by_address(&mut self, now: Instant, key: FlowKey, packet: &[u8], up: &mut impl Upstream) {

@@ -9,7 +9,7 @@
 //! are reported one by one as before.
 
 use crate::event::{Event, Protocol};
-use crate::verdict::{Action, Reason};
+use crate::verdict::Reason;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -22,11 +22,11 @@ const MAX_WINDOWS: usize = 1024;
 /// What makes two block events identical for folding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct FoldKey {
-    action: Action,
     protocol: Protocol,
     src: IpAddr,
     dst: SocketAddr,
     host: Option<String>,
+    /// The reason, with its kind: the action.
     reason: Reason,
     uid: Option<u32>,
 }
@@ -34,12 +34,11 @@ struct FoldKey {
 impl FoldKey {
     fn of(event: &Event) -> FoldKey {
         FoldKey {
-            action: event.action,
             protocol: event.protocol,
             src: event.src.ip(),
             dst: event.dst,
             host: event.host.clone(),
-            reason: event.reason,
+            reason: event.reason(),
             uid: event.uid,
         }
     }

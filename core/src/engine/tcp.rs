@@ -11,7 +11,7 @@
 //! (the server may speak first), but its direction stays shut ([`ClientGate`]) until its first bytes are judged:
 //! a late ClientHello or request naming a blocked host resets both sides, and that server has seen a TCP
 //! handshake but no byte of the client's. TLS or HTTP whose host cannot be read is refused
-//! ([`Reason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
+//! ([`BlockReason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
 use super::budget::{Client, Owner, Table, SMALL_TCP_BUFFER};
 use super::packet::TcpSummary;
@@ -25,7 +25,7 @@ use crate::inspect::http_stream::{RequestStream, Step};
 use crate::inspect::tls::MAX_CLIENT_HELLO_STREAM_LEN;
 use crate::inspect::{sniff_stream, StreamSniff};
 use crate::policy::Decision;
-use crate::verdict::{Action, Reason, Verdict};
+use crate::verdict::{AllowReason, BlockReason, ErrorReason, Reason, Verdict};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{Socket, State};
 use std::io;
@@ -206,7 +206,7 @@ impl Engine {
         up: &mut impl Upstream,
     ) {
         if is_local_destination(server.ip()) {
-            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::LocalDestination));
+            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(BlockReason::LocalDestination));
             return;
         }
         // No route for this family: refused at once, so the client falls back to the other family (DNS over TCP
@@ -223,9 +223,7 @@ impl Engine {
         }
         let server_first = SERVER_FIRST_PORTS.contains(&server.port());
         let range_block = match self.policy.check_ip(server.ip()) {
-            Decision::Blocked(rule) => {
-                Some(Verdict { action: Action::Block, reason: Reason::IpCidr, rule: Some(rule) })
-            }
+            Decision::Blocked(rule) => Some(Verdict::Block { reason: BlockReason::IpCidr, rule: Some(rule) }),
             Decision::Allowed(_) | Decision::NoMatch => None,
         };
         let mut gate = ClientGate::Shut;
@@ -233,9 +231,9 @@ impl Engine {
             (Phase::Dns { pending: 0 }, None, None)
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls && self.private_dns_is_set() {
             // Only the ClientHello tells whether it goes to the user's Private DNS server (finish_sniff).
-            (Phase::Sniffing { started: false }, None, Some(Verdict::block(Reason::DnsOverTls)))
+            (Phase::Sniffing { started: false }, None, Some(Verdict::block(BlockReason::DnsOverTls)))
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
-            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(Reason::DnsOverTls));
+            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(BlockReason::DnsOverTls));
             return;
         } else {
             match self.address_verdict(now, server.ip()) {
@@ -244,7 +242,7 @@ impl Engine {
                 // allow rule for names, nothing could lift the block: refused at the SYN below, as fast as the
                 // kernel would.
                 AddressVerdict::Decided(verdict)
-                    if verdict.reason == Reason::IpCidr
+                    if verdict.reason() == Reason::Block(BlockReason::IpCidr)
                         && CLIENT_FIRST_PORTS.contains(&server.port())
                         && self.policy.stats().allow_names > 0
                         && !self.knows_names(now, server.ip()) =>
@@ -392,7 +390,7 @@ impl Engine {
                 flow.upstream_open = true;
                 self.set_deadline(id, now + self.config.connect_timeout);
             }
-            Err(error) => self.fail_tcp_flow(now, id, Reason::ConnectFailed, error),
+            Err(error) => self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, error),
         }
     }
 
@@ -421,7 +419,7 @@ impl Engine {
                 }
                 self.touched.push(id);
             }
-            Err(error) => self.fail_tcp_flow(now, id, Reason::ConnectFailed, error),
+            Err(error) => self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, error),
         }
         self.poll(now, up);
     }
@@ -472,7 +470,7 @@ impl Engine {
             Phase::Sniffing { .. } => self.sniff_at_deadline(now, id, up),
             Phase::Dialing | Phase::Connecting => {
                 let why = format!("no answer within {:?}", self.config.connect_timeout);
-                self.fail_tcp_flow(now, id, Reason::ConnectFailed, why);
+                self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, why);
             }
             Phase::Peeking { .. } => self.on_peek_deadline(now, id),
             // Dialled for a SYN whose sender never completed the handshake (spoofed, or gone): end it and its
@@ -569,17 +567,21 @@ impl Engine {
     fn first_bytes_verdict(&self, sniffed: &Option<StreamSniff>, flow: &TcpFlow) -> Verdict {
         let fallback = || flow.fallback.clone().unwrap_or_else(Verdict::no_match);
         let (name, block_reason) = match sniffed {
-            Some(StreamSniff::TlsSni(name)) => (name, Reason::TlsSni),
-            Some(StreamSniff::HttpHost(name)) => (name, Reason::HttpHost),
-            Some(StreamSniff::Uninspectable | StreamSniff::NeedMore) => return Verdict::block(Reason::Uninspectable),
+            Some(StreamSniff::TlsSni(name)) => (name, BlockReason::TlsSni),
+            Some(StreamSniff::HttpHost(name)) => (name, BlockReason::HttpHost),
+            Some(StreamSniff::Uninspectable | StreamSniff::NeedMore) => {
+                return Verdict::block(BlockReason::Uninspectable)
+            }
             None if CLIENT_FIRST_PORTS.contains(&flow.server.port()) => {
-                return Verdict::block(Reason::Uninspectable);
+                return Verdict::block(BlockReason::Uninspectable);
             }
             Some(StreamSniff::Unknown) | None => return fallback(),
         };
         let verdict = self.name_verdict(name, block_reason);
         match &flow.range_block {
-            Some(range) if verdict.reason != Reason::AllowRule && !verdict.is_block() => range.clone(),
+            Some(range) if verdict.reason() != Reason::Allow(AllowReason::AllowRule) && !verdict.is_block() => {
+                range.clone()
+            }
             _ => verdict,
         }
     }
@@ -750,7 +752,7 @@ impl Engine {
                 flow.http = None;
                 return true;
             }
-            Step::Unreadable => Verdict::block(Reason::Uninspectable),
+            Step::Unreadable => Verdict::block(BlockReason::Uninspectable),
             Step::Head(None) => return true,
             Step::Head(Some(name)) => {
                 let sniffed = Some(StreamSniff::HttpHost(name));
@@ -849,7 +851,7 @@ impl Engine {
             return;
         };
         if !flow.fin_forwarded {
-            self.fail_tcp_flow(now, id, Reason::UpstreamReset, error);
+            self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
             return;
         }
         self.stack.tcp(flow.handle).abort();
@@ -858,7 +860,13 @@ impl Engine {
 
     /// Ends a flow whose upstream failed: resets the phone's side (the upstream socket is closed when the flow
     /// retires) and reports the failure.
-    pub(super) fn fail_tcp_flow(&mut self, now: Instant, id: FlowId, reason: Reason, error: impl std::fmt::Display) {
+    pub(super) fn fail_tcp_flow(
+        &mut self,
+        now: Instant,
+        id: FlowId,
+        reason: ErrorReason,
+        error: impl std::fmt::Display,
+    ) {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
@@ -898,7 +906,7 @@ impl Engine {
             Some(c) if any_phase => format!("flow table full; {c} holds more than its share; idle for {idle} s"),
             _ => format!("flow table full; idle for {idle} s"),
         };
-        self.fail_tcp_flow(now, id, Reason::FlowEvicted, why);
+        self.fail_tcp_flow(now, id, ErrorReason::FlowEvicted, why);
         self.retire_if_closed(id, up);
         true
     }

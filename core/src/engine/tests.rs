@@ -4,6 +4,7 @@
 use super::*;
 use crate::inspect::dns::BlockAnswer;
 use crate::policy::{ListRole, ListSource};
+use crate::verdict::{Action, Reason};
 use etherparse::PacketBuilder;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -281,9 +282,9 @@ fn blocked_dns_name_gets_nxdomain_at_once_and_an_event() {
     assert_eq!(answer[3] & 0x0f, 3, "NXDOMAIN");
     let events = pair.events();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].reason, Reason::DnsQuery);
+    assert_eq!(events[0].reason(), Reason::Block(BlockReason::DnsQuery));
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
-    let rule = events[0].rule.as_ref().expect("rule");
+    let rule = events[0].rule().expect("rule");
     assert_eq!((&*rule.list, rule.line), ("test.txt", 1));
 }
 
@@ -317,7 +318,7 @@ fn blocked_name_is_learnt_upstream_and_its_address_refused_later() {
     let events = pair.events();
     assert_eq!(events.len(), 2);
     for event in &events {
-        assert_eq!(event.reason, Reason::DnsMappedIp);
+        assert_eq!(event.reason(), Reason::Block(BlockReason::DnsMappedIp));
         assert_eq!(event.host.as_deref(), Some("tracking.intl.miui.com"));
     }
     // A client naming an allowed host at that address is let through (shared addresses).
@@ -395,8 +396,8 @@ fn syn_to_blocked_cidr_is_reset_without_dialling() {
     let events = pair.events();
     assert_eq!(events.len(), 3, "{events:?}");
     for event in &events {
-        assert_eq!((event.reason, event.protocol), (Reason::IpCidr, Protocol::Tcp));
-        assert_eq!(event.rule.as_ref().map(|r| &*r.rule), Some("198.19.0.0/24"));
+        assert_eq!((event.reason(), event.protocol), (Reason::Block(BlockReason::IpCidr), Protocol::Tcp));
+        assert_eq!(event.rule().map(|r| &*r.rule), Some("198.19.0.0/24"));
     }
     assert_eq!(events[2].host.as_deref(), Some("www.example.org"));
 }
@@ -414,7 +415,7 @@ fn blocked_sni_is_refused_before_any_upstream_connect() {
     assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
     let events = pair.events();
     assert_eq!(events.len(), 1, "one event per refused flow: {events:?}");
-    assert_eq!(events[0].reason, Reason::TlsSni);
+    assert_eq!(events[0].reason(), Reason::Block(BlockReason::TlsSni));
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
     assert_eq!(pair.engine.stats().tcp_active, 0, "flow freed");
 }
@@ -567,7 +568,7 @@ fn blocked_app_is_refused_on_tcp_udp_and_dns_and_others_pass() {
     let events = pair.events();
     assert_eq!(events.len(), 3);
     for event in &events {
-        assert_eq!(event.reason, Reason::AppBlocked);
+        assert_eq!(event.reason(), Reason::Block(BlockReason::AppBlocked));
         assert_eq!(event.uid, Some(10_123), "attributed to the blocked app");
     }
     // Another app goes through.

@@ -10,7 +10,7 @@ use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::open_client_initial;
-use crate::verdict::{Reason, Verdict};
+use crate::verdict::{BlockReason, ErrorReason, Verdict};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -84,7 +84,7 @@ impl Engine {
             return;
         }
         let (verdict, host) = if server.port() == DOQ_PORT && self.config.block_dns_over_tls {
-            (Verdict::block(Reason::DnsOverTls), None)
+            (Verdict::block(BlockReason::DnsOverTls), None)
         } else {
             match self.address_verdict(now, server.ip()) {
                 AddressVerdict::Decided(verdict) => (verdict, None),
@@ -141,7 +141,7 @@ impl Engine {
         if let Err(error) = sent {
             up.udp_close(id);
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
-            self.report_failure(now, Protocol::Udp, (client, server), host, Reason::UdpFailed, error);
+            self.report_failure(now, Protocol::Udp, (client, server), host, ErrorReason::UdpFailed, error);
             return;
         }
         self.stats.udp_flows += 1;
@@ -215,13 +215,18 @@ impl Engine {
             self.on_dns_socket_error(now, id, error, up);
         } else if let Some(flow) = self.udp.get(&id) {
             let key = (flow.client, flow.server);
-            self.report_failure(now, Protocol::Udp, key, None, Reason::UdpFailed, error);
+            self.report_failure(now, Protocol::Udp, key, None, ErrorReason::UdpFailed, error);
         }
     }
 
     /// Why no UDP flow (or QUIC hold) of `client` can be added, if it cannot: the table is at its cap and no flow
     /// may make room ([`Engine::make_room`]); when one may, it is closed first.
-    pub(super) fn udp_table_full(&mut self, now: Instant, client: Client, up: &mut impl Upstream) -> Option<Reason> {
+    pub(super) fn udp_table_full(
+        &mut self,
+        now: Instant,
+        client: Client,
+        up: &mut impl Upstream,
+    ) -> Option<BlockReason> {
         if self.udp.len() + self.quic_holds.len() < self.config.max_udp_flows {
             return None;
         }
@@ -254,7 +259,7 @@ impl Engine {
                 }
                 _ => format!("flow table full; idle for {idle} s"),
             };
-            self.report_failure(now, Protocol::Udp, (flow.client, flow.server), None, Reason::FlowEvicted, why);
+            self.report_failure(now, Protocol::Udp, (flow.client, flow.server), None, ErrorReason::FlowEvicted, why);
         }
         true
     }

@@ -4,12 +4,14 @@
 //! peek on, instead of a RST it stays open a little longer: the rest of the request is read (headers and body, at
 //! most [`MAX_REQUEST_LEN`] bytes kept, the rest discarded; `Expect: 100-continue` is honoured so the body comes),
 //! until the request is complete, the client stops sending, or [`PEEK_TIMEOUT`] passes. Then the client gets a fast
-//! `403 Forbidden` with `Connection: close`, and the block event carries the summary from
-//! [`crate::inspect::peek::summarize_request`]. The request bytes are dropped as soon as they are summarised.
+//! `403 Forbidden` with `Connection: close`, and the block event, held back until then, is queued with the summary
+//! from [`crate::inspect::peek::summarize_request`] (a client that resets or is evicted first counts as done
+//! sending: it is answered, and reported, with what arrived). The request bytes are dropped as soon as they are
+//! summarised.
 
 use super::Phase;
 use crate::engine::{Engine, FlowId};
-use crate::event::Protocol;
+use crate::event::{Event, Protocol};
 use crate::inspect::peek::{expects_continue, request_progress, summarize_request, RequestProgress, MAX_REQUEST_LEN};
 use crate::verdict::Verdict;
 use smoltcp::socket::tcp::Socket;
@@ -28,7 +30,8 @@ const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A blocked request being read.
 #[derive(Debug)]
 pub(crate) struct PeekState {
-    verdict: Verdict,
+    /// The block's event (if reported), queued with the summary when the request has been read.
+    event: Option<Event>,
     request: Vec<u8>,
     /// Bytes beyond [`MAX_REQUEST_LEN`] were discarded.
     truncated: bool,
@@ -37,14 +40,16 @@ pub(crate) struct PeekState {
 }
 
 impl Engine {
-    /// Starts reading a blocked request instead of resetting the connection; the event is reported on answer.
+    /// Starts reading a blocked request instead of resetting the connection; the event is held until the answer.
     pub(super) fn start_peek(&mut self, now: Instant, id: FlowId, verdict: Verdict) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
         flow.phase = Phase::Peeking { answered: false };
+        let (client, server, host) = (flow.client, flow.server, flow.host.clone());
         self.set_deadline(id, now + PEEK_TIMEOUT);
-        self.peeks.insert(id, PeekState { verdict, request: Vec::new(), truncated: false, continued: false });
+        let event = self.verdict_event(now, Protocol::Tcp, (client, server), host.as_deref(), &verdict);
+        self.peeks.insert(id, PeekState { event, request: Vec::new(), truncated: false, continued: false });
         self.peek(now, id);
     }
 
@@ -88,25 +93,26 @@ impl Engine {
 
     /// Sends the refusal and reports the block with the summary of what arrived.
     fn answer_peek(&mut self, now: Instant, id: FlowId, incomplete: bool) {
-        let Some(state) = self.peeks.remove(&id) else {
+        let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        let Some(flow) = self.tcp.get_mut(&id) else {
+        let Some(state) = self.peeks.remove(&id) else {
             return;
         };
         flow.phase = Phase::Peeking { answered: true };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         let _ = socket.send_slice(FORBIDDEN);
         socket.close();
-        let (client, server, host) = (flow.client, flow.server, flow.host.clone());
         self.set_deadline(id, now + LINGER);
         self.touched.push(id);
-        let summary = summarize_request(&state.request, incomplete || state.truncated);
-        self.report(now, Protocol::Tcp, client, server, host.as_deref(), &state.verdict);
-        if let Some(event) = self.events.back_mut() {
-            if event.src == client && event.dst == server {
-                event.peek = summary;
-            }
+        self.report_peek(state, incomplete);
+    }
+
+    /// Queues a peeked block's event, complete with the summary of the request. Not folded: each carries its own.
+    fn report_peek(&mut self, state: PeekState, incomplete: bool) {
+        if let Some(event) = state.event {
+            let peek = summarize_request(&state.request, incomplete || state.truncated);
+            self.push_event(Event { peek, ..event });
         }
     }
 

@@ -49,7 +49,7 @@ fn tcp_ports(pair: &Pair, src: [u8; 4]) -> Vec<u16> {
 }
 
 fn reasons(pair: &mut Pair) -> Vec<(Action, Reason)> {
-    pair.events().iter().map(|e| (e.action, e.reason)).collect()
+    pair.events().iter().map(|e| (e.action(), e.reason())).collect()
 }
 
 #[test]
@@ -68,14 +68,18 @@ fn a_client_within_its_share_takes_room_from_the_flooder_oldest_first() {
     assert_eq!(tcp_ports(&pair, B), [2000, 2001]);
     assert_eq!(tcp_ports(&pair, A), (1002..1008).collect::<Vec<_>>(), "A's oldest flows went first");
     assert_eq!(pair.engine.stats().flows_evicted, 2);
-    assert_eq!(reasons(&mut pair), [(Action::Error, Reason::FlowEvicted)], "the second is folded into a summary");
+    assert_eq!(
+        reasons(&mut pair),
+        [(Action::Error, Reason::Error(ErrorReason::FlowEvicted))],
+        "the second is folded into a summary"
+    );
     // A is over its share: refused, and B's flows stay.
     send_syn(&mut pair, A, 1008);
-    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::Block(BlockReason::ClientLimit))]);
     assert_eq!(tcp_ports(&pair, B), [2000, 2001]);
     // B at its share is refused too rather than take more from A (nobody is quiet).
     send_syn(&mut pair, B, 2002);
-    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::Block(BlockReason::ClientLimit))]);
     assert_eq!(pair.engine.stats().tcp_active, 8);
 }
 
@@ -171,12 +175,13 @@ fn udp_flood_from_one_client_leaves_room_for_another() {
     udp_from(&mut pair, B, 10);
     assert_eq!(pair.engine.stats().udp_active, 4);
     assert!(pair.take_out().is_empty(), "B served, no refusal");
-    let evicted: Vec<_> = pair.events().into_iter().filter(|e| e.reason == Reason::FlowEvicted).collect();
+    let evicted: Vec<_> =
+        pair.events().into_iter().filter(|e| e.reason() == Reason::Error(ErrorReason::FlowEvicted)).collect();
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].dst.port(), 10, "A's least recently active flow");
     udp_from(&mut pair, A, 20);
     assert_eq!(pair.take_out().len(), 1, "A refused with ICMP");
-    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::ClientLimit)]);
+    assert_eq!(reasons(&mut pair), [(Action::Block, Reason::Block(BlockReason::ClientLimit))]);
 }
 
 /// Two apps on one phone address: app A on client ports 1000..=1999, app B on 2000.. (the fake upstream tells).
@@ -232,7 +237,7 @@ fn apps_sharing_one_address_each_get_their_share() {
     send_syn(&mut pair, A, 1008);
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].uid), (Reason::ClientLimit, Some(APP_A)));
+    assert_eq!((events[0].reason(), events[0].uid), (Reason::Block(BlockReason::ClientLimit), Some(APP_A)));
     assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).tcp, 2);
     assert_eq!(pair.engine.stats().tcp_active, 8);
     assert_eq!(pair.up.owner_lookups, 7, "never two lookups for one flow");
@@ -252,14 +257,15 @@ fn an_app_flooding_udp_leaves_room_for_another_on_the_same_address() {
     udp_from_port(&mut pair, 2000, 10);
     assert!(pair.take_out().is_empty(), "B served, no refusal");
     assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).udp, 1);
-    let evicted: Vec<_> = pair.events().into_iter().filter(|e| e.reason == Reason::FlowEvicted).collect();
+    let evicted: Vec<_> =
+        pair.events().into_iter().filter(|e| e.reason() == Reason::Error(ErrorReason::FlowEvicted)).collect();
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].dst.port(), 10, "A's least recently active flow");
     udp_from_port(&mut pair, 1000, 20);
     assert_eq!(pair.take_out().len(), 1, "A refused with ICMP");
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].uid), (Reason::ClientLimit, Some(APP_A)));
+    assert_eq!((events[0].reason(), events[0].uid), (Reason::Block(BlockReason::ClientLimit), Some(APP_A)));
 }
 
 #[test]

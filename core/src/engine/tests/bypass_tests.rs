@@ -50,7 +50,7 @@ fn send_all(pair: &mut Pair, h: SocketHandle, data: &[u8]) {
 }
 
 fn block_reasons(pair: &mut Pair) -> Vec<(Reason, Option<String>)> {
-    pair.events().into_iter().filter(|e| e.action == Action::Block).map(|e| (e.reason, e.host)).collect()
+    pair.events().into_iter().filter(|e| e.action() == Action::Block).map(|e| (e.reason(), e.host)).collect()
 }
 
 /// Issue 18.1: a ClientHello sent 800 ms after the handshake used to find the flow already dialled by address
@@ -67,7 +67,11 @@ fn late_client_hello_on_a_web_port_is_judged_before_any_dial() {
         pair.drive();
         assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "port {port}: RST after the late hello");
         assert!(pair.up.connects.is_empty(), "port {port}: the blocked server was dialled");
-        assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))], "port {port}");
+        assert_eq!(
+            block_reasons(&mut pair),
+            vec![(Reason::Block(BlockReason::TlsSni), Some(BLOCKED_NAME.into()))],
+            "port {port}"
+        );
         // An allowed late hello is dialled and forwarded.
         let h = pair.connect(NORMAL, port);
         pair.wait(Duration::from_millis(800));
@@ -91,7 +95,7 @@ fn silent_client_on_a_web_port_is_reset_and_never_dialled() {
     pair.wait(Duration::from_millis(20));
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "reset once the wait is over");
     assert!(pair.up.connects.is_empty(), "dialled: {:?}", pair.up.connects);
-    assert_eq!(block_reasons(&mut pair), vec![(Reason::Uninspectable, None)]);
+    assert_eq!(block_reasons(&mut pair), vec![(Reason::Block(BlockReason::Uninspectable), None)]);
     assert_eq!(pair.engine.stats().tcp_active, 0);
 }
 
@@ -121,7 +125,7 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset");
     assert!(pair.up.written.get(&flow).is_none_or(Vec::is_empty), "the blocked hello reached the server");
     assert_eq!(pair.up.closed, vec![(flow, true)], "upstream reset");
-    assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))]);
+    assert_eq!(block_reasons(&mut pair), vec![(Reason::Block(BlockReason::TlsSni), Some(BLOCKED_NAME.into()))]);
     // The gate opens for anything else: a server-first protocol works, on a server-first port too.
     for port in [22, 7777] {
         let h = pair.connect(NORMAL, port);
@@ -153,7 +157,7 @@ fn client_hello_on_a_server_first_port_is_judged_too() {
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset");
     assert!(pair.up.written.get(&flow).is_none_or(Vec::is_empty), "the blocked hello reached the server");
-    assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))]);
+    assert_eq!(block_reasons(&mut pair), vec![(Reason::Block(BlockReason::TlsSni), Some(BLOCKED_NAME.into()))]);
 }
 
 /// Issue 18.2: a ClientHello padded past 16 KiB (the old sniff limit; the TLS reader takes 64 KiB) was
@@ -166,7 +170,11 @@ fn client_hello_padded_past_16_kib_is_judged() {
         send_all(&mut pair, h, &hello(BLOCKED_NAME, size));
         assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "{size}: reset");
         assert!(pair.up.connects.is_empty(), "{size}: dialled");
-        assert_eq!(block_reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED_NAME.into()))], "{size}");
+        assert_eq!(
+            block_reasons(&mut pair),
+            vec![(Reason::Block(BlockReason::TlsSni), Some(BLOCKED_NAME.into()))],
+            "{size}"
+        );
     }
 }
 
@@ -190,7 +198,7 @@ fn head_unfinished_at_the_size_or_time_limit_is_refused() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "reset at the time limit");
     assert!(pair.up.connects.is_empty(), "dialled: {:?}", pair.up.connects);
     let reasons = block_reasons(&mut pair);
-    assert_eq!(reasons, vec![(Reason::Uninspectable, None); 3]);
+    assert_eq!(reasons, vec![(Reason::Block(BlockReason::Uninspectable), None); 3]);
 }
 
 /// Issue 18.2: HTTP with leading empty lines (RFC 9112 §2.2), more than 64 headers, `Host: user@name` was judged
@@ -210,7 +218,11 @@ fn odd_http_heads_are_read_as_servers_read_them() {
         pair.drive();
         assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "{head:?}");
         assert!(pair.up.connects.is_empty(), "{head:?}: dialled");
-        assert_eq!(block_reasons(&mut pair), vec![(Reason::HttpHost, Some(BLOCKED_NAME.into()))], "{head:?}");
+        assert_eq!(
+            block_reasons(&mut pair),
+            vec![(Reason::Block(BlockReason::HttpHost), Some(BLOCKED_NAME.into()))],
+            "{head:?}"
+        );
     }
 }
 
@@ -237,7 +249,10 @@ fn unreadable_heads_are_refused_but_nameless_ones_fall_back_to_the_address() {
     // Identical refusals fold into one event and a summary (`repeats`): count the attempts they stand for.
     pair.engine.flush_folded_events(pair.now);
     let events = pair.events();
-    assert!(events.iter().all(|e| (e.reason, e.host.as_deref()) == (Reason::Uninspectable, None)), "{events:?}");
+    assert!(
+        events.iter().all(|e| (e.reason(), e.host.as_deref()) == (Reason::Block(BlockReason::Uninspectable), None)),
+        "{events:?}"
+    );
     assert_eq!(events.iter().map(|e| e.repeats.unwrap_or(1)).sum::<u64>(), 3, "{events:?}");
     let no_sni = include_bytes!("../../inspect/testdata/client_hello_openssl_no_sni.bin");
     for head in [&no_sni[..], b"GET / HTTP/1.0\r\n\r\n"] {
@@ -274,7 +289,11 @@ fn local_destinations_are_refused_at_the_syn() {
         assert_eq!(tcp_flags(&out[0]), Some((false, true)), "{target}: answered RST");
         let events = pair.events();
         assert_eq!(events.len(), 1, "{target}");
-        assert_eq!((events[0].action, events[0].reason), (Action::Block, Reason::LocalDestination), "{target}");
+        assert_eq!(
+            (events[0].action(), events[0].reason()),
+            (Action::Block, Reason::Block(BlockReason::LocalDestination)),
+            "{target}"
+        );
     }
     pair.wait(Duration::from_secs(20));
     assert!(pair.up.connects.is_empty(), "dialled: {:?}", pair.up.connects);
@@ -327,8 +346,8 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     let events = pair.events();
     assert_eq!(events.len(), 2, "{events:?}");
     for event in &events {
-        assert_eq!((event.action, event.reason), (Action::Block, Reason::IpCidr));
-        assert_eq!(event.rule.as_ref().map(|r| &*r.rule), Some("198.19.0.0/24"));
+        assert_eq!((event.action(), event.reason()), (Action::Block, Reason::Block(BlockReason::IpCidr)));
+        assert_eq!(event.rule().map(|r| &*r.rule), Some("198.19.0.0/24"));
     }
     assert_eq!(events[0].host.as_deref(), Some("www.example.org"));
 }
@@ -348,7 +367,9 @@ fn allow_rule_for_the_sni_or_host_lifts_a_range_block_and_nothing_else_does() {
     pair.drive();
     assert_eq!(pair.up.connects.len(), 2, "allow-listed Host dialled");
     pair.events();
-    for (name, reason) in [("www.example.org", Reason::IpCidr), (BLOCKED_NAME, Reason::TlsSni)] {
+    for (name, reason) in
+        [("www.example.org", Reason::Block(BlockReason::IpCidr)), (BLOCKED_NAME, Reason::Block(BlockReason::TlsSni))]
+    {
         let h = pair.connect(BLOCKED_NET, 443);
         pair.phone_tcp(h).send_slice(&hello(name, 500)).expect("send");
         pair.drive();
@@ -359,6 +380,6 @@ fn allow_rule_for_the_sni_or_host_lifts_a_range_block_and_nothing_else_does() {
     let h = pair.connect(BLOCKED_NET, 7777);
     pair.wait(pair.engine.config.sniff_timeout);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
-    assert_eq!(block_reasons(&mut pair), vec![(Reason::IpCidr, None)]);
+    assert_eq!(block_reasons(&mut pair), vec![(Reason::Block(BlockReason::IpCidr), None)]);
     assert_eq!(pair.up.connects.len(), 2, "no other dial");
 }

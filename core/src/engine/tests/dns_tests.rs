@@ -264,7 +264,7 @@ fn tls_hello(name: &str) -> Vec<u8> {
 
 /// (action, reason, host) of the events so far.
 fn verdicts(pair: &mut Pair) -> Vec<(Action, Reason, Option<String>)> {
-    pair.events().into_iter().map(|e| (e.action, e.reason, e.host)).collect()
+    pair.events().into_iter().map(|e| (e.action(), e.reason(), e.host)).collect()
 }
 
 const PRIVATE_DNS: &str = "dns.example.net";
@@ -276,7 +276,7 @@ fn dns_over_tls_to_the_private_dns_server_is_let_through_and_other_dot_refused()
     // Without Private DNS, DoT is refused at the SYN.
     let h = pair.connect(NORMAL, 853);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
-    assert_eq!(verdicts(&mut pair), vec![(Action::Block, Reason::DnsOverTls, None)]);
+    assert_eq!(verdicts(&mut pair), vec![(Action::Block, Reason::Block(BlockReason::DnsOverTls), None)]);
     // With it (as Android reports it: any case, maybe a trailing dot), DoT naming that host is dialled.
     pair.engine.set_private_dns_server(Some("DNS.Example.net.".into()));
     let h = pair.connect(NORMAL, 853);
@@ -285,7 +285,10 @@ fn dns_over_tls_to_the_private_dns_server_is_let_through_and_other_dot_refused()
     pair.phone_tcp(h).send_slice(&tls_hello(PRIVATE_DNS)).expect("send");
     pair.drive();
     assert_eq!(pair.up.connects, vec![(pair.up.connects[0].0, SocketAddr::from((NORMAL, 853)))], "dialled");
-    assert_eq!(verdicts(&mut pair), vec![(Action::Allow, Reason::PrivateDns, Some(PRIVATE_DNS.into()))]);
+    assert_eq!(
+        verdicts(&mut pair),
+        vec![(Action::Allow, Reason::Allow(AllowReason::PrivateDns), Some(PRIVATE_DNS.into()))]
+    );
     // DoT to any other server is still refused, after its ClientHello; so is one without a name.
     for hello in
         [tls_hello("dns.google"), include_bytes!("../../inspect/testdata/client_hello_openssl_no_sni.bin").to_vec()]
@@ -300,7 +303,10 @@ fn dns_over_tls_to_the_private_dns_server_is_let_through_and_other_dot_refused()
     pair.engine.flush_folded_events(pair.now);
     let refused = pair.events();
     assert_eq!(refused.iter().map(|e| e.repeats.unwrap_or(1)).sum::<u64>(), 2, "{refused:?}");
-    assert!(refused.iter().all(|e| (e.action, e.reason) == (Action::Block, Reason::DnsOverTls)), "{refused:?}");
+    assert!(
+        refused.iter().all(|e| (e.action(), e.reason()) == (Action::Block, Reason::Block(BlockReason::DnsOverTls))),
+        "{refused:?}"
+    );
     // Private DNS off again: refused at the SYN.
     pair.engine.set_private_dns_server(None);
     let h = pair.connect(NORMAL, 853);
@@ -342,11 +348,14 @@ fn dns_over_quic_and_http3_to_the_private_dns_server_are_let_through_and_other_d
     assert_eq!(opened, vec![SocketAddr::from(([198, 18, 1, 5], 853)), SocketAddr::from(([198, 18, 1, 6], 443))]);
     assert_eq!(
         verdicts(&mut pair),
-        vec![(Action::Allow, Reason::PrivateDns, Some(PRIVATE_DNS.into())); 2],
+        vec![(Action::Allow, Reason::Allow(AllowReason::PrivateDns), Some(PRIVATE_DNS.into())); 2],
         "DoQ and DoH3 to the Private DNS server"
     );
     pair.udp([198, 18, 1, 7], 853, &initial("dns.google"));
     assert_eq!(pair.take_out().len(), 1, "ICMP: DNS over QUIC to another server");
     assert_eq!(pair.up.udp_opened.len(), 2);
-    assert_eq!(verdicts(&mut pair), vec![(Action::Block, Reason::DnsOverTls, Some("dns.google".into()))]);
+    assert_eq!(
+        verdicts(&mut pair),
+        vec![(Action::Block, Reason::Block(BlockReason::DnsOverTls), Some("dns.google".into()))]
+    );
 }

@@ -24,7 +24,7 @@ fn quic_overlapping_crypto_that_differs_is_refused_and_nothing_goes_upstream() {
     assert!(is_icmp_port_unreachable(&out[0]));
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].host.as_deref()), (Reason::Uninspectable, None));
+    assert_eq!((events[0].reason(), events[0].host.as_deref()), (Reason::Block(BlockReason::Uninspectable), None));
     // Its retransmission is refused too, still nothing upstream.
     pair.udp(NORMAL, 443, &datagram);
     assert_eq!(pair.take_out().len(), 1);
@@ -41,7 +41,11 @@ fn quic_on_other_ports_is_held_and_judged_by_its_server_name() {
         pair.udp(NORMAL, port, &client_initial(VERSION_1, &[4; 8], 0, &crypto_frame(0, &hello), 1200));
         assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "port {port}: nothing upstream");
         let events = pair.events();
-        assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::QuicSni], "port {port}");
+        assert_eq!(
+            events.iter().map(|e| e.reason()).collect::<Vec<_>>(),
+            [Reason::Block(BlockReason::QuicSni)],
+            "port {port}"
+        );
         // An allowed name on the same port is forwarded.
         let hello = client_hello("www.example.org", 400);
         let initial = client_initial(VERSION_1, &[5; 8], 0, &crypto_frame(0, &hello), 1200);
@@ -55,7 +59,7 @@ fn quic_on_other_ports_is_held_and_judged_by_its_server_name() {
     let hello = client_hello("dns.example.org", 400);
     pair.udp(NORMAL, 853, &client_initial(VERSION_1, &[6; 8], 0, &crypto_frame(0, &hello), 1200));
     assert!(pair.up.udp_sent.is_empty());
-    assert_eq!(pair.events().iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::DnsOverTls]);
+    assert_eq!(pair.events().iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::DnsOverTls)]);
 }
 
 /// Refused QUIC flows hold no socket: before, each stayed in the hold table and counted toward the UDP cap for a
@@ -75,7 +79,7 @@ fn refused_quic_flows_do_not_count_toward_the_udp_cap() {
     pair.events();
     pair.udp(NORMAL, 7, b"an app's plain UDP");
     assert_eq!(pair.up.udp_opened.len(), 1, "the table still has room");
-    assert!(pair.events().iter().all(|e| e.reason != Reason::FlowLimit));
+    assert!(pair.events().iter().all(|e| e.reason() != Reason::Block(BlockReason::FlowLimit)));
 }
 
 /// A blocked query's labels can carry data to the blocked domain's authoritative servers. Before: the client's
@@ -100,7 +104,7 @@ fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
     let h = pair.connect(TELEMETRY, 22);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
     let events = pair.events();
-    assert_eq!(events[0].reason, Reason::DnsMappedIp);
+    assert_eq!(events[0].reason(), Reason::Block(BlockReason::DnsMappedIp));
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
     // Learnt again after the interval.
     pair.now += learn::LEARN_INTERVAL;
@@ -125,7 +129,7 @@ fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
         .expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
     assert!(pair.up.udp_opened.is_empty(), "never opened");
-    assert_eq!(pair.events().iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::IpCidr]);
+    assert_eq!(pair.events().iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::IpCidr)]);
     // An address learnt (over IPv4) for a blocked name, over TCP to a server-first port.
     pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
     let (flow, learn) = pair.up.udp_sent[0].clone();
@@ -141,7 +145,7 @@ fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
     pair.engine.poll(pair.now, &mut pair.up);
     assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
     let events = pair.events();
-    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::DnsMappedIp]);
+    assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::DnsMappedIp)]);
     assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
 }
 
@@ -159,11 +163,11 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     assert_eq!(pair.take_out().len(), 1000, "each echo is still refused");
     let events = pair.events();
     assert_eq!(events.len(), 1, "the first at once");
-    assert_eq!((events[0].reason, events[0].repeats), (Reason::IcmpUnsupported, None));
+    assert_eq!((events[0].reason(), events[0].repeats), (Reason::Block(BlockReason::IcmpUnsupported), None));
     pair.wait(repeats::FOLD_WINDOW);
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].repeats), (Reason::IcmpUnsupported, Some(999)));
+    assert_eq!((events[0].reason(), events[0].repeats), (Reason::Block(BlockReason::IcmpUnsupported), Some(999)));
     let line = serde_json::to_string(&events[0]).expect("json");
     assert!(line.contains("\"repeats\":999"), "{line}");
     assert_eq!(pair.engine.stats().blocked, 1000, "every block still counted");
@@ -178,8 +182,8 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     // Another destination is another event; a new window after the summary starts with an event of its own.
     pair.udp(BLOCKED_NET, 9, b"x");
     pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
-    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason).collect();
-    assert_eq!(reasons, [Reason::IpCidr, Reason::IcmpUnsupported]);
+    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason()).collect();
+    assert_eq!(reasons, [Reason::Block(BlockReason::IpCidr), Reason::Block(BlockReason::IcmpUnsupported)]);
 }
 
 /// One client flooding queries to a resolver that does not answer. Before: it took every pending slot and every

@@ -8,8 +8,8 @@ use super::*;
 fn failures(pair: &mut Pair) -> Vec<(Reason, Option<String>, String)> {
     pair.events()
         .into_iter()
-        .filter(|e| e.action == Action::Error)
-        .map(|e| (e.reason, e.host, e.error.unwrap_or_default()))
+        .filter(|e| e.action() == Action::Error)
+        .map(|e| (e.reason(), e.host.clone(), e.error().unwrap_or_default().to_owned()))
         .collect()
 }
 
@@ -26,7 +26,7 @@ fn refused_connect_resets_the_phone_and_is_an_error_event() {
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
     let (reason, host, error) = &failures[0];
-    assert_eq!(*reason, Reason::ConnectFailed);
+    assert_eq!(*reason, Reason::Error(ErrorReason::ConnectFailed));
     assert_eq!(host.as_deref(), Some("www.example.org"));
     assert!(error.contains("refused"), "{error}");
     assert_eq!(pair.engine.stats().upstream_errors, 1);
@@ -41,7 +41,7 @@ fn connect_timeout_is_an_error_event() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at the deadline");
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::ConnectFailed);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::ConnectFailed));
     assert!(failures[0].2.contains("no answer within"), "{failures:?}");
     let (first, _) = pair.up.connects[0];
     assert_eq!(pair.up.closed.first(), Some(&(first, true)), "its upstream socket closed");
@@ -59,7 +59,7 @@ fn server_reset_is_an_error_event() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::UpstreamReset);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::UpstreamReset));
     assert_eq!(failures[0].1.as_deref(), Some("www.example.org"));
 }
 
@@ -76,7 +76,7 @@ fn unanswered_dns_is_an_error_event_but_a_blocked_names_learning_query_is_not() 
     assert_eq!(pair.take_out().len(), 1, "one SERVFAIL: the blocked name was already answered NXDOMAIN");
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::DnsFailed);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::DnsFailed));
     assert_eq!(failures[0].1.as_deref(), Some("slow.example.org"));
     assert!(failures[0].2.contains("198.18.0.1:53"), "names the resolver: {failures:?}");
 }
@@ -97,7 +97,7 @@ fn dns_socket_error_is_retried_once_on_a_new_socket_then_servfail() {
     assert_eq!(pair.up.udp_sent.len(), 2, "never retried forever");
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::DnsFailed);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::DnsFailed));
     assert!(failures[0].2.contains("refused"), "{failures:?}");
 }
 
@@ -111,7 +111,7 @@ fn udp_that_cannot_be_opened_is_refused_and_reported() {
     assert_eq!(pair.engine.stats().udp_active, 0);
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::UdpFailed);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::UdpFailed));
     assert!(!failures[0].2.is_empty());
 }
 
@@ -123,7 +123,7 @@ fn udp_socket_error_is_reported() {
     pair.engine.on_udp_error(pair.now, flow, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::UdpFailed);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::UdpFailed));
 }
 
 // Regression (SYN flood, RELIABILITY.md): a dialled flow whose phone never answered the SYN|ACK released after the
@@ -168,7 +168,7 @@ fn a_full_tcp_table_evicts_the_longest_idle_flow() {
     assert!(pair.up.closed.contains(&(old_flow, true)), "its upstream closed: {:?}", pair.up.closed);
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::FlowEvicted);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::FlowEvicted));
     assert_eq!(pair.engine.stats().flows_evicted, 1);
     assert_eq!(pair.engine.stats().tcp_active, 2);
     // Nobody has been quiet for a minute now: the next connection is refused, nothing evicted.
@@ -176,7 +176,7 @@ fn a_full_tcp_table_evicts_the_longest_idle_flow() {
     assert_eq!(pair.phone_tcp(refused).state(), tcp::State::Closed, "refused at the cap");
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].reason, Reason::FlowLimit);
+    assert_eq!(events[0].reason(), Reason::Block(BlockReason::FlowLimit));
     assert_eq!(pair.phone_tcp(recent).state(), tcp::State::Established);
 }
 
@@ -192,14 +192,14 @@ fn a_full_udp_table_evicts_the_longest_idle_flow() {
     assert_eq!(pair.up.udp_opened.len(), 3, "the new flow was opened");
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].0, Reason::FlowEvicted);
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::FlowEvicted));
     assert!(pair.take_out().is_empty(), "no refusal");
     // Both remaining flows are busy: the next one is refused with ICMP, nothing evicted.
     pair.udp(NORMAL, 10, b"d");
     assert_eq!(pair.up.udp_opened.len(), 3);
     assert_eq!(pair.take_out().len(), 1, "ICMP refusal");
     let events = pair.events();
-    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::FlowLimit]);
+    assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::FlowLimit)]);
     assert_eq!(pair.engine.stats().udp_active, 2);
 }
 

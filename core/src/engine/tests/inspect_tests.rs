@@ -72,9 +72,9 @@ fn quic_to_a_blocked_name_is_refused_and_nothing_goes_upstream() {
         assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
         let events = pair.events();
         assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!((events[0].reason, events[0].protocol), (Reason::QuicSni, Protocol::Udp));
+        assert_eq!((events[0].reason(), events[0].protocol), (Reason::Block(BlockReason::QuicSni), Protocol::Udp));
         assert_eq!(events[0].host.as_deref(), Some("tracking.intl.miui.com"));
-        assert_eq!(events[0].rule.as_ref().map(|r| r.line), Some(1));
+        assert_eq!(events[0].rule().map(|r| r.line), Some(1));
         assert_eq!(pair.engine.stats().udp_active, 0);
         // The client's retransmission and its CONNECTION_CLOSE (an Initial without a ClientHello) are refused
         // as well, without new events, and never reach the server even after the hold timeout.
@@ -122,7 +122,7 @@ fn quic_hold_times_out_and_is_refused_as_uninspectable() {
     pair.wait(pair.engine.config.sniff_timeout);
     assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
     let events = pair.events();
-    assert_eq!(events.iter().map(|e| e.reason).collect::<Vec<_>>(), [Reason::Uninspectable]);
+    assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::Uninspectable)]);
     assert_eq!(pair.engine.quic_refused.len(), 1, "refused, so its later datagrams are refused too");
 }
 
@@ -179,7 +179,7 @@ fn peek_reads_a_blocked_upload_answers_403_and_reports_the_decoded_events() {
     assert!(pair.up.connects.is_empty(), "the blocked server was never dialled");
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].reason, Reason::HttpHost);
+    assert_eq!(events[0].reason(), Reason::Block(BlockReason::HttpHost));
     let peek = events[0].peek.as_ref().expect("peek attached");
     assert_eq!((peek.method.as_str(), peek.path.as_str(), peek.truncated), ("POST", "/sa", false));
     assert_eq!(peek.kind.as_deref(), Some("sensors_analytics"));
@@ -208,6 +208,36 @@ fn peek_answers_an_unfinished_request_after_the_timeout() {
     let peek = events[0].peek.as_ref().expect("peek");
     assert!(peek.truncated);
     assert_eq!(peek.form[0].value, "x");
+}
+
+/// A flow that ends while its blocked request is being read (here: evicted for a client over its share) still
+/// reports its block once, complete with what had arrived.
+#[test]
+fn peek_reports_the_block_once_when_the_flow_ends_before_the_answer() {
+    let mut pair = Pair::new();
+    pair.engine.config.peek = true;
+    let h = pair.connect(NORMAL, 80);
+    let head = b"POST /up HTTP/1.1\r\nHost: tracking.intl.miui.com\r\nContent-Length: 1000\r\n\r\nuser=x&pa";
+    pair.phone_tcp(h).send_slice(head).expect("send");
+    pair.drive();
+    assert!(pair.events().is_empty(), "held until the request is read");
+    let now = pair.now;
+    assert!(pair.engine.evict_tcp_flow(
+        now,
+        Some(crate::engine::budget::Client::Address(PHONE.into())),
+        Duration::ZERO,
+        &mut pair.up
+    ));
+    pair.drive();
+    pair.wait(Duration::from_secs(5));
+    let events = pair.events();
+    let blocks: Vec<_> = events.iter().filter(|e| e.action() == Action::Block).collect();
+    assert_eq!(blocks.len(), 1, "{events:?}");
+    assert_eq!(blocks[0].reason(), Reason::Block(BlockReason::HttpHost));
+    let peek = blocks[0].peek.as_ref().expect("what arrived");
+    assert!(peek.truncated);
+    assert_eq!(peek.form[0].value, "x");
+    assert_eq!(pair.engine.stats().tcp_active, 0);
 }
 
 #[test]

@@ -33,9 +33,9 @@ fn assert_refused(pair: &mut Pair, h: SocketHandle, flow: FlowId, reason: Reason
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "the client is reset");
     assert!(pair.up.closed.contains(&(flow, true)), "upstream reset: {:?}", pair.up.closed);
-    let blocks: Vec<_> = pair.events().into_iter().filter(|e| e.action == Action::Block).collect();
+    let blocks: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Block).collect();
     assert_eq!(blocks.len(), 1, "{blocks:?}");
-    assert_eq!(blocks[0].reason, reason);
+    assert_eq!(blocks[0].reason(), reason);
     assert_eq!(blocks[0].host.as_deref(), host);
 }
 
@@ -49,7 +49,7 @@ fn pipelined_request_to_a_blocked_host_is_refused_and_never_forwarded() {
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
     pair.drive();
     assert_eq!(written(&pair, flow), ALLOWED, "only the allowed request went upstream");
-    assert_refused(&mut pair, h, flow, Reason::HttpHost, Some("tracking.intl.miui.com"));
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn later_request_to_a_blocked_host_is_refused_on_a_keep_alive_connection() {
     pair.events();
     send(&mut pair, h, BLOCKED);
     assert_eq!(written(&pair, flow), [ALLOWED, ALLOWED].concat(), "nothing of the blocked request");
-    assert_refused(&mut pair, h, flow, Reason::HttpHost, Some("tracking.intl.miui.com"));
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn request_head_split_across_segments_is_judged_when_complete() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
     send(&mut pair, h, rest);
     assert_eq!(written(&pair, flow), ALLOWED);
-    assert_refused(&mut pair, h, flow, Reason::HttpHost, Some("tracking.intl.miui.com"));
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));
 }
 
 #[test]
@@ -95,7 +95,7 @@ fn content_length_body_passes_whole_and_the_request_after_it_is_judged() {
     assert_eq!(written(&pair, flow), [&post[..], ALLOWED].concat());
     send(&mut pair, h, BLOCKED);
     assert_eq!(written(&pair, flow), [&post[..], ALLOWED].concat());
-    assert_refused(&mut pair, h, flow, Reason::HttpHost, Some("tracking.intl.miui.com"));
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn large_content_length_body_streams_through() {
     pair.wait(Duration::from_millis(100));
     send(&mut pair, h, BLOCKED);
     assert_eq!(written(&pair, flow), [head.as_bytes(), &body[..]].concat(), "body forwarded byte-exact");
-    assert_refused(&mut pair, h, flow, Reason::HttpHost, Some("tracking.intl.miui.com"));
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));
 }
 
 #[test]
@@ -135,7 +135,7 @@ fn chunked_body_is_followed_to_the_next_request() {
     assert_eq!(written(&pair, flow), [&head[..], &chunks[..], ALLOWED].concat());
     send(&mut pair, h, BLOCKED);
     assert_eq!(written(&pair, flow), [&head[..], &chunks[..], ALLOWED].concat());
-    assert_refused(&mut pair, h, flow, Reason::HttpHost, Some("tracking.intl.miui.com"));
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn framing_that_cannot_be_followed_is_refused_as_uninspectable() {
         send(&mut pair, h, next);
         assert_eq!(written(&pair, flow), before, "nothing of {:?}", String::from_utf8_lossy(next));
         let host = Some("www.example.org");
-        assert_refused(&mut pair, h, flow, Reason::Uninspectable, host);
+        assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::Uninspectable), host);
     }
 }
 

@@ -48,8 +48,8 @@ fn syn_of_a_family_without_route_is_reset_at_once_and_never_dialled() {
     let events = pair.events();
     assert_eq!(events.len(), 2, "{events:?}");
     for event in &events {
-        assert_eq!((event.action, event.reason), (Action::Error, Reason::NoRoute));
-        assert!(event.error.as_deref().unwrap_or_default().contains("IPv6"), "{event:?}");
+        assert_eq!((event.action(), event.reason()), (Action::Error, Reason::Error(ErrorReason::NoRoute)));
+        assert!(event.error().unwrap_or_default().contains("IPv6"), "{event:?}");
     }
     // IPv4 still works.
     let h = pair.connect(NORMAL, 22);
@@ -99,7 +99,7 @@ fn udp_of_a_family_without_route_gets_icmp_no_route_and_dns_is_unaffected() {
     pair.events();
     pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
     assert_eq!(pair.take_out().len(), 1, "NXDOMAIN");
-    assert_eq!(pair.events()[0].reason, Reason::DnsQuery);
+    assert_eq!(pair.events()[0].reason(), Reason::Block(BlockReason::DnsQuery));
 }
 
 #[test]
@@ -117,8 +117,14 @@ fn upstream_error_ends_a_forwarding_tcp_flow_and_a_udp_flow() {
     pair.engine.on_upstream_error(pair.now, udp_flow, vanished(), &mut pair.up);
     assert_eq!(pair.engine.stats().udp_active, 0, "UDP flow closed");
     let events = pair.events();
-    let reasons: Vec<_> = events.iter().map(|e| (e.action, e.reason)).collect();
-    assert_eq!(reasons, vec![(Action::Error, Reason::UpstreamReset), (Action::Error, Reason::UdpFailed)]);
+    let reasons: Vec<_> = events.iter().map(|e| (e.action(), e.reason())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (Action::Error, Reason::Error(ErrorReason::UpstreamReset)),
+            (Action::Error, Reason::Error(ErrorReason::UdpFailed))
+        ]
+    );
     pair.udp(NORMAL, 7777, b"again");
     assert_eq!(pair.up.udp_opened.len(), 2, "the next datagram opens a new socket");
 }

@@ -71,7 +71,7 @@ fn received(pair: &mut Pair, h: SocketHandle) -> Vec<u8> {
 
 /// (reason, host) of the events so far.
 fn reasons(pair: &mut Pair) -> Vec<(Reason, Option<String>)> {
-    pair.events().into_iter().map(|e| (e.reason, e.host)).collect()
+    pair.events().into_iter().map(|e| (e.reason(), e.host)).collect()
 }
 
 fn dns_query_with_id(name: &str, id: u16) -> Vec<u8> {
@@ -127,7 +127,7 @@ fn ipv6_blocked_sni_is_refused_undialled_and_an_allowed_one_is_dialled() {
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "RST after the ClientHello");
     assert!(pair.up.connects.is_empty(), "the blocked server was never dialled: {:?}", pair.up.connects);
-    assert_eq!(reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED.to_string()))]);
+    assert_eq!(reasons(&mut pair), vec![(Reason::Block(BlockReason::TlsSni), Some(BLOCKED.to_string()))]);
 
     let hello = tls_record(&client_hello(ALLOWED, 300));
     let h = connect_to(&mut pair, IpAddr::V6(NORMAL6), 443);
@@ -182,7 +182,7 @@ fn ipv6_echo_request_is_refused_with_icmpv6() {
     assert_eq!(out[0][40], 1, "destination unreachable");
     let events = pair.events();
     assert_eq!(events.len(), 1);
-    assert_eq!((events[0].reason, events[0].protocol), (Reason::IcmpUnsupported, Protocol::Icmp));
+    assert_eq!((events[0].reason(), events[0].protocol), (Reason::Block(BlockReason::IcmpUnsupported), Protocol::Icmp));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ fn blocked_client_hello_in_two_segments_is_refused_by_its_name() {
     send_in_pieces(&mut pair, h, &hello, &[100]);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "RST after the whole ClientHello");
     assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
-    assert_eq!(reasons(&mut pair), vec![(Reason::TlsSni, Some(BLOCKED.to_string()))]);
+    assert_eq!(reasons(&mut pair), vec![(Reason::Block(BlockReason::TlsSni), Some(BLOCKED.to_string()))]);
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn http_request_split_before_its_host_is_judged_by_the_host() {
     send_in_pieces(&mut pair, h, request.as_bytes(), &[16]);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused once the Host header arrived");
     assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
-    assert_eq!(reasons(&mut pair), vec![(Reason::HttpHost, Some(BLOCKED.to_string()))]);
+    assert_eq!(reasons(&mut pair), vec![(Reason::Block(BlockReason::HttpHost), Some(BLOCKED.to_string()))]);
 }
 
 #[test]
@@ -247,7 +247,7 @@ fn stalled_partial_client_hello_is_refused_undialled() {
     pair.wait(Duration::from_millis(200));
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused once its time is up");
     assert!(pair.up.connects.is_empty(), "an incomplete head is never dialled: {:?}", pair.up.connects);
-    assert_eq!(reasons(&mut pair), vec![(Reason::Uninspectable, None)]);
+    assert_eq!(reasons(&mut pair), vec![(Reason::Block(BlockReason::Uninspectable), None)]);
     assert_eq!(pair.engine.stats().tcp_active, 0, "flow freed");
 }
 
@@ -287,8 +287,8 @@ fn an_allowed_name_that_is_a_cname_for_a_blocked_one_gets_nxdomain() {
     assert!(!answer.windows(4).any(|w| w == TELEMETRY), "the blocked name's address never reaches the phone");
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].host.as_deref()), (Reason::DnsCname, Some(BLOCKED)));
-    assert_eq!(events[0].rule.as_ref().map(|r| r.line), Some(1));
+    assert_eq!((events[0].reason(), events[0].host.as_deref()), (Reason::Block(BlockReason::DnsCname), Some(BLOCKED)));
+    assert_eq!(events[0].rule().map(|r| r.line), Some(1));
 }
 
 #[test]
@@ -314,7 +314,7 @@ fn dns_over_tls_is_refused_at_the_syn() {
     assert!(pair.up.connects.is_empty());
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].action), (Reason::DnsOverTls, Action::Block));
+    assert_eq!((events[0].reason(), events[0].action()), (Reason::Block(BlockReason::DnsOverTls), Action::Block));
     assert_eq!(events[0].dst, SocketAddr::from((NORMAL, 853)));
 }
 
@@ -329,7 +329,7 @@ fn echo_request_is_refused_with_icmp_and_reported() {
     assert_eq!((out[0][9], out[0][20], out[0][21]), (1, 3, 10), "ICMP unreachable, administratively prohibited");
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].protocol), (Reason::IcmpUnsupported, Protocol::Icmp));
+    assert_eq!((events[0].reason(), events[0].protocol), (Reason::Block(BlockReason::IcmpUnsupported), Protocol::Icmp));
     assert!(pair.up.connects.is_empty() && pair.up.udp_opened.is_empty());
 }
 
@@ -363,8 +363,8 @@ fn a_new_policy_judges_new_flows_while_open_ones_keep_forwarding() {
     assert_eq!(pair.up.connects.len(), 1, "not dialled: {:?}", pair.up.connects);
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!((events[0].reason, events[0].host.as_deref()), (Reason::HttpHost, Some(ALLOWED)));
-    assert_eq!(events[0].rule.as_ref().map(|r| &*r.list), Some("new.txt"));
+    assert_eq!((events[0].reason(), events[0].host.as_deref()), (Reason::Block(BlockReason::HttpHost), Some(ALLOWED)));
+    assert_eq!(events[0].rule().map(|r| &*r.list), Some("new.txt"));
     // And so is DNS.
     pair.udp(RESOLVER, 53, &dns_query(ALLOWED));
     assert_eq!(rcode(&udp_payload(&pair.take_out()[0])), 3, "NXDOMAIN under the new policy");
@@ -431,5 +431,5 @@ fn a_blocked_names_address_given_as_host_or_sni_is_refused_by_address() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "TLS with an address for SNI is refused");
     assert!(pair.up.connects.is_empty(), "the blocked name's address was dialled: {:?}", pair.up.connects);
     let events = reasons(&mut pair);
-    assert_eq!(events, vec![(Reason::DnsMappedIp, Some(BLOCKED.to_string())); 2]);
+    assert_eq!(events, vec![(Reason::Block(BlockReason::DnsMappedIp), Some(BLOCKED.to_string())); 2]);
 }
