@@ -78,8 +78,8 @@ reasons! {
         /// Too many concurrent flows; the new one is refused.
         FlowLimit = "flow_limit",
         /// The flow table is full and this client (source address, or app when budgets count by app) already holds
-        /// more than its share of it while
-        /// other clients hold flows too; the new one is refused (see `engine::budget`).
+        /// more than its share of it while other clients hold flows too; the new one is refused (see
+        /// `engine::budget`).
         ClientLimit = "client_limit",
         /// ICMP echo is not forwarded.
         IcmpUnsupported = "icmp_unsupported",
