@@ -30,7 +30,6 @@ mod udp;
 use crate::dns_cache::DnsCache;
 use crate::event::{Event, Protocol};
 use crate::inspect::dns::BlockAnswer;
-use crate::pcapng::{Capture, Direction};
 use crate::policy::{Decision, Policy};
 use crate::verdict::{Action, Reason, RuleRef, Verdict};
 use serde::Serialize;
@@ -40,6 +39,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use capture::CaptureRecord;
 use capture::CaptureState;
 use dns::DnsForwarder;
 use learn::LearnLimiter;
@@ -164,8 +164,9 @@ pub struct EngineConfig {
     /// Payload peek: read blocked plain-HTTP requests to their end locally, answer `403 Forbidden`, and attach a
     /// redacted summary to the block event ([`crate::inspect::peek`]). Off by default: a user switch.
     pub peek: bool,
-    /// Write every packet read from and written to the tun to this pcapng capture, with the verdicts as comments.
-    pub capture: Option<Capture>,
+    /// Queue every packet read from and written to the tun, with the verdicts as comments, for
+    /// [`Engine::take_capture_records`] (the driver sets this when it is given a capture file).
+    pub capture: bool,
 }
 
 impl Default for EngineConfig {
@@ -195,7 +196,7 @@ impl Default for EngineConfig {
             dns_timeout: Duration::from_secs(4),
             random_seed: 0x6877_6877,
             peek: false,
-            capture: None,
+            capture: false,
         }
     }
 }
@@ -307,7 +308,7 @@ impl Engine {
             dns: DnsForwarder::new(&config.dns_upstreams, &config.dns_fallbacks, config.dns_seed),
             dns_cache: DnsCache::new(16 * 1024),
             learning: LearnLimiter::default(),
-            capture: config.capture.clone().map(CaptureState::new),
+            capture: config.capture.then(CaptureState::default),
             fragments: fragment::Reassembler::default(),
             reassembly_timer_armed: false,
             next_fragment_id: 0,
@@ -396,9 +397,10 @@ impl Engine {
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
-        self.capture_packet(Some(now), Direction::Inbound, packet);
+        self.capture_inbound(now, packet);
         let upstream_mtu = fragment::upstream_mtu(self.network().mtu);
         if let Some((client, server)) = fragment::too_big_for_upstream(packet, upstream_mtu) {
+            self.capture_inbound_key(|| capture::key_of(packet));
             self.stats.dropped += 1;
             let mut buf = self.stack.device.take_out_buffer();
             if reply::icmp_too_big(&mut buf, server, client, packet, upstream_mtu) {
@@ -413,7 +415,9 @@ impl Engine {
 
     /// Handles one whole IP packet from the phone (read from the tun, or reassembled from fragments).
     fn dispatch_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
-        let parsed = match packet::parse(packet) {
+        let parsed = packet::parse(packet);
+        self.capture_inbound_key(|| parsed.ok().map(|p| capture::flow_key(&p)));
+        let parsed = match parsed {
             Ok(p) => p,
             Err(packet::Malformed) => {
                 self.stats.malformed += 1;
@@ -502,10 +506,10 @@ impl Engine {
                 }
                 Err(_) => self.stats.dropped += 1,
             }
-            self.capture_packet(None, Direction::Outbound, &buf);
+            self.capture_outbound(&buf);
             self.stack.device.recycle(buf);
         }
-        self.flush_capture();
+        self.seal_capture();
     }
 
     /// Moves every packet waiting for the tun into `out`, in order, counting them as written. For a driver that
@@ -515,10 +519,10 @@ impl Engine {
         while let Some(buf) = self.stack.device.out.pop_front() {
             self.stats.packets_out += 1;
             self.stats.bytes_out += buf.len() as u64;
-            self.capture_packet(None, Direction::Outbound, &buf);
+            self.capture_outbound(&buf);
             out.push(buf);
         }
-        self.flush_capture();
+        self.seal_capture();
     }
 
     /// Takes back packet buffers from [`Engine::take_tun_packets`] for reuse.

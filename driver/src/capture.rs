@@ -1,0 +1,312 @@
+//! Writing the packet capture on a thread of its own, at the edge of the engine (as smoltcp's `PcapWriter` sits
+//! at its device).
+//!
+//! The engine only queues what crossed the tun ([`CaptureRecord`]: time, direction, bytes, verdict comment). Each
+//! loop iteration, after the tun packets were taken (so the iteration's verdict comments are in place), the event
+//! loop takes the records and hands them to the capture thread through a bounded channel without ever waiting:
+//! when the thread is behind (a slow disk), the batch is dropped and counted. The thread owns the file, encodes
+//! pcapng ([`PcapngWriter`]), enforces the size cap and flushes whenever it has nothing more in hand. A write
+//! error ends the capture (logged once), never the engine. When the loop stops, the thread writes what is left,
+//! flushes, and the [`CaptureSummary`] says what was left out.
+
+use hushwall_core::engine::{CaptureRecord, Engine};
+use hushwall_core::pcapng::PcapngWriter;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+/// Batches handed over and not yet written before later ones are dropped.
+const QUEUE_BATCHES: usize = 64;
+/// Packet bytes handed over and not yet written before later batches are dropped.
+const QUEUE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What a capture wrote and left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureSummary {
+    /// Packets written to the file.
+    pub written: u64,
+    /// Packets left out because the file reached its size cap.
+    pub not_written: u64,
+    /// Packets dropped because the writer fell behind the engine.
+    pub dropped: u64,
+    /// The write error that ended the capture early, if one did.
+    pub error: Option<String>,
+}
+
+/// Reads a capture's [`CaptureSummary`] once it has ended; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct CaptureReport(Arc<Mutex<Option<CaptureSummary>>>);
+
+impl CaptureReport {
+    /// The summary once the capture has ended (a write error, or the engine loop returned); complete once the
+    /// loop has returned.
+    pub fn summary(&self) -> Option<CaptureSummary> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut CaptureSummary)) {
+        let mut summary = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f(summary.get_or_insert_with(CaptureSummary::default));
+    }
+}
+
+/// A pcapng file for [`crate::Platform::capture`]: the engine's tun packets, written on a thread of its own.
+pub struct CaptureFile {
+    writer: PcapngWriter<Box<dyn Write + Send>>,
+    report: CaptureReport,
+}
+
+impl CaptureFile {
+    /// Starts a capture on `out` that never grows past `max_bytes` (later packets are counted, not written; the
+    /// file stays valid pcapng). The headers are written and flushed now, so an unwritable destination fails at
+    /// start. The report reads what the capture wrote and left out once it has ended.
+    pub fn new(out: impl Write + Send + 'static, max_bytes: u64) -> io::Result<(CaptureFile, CaptureReport)> {
+        let mut writer = PcapngWriter::new(Box::new(out) as Box<dyn Write + Send>, "hushwall-tun")?;
+        writer.set_max_bytes(max_bytes);
+        writer.flush()?;
+        let report = CaptureReport::default();
+        Ok((CaptureFile { writer, report: report.clone() }, report))
+    }
+}
+
+/// The event loop's side of the capture thread.
+pub(crate) struct CaptureWriter {
+    /// `None` once the thread has ended (a write error).
+    to_thread: Option<SyncSender<Vec<CaptureRecord>>>,
+    /// Packet bytes handed over and not yet written.
+    in_hand: Arc<AtomicUsize>,
+    /// Packets dropped on this side (the engine's queue or the channel was full).
+    dropped: u64,
+    report: CaptureReport,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CaptureWriter {
+    /// Starts the capture thread on `file`.
+    pub(crate) fn spawn(file: CaptureFile) -> io::Result<Self> {
+        let CaptureFile { writer, report } = file;
+        let (to_thread, batches) = mpsc::sync_channel(QUEUE_BATCHES);
+        let in_hand = Arc::new(AtomicUsize::new(0));
+        let (thread_in_hand, thread_report) = (Arc::clone(&in_hand), report.clone());
+        let thread = std::thread::Builder::new()
+            .name("capture-writer".into())
+            .spawn(move || write_batches(writer, &batches, &thread_in_hand, &thread_report))?;
+        Ok(CaptureWriter { to_thread: Some(to_thread), in_hand, dropped: 0, report, thread: Some(thread) })
+    }
+
+    /// Takes the engine's capture records and hands them to the thread, without waiting. If the thread has
+    /// ended (a write error), the engine stops capturing.
+    pub(crate) fn pump(&mut self, engine: &mut Engine) {
+        let mut batch = Vec::new();
+        self.dropped += engine.take_capture_records(&mut batch);
+        if !batch.is_empty() && !self.hand_over(batch) {
+            engine.stop_capture();
+        }
+    }
+
+    /// Hands a batch to the thread; drops it (counted) if the thread is behind. False once the thread has ended.
+    fn hand_over(&mut self, batch: Vec<CaptureRecord>) -> bool {
+        let Some(to_thread) = &self.to_thread else {
+            return false;
+        };
+        let bytes: usize = batch.iter().map(|r| r.packet.len()).sum();
+        if self.in_hand.load(Ordering::Acquire).saturating_add(bytes) > QUEUE_BYTES {
+            self.dropped += batch.len() as u64;
+            return true;
+        }
+        self.in_hand.fetch_add(bytes, Ordering::AcqRel);
+        match to_thread.try_send(batch) {
+            Ok(()) => true,
+            Err(TrySendError::Full(batch)) => {
+                self.in_hand.fetch_sub(bytes, Ordering::AcqRel);
+                self.dropped += batch.len() as u64;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.to_thread = None;
+                false
+            }
+        }
+    }
+}
+
+impl Drop for CaptureWriter {
+    /// Lets the thread write what it holds, flush and end, then completes the summary.
+    fn drop(&mut self) {
+        self.to_thread = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                self.report.update(|s| s.error = Some("the capture thread panicked".into()));
+            }
+        }
+        let dropped = self.dropped;
+        self.report.update(|s| s.dropped += dropped);
+        if let Some(s) = self.report.summary() {
+            if s.not_written > 0 || s.dropped > 0 {
+                log::warn!(
+                    "capture: {} packets written, {} left out at the size cap, {} dropped (writer behind)",
+                    s.written,
+                    s.not_written,
+                    s.dropped
+                );
+            }
+        }
+    }
+}
+
+/// The capture thread: writes batches until the loop hangs up or a write fails, flushing whenever nothing more
+/// is in hand; then reports.
+fn write_batches(
+    mut writer: PcapngWriter<Box<dyn Write + Send>>,
+    batches: &Receiver<Vec<CaptureRecord>>,
+    in_hand: &AtomicUsize,
+    report: &CaptureReport,
+) {
+    let mut written = 0;
+    let mut result = Ok(());
+    'run: while let Ok(mut batch) = batches.recv() {
+        loop {
+            let bytes: usize = batch.iter().map(|r| r.packet.len()).sum();
+            for r in &batch {
+                let before = writer.not_written();
+                result = writer.write_packet(r.time_us, r.direction, &r.packet, r.comment.as_deref());
+                if result.is_err() {
+                    break 'run;
+                }
+                written += u64::from(writer.not_written() == before);
+            }
+            in_hand.fetch_sub(bytes, Ordering::AcqRel);
+            match batches.try_recv() {
+                Ok(next) => batch = next,
+                Err(_) => break,
+            }
+        }
+        result = writer.flush();
+        if result.is_err() {
+            break;
+        }
+    }
+    if result.is_ok() {
+        result = writer.flush();
+    }
+    let error = result.err().map(|e| {
+        log::warn!("capture stopped: cannot write the pcapng file: {e}");
+        e.to_string()
+    });
+    let not_written = writer.not_written();
+    report.update(|s| {
+        s.written = written;
+        s.not_written = not_written;
+        s.error = error;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hushwall_core::pcapng::Direction;
+    use std::sync::atomic::AtomicBool;
+
+    /// A file in memory, shared with the test; fails every write once `fail` is set.
+    #[derive(Clone, Default)]
+    struct Shared {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(io::Error::other("disk full"));
+            }
+            self.bytes.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(i: u64) -> CaptureRecord {
+        CaptureRecord { time_us: i, direction: Direction::Outbound, packet: vec![0x45; 100], comment: None }
+    }
+
+    /// Whole pcapng blocks: (type, total length) each; panics on a torn block.
+    fn blocks(bytes: &[u8]) -> Vec<(u32, usize)> {
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32_at(at + 4) as usize;
+            assert_eq!(u32_at(at + len - 4) as usize, len, "trailing length");
+            out.push((u32_at(at), len));
+            at += len;
+        }
+        out
+    }
+
+    #[test]
+    fn the_thread_honours_the_cap_and_reports_what_it_left_out() {
+        let file = Shared::default();
+        let mut uncapped = PcapngWriter::new(io::sink(), "hushwall-tun").unwrap();
+        let headers = uncapped.written();
+        uncapped.write_packet(0, Direction::Outbound, &record(0).packet, None).unwrap();
+        let per_packet = uncapped.written() - headers;
+        let max = headers + 3 * per_packet + per_packet / 2;
+        let (capture, report) = CaptureFile::new(file.clone(), max).unwrap();
+        assert_eq!(file.bytes.lock().unwrap().len() as u64, headers, "the headers are on disk at start");
+        let mut writer = CaptureWriter::spawn(capture).unwrap();
+        assert!(writer.hand_over((0..4).map(record).collect()));
+        assert!(writer.hand_over((4..10).map(record).collect()));
+        assert_eq!(report.summary(), None, "still running");
+        drop(writer);
+        let summary = report.summary().expect("ended");
+        assert_eq!(summary, CaptureSummary { written: 3, not_written: 7, dropped: 0, error: None });
+        let bytes = file.bytes.lock().unwrap().clone();
+        assert!(bytes.len() as u64 <= max);
+        assert_eq!(blocks(&bytes).len(), 2 + 3, "a valid pcapng of whole blocks");
+
+        // A cap the headers nearly fill leaves every packet out; no cap leaves none out.
+        let (capture, report) = CaptureFile::new(io::sink(), 100).unwrap();
+        let mut writer = CaptureWriter::spawn(capture).unwrap();
+        assert!(writer.hand_over((0..5).map(record).collect()));
+        drop(writer);
+        assert_eq!(report.summary().map(|s| (s.written, s.not_written)), Some((0, 5)));
+        let (capture, report) = CaptureFile::new(io::sink(), u64::MAX).unwrap();
+        let mut writer = CaptureWriter::spawn(capture).unwrap();
+        assert!(writer.hand_over((0..5).map(record).collect()));
+        drop(writer);
+        assert_eq!(report.summary().map(|s| (s.written, s.not_written)), Some((5, 0)));
+    }
+
+    #[test]
+    fn a_write_error_ends_the_capture_with_the_error_reported() {
+        let file = Shared::default();
+        let (capture, report) = CaptureFile::new(file.clone(), u64::MAX).unwrap();
+        file.fail.store(true, Ordering::SeqCst);
+        let mut writer = CaptureWriter::spawn(capture).unwrap();
+        assert!(writer.hand_over(vec![record(0)]));
+        // The thread ends on the error; the next hand-over finds it gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while report.summary().is_none() {
+            assert!(std::time::Instant::now() < deadline, "the capture thread did not end on a write error");
+            std::thread::yield_now();
+        }
+        let summary = report.summary().unwrap();
+        assert_eq!((summary.written, summary.error.as_deref()), (0, Some("disk full")));
+        while writer.hand_over(vec![record(1)]) {
+            assert!(std::time::Instant::now() < deadline, "the thread's end was not noticed");
+            std::thread::yield_now();
+        }
+        drop(writer);
+    }
+
+    #[test]
+    fn a_failed_headers_write_fails_at_start() {
+        let file = Shared::default();
+        file.fail.store(true, Ordering::SeqCst);
+        assert!(CaptureFile::new(file, u64::MAX).is_err());
+    }
+}
