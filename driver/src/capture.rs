@@ -206,8 +206,16 @@ fn write_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::{EventSink, NoUids, Platform, Protector};
+    use crate::{Control, EngineThread};
+    use hushwall_core::engine::EngineConfig;
+    use hushwall_core::event::Event;
     use hushwall_core::pcapng::Direction;
+    use hushwall_core::policy::Policy;
+    use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+    use std::os::unix::net::UnixDatagram;
     use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
 
     /// A file in memory, shared with the test; fails every write once `fail` is set.
     #[derive(Clone, Default)]
@@ -308,5 +316,122 @@ mod tests {
         let file = Shared::default();
         file.fail.store(true, Ordering::SeqCst);
         assert!(CaptureFile::new(file, u64::MAX).is_err());
+    }
+
+    /// One end of a datagram socketpair as the tun: one read = one packet.
+    struct PairTun(UnixDatagram);
+
+    impl io::Read for PairTun {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.recv(buf)
+        }
+    }
+
+    impl Write for PairTun {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.send(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl AsRawFd for PairTun {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0.as_raw_fd()
+        }
+    }
+
+    struct NoSockets;
+
+    impl Protector for NoSockets {
+        fn protect(&mut self, _: BorrowedFd<'_>) -> bool {
+            false
+        }
+    }
+
+    struct Discard;
+
+    impl EventSink for Discard {
+        fn deliver(&mut self, _: &[Event]) {}
+    }
+
+    /// The Internet checksum of `bytes`.
+    fn checksum(bytes: &[u8]) -> [u8; 2] {
+        let mut sum: u32 =
+            bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        (!(sum as u16)).to_be_bytes()
+    }
+
+    /// An IPv4 ICMP echo request from the phone (the engine refuses pings with an ICMP error).
+    fn echo_request(seq: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 1, 0, 0, 10, 111, 0, 1, 198, 18, 1, 1];
+        let ip_sum = checksum(&p);
+        p[10..12].copy_from_slice(&ip_sum);
+        let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34];
+        icmp.extend_from_slice(&seq.to_be_bytes());
+        let icmp_sum = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&icmp_sum);
+        p.extend_from_slice(&icmp);
+        p
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Through the event loop: the capture thread writes both directions with the verdict on the phone's packet;
+    /// a write error then ends the capture, not the engine, which keeps answering and stops cleanly.
+    #[test]
+    fn the_event_loop_outlives_a_capture_write_error() {
+        let file = Shared::default();
+        let (capture, report) = CaptureFile::new(file.clone(), u64::MAX).unwrap();
+        let headers = file.bytes.lock().unwrap().len();
+        let (phone, engine_end) = UnixDatagram::pair().unwrap();
+        phone.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let platform = Platform {
+            protector: Box::new(NoSockets),
+            uids: Box::new(NoUids),
+            events: Box::new(Discard),
+            watch_network: false,
+            capture: Some(capture),
+        };
+        let policy = Arc::new(Policy::compile(&[]).unwrap());
+        let mut engine = EngineThread::spawn(Control::new(), move |control| {
+            crate::run(PairTun(engine_end), EngineConfig::default(), policy, platform, control)
+        })
+        .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut ping = |seq: u16| {
+            phone.send(&echo_request(seq)).unwrap();
+            let n = phone.recv(&mut buf).unwrap_or_else(|e| panic!("ping {seq}: the engine did not answer: {e}"));
+            assert_eq!((n, buf[9], buf[20]), (56, 1, 3), "ping {seq}: an ICMP unreachable quoting it");
+        };
+        ping(1);
+        let packets = || blocks(file.bytes.lock().unwrap().get(headers..).unwrap_or_default()).len();
+        wait_until("the first exchange is on disk", || packets() == 2);
+        let bytes = file.bytes.lock().unwrap().clone();
+        let comment = b"hushwall: block icmp_unsupported";
+        let request = &bytes[headers..headers + blocks(&bytes[headers..])[0].1];
+        assert!(request.windows(comment.len()).any(|w| w == comment), "the verdict is on the request");
+        assert!(request.windows(28).any(|w| w == echo_request(1)), "the request is the first packet");
+
+        file.fail.store(true, Ordering::SeqCst);
+        ping(2);
+        wait_until("the capture ends on the write error", || report.summary().is_some());
+        for seq in 3..=5 {
+            ping(seq);
+        }
+        let stats = engine.stop().expect("the loop ends cleanly");
+        assert_eq!((stats.packets_in, stats.packets_out), (5, 5));
+        let summary = report.summary().unwrap();
+        assert_eq!((summary.written, summary.error.as_deref()), (2, Some("disk full")));
     }
 }
