@@ -3,8 +3,8 @@
 //! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
 //! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
 //! packets and socket readiness with the current time, lends it sockets through [`Upstream`], writes what
-//! [`Engine::drain_tun`] yields back to the tun, delivers [`Engine::poll_event`]s, and sleeps until
-//! [`Engine::poll_timeout`].
+//! [`Engine::drain_tun`] yields back to the tun, delivers [`Engine::poll_event`]s, writes the packet capture from
+//! [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
 //!
 //! A flow's life: the first packet (a TCP SYN, a UDP datagram, a DNS query) is judged by destination address and
 //! the names DNS answers mapped to it. TCP flows whose destination is not already decided are accepted locally and
