@@ -318,6 +318,75 @@ mod tests {
         assert!(CaptureFile::new(file, u64::MAX).is_err());
     }
 
+    /// A file whose writes wait while it is shut, saying that one is waiting.
+    #[derive(Clone, Default)]
+    struct Gate {
+        state: Arc<(Mutex<(bool, bool)>, std::sync::Condvar)>,
+    }
+
+    impl Gate {
+        fn set_shut(&self, shut: bool) {
+            self.state.0.lock().unwrap().0 = shut;
+            self.state.1.notify_all();
+        }
+        fn writer_waiting(&self) -> bool {
+            self.state.0.lock().unwrap().1
+        }
+    }
+
+    /// Opens the gate when dropped, so a failed assertion cannot leave the capture thread stuck (and the test
+    /// hanging in the writer's join).
+    struct OpenOnDrop(Gate);
+
+    impl Drop for OpenOnDrop {
+        fn drop(&mut self) {
+            self.0.set_shut(false);
+        }
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let (lock, changed) = &*self.state;
+            let mut state = lock.lock().unwrap();
+            while state.0 {
+                state.1 = true;
+                state = changed.wait(state).unwrap();
+            }
+            state.1 = false;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A writer stuck on a slow disk never makes the loop wait: past the channel's room (batches) or bytes in
+    /// hand, batches are dropped and counted, and what was handed over is still written.
+    #[test]
+    fn a_writer_behind_drops_and_counts_instead_of_waiting() {
+        let gate = Gate::default();
+        let (capture, report) = CaptureFile::new(gate.clone(), u64::MAX).unwrap();
+        gate.set_shut(true);
+        let mut writer = CaptureWriter::spawn(capture).unwrap();
+        let opener = OpenOnDrop(gate.clone());
+        assert!(writer.hand_over(vec![record(0)]));
+        wait_until("the thread is stuck writing", || gate.writer_waiting());
+        for i in 0..QUEUE_BATCHES as u64 {
+            assert!(writer.hand_over(vec![record(i), record(i)]), "room for {QUEUE_BATCHES} batches");
+        }
+        assert_eq!(writer.dropped, 0);
+        assert!(writer.hand_over(vec![record(0); 3]));
+        assert_eq!(writer.dropped, 3, "the channel is full");
+        drop(opener);
+        wait_until("the channel has room", || writer.in_hand.load(Ordering::Acquire) == 0);
+        let huge = CaptureRecord { packet: vec![0x45; QUEUE_BYTES + 1], ..record(0) };
+        assert!(writer.hand_over(vec![huge, record(1)]));
+        assert_eq!(writer.dropped, 5, "more bytes than may be in hand");
+        drop(writer);
+        let summary = report.summary().unwrap();
+        assert_eq!((summary.written, summary.dropped), (1 + 2 * QUEUE_BATCHES as u64, 5));
+    }
+
     /// One end of a datagram socketpair as the tun: one read = one packet.
     struct PairTun(UnixDatagram);
 
