@@ -17,9 +17,9 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-/// Batches handed over and not yet written before later ones are dropped.
+/// Batches handed over and not yet taken by the thread before later ones are dropped.
 const QUEUE_BATCHES: usize = 64;
-/// Packet bytes handed over and not yet written before later batches are dropped.
+/// Packet bytes handed over and not yet taken by the thread before later batches are dropped.
 const QUEUE_BYTES: usize = 32 * 1024 * 1024;
 
 /// What a capture wrote and left out.
@@ -75,7 +75,7 @@ impl CaptureFile {
 pub(crate) struct CaptureWriter {
     /// `None` once the thread has ended (a write error).
     to_thread: Option<SyncSender<Vec<CaptureRecord>>>,
-    /// Packet bytes handed over and not yet written.
+    /// Packet bytes handed over and not yet taken by the thread.
     in_hand: Arc<AtomicUsize>,
     /// Packets dropped on this side (the engine's queue or the channel was full).
     dropped: u64,
@@ -156,8 +156,7 @@ impl Drop for CaptureWriter {
     }
 }
 
-/// The capture thread: writes batches until the loop hangs up or a write fails, flushing whenever nothing more
-/// is in hand; then reports.
+/// The capture thread: writes batches until the loop hangs up or a write fails, then reports.
 fn write_batches(
     mut writer: PcapngWriter<Box<dyn Write + Send>>,
     batches: &Receiver<Vec<CaptureRecord>>,
@@ -165,33 +164,7 @@ fn write_batches(
     report: &CaptureReport,
 ) {
     let mut written = 0;
-    let mut result = Ok(());
-    'run: while let Ok(mut batch) = batches.recv() {
-        loop {
-            let bytes: usize = batch.iter().map(|r| r.packet.len()).sum();
-            for r in &batch {
-                let before = writer.not_written();
-                result = writer.write_packet(r.time_us, r.direction, &r.packet, r.comment.as_deref());
-                if result.is_err() {
-                    break 'run;
-                }
-                written += u64::from(writer.not_written() == before);
-            }
-            in_hand.fetch_sub(bytes, Ordering::AcqRel);
-            match batches.try_recv() {
-                Ok(next) => batch = next,
-                Err(_) => break,
-            }
-        }
-        result = writer.flush();
-        if result.is_err() {
-            break;
-        }
-    }
-    if result.is_ok() {
-        result = writer.flush();
-    }
-    let error = result.err().map(|e| {
+    let error = write_until_hang_up(&mut writer, batches, in_hand, &mut written).err().map(|e| {
         log::warn!("capture stopped: cannot write the pcapng file: {e}");
         e.to_string()
     });
@@ -201,6 +174,30 @@ fn write_batches(
         s.not_written = not_written;
         s.error = error;
     });
+}
+
+/// Writes every batch, flushing whenever no other is waiting; counts the packets written (not left out at the
+/// cap) in `written`.
+fn write_until_hang_up(
+    writer: &mut PcapngWriter<Box<dyn Write + Send>>,
+    batches: &Receiver<Vec<CaptureRecord>>,
+    in_hand: &AtomicUsize,
+    written: &mut u64,
+) -> io::Result<()> {
+    while let Ok(first) = batches.recv() {
+        let mut next = Some(first);
+        while let Some(batch) = next {
+            in_hand.fetch_sub(batch.iter().map(|r| r.packet.len()).sum(), Ordering::AcqRel);
+            for r in &batch {
+                let left_out = writer.not_written();
+                writer.write_packet(r.time_us, r.direction, &r.packet, r.comment.as_deref())?;
+                *written += u64::from(writer.not_written() == left_out);
+            }
+            next = batches.try_recv().ok();
+        }
+        writer.flush()?;
+    }
+    writer.flush()
 }
 
 #[cfg(test)]
