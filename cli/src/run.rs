@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use hushwall_core::engine::EngineConfig;
 use hushwall_core::event::Event;
 use hushwall_core::inspect::dns::BlockAnswer;
-use hushwall_core::pcapng::Capture;
+use hushwall_driver::capture::CaptureFile;
 use hushwall_driver::lists::{create_private, Existing};
 use hushwall_driver::platform::{NoUids, UidResolver};
 use hushwall_driver::procnet::ProcNetUids;
@@ -162,12 +162,13 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
             let file = create_private(path, Existing::Truncate)
                 .map_err(|e| format!("cannot create capture file {}: {e}", path.display()))?;
             let max = args.pcap_max_mb.saturating_mul(MIB);
-            let capture = Capture::with_max_bytes(BufWriter::new(file), max)
+            let capture = CaptureFile::new(BufWriter::new(file), max)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Some(capture)
         }
         None => None,
     };
+    let (capture, capture_report) = capture.unzip();
     let control = Control::new();
     let store = (!args.policy.no_store).then(|| args.policy.store.clone());
     let (status, events) = Status::new(events, Arc::clone(&control), store);
@@ -193,7 +194,6 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
         mtu: usize::from(args.mtu),
         random_seed: random_seed(),
         peek: args.peek,
-        capture: capture.clone(),
         max_tcp_flows: args.max_tcp_flows as usize,
         max_udp_flows: args.max_udp_flows as usize,
         client_share_percent: args.client_share.unwrap_or(100),
@@ -209,6 +209,7 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
         },
         events: Box::new(events),
         watch_network: true,
+        capture,
     };
     if !args.block_uids.is_empty() {
         control.set_blocked_uids(args.block_uids.iter().copied().collect());
@@ -218,13 +219,16 @@ pub(crate) fn run_with(args: RunArgs, after_tun: impl FnOnce(&str) -> Result<(),
     notify::ready();
     let result = hushwall_driver::run(device, config, policy, platform, control);
     drop(services);
-    if let Some(capture) = &capture {
-        if let Err(e) = capture.flush() {
-            eprintln!("hushwall: cannot flush the capture: {e}");
+    // The loop has returned, so the capture thread has written, flushed and closed the file.
+    if let Some(summary) = capture_report.and_then(|r| r.summary()) {
+        if let Some(e) = &summary.error {
+            eprintln!("hushwall: the capture stopped early: cannot write it: {e}");
         }
-        let left_out = capture.not_written();
-        if left_out > 0 {
-            eprintln!("hushwall: the capture reached --pcap-max-mb; {left_out} packets were not written");
+        if summary.not_written > 0 {
+            eprintln!("hushwall: the capture reached --pcap-max-mb; {} packets were not written", summary.not_written);
+        }
+        if summary.dropped > 0 {
+            eprintln!("hushwall: {} packets were left out of the capture (its writer fell behind)", summary.dropped);
         }
     }
     let stats = result.map_err(|e| format!("engine stopped: {e}"))?;

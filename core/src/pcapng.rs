@@ -5,12 +5,11 @@
 //! (`epb_flags`) and, for the packets that decided a flow, an `opt_comment` with the verdict and reason. Wireshark
 //! and tshark read it (`tshark -r FILE -Y frame.comment -T fields -e frame.comment`).
 //!
-//! [`Capture`] is the shareable handle the engine writes through ([`crate::engine::EngineConfig::capture`]); the
-//! writer itself works on any [`Write`].
+//! This is encoding only: [`PcapngWriter`] works on any [`Write`]. The engine queues what it saw
+//! ([`crate::engine::Engine::take_capture_records`]); the driver owns the file and writes it on a thread of its
+//! own with this writer.
 
-use std::fmt;
 use std::io::{self, Write};
-use std::sync::{Arc, Mutex};
 
 /// Block type of the Section Header Block.
 const SHB: u32 = 0x0A0D_0D0A;
@@ -181,48 +180,6 @@ fn truncate_utf8(text: &str, max: usize) -> &str {
     text.get(..end).unwrap_or_default()
 }
 
-/// A pcapng capture shared between the engine (which writes every tun packet to it) and its owner (which flushes
-/// it at the end). Cloning shares the same writer.
-#[derive(Clone)]
-pub struct Capture(Arc<Mutex<PcapngWriter<Box<dyn Write + Send>>>>);
-
-impl Capture {
-    /// Starts a capture on `out` (the headers are written at once).
-    pub fn new(out: impl Write + Send + 'static) -> io::Result<Capture> {
-        let writer = PcapngWriter::new(Box::new(out) as Box<dyn Write + Send>, "hushwall-tun")?;
-        Ok(Capture(Arc::new(Mutex::new(writer))))
-    }
-
-    /// Starts a capture on `out` that stops writing at `max_bytes` (see [`PcapngWriter::set_max_bytes`]).
-    pub fn with_max_bytes(out: impl Write + Send + 'static, max_bytes: u64) -> io::Result<Capture> {
-        let capture = Capture::new(out)?;
-        capture.with(|w| w.set_max_bytes(max_bytes));
-        Ok(capture)
-    }
-
-    /// Packets left out because the cap was reached.
-    pub fn not_written(&self) -> u64 {
-        self.with(|w| w.not_written())
-    }
-
-    /// Runs `f` on the writer (a poisoned lock is taken over: the writer holds no invariant a panic could break).
-    pub fn with<R>(&self, f: impl FnOnce(&mut PcapngWriter<Box<dyn Write + Send>>) -> R) -> R {
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut guard)
-    }
-
-    /// Flushes the underlying writer.
-    pub fn flush(&self) -> io::Result<()> {
-        self.with(|w| w.flush())
-    }
-}
-
-impl fmt::Debug for Capture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Capture(pcapng)")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,39 +259,5 @@ mod tests {
         w.write_packet(0, Direction::Inbound, &[0x45; 200], None).unwrap();
         w.write_packet(1, Direction::Inbound, &packet, None).unwrap();
         assert_eq!((w.not_written(), w.written()), (1, headers + per_packet));
-    }
-
-    #[test]
-    fn a_capped_capture_reports_what_it_left_out() {
-        let capture = Capture::with_max_bytes(io::sink(), 100).unwrap();
-        for i in 0..5 {
-            capture.with(|w| w.write_packet(i, Direction::Outbound, &[0x60; 40], None)).unwrap();
-        }
-        assert_eq!(capture.not_written(), 5, "the headers take most of 100 bytes");
-        let uncapped = Capture::new(io::sink()).unwrap();
-        uncapped.with(|w| w.write_packet(0, Direction::Outbound, &[0x60; 40], None)).unwrap();
-        assert_eq!(uncapped.not_written(), 0);
-    }
-
-    #[test]
-    fn shared_capture_writes_through_clones() {
-        #[derive(Clone, Default)]
-        struct Shared(Arc<Mutex<Vec<u8>>>);
-        impl Write for Shared {
-            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let sink = Shared::default();
-        let capture = Capture::new(sink.clone()).unwrap();
-        let clone = capture.clone();
-        clone.with(|w| w.write_packet(1, Direction::Outbound, &[0x60; 40], None)).unwrap();
-        capture.flush().unwrap();
-        assert_eq!(blocks(&sink.0.lock().unwrap()).len(), 3);
-        assert_eq!(format!("{capture:?}"), "Capture(pcapng)");
     }
 }

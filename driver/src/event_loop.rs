@@ -2,10 +2,13 @@
 //!
 //! Each iteration: wait (until the engine's next deadline, or forever when it has none), read a bounded batch
 //! of tun packets and socket data into the engine, run its timers and stack, hand its packets to the tun writer
-//! (a second thread, see [`crate::tun_writer`]) and deliver its events. Work per iteration is bounded so a flood on one side cannot starve the other or the
-//! timers; whatever was left over makes the next wait zero-length. With `HUSHWALL_TRACE_LATENCY` set, each
-//! iteration and each step of a new TCP connection is noted in a trace file ([`trace`], for `bench/trace.py`).
+//! (a second thread, see [`crate::tun_writer`]), its capture records to the capture thread if there is one
+//! ([`crate::capture`]), and deliver its events. Work per iteration is bounded so a flood on one side cannot
+//! starve the other or the timers; whatever was left over makes the next wait zero-length. With
+//! `HUSHWALL_TRACE_LATENCY` set, each iteration and each step of a new TCP connection is noted in a trace file
+//! ([`trace`], for `bench/trace.py`).
 
+use crate::capture::CaptureWriter;
 use crate::control::Control;
 use crate::network::{self, NetlinkWatch};
 use crate::platform::Platform;
@@ -50,7 +53,8 @@ pub fn run<T: Read + Write + AsRawFd>(
     platform: Platform,
     control: Arc<Control>,
 ) -> io::Result<Stats> {
-    let Platform { protector, uids, events: mut sink, watch_network } = platform;
+    let Platform { protector, uids, events: mut sink, watch_network, capture } = platform;
+    config.capture = capture.is_some();
     if config.dns_seed == [0; 32] {
         config.dns_seed = os_random_key()?;
     }
@@ -61,6 +65,7 @@ pub fn run<T: Read + Write + AsRawFd>(
     poll.registry().register(&mut SourceFd(&tun.as_raw_fd()), TUN, Interest::READABLE)?;
     let mut sockets = Sockets::new(poll.registry().try_clone()?, protector, uids);
     let mut writer = TunWriter::spawn(tun.as_raw_fd())?;
+    let mut capture = capture.map(CaptureWriter::spawn).transpose()?;
     let mut engine = Engine::new(config, policy, Instant::now(), wall_clock_ms());
     let mut netlink = if watch_network { open_netlink_watch(&poll) } else { None };
     // Whether the network may have changed since the engine last looked (the first look is at start).
@@ -135,6 +140,9 @@ pub fn run<T: Read + Write + AsRawFd>(
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         deliver_events(sink.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
+        if let Some(capture) = capture.as_mut() {
+            capture.pump(&mut engine);
+        }
         if let Some(trace) = trace.as_mut() {
             trace.end_iteration();
         }
@@ -144,6 +152,9 @@ pub fn run<T: Read + Write + AsRawFd>(
     engine.flush_folded_events(Instant::now());
     attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
     deliver_events(sink.as_mut(), &mut batch);
+    if let Some(mut capture) = capture.take() {
+        capture.pump(&mut engine);
+    }
     log::info!("engine stopping; {} upstream sockets open", sockets.len());
     Ok(engine.stats())
 }

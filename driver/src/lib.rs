@@ -4,11 +4,13 @@
 //! [`platform`] (protecting sockets from the tunnel, finding a flow's app, delivering events). One thread blocks
 //! in epoll (through `mio`) on the tun, every upstream socket and a waker, with the engine's next deadline as
 //! the timeout: when nothing happens, it does not wake up at all. A second thread only writes packets to the tun
-//! ([`tun_writer`]), so the kernel work each `write()` triggers runs beside the engine; it sleeps when idle.
+//! ([`tun_writer`]), so the kernel work each `write()` triggers runs beside the engine; it sleeps when idle. With
+//! a packet capture on, a third owns the pcapng file ([`capture`]): no file I/O on the data path.
 //!
 //! [`lists`] keeps downloaded block and allow lists on disk and updates them (the same code path on both
 //! platforms; only the download itself differs).
 
+pub mod capture;
 pub mod control;
 pub mod event_loop;
 pub mod lists;

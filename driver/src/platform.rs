@@ -39,6 +39,8 @@ pub struct Platform {
     /// (Linux). False where the app reports changes through [`crate::Control::network_changed`] instead
     /// (Android, where apps may not bind netlink route sockets).
     pub watch_network: bool,
+    /// Write every tun packet to this pcapng capture, with the verdicts as comments ([`crate::capture`]).
+    pub capture: Option<crate::capture::CaptureFile>,
 }
 
 /// A resolver that never knows (for gateways, where flows come from other machines).

@@ -150,6 +150,7 @@ fn a_syn_ack_is_written_before_another_flows_dial_in_the_same_iteration() {
         uids: Box::new(NoUids),
         events: Box::new(Discard),
         watch_network: false,
+        capture: None,
     };
     let policy = Arc::new(Policy::compile(&[]).expect("an empty policy compiles"));
     let tun = QueueTun { socket: engine_end, queue: Arc::clone(&queue) };

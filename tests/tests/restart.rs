@@ -135,6 +135,7 @@ fn engine_loop_started_and_stopped_100_times_leaks_nothing() {
             uids: Box::new(NoUids),
             events: Box::new(Discard),
             watch_network: false,
+            capture: None,
         };
         let policy = Arc::clone(&policy);
         let mut thread = EngineThread::spawn(Control::new(), move |control| {

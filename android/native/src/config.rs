@@ -30,6 +30,7 @@
 use hushwall_core::engine::{EngineConfig, NetworkInfo};
 use hushwall_core::inspect::dns::BlockAnswer;
 use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
+use hushwall_driver::capture::CaptureFile;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -144,6 +145,8 @@ pub struct StartConfig {
     pub policy: Policy,
     /// Where UIDs come from.
     pub uids: UidSource,
+    /// The packet capture file, if one was asked for (written by the driver's capture thread).
+    pub capture: Option<CaptureFile>,
 }
 
 /// Parses and validates a `start` configuration; the error is a message for an `IllegalArgumentException`.
@@ -156,11 +159,12 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
     }
     engine.log_allowed = config.log_allowed;
     engine.peek = config.payload_peek;
+    let mut capture = None;
     if let Some(path) = &config.capture_path {
         let file = std::fs::File::create(path).map_err(|e| format!("capturePath {path}: {e}"))?;
-        let capture = hushwall_core::pcapng::Capture::with_max_bytes(std::io::BufWriter::new(file), CAPTURE_MAX_BYTES)
+        let (file, _) = CaptureFile::new(std::io::BufWriter::new(file), CAPTURE_MAX_BYTES)
             .map_err(|e| format!("capturePath {path}: {e}"))?;
-        engine.capture = Some(capture);
+        capture = Some(file);
     }
     engine.block_answer = match config.block_answer {
         None | Some(BlockAnswerJson::Nxdomain) => BlockAnswer::NxDomain,
@@ -179,7 +183,7 @@ pub fn parse_start(json: &str) -> Result<StartConfig, String> {
         engine.client_tcp_buffer_budget = APP_TCP_BUFFER_BUDGET;
     }
     let policy = compile_policy(&config.policy)?;
-    Ok(StartConfig { engine, policy, uids: config.uids })
+    Ok(StartConfig { engine, policy, uids: config.uids, capture })
 }
 
 /// The network the app reports from its default-network callback, as written in JSON.
@@ -295,14 +299,13 @@ mod tests {
         );
         let config = parse_start(&json).unwrap();
         assert!(config.engine.peek);
-        let capture = config.engine.capture.expect("capture configured");
-        capture.flush().unwrap();
+        assert!(config.capture.is_some(), "capture configured");
         let header = std::fs::read(&path).unwrap();
         assert_eq!(header.get(..4), Some(&[0x0a, 0x0d, 0x0d, 0x0a][..]), "pcapng section header block");
         let bad = r#"{"policy":{"profile":"none"},"capturePath":"/nonexistent-dir/x.pcapng"}"#;
         assert!(parse_start(bad).err().unwrap().contains("capturePath"));
         let off = parse_start(r#"{"policy":{"profile":"none"}}"#).unwrap();
-        assert!(!off.engine.peek && off.engine.capture.is_none(), "both off by default");
+        assert!(!off.engine.peek && off.capture.is_none(), "both off by default");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -39,7 +39,8 @@ impl Instance {
     pub fn start(tun: File, config: StartConfig, callbacks: Arc<JavaCallbacks>) -> Result<Arc<Instance>> {
         let events = Arc::new(EventQueue::default());
         let failure = Arc::new(Mutex::new(None));
-        let uids: Box<dyn UidResolver> = match config.uids {
+        let StartConfig { engine, policy, uids, capture } = config;
+        let uids: Box<dyn UidResolver> = match uids {
             UidSource::Callback => Box::new(CachedUids::new(JavaUids(Arc::clone(&callbacks)))),
             UidSource::ProcNet => Box::new(CachedUids::new(ProcNetUids::new())),
             UidSource::None => Box::new(NoUids),
@@ -50,9 +51,10 @@ impl Instance {
             events: Box::new(QueueSink(Arc::clone(&events))),
             // Android apps may not bind netlink route sockets: the app reports changes (networkChanged).
             watch_network: false,
+            // Written on the driver's capture thread; closed before the engine thread ends.
+            capture,
         };
         let (loop_events, loop_failure) = (Arc::clone(&events), Arc::clone(&failure));
-        let StartConfig { engine, policy, .. } = config;
         let thread = EngineThread::spawn(Control::new(), move |control| {
             // Attach once, as a daemon (a forgotten engine must not keep the JVM alive); detached when this
             // thread exits. protect/uidOf then find the env already there.

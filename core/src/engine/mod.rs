@@ -3,8 +3,8 @@
 //! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
 //! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
 //! packets and socket readiness with the current time, lends it sockets through [`Upstream`], writes what
-//! [`Engine::drain_tun`] yields back to the tun, delivers [`Engine::poll_event`]s, and sleeps until
-//! [`Engine::poll_timeout`].
+//! [`Engine::drain_tun`] yields back to the tun, delivers [`Engine::poll_event`]s, writes the packet capture from
+//! [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
 //!
 //! A flow's life: the first packet (a TCP SYN, a UDP datagram, a DNS query) is judged by destination address and
 //! the names DNS answers mapped to it. TCP flows whose destination is not already decided are accepted locally and
@@ -30,7 +30,6 @@ mod udp;
 use crate::dns_cache::DnsCache;
 use crate::event::{Event, Outcome, Protocol};
 use crate::inspect::dns::BlockAnswer;
-use crate::pcapng::{Capture, Direction};
 use crate::policy::{Decision, Policy};
 use crate::verdict::{AllowReason, BlockReason, ErrorReason, RuleRef, Verdict};
 use serde::Serialize;
@@ -40,6 +39,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use capture::CaptureRecord;
 use capture::CaptureState;
 use dns::DnsForwarder;
 use learn::LearnLimiter;
@@ -172,8 +172,9 @@ pub struct EngineConfig {
     /// Payload peek: read blocked plain-HTTP requests to their end locally, answer `403 Forbidden`, and attach a
     /// redacted summary to the block event ([`crate::inspect::peek`]). Off by default: a user switch.
     pub peek: bool,
-    /// Write every packet read from and written to the tun to this pcapng capture, with the verdicts as comments.
-    pub capture: Option<Capture>,
+    /// Queue every packet read from and written to the tun, with the verdicts as comments, for
+    /// [`Engine::take_capture_records`] (the driver sets this when it is given a capture file).
+    pub capture: bool,
 }
 
 impl Default for EngineConfig {
@@ -204,7 +205,7 @@ impl Default for EngineConfig {
             dns_timeout: Duration::from_secs(4),
             random_seed: 0x6877_6877,
             peek: false,
-            capture: None,
+            capture: false,
         }
     }
 }
@@ -316,7 +317,7 @@ impl Engine {
             dns: DnsForwarder::new(&config.dns_upstreams, &config.dns_fallbacks, config.dns_seed),
             dns_cache: DnsCache::new(16 * 1024),
             learning: LearnLimiter::default(),
-            capture: config.capture.clone().map(CaptureState::new),
+            capture: config.capture.then(CaptureState::default),
             fragments: fragment::Reassembler::default(),
             reassembly_timer_armed: false,
             next_fragment_id: 0,
@@ -408,9 +409,10 @@ impl Engine {
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
-        self.capture_packet(Some(now), Direction::Inbound, packet);
+        self.capture_inbound(now, packet);
         let upstream_mtu = fragment::upstream_mtu(self.network().mtu);
         if let Some((client, server)) = fragment::too_big_for_upstream(packet, upstream_mtu) {
+            self.capture_inbound_key(|| capture::key_of(packet));
             self.stats.dropped += 1;
             let mut buf = self.stack.device.take_out_buffer();
             if reply::icmp_too_big(&mut buf, server, client, packet, upstream_mtu) {
@@ -425,7 +427,9 @@ impl Engine {
 
     /// Handles one whole IP packet from the phone (read from the tun, or reassembled from fragments).
     fn dispatch_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
-        let parsed = match packet::parse(packet) {
+        let parsed = packet::parse(packet);
+        self.capture_inbound_key(|| parsed.ok().map(|p| capture::flow_key(&p)));
+        let parsed = match parsed {
             Ok(p) => p,
             Err(packet::Malformed) => {
                 self.stats.malformed += 1;
@@ -514,10 +518,10 @@ impl Engine {
                 }
                 Err(_) => self.stats.dropped += 1,
             }
-            self.capture_packet(None, Direction::Outbound, &buf);
+            self.capture_outbound(&buf);
             self.stack.device.recycle(buf);
         }
-        self.flush_capture();
+        self.seal_capture();
     }
 
     /// Moves every packet waiting for the tun into `out`, in order, counting them as written. For a driver that
@@ -527,10 +531,10 @@ impl Engine {
         while let Some(buf) = self.stack.device.out.pop_front() {
             self.stats.packets_out += 1;
             self.stats.bytes_out += buf.len() as u64;
-            self.capture_packet(None, Direction::Outbound, &buf);
+            self.capture_outbound(&buf);
             out.push(buf);
         }
-        self.flush_capture();
+        self.seal_capture();
     }
 
     /// Takes back packet buffers from [`Engine::take_tun_packets`] for reuse.

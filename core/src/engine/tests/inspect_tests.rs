@@ -4,8 +4,7 @@ use super::*;
 use crate::inspect::peek::Decoded;
 use crate::inspect::quic::seal::{client_initial, crypto_frame};
 use crate::inspect::quic::{VERSION_1, VERSION_2};
-use crate::pcapng::Capture;
-use std::sync::Mutex;
+use crate::pcapng::{Direction, PcapngWriter};
 
 /// A ClientHello handshake message naming `name`, padded to about `size` bytes (at most 64 KiB) with a padding
 /// extension.
@@ -253,17 +252,20 @@ fn without_peek_a_blocked_request_is_reset_and_carries_no_summary() {
     assert!(!serde_json::to_string(&events[0]).unwrap().contains("peek"));
 }
 
-#[derive(Clone, Default)]
-struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+/// Turns capture on, as a driver given a capture file does.
+fn capture_on(pair: &mut Pair) {
+    pair.engine.capture = Some(capture::CaptureState::default());
+}
 
-impl io::Write for SharedBuf {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
+/// The capture records taken from the engine, written as a pcapng file the way the driver writes them.
+fn captured_pcapng(pair: &mut Pair) -> Vec<u8> {
+    let mut records = Vec::new();
+    assert_eq!(pair.engine.take_capture_records(&mut records), 0, "nothing dropped");
+    let mut w = PcapngWriter::new(Vec::new(), "hushwall-tun").unwrap();
+    for r in &records {
+        w.write_packet(r.time_us, r.direction, &r.packet, r.comment.as_deref()).unwrap();
     }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    w.into_inner()
 }
 
 /// (block type, body) of every pcapng block.
@@ -282,8 +284,7 @@ fn pcapng_blocks(bytes: &[u8]) -> Vec<(u32, Vec<u8>)> {
 #[test]
 fn capture_records_both_directions_with_the_verdict_on_the_deciding_packet() {
     let mut pair = Pair::new();
-    let buf = SharedBuf::default();
-    pair.engine.capture = Some(capture::CaptureState::new(Capture::new(buf.clone()).unwrap()));
+    capture_on(&mut pair);
     let h = pair.connect(TELEMETRY, 443);
     let hello = include_bytes!("../../inspect/testdata/client_hello_openssl_sni.bin");
     pair.phone_tcp(h).send_slice(hello).expect("send");
@@ -291,7 +292,7 @@ fn capture_records_both_directions_with_the_verdict_on_the_deciding_packet() {
     pair.udp(BLOCKED_NET, 7, b"ping");
     pair.take_out();
     let stats = pair.engine.stats();
-    let bytes = buf.0.lock().unwrap().clone();
+    let bytes = captured_pcapng(&mut pair);
     let blocks = pcapng_blocks(&bytes);
     let packets: Vec<&Vec<u8>> = blocks.iter().filter(|b| b.0 == 6).map(|b| &b.1).collect();
     assert_eq!(packets.len() as u64, stats.packets_in + stats.packets_out, "every tun packet, both directions");
@@ -309,14 +310,87 @@ fn capture_records_both_directions_with_the_verdict_on_the_deciding_packet() {
 #[test]
 fn capture_also_records_packets_taken_for_a_writer_thread() {
     let mut pair = Pair::new();
-    let buf = SharedBuf::default();
-    pair.engine.capture = Some(capture::CaptureState::new(Capture::new(buf.clone()).unwrap()));
+    capture_on(&mut pair);
     pair.udp(BLOCKED_NET, 7, b"ping");
     let mut taken = Vec::new();
     pair.engine.take_tun_packets(&mut taken);
     assert_eq!(taken.len(), 1, "the ICMP refusal");
     pair.engine.recycle_tun_buffers(taken);
-    let bytes = buf.0.lock().unwrap().clone();
+    let bytes = captured_pcapng(&mut pair);
     let packets = pcapng_blocks(&bytes).iter().filter(|b| b.0 == 6).count();
     assert_eq!(packets, 2, "the datagram in and the ICMP refusal out, flushed");
+}
+
+/// The records come out in the order the packets crossed the tun, stamped with the engine's clock, each verdict
+/// on the phone's packet that decided it; a packet taken once is not taken again.
+#[test]
+fn capture_records_come_out_in_order_with_their_comments() {
+    let mut pair = Pair::new();
+    capture_on(&mut pair);
+    let ping = |dst: [u8; 4], port: u16, payload: &[u8]| {
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, port).write(&mut p, payload).expect("builds");
+        p
+    };
+    let mut crossed = Vec::new();
+    pair.udp(BLOCKED_NET, 7, b"ping");
+    crossed.push((Direction::Inbound, ping(BLOCKED_NET, 7, b"ping")));
+    crossed.extend(pair.take_out().into_iter().map(|p| (Direction::Outbound, p)));
+    pair.now += Duration::from_millis(5);
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    crossed.push((Direction::Inbound, ping([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"))));
+    crossed.extend(pair.take_out().into_iter().map(|p| (Direction::Outbound, p)));
+    pair.udp(NORMAL, 9, b"hello");
+    crossed.push((Direction::Inbound, ping(NORMAL, 9, b"hello")));
+    assert_eq!(crossed.len(), 5, "three datagrams in, the ICMP refusal and the NXDOMAIN answer out");
+
+    let mut records = Vec::new();
+    assert_eq!(pair.engine.take_capture_records(&mut records), 0);
+    let got: Vec<(Direction, Vec<u8>)> = records.iter().map(|r| (r.direction, r.packet.clone())).collect();
+    assert_eq!(got, crossed, "every packet, in order");
+    let comments: Vec<Option<&str>> = records.iter().map(|r| r.comment.as_deref()).collect();
+    assert_eq!(comments[0], Some("hushwall: block ip_cidr rule=test.txt:3: 198.19.0.0/24"));
+    assert_eq!(comments[1], None);
+    let dns = comments[2].expect("the query carries the DNS verdict");
+    assert!(dns.starts_with("hushwall: block ") && dns.contains("host=tracking.intl.miui.com"), "{dns}");
+    assert_eq!(comments[3], None);
+    assert!(comments[4].is_some_and(|c| c.starts_with("hushwall: allow ")), "{comments:?}");
+    let start_us = 1_700_000_000_000_000;
+    let times: Vec<u64> = records.iter().map(|r| r.time_us - start_us).collect();
+    let elapsed = (pair.now - pair.start).as_micros() as u64;
+    assert_eq!(times, [elapsed - 5000, elapsed - 5000, elapsed, elapsed, elapsed]);
+
+    records.clear();
+    assert_eq!(pair.engine.take_capture_records(&mut records), 0);
+    assert!(records.is_empty(), "taken once");
+}
+
+/// A driver that does not take the records in time loses the newest ones, counted: the queue never grows past
+/// its bound.
+#[test]
+fn the_capture_queue_is_bounded_and_counts_what_it_dropped() {
+    let mut pair = Pair::new();
+    capture_on(&mut pair);
+    let garbage = [0u8; 20];
+    for _ in 0..capture::MAX_QUEUED + 7 {
+        pair.engine.handle_tun_packet(pair.now, &garbage, &mut pair.up);
+    }
+    let mut records = Vec::new();
+    assert_eq!(pair.engine.take_capture_records(&mut records), 7);
+    assert_eq!(records.len(), capture::MAX_QUEUED);
+    pair.engine.handle_tun_packet(pair.now, &garbage, &mut pair.up);
+    records.clear();
+    assert_eq!(pair.engine.take_capture_records(&mut records), 0, "the count restarts");
+    assert_eq!(records.len(), 1);
+}
+
+/// With capture off nothing is queued.
+#[test]
+fn capture_off_queues_nothing() {
+    let mut pair = Pair::new();
+    pair.udp(BLOCKED_NET, 7, b"ping");
+    pair.take_out();
+    let mut records = Vec::new();
+    assert_eq!(pair.engine.take_capture_records(&mut records), 0);
+    assert!(records.is_empty());
 }

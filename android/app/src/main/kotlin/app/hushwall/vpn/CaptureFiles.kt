@@ -7,7 +7,7 @@ import java.io.File
  * The packet capture files (`files/captures/`): one per engine start, so that a re-established tunnel (a bypass
  * change, a new LAN subnet, an engine restart), whose new engine starts before the old one stops, never truncates
  * the file the old engine is still writing. The service removes the older files once their engine has stopped;
- * the newest is the one exported. Each is capped by the engine (`CAPTURE_MAX_BYTES`, 64 MiB).
+ * the newest is the one exported. Each is capped natively (`CAPTURE_MAX_BYTES`, 64 MiB).
  */
 internal object CaptureFiles {
     private const val PREFIX = "capture-"
