@@ -151,7 +151,8 @@ pids+=($!)
   --except-interface=vi --user=root --pid-file="$net/dnsmasq.pid" --log-facility="$net/dnsmasq.log" --log-queries \
   --host-record=allowed.test,198.18.1.10,fd00:6877:2::10 \
   --host-record=tracking.intl.miui.com,198.18.1.10 \
-  --host-record=ads.hushwall.test,198.18.1.10 &
+  --host-record=ads.hushwall.test,198.18.1.10 \
+  --host-record=dns.google,198.18.1.10 &
 pids+=($!)
 for _ in $(seq 50); do
   grep -q ready "$net/https.out" 2>/dev/null && "${I[@]}" dig +short +time=1 +tries=1 @198.18.1.53 allowed.test >/dev/null 2>&1 && break

@@ -4,14 +4,16 @@
 //! language fails loudly instead of silently falling back to a default):
 //!
 //! ```json
-//! {"policy": {"profile": "balanced",
+//! {"policy": {"profile": "balanced", "blockDoh": false,
 //!             "lists": [{"name": "user-block.txt", "role": "block", "text": "||ads.example^\n"},
 //!                       {"path": "/data/user/0/app.hushwall/files/extra.txt", "role": "allow"}]},
 //!  "dnsUpstreams": ["192.168.1.1:53"], "dnsFallbacks": ["1.1.1.1:53"], "logAllowed": false, "blockAnswer": "nxdomain", "mtu": 1500,
 //!  "uids": "callback", "randomSeed": 0}
 //! ```
 //!
-//! Every field but `policy` may be left out (defaults as in [`EngineConfig::default`], `uids` = `callback`).
+//! Every field but `policy` may be left out (defaults as in [`EngineConfig::default`], `uids` = `callback`);
+//! in `policy`, `lists` may be left out (none) and `blockDoh` too (off: configs written before it keep their
+//! meaning).
 //! `dnsUpstreams` are the network's own resolvers (the app reads them from the default network's
 //! `LinkProperties`; `networkChanged` replaces them), `dnsFallbacks` are tried after them (absent: the engine's
 //! default, Cloudflare's unfiltered resolver). A capture file stops growing at [`CAPTURE_MAX_BYTES`].
@@ -29,7 +31,7 @@
 
 use hushwall_core::engine::{EngineConfig, NetworkInfo};
 use hushwall_core::inspect::dns::BlockAnswer;
-use hushwall_core::policy::{ListRole, ListSource, Policy, Profile};
+use hushwall_core::policy::{ListRole, ListSource, Policy, Profile, ProfileOptions};
 use hushwall_driver::capture::CaptureFile;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +82,10 @@ struct ListJson {
 #[serde(deny_unknown_fields)]
 pub struct PolicyJson {
     profile: ProfileName,
+    /// Add the known public DoH/DoT resolvers (`doh-resolvers.txt`) to `balanced`; `strict` always has them,
+    /// `none` has no built-in list at all. Absent: off.
+    #[serde(default, rename = "blockDoh")]
+    block_doh: bool,
     #[serde(default)]
     lists: Vec<ListJson>,
 }
@@ -230,9 +236,10 @@ pub fn parse_policy(json: &str) -> Result<Policy, String> {
 
 /// Reads the listed files and compiles everything; errors name the list and line.
 fn compile_policy(policy: &PolicyJson) -> Result<Policy, String> {
+    let options = ProfileOptions { block_doh: policy.block_doh };
     let mut sources = match policy.profile {
-        ProfileName::Balanced => Profile::Balanced.sources(),
-        ProfileName::Strict => Profile::Strict.sources(),
+        ProfileName::Balanced => Profile::Balanced.sources_with(options),
+        ProfileName::Strict => Profile::Strict.sources_with(options),
         ProfileName::None => Vec::new(),
     };
     for (index, list) in policy.lists.iter().enumerate() {
@@ -377,5 +384,20 @@ mod tests {
         let policy = parse_policy(r#"{"profile":"none","lists":[{"role":"allow","text":"good.example"}]}"#).unwrap();
         assert!(!policy.check_name("good.example").is_blocked());
         assert!(parse_policy(r#"{"profile":"none","dnsUpstreams":["1.1.1.1:53"]}"#).is_err());
+    }
+
+    #[test]
+    fn block_doh_adds_the_resolver_list_to_balanced() {
+        let doh = "dns.google";
+        let list = |policy: &Policy| policy.check_name(doh).rule().map(|r| r.list.to_string());
+        let on = parse_start(r#"{"policy":{"profile":"balanced","blockDoh":true}}"#).unwrap().policy;
+        assert!(on.check_name(doh).is_blocked());
+        assert_eq!(list(&on).as_deref(), Some("builtin:doh-resolvers.txt"));
+        for off in [r#"{"profile":"balanced","blockDoh":false}"#, r#"{"profile":"balanced"}"#] {
+            assert!(!parse_policy(off).unwrap().check_name(doh).is_blocked(), "{off}");
+        }
+        assert!(parse_policy(r#"{"profile":"balanced","blockDoh":true}"#).unwrap().check_name(doh).is_blocked());
+        assert!(parse_policy(r#"{"profile":"strict","blockDoh":false}"#).unwrap().check_name(doh).is_blocked());
+        assert!(parse_policy(r#"{"profile":"balanced","blockDoh":"yes"}"#).is_err());
     }
 }

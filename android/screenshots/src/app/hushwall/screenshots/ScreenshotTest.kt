@@ -115,6 +115,7 @@ class ScreenshotTest {
         prefs.lastUpdateOk = false
         prefs.lastUpdateMessage = "✓ raw.githubusercontent.com/native.xiaomi.txt\n✗ lists.example.org/my-extra.txt: HTTP 404"
         prefs.peek = true
+        prefs.blockDoh = true
     }
 
     private var seeded: List<BlockEvent> = emptyList()
@@ -302,6 +303,7 @@ class ScreenshotTest {
         // Settings
         activity.showScreen(5); idle()
         assertTrue(activity.findViewById<android.widget.Switch>(R.id.settings_peek).isChecked)
+        assertTrue(activity.findViewById<android.widget.Switch>(R.id.settings_block_doh).isChecked)
         assertNotNull(activity.findViewById<View>(R.id.settings_export_csv))
         checkPalette("Settings", activity.findViewById<TextView>(R.id.settings_stored).currentTextColor, palette.text)
         snap(activity, name("07-settings"), dark)

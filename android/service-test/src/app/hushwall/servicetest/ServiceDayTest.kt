@@ -313,6 +313,43 @@ class ServiceDayTest {
     }
 
     @Test
+    fun `the Settings switch blocking public DoH resolvers reaches the running engine without a restart`() {
+        startVpn()
+        // Balanced without the switch: a public DoH resolver's name is answered (dnsmasq knows dns.google here).
+        assertEquals("198.18.1.10", dig("dns.google"))
+        val tunnels = TunFactory.configs.size
+        val activity = Robolectric.buildActivity(MainActivity::class.java).setup().get()
+        activity.showScreen(5)
+        shadowOf(Looper.getMainLooper()).idle()
+        val switch = activity.findViewById<android.widget.Switch>(R.id.settings_block_doh)
+        assertFalse("off by default", switch.isChecked)
+
+        /** Flips the switch as the user would and hands the service the command it sent; waits until applied. */
+        fun flip() {
+            val before = HushwallVpnService.policyGeneration
+            switch.performClick()
+            val sent = shadowOf(RuntimeEnvironment.getApplication()).nextStartedService
+            assertEquals(HushwallVpnService.ACTION_POLICY_CHANGED, sent?.action)
+            controller!!.withIntent(sent).startCommand(0, ++startId)
+            waitFor("policy applied") { HushwallVpnService.policyGeneration > before }
+        }
+
+        flip()
+        assertTrue(Prefs(ctx).blockDoh)
+        assertNotEquals("198.18.1.10", dig("dns.google"))
+        assertEquals("198.18.1.10", dig("allowed.test"))
+        waitFor("the block is stored with its list") {
+            Store.get(ctx).recent(50).any { it.host == "dns.google" && it.ruleList == "builtin:doh-resolvers.txt" }
+        }
+        flip()
+        assertFalse(Prefs(ctx).blockDoh)
+        assertEquals("198.18.1.10", dig("dns.google"))
+        assertEquals("the same tunnel throughout (a policy reload, no re-establish)", tunnels, TunFactory.configs.size)
+        assertEquals("", Prefs(ctx).lastError)
+        activity.finish()
+    }
+
+    @Test
     fun `a 5 MiB list is compiled off the main thread - the main looper stays responsive`() {
         startVpn()
         assertEquals("198.18.1.10", dig("ads.hushwall.test"))

@@ -28,13 +28,13 @@ class Lists(context: Context) {
         return File(dir, "$name.txt")
     }
 
-    /** The policy to run: the chosen profile plus every extra list that has a good copy. */
+    /** The policy to run: the chosen profile (with the DoH resolvers if asked) plus every extra list that has a good copy. */
     fun policy(): PolicyConfig {
         val specs = prefs.listUrls.mapNotNull { url ->
             val file = fileFor(url)
             if (file.isFile) ListSpec.File(file.path, ListRole.BLOCK, displayName(url)) else null
         }
-        return PolicyConfig(prefs.profile, specs)
+        return PolicyConfig(prefs.profile, specs, blockDoh = prefs.blockDoh)
     }
 
     /** Result of one [update]: per URL, null for success or the error message. */

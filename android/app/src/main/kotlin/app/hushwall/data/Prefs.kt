@@ -49,6 +49,14 @@ class Prefs(context: Context) {
         get() = if (sp.getString("profile", "balanced") == "strict") Profile.STRICT else Profile.BALANCED
         set(v) { sp.edit().putString("profile", if (v == Profile.STRICT) "strict" else "balanced").commit() }
 
+    /**
+     * Block known public DNS-over-HTTPS/TLS resolvers (the engine's `doh-resolvers.txt`) in the balanced profile
+     * (strict always does). Off by default; the running engine gets it with the other list settings.
+     */
+    var blockDoh: Boolean
+        get() = sp.getBoolean("block_doh", false)
+        set(v) { sp.edit().putBoolean("block_doh", v).commit() }
+
     /** Extra block-list URLs (https), in the user's order. */
     var listUrls: List<String>
         get() = (sp.getString("list_urls", "") ?: "").split('\n').map { it.trim() }.filter { it.isNotEmpty() }

@@ -24,11 +24,21 @@ sealed class ListSpec {
     data class File(val path: String, override val role: ListRole, val name: String? = null) : ListSpec()
 }
 
-/** The policy: a profile plus extra lists. [Engine.replacePolicy] swaps it without restarting the tunnel. */
-data class PolicyConfig(val profile: Profile = Profile.BALANCED, val lists: List<ListSpec> = emptyList()) {
+/**
+ * The policy: a profile plus extra lists. [Engine.replacePolicy] swaps it without restarting the tunnel.
+ * [blockDoh] adds the engine's built-in list of public DNS-over-HTTPS/TLS resolvers (`doh-resolvers.txt`) to
+ * [Profile.BALANCED]; [Profile.STRICT] always has it, [Profile.NONE] has no built-in list at all.
+ */
+data class PolicyConfig(
+    val profile: Profile = Profile.BALANCED,
+    val lists: List<ListSpec> = emptyList(),
+    val blockDoh: Boolean = false,
+) {
     internal fun toJson(): String {
         val out = StringBuilder(256)
-        out.append("{\"profile\":").appendJson(profile.json).append(",\"lists\":[")
+        out.append("{\"profile\":").appendJson(profile.json)
+        out.append(",\"blockDoh\":").append(blockDoh)
+        out.append(",\"lists\":[")
         lists.forEachIndexed { i, list ->
             if (i > 0) out.append(',')
             out.append("{\"role\":").appendJson(list.role.json)

@@ -9,8 +9,12 @@ import android.widget.Switch
 import android.widget.TextView
 import app.hushwall.R
 import app.hushwall.data.Resolvers
+import app.hushwall.vpn.HushwallVpnService
 
-/** Settings: start on boot, LAN, payload peek (off by default), capture, DNS fallbacks, export and clearing of the log. */
+/**
+ * Settings: start on boot, LAN, payload peek (off by default), capture, blocking of public DoH/DoT resolvers (off by
+ * default), DNS fallbacks, export and clearing of the log.
+ */
 internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     override val titleRes = R.string.tab_settings
     private val ctx = activity
@@ -19,6 +23,7 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
     private val lan: Switch
     private val peek: Switch
     private val capture: Switch
+    private val blockDoh: Switch
     private val stored: TextView
     private val dns: EditText
     private val dnsResult: TextView
@@ -46,6 +51,19 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         general.addView(Ui.text(ctx, ctx.getString(R.string.settings_capture_text), 13f, colors.text2))
         general.addView(Ui.button(ctx, ctx.getString(R.string.settings_export_capture)) { activity.exportCapture() }.apply { id = R.id.settings_export_capture })
         column.addView(general)
+
+        val dohCard = Ui.card(ctx, ctx.getString(R.string.settings_doh_title))
+        blockDoh = Switch(ctx).apply { id = R.id.settings_block_doh; setText(R.string.settings_block_doh) }
+        blockDoh.setOnCheckedChangeListener { _, checked ->
+            // A list setting like the profile: the running engine gets a new policy (no restart of the tunnel).
+            if (checked != activity.prefs.blockDoh) {
+                activity.prefs.blockDoh = checked
+                HushwallVpnService.notifyChanged(ctx, HushwallVpnService.ACTION_POLICY_CHANGED)
+            }
+        }
+        dohCard.addView(blockDoh, Ui.matchWrap())
+        dohCard.addView(Ui.text(ctx, ctx.getString(R.string.settings_block_doh_text), 13f, colors.text2))
+        column.addView(dohCard)
 
         val dnsCard = Ui.card(ctx, ctx.getString(R.string.settings_dns))
         dnsCard.addView(Ui.text(ctx, ctx.getString(R.string.settings_dns_text), 13f, colors.text2))
@@ -97,6 +115,7 @@ internal class SettingsScreen(activity: MainActivity) : Screen(activity) {
         lan.isChecked = activity.prefs.allowLan
         peek.isChecked = activity.prefs.peek
         capture.isChecked = activity.prefs.capture
+        blockDoh.isChecked = activity.prefs.blockDoh
         if (!dns.hasFocus()) dns.setText(activity.prefs.dnsFallbacks.joinToString("\n"))
         // SQLite on the data thread, like the other screens: a 30-day log is not counted on the main thread.
         val store = activity.store

@@ -241,7 +241,7 @@ class HushwallVpnService : VpnService() {
                 if (policy.lists.isEmpty()) throw e
                 Log.w(TAG, "extra lists rejected, starting with the profile only", e)
                 prefs.lastError = getString(R.string.error_lists_rejected, e.message ?: "")
-                Engine.start(tun.fd, base.copy(policy = PolicyConfig(policy.profile)), callbacks)
+                Engine.start(tun.fd, base.copy(policy = policy.copy(lists = emptyList())), callbacks)
             }
         } catch (e: Throwable) {
             // No engine writes to it: the running engine's capture stays the newest.
