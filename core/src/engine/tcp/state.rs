@@ -244,3 +244,148 @@ impl fmt::Display for FlowName {
         write!(f, "{} -> {}", self.0, self.1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::BlockReason;
+    use std::time::Duration;
+
+    fn flow() -> FlowName {
+        FlowName(SocketAddr::from(([10, 0, 0, 2], 40000)), SocketAddr::from(([192, 0, 2, 1], 443)))
+    }
+
+    fn connected() -> UpstreamSocket {
+        UpstreamSocket { readable: true, writable: true, ..UpstreamSocket::default() }
+    }
+
+    /// One state of each kind, in the order of the enum.
+    fn one_of_each() -> Vec<TcpState> {
+        let at = Some(Instant::now());
+        vec![
+            TcpState::sniffing(Some(Verdict::block(BlockReason::IpCidr))),
+            TcpState::Dialing { deadline: at, gate: ClientGate::Open, upstream: Some(UpstreamSocket::default()) },
+            TcpState::Connecting { deadline: at, gate: ClientGate::Shut, upstream: None },
+            TcpState::Forwarding { deadline: None, gate: ClientGate::Open, upstream: connected() },
+            TcpState::Dns { pending: 0 },
+            TcpState::Peeking { deadline: at, peek: Box::new(PeekState::new(None)) },
+            TcpState::Answered { deadline: at },
+            TcpState::Refused { upstream: Some(connected()) },
+        ]
+    }
+
+    /// The machine's edges, by state name (the module docs' diagram).
+    const EDGES: [(&str, &str); 7] = [
+        ("Sniffing", "Connecting"),
+        ("Sniffing", "Refused"),
+        ("Sniffing", "Peeking"),
+        ("Dialing", "Forwarding"),
+        ("Connecting", "Forwarding"),
+        ("Forwarding", "Refused"),
+        ("Peeking", "Answered"),
+    ];
+
+    #[test]
+    fn exactly_the_drawn_edges_are_allowed() {
+        for from in one_of_each() {
+            for to in one_of_each() {
+                let drawn = EDGES.contains(&(from.name(), to.name()));
+                assert_eq!(from.allows(&to), drawn, "{} -> {}", from.name(), to.name());
+            }
+        }
+    }
+
+    #[test]
+    fn every_allowed_transition_moves_and_hands_back_the_state_left() {
+        for (from, to) in EDGES {
+            let mut state = one_of_each().into_iter().find(|s| s.name() == from).expect("a state of that name");
+            let next = one_of_each().into_iter().find(|s| s.name() == to).expect("a state of that name");
+            let left = state.set(next, flow());
+            assert_eq!((left.name(), state.name()), (from, to));
+        }
+    }
+
+    #[test]
+    fn a_sniffing_flow_is_dialled_then_forwards_then_may_be_refused_keeping_its_upstream() {
+        let mut state = TcpState::sniffing(None);
+        assert_eq!(state.upstream(), None, "no upstream socket while sniffing");
+        state.set(TcpState::Connecting { deadline: None, gate: ClientGate::Open, upstream: None }, flow());
+        assert!(state.is_connecting());
+        if let Some(upstream) = state.upstream_mut() {
+            upstream.readable = true;
+        }
+        assert_eq!(state.upstream(), None, "no socket until the driver took the connect");
+        let left =
+            state.set(TcpState::Forwarding { deadline: None, gate: ClientGate::Open, upstream: connected() }, flow());
+        assert!(matches!(left, TcpState::Connecting { gate: ClientGate::Open, .. }));
+        assert!(!state.is_connecting());
+        if let Some(upstream) = state.upstream_mut() {
+            upstream.eof = true;
+            upstream.fin_forwarded = true;
+        }
+        assert!(state.upstream().is_some_and(UpstreamSocket::finished));
+        let upstream = state.upstream().copied();
+        state.set(TcpState::Refused { upstream }, flow());
+        assert!(state.upstream().is_some_and(UpstreamSocket::finished), "the refused flow still closes its socket");
+    }
+
+    #[test]
+    fn the_peek_leaves_with_the_peeking_state() {
+        let mut state = TcpState::Peeking { deadline: None, peek: Box::new(PeekState::new(None)) };
+        let left = state.set(TcpState::Answered { deadline: None }, flow());
+        assert!(matches!(left, TcpState::Peeking { .. }));
+        assert!(matches!(state, TcpState::Answered { .. }));
+    }
+
+    #[test]
+    fn only_a_sniffing_flow_has_a_fallback_verdict() {
+        for state in one_of_each() {
+            assert_eq!(state.fallback().is_some(), state.name() == "Sniffing", "{}", state.name());
+        }
+    }
+
+    #[test]
+    fn states_with_a_timer_have_a_deadline_and_the_others_none() {
+        let later = Instant::now() + Duration::from_secs(1);
+        for mut state in one_of_each() {
+            let timed = !matches!(state, TcpState::Dns { .. } | TcpState::Refused { .. });
+            match state.deadline_mut() {
+                Some(deadline) => *deadline = Some(later),
+                None => assert!(!timed, "{} has a timer", state.name()),
+            }
+            assert_eq!(state.deadline_mut().map(|d| *d), timed.then_some(Some(later)), "{}", state.name());
+        }
+    }
+
+    #[test]
+    fn the_upstream_socket_is_found_in_the_states_that_can_have_one() {
+        for state in one_of_each() {
+            let has = matches!(state.name(), "Dialing" | "Forwarding" | "Refused");
+            assert_eq!(state.upstream().is_some(), has, "{}", state.name());
+        }
+    }
+
+    #[test]
+    fn an_upstream_closes_gracefully_only_when_both_directions_finished() {
+        let eof = UpstreamSocket { eof: true, ..UpstreamSocket::default() };
+        let fin = UpstreamSocket { fin_forwarded: true, ..UpstreamSocket::default() };
+        assert!(!eof.finished() && !fin.finished() && !UpstreamSocket::default().finished());
+        assert!(UpstreamSocket { eof: true, fin_forwarded: true, ..connected() }.finished());
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "no transition Forwarding -> Sniffing")]
+    fn a_transition_the_machine_lacks_is_caught_in_debug_builds() {
+        let mut state = TcpState::Forwarding { deadline: None, gate: ClientGate::Open, upstream: connected() };
+        state.set(TcpState::sniffing(None), flow());
+    }
+
+    #[cfg(not(debug_assertions))]
+    #[test]
+    fn a_transition_the_machine_lacks_does_not_panic_in_release_builds() {
+        let mut state = TcpState::Forwarding { deadline: None, gate: ClientGate::Open, upstream: connected() };
+        let left = state.set(TcpState::sniffing(None), flow());
+        assert_eq!((left.name(), state.name()), ("Forwarding", "Sniffing"));
+    }
+}
