@@ -23,7 +23,6 @@
 //! fit the phone's EDNS size (or 512 bytes, or the tun MTU) reaches it truncated (TC set), so it retries over TCP.
 
 use super::budget::{crowded, Client, Owner};
-use super::tcp::Phase;
 use super::timers::Timer;
 use super::{Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
@@ -31,7 +30,6 @@ use crate::inspect::dns::{self, DnsQuery, QuestionKey};
 use crate::verdict::{BlockReason, ErrorReason};
 use chacha20::rand_core::{Rng, SeedableRng};
 use chacha20::ChaCha20Rng;
-use smoltcp::socket::tcp::Socket;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::io;
@@ -49,8 +47,6 @@ pub(super) const MAX_PENDING_PER_CLIENT: usize = MAX_PENDING / 2;
 /// DNS record types whose answers carry addresses.
 const QTYPE_A: u16 = 1;
 const QTYPE_AAAA: u16 = 28;
-/// Largest DNS message over TCP (two-byte length prefix).
-const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
 /// Tries per query on different resolvers (a TCP retry after a truncated answer is part of the same try).
 const MAX_TRIES: u8 = 2;
 /// How long a resolver is skipped after its first failure; doubled for each further one, up to
@@ -606,57 +602,14 @@ impl Engine {
         match via {
             DnsClient::Udp { client, server } => self.send_udp_to_client(server, client, msg),
             DnsClient::Learn => {}
-            DnsClient::Tcp(id) => {
-                let Some(flow) = self.tcp.get_mut(&id) else {
-                    return;
-                };
-                if let Phase::Dns { pending } = &mut flow.phase {
-                    *pending = pending.saturating_sub(1);
-                }
-                let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-                let framed_len = msg.len() + 2;
-                let fits = socket.send_capacity() - socket.send_queue() >= framed_len;
-                let Ok(len) = u16::try_from(msg.len()) else {
-                    return;
-                };
-                if fits && socket.send_slice(&len.to_be_bytes()).is_ok() && socket.send_slice(msg).is_ok() {
-                    self.touched.push(id);
-                } else {
-                    self.stats.dropped += 1;
-                }
-            }
+            DnsClient::Tcp(id) => self.deliver_dns_answer(id, msg),
         }
     }
 
     /// Reads complete length-prefixed queries from a DNS-over-TCP flow and handles each.
     pub(super) fn serve_dns_over_tcp(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
-        loop {
-            let Some(flow) = self.tcp.get_mut(&id) else {
-                return;
-            };
-            let (client, server, budget) = (flow.client, flow.server, flow.budget);
-            let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-            let mut prefix = [0u8; 2];
-            let have = socket.recv_queue();
-            if have < 2 || socket.peek_slice(&mut prefix).unwrap_or(0) < 2 {
-                if !socket.may_recv() && have == 0 && flow.phase == (Phase::Dns { pending: 0 }) {
-                    socket.close();
-                }
-                return;
-            }
-            let len = usize::from(u16::from_be_bytes(prefix));
-            if have < 2 + len || len > MAX_TCP_MESSAGE {
-                return;
-            }
-            let mut msg = vec![0u8; 2 + len];
-            if socket.recv_slice(&mut msg).unwrap_or(0) != msg.len() {
-                return;
-            }
-            if let Phase::Dns { pending } = &mut flow.phase {
-                *pending = pending.saturating_add(1);
-            }
-            let msg = msg.get(2..).unwrap_or_default();
-            self.dns_query(now, DnsClient::Tcp(id), (client, server), budget, msg, up);
+        while let Some(query) = self.next_dns_query(id) {
+            self.dns_query(now, DnsClient::Tcp(id), query.key, query.budget, query.message(), up);
         }
     }
 }

@@ -278,8 +278,6 @@ pub struct Engine {
     quic_holds: HashMap<FlowKey, QuicHold>,
     /// Refused QUIC flows whose later datagrams are refused too (see `quic_hold`).
     quic_refused: QuicRefusals,
-    /// Blocked HTTP requests being read for the payload peek (see `tcp::peek`).
-    peeks: HashMap<FlowId, tcp::PeekState>,
     /// The pcapng capture, if configured.
     capture: Option<CaptureState>,
     /// Fragmented datagrams from the phone being reassembled.
@@ -330,7 +328,6 @@ impl Engine {
             budgets: budget::ClientBudgets::default(),
             quic_holds: HashMap::new(),
             quic_refused: QuicRefusals::default(),
-            peeks: HashMap::new(),
             touched: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),

@@ -8,7 +8,6 @@
 //! connection that is accepted locally and reset after its ClientHello. DNS is answered by the engine and is not
 //! affected.
 
-use super::tcp::Phase;
 use super::{Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::verdict::ErrorReason;
@@ -108,10 +107,7 @@ impl Engine {
         if self.dns.owns(id) {
             self.on_udp_error(now, id, error, up);
         } else if let Some(flow) = self.tcp.get(&id) {
-            let reason = match flow.phase {
-                Phase::Dialing | Phase::Connecting => ErrorReason::ConnectFailed,
-                _ => ErrorReason::UpstreamReset,
-            };
+            let reason = if flow.connecting() { ErrorReason::ConnectFailed } else { ErrorReason::UpstreamReset };
             self.fail_tcp_flow(now, id, reason, error);
             self.poll(now, up);
         } else if let Some(flow) = self.close_udp_flow(id, up) {

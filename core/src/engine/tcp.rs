@@ -1,9 +1,10 @@
 //! TCP flows: how a connection from the phone is judged, dialled and spliced to its upstream socket.
 //!
 //! Every connection is terminated in smoltcp. Depending on what the destination address tells, a new flow
-//! either dials at once with the SYN|ACK held back until the upstream answers ([`Phase::Dialing`]), or completes
-//! the handshake locally and reads the client's first bytes to learn the TLS SNI or HTTP Host before it decides
-//! and dials ([`Phase::Sniffing`]): that way a blocked server never receives a packet.
+//! either dials at once with the SYN|ACK held back until the upstream answers ([`TcpState::Dialing`]), or
+//! completes the handshake locally and reads the client's first bytes to learn the TLS SNI or HTTP Host before it
+//! decides and dials ([`TcpState::Sniffing`]): that way a blocked server never receives a packet. Each flow's
+//! life is the state machine drawn in `tcp::state`.
 //!
 //! The client's first bytes are always judged before any of them is forwarded. On the ports where clients speak
 //! first (web ports) a silent client is never dialled: after [`CLIENT_FIRST_WAIT`] it is reset. On other ports a
@@ -32,8 +33,11 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+mod dns_stream;
 mod peek;
-pub(crate) use peek::PeekState;
+mod state;
+
+use state::{ClientGate, FlowName, TcpState, UpstreamSocket};
 
 /// The most client bytes read to find a ClientHello or request headers: the largest ClientHello the TLS reader
 /// accepts. A head still incomplete at this size (or at the receive buffer's size, if smaller) is refused.
@@ -59,73 +63,22 @@ pub(super) const CLIENT_FIRST_WAIT: Duration = Duration::from_secs(15);
 /// DNS over TCP is answered by the engine's own DNS forwarder.
 const DNS_PORT: u16 = 53;
 
-/// Where a TCP flow is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Upstream connect under way; the client's SYN|ACK is held until it succeeds.
-    Dialing,
-    /// Handshake done locally; waiting for the client's first bytes (SNI, Host).
-    Sniffing {
-        /// The client has sent at least one byte.
-        started: bool,
-    },
-    /// Sniffing allowed the flow; upstream connect under way; client bytes wait in smoltcp.
-    Connecting,
-    /// Bytes flow both ways.
-    Forwarding,
-    /// DNS over TCP, answered through the DNS forwarder; the count of queries awaiting answers.
-    Dns { pending: u16 },
-    /// Refused after sniffing; the RST goes out and the flow is retired.
-    Refused,
-    /// A blocked plain-HTTP request read to its end for the payload peek, then answered `403 Forbidden`.
-    Peeking {
-        /// The refusal has been sent; the connection is closing.
-        answered: bool,
-    },
-}
-
-/// Whether a connected flow passes the client's bytes upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ClientGate {
-    /// The client's first bytes were judged (or an explicit allow rule decided): bytes flow.
-    Open,
-    /// Dialled before the client sent anything: its bytes wait until judged; the server's pass.
-    Shut,
-    /// Shut, and the client has started sending: it has [`SNIFF_COMPLETE_TIMEOUT`] to complete its head.
-    Reading,
-}
-
 /// One TCP connection from the phone.
 #[derive(Debug)]
 pub(crate) struct TcpFlow {
     pub(crate) handle: SocketHandle,
     pub(crate) client: SocketAddr,
     pub(crate) server: SocketAddr,
-    pub(crate) phase: Phase,
+    /// Where the flow is in its life, with the data only that state has (see `tcp::state`).
+    state: TcpState,
     /// The host name the flow is for, if known (SNI, Host, or a name DNS mapped to the address).
     host: Option<String>,
-    /// When the current phase times out (sniffing, connecting).
-    deadline: Option<Instant>,
-    /// The verdict if sniffing finds no host name (set when the address alone says block).
-    fallback: Option<Verdict>,
     /// The `ip_cidr` block of the destination's range, if it is in one: a name read from the client's first
     /// bytes must then be allow-listed (issue 14.2), even when DNS already named an allow-listed service there.
     range_block: Option<Verdict>,
-    /// Whether the client's bytes may pass upstream yet.
-    gate: ClientGate,
     /// For a plain-HTTP flow, where its requests start: each is judged before it passes (see
     /// `inspect::http_stream`). `None` for other protocols, and once a switched protocol took over.
     http: Option<RequestStream>,
-    /// An upstream socket was requested and not yet closed.
-    upstream_open: bool,
-    /// The upstream socket may have bytes to read.
-    upstream_readable: bool,
-    /// The upstream socket may accept bytes.
-    upstream_writable: bool,
-    /// The upstream has closed its sending side.
-    upstream_eof: bool,
-    /// The client's FIN has been passed upstream.
-    fin_forwarded: bool,
     /// The flow is closed and waits for its socket to be freed.
     retired: bool,
     /// When the flow last moved bytes or changed state.
@@ -141,7 +94,7 @@ impl TcpFlow {
         handle: SocketHandle,
         client: SocketAddr,
         server: SocketAddr,
-        phase: Phase,
+        state: TcpState,
         host: Option<String>,
         now: Instant,
     ) -> Self {
@@ -149,24 +102,38 @@ impl TcpFlow {
             handle,
             client,
             server,
-            phase,
+            state,
             host,
-            deadline: None,
-            fallback: None,
             range_block: None,
-            gate: ClientGate::Shut,
             http: None,
-            upstream_open: false,
-            upstream_readable: false,
-            upstream_writable: false,
-            upstream_eof: false,
-            fin_forwarded: false,
             retired: false,
             last_active: now,
             buffers: 0,
             budget: Client::Address(client.ip()),
         }
     }
+
+    /// Moves the flow to `next` (the one place a flow changes state, see [`TcpState::set`]); returns the state
+    /// left.
+    fn set_state(&mut self, next: TcpState) -> TcpState {
+        self.state.set(next, FlowName(self.client, self.server))
+    }
+
+    /// Refused after its bytes were judged: keeps the upstream socket, if any, to reset when the flow retires.
+    fn refuse(&mut self) {
+        let upstream = self.state.upstream().copied();
+        self.set_state(TcpState::Refused { upstream });
+    }
+
+    /// Whether the flow's upstream connect is still under way.
+    pub(crate) fn connecting(&self) -> bool {
+        self.state.is_connecting()
+    }
+}
+
+/// A flow judged by address and dialled at once; `gate` says whether the client's bytes may pass.
+fn dialing(gate: ClientGate) -> TcpState {
+    TcpState::Dialing { deadline: None, gate, upstream: None }
 }
 
 impl Engine {
@@ -226,12 +193,11 @@ impl Engine {
             Decision::Blocked(rule) => Some(Verdict::Block { reason: BlockReason::IpCidr, rule: Some(rule) }),
             Decision::Allowed(_) | Decision::NoMatch => None,
         };
-        let mut gate = ClientGate::Shut;
-        let (phase, host, fallback) = if server.port() == DNS_PORT {
-            (Phase::Dns { pending: 0 }, None, None)
+        let (state, host) = if server.port() == DNS_PORT {
+            (TcpState::Dns { pending: 0 }, None)
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls && self.private_dns_is_set() {
             // Only the ClientHello tells whether it goes to the user's Private DNS server (finish_sniff).
-            (Phase::Sniffing { started: false }, None, Some(Verdict::block(BlockReason::DnsOverTls)))
+            (TcpState::sniffing(Some(Verdict::block(BlockReason::DnsOverTls))), None)
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
             self.refuse_tcp(now, client, server, seg, None, &Verdict::block(BlockReason::DnsOverTls));
             return;
@@ -247,7 +213,7 @@ impl Engine {
                         && self.policy.stats().allow_names > 0
                         && !self.knows_names(now, server.ip()) =>
                 {
-                    (Phase::Sniffing { started: false }, None, Some(verdict))
+                    (TcpState::sniffing(Some(verdict)), None)
                 }
                 AddressVerdict::Decided(verdict) if verdict.is_block() => {
                     self.refuse_tcp(now, client, server, seg, None, &verdict);
@@ -260,22 +226,18 @@ impl Engine {
                 // An allow rule for the range wins over everything; one for a name DNS mapped to an address in a
                 // blocked range has the client's first bytes checked still (they must not name another host).
                 AddressVerdict::Decided(_) => {
-                    if range_block.is_none() {
-                        gate = ClientGate::Open;
-                    }
-                    (Phase::Dialing, None, None)
+                    let gate = if range_block.is_none() { ClientGate::Open } else { ClientGate::Shut };
+                    (dialing(gate), None)
                 }
-                AddressVerdict::MappedBlocked(verdict, host) => {
-                    (Phase::Sniffing { started: false }, Some(host), Some(verdict))
-                }
+                AddressVerdict::MappedBlocked(verdict, host) => (TcpState::sniffing(Some(verdict)), Some(host)),
                 AddressVerdict::Shared(host) | AddressVerdict::Unknown(Some(host)) if server_first => {
-                    (Phase::Dialing, Some(host), None)
+                    (dialing(ClientGate::Shut), Some(host))
                 }
-                AddressVerdict::Unknown(None) if server_first => (Phase::Dialing, None, None),
+                AddressVerdict::Unknown(None) if server_first => (dialing(ClientGate::Shut), None),
                 AddressVerdict::Shared(host) | AddressVerdict::Unknown(Some(host)) => {
-                    (Phase::Sniffing { started: false }, Some(host), None)
+                    (TcpState::sniffing(None), Some(host))
                 }
-                AddressVerdict::Unknown(None) => (Phase::Sniffing { started: false }, None, None),
+                AddressVerdict::Unknown(None) => (TcpState::sniffing(None), None),
             }
         };
         let crowded = self.flows_crowded(Table::Tcp);
@@ -289,7 +251,12 @@ impl Engine {
         }
         // Let smoltcp finish what is queued first, so this SYN is the only one that can meet the new listener.
         self.stack.poll(now);
-        let hold_synack = phase == Phase::Dialing;
+        let hold_synack = matches!(state, TcpState::Dialing { .. });
+        let sniff_wait = match state {
+            TcpState::Sniffing { .. } if CLIENT_FIRST_PORTS.contains(&server.port()) => Some(CLIENT_FIRST_WAIT),
+            TcpState::Sniffing { .. } => Some(self.config.sniff_timeout),
+            _ => None,
+        };
         let (rx_size, tx_size) = self.tcp_buffer_sizes(budget);
         let Some(handle) = self.stack.listen(server, rx_size, tx_size, hold_synack) else {
             self.stats.dropped += 1;
@@ -306,22 +273,17 @@ impl Engine {
         }
         let id = self.new_flow_id();
         self.stats.tcp_flows += 1;
-        let mut flow = TcpFlow::new(handle, client, server, phase, host, now);
-        flow.fallback = fallback;
+        let mut flow = TcpFlow::new(handle, client, server, state, host, now);
         flow.range_block = range_block;
-        flow.gate = gate;
         flow.buffers = rx_size + tx_size;
         flow.budget = budget;
         self.budgets.add_tcp(budget, flow.buffers);
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
-        match phase {
-            Phase::Dialing => self.dial(now, id, up),
-            Phase::Sniffing { .. } if CLIENT_FIRST_PORTS.contains(&server.port()) => {
-                self.set_deadline(id, now + CLIENT_FIRST_WAIT);
-            }
-            Phase::Sniffing { .. } => self.set_deadline(id, now + self.config.sniff_timeout),
-            _ => {}
+        if hold_synack {
+            self.dial(now, id, up);
+        } else if let Some(wait) = sniff_wait {
+            self.set_deadline(id, now + wait);
         }
     }
 
@@ -371,10 +333,17 @@ impl Engine {
         }
     }
 
+    /// Sets the deadline of the flow's state and arms its timer.
     fn set_deadline(&mut self, id: FlowId, at: Instant) {
-        if let Some(flow) = self.tcp.get_mut(&id) {
-            flow.deadline = Some(at);
-            self.timers.arm(at, Timer::Tcp(id));
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        match flow.state.deadline_mut() {
+            Some(deadline) => {
+                *deadline = Some(at);
+                self.timers.arm(at, Timer::Tcp(id));
+            }
+            None => debug_assert!(false, "tcp {id:?}: {} has no deadline", flow.state.name()),
         }
     }
 
@@ -387,7 +356,9 @@ impl Engine {
         let target = SocketAddr::new(flow.server.ip().to_canonical(), flow.server.port());
         match up.tcp_connect(id, target) {
             Ok(()) => {
-                flow.upstream_open = true;
+                if let TcpState::Dialing { upstream, .. } | TcpState::Connecting { upstream, .. } = &mut flow.state {
+                    *upstream = Some(UpstreamSocket::default());
+                }
                 self.set_deadline(id, now + self.config.connect_timeout);
             }
             Err(error) => self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, error),
@@ -402,17 +373,16 @@ impl Engine {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        if !matches!(flow.phase, Phase::Dialing | Phase::Connecting) {
-            return;
-        }
+        let (gate, upstream) = match flow.state {
+            TcpState::Dialing { gate, upstream, .. } | TcpState::Connecting { gate, upstream, .. } => (gate, upstream),
+            _ => return,
+        };
         match result {
             Ok(()) => {
                 let socket = self.stack.tcp(flow.handle);
                 socket.pause_synack(false);
-                flow.phase = Phase::Forwarding;
-                flow.deadline = None;
-                flow.upstream_writable = true;
-                flow.upstream_readable = true;
+                let upstream = UpstreamSocket { readable: true, writable: true, ..upstream.unwrap_or_default() };
+                flow.set_state(TcpState::Forwarding { deadline: None, gate, upstream });
                 if socket.state() == State::SynReceived {
                     // The phone has yet to answer the SYN|ACK released now.
                     self.set_deadline(id, now + HANDSHAKE_TIMEOUT);
@@ -430,7 +400,9 @@ impl Engine {
             return self.on_dns_tcp_ready(id);
         }
         if let Some(flow) = self.tcp.get_mut(&id) {
-            flow.upstream_readable = true;
+            if let Some(upstream) = flow.state.upstream_mut() {
+                upstream.readable = true;
+            }
             self.touched.push(id);
         }
     }
@@ -441,46 +413,52 @@ impl Engine {
             return self.on_dns_tcp_ready(id);
         }
         if let Some(flow) = self.tcp.get_mut(&id) {
-            flow.upstream_writable = true;
+            if let Some(upstream) = flow.state.upstream_mut() {
+                upstream.writable = true;
+            }
             self.touched.push(id);
         }
     }
 
-    /// A sniff or connect deadline passed.
+    /// The deadline of a flow's state passed (sniffing, connecting, handshake, peek).
     pub(super) fn on_tcp_deadline(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        if flow.deadline.is_none_or(|at| at > now) {
+        // A timer whose deadline moved or was cleared, or of a state left since, is stale.
+        let Some(deadline) = flow.state.deadline_mut() else {
+            return;
+        };
+        if deadline.is_none_or(|at| at > now) {
             return;
         }
-        flow.deadline = None;
+        *deadline = None;
         let handshake_done = self.stack.tcp(flow.handle).state() != State::SynReceived;
-        match flow.phase {
+        match &mut flow.state {
             // The client has not even completed the handshake: never dial for it (a SYN flood would become a
             // connection flood to the server). Give a lost SYN|ACK or ACK time to be retransmitted, then give up.
-            Phase::Sniffing { started: false } if !handshake_done => {
-                flow.phase = Phase::Sniffing { started: true };
+            TcpState::Sniffing { started, .. } if !handshake_done && !*started => {
+                *started = true;
                 self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
             }
-            Phase::Sniffing { .. } if !handshake_done => {
+            TcpState::Sniffing { .. } if !handshake_done => {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
-            Phase::Sniffing { .. } => self.sniff_at_deadline(now, id, up),
-            Phase::Dialing | Phase::Connecting => {
+            TcpState::Sniffing { .. } => self.sniff_at_deadline(now, id, up),
+            TcpState::Dialing { .. } | TcpState::Connecting { .. } => {
                 let why = format!("no answer within {:?}", self.config.connect_timeout);
                 self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, why);
             }
-            Phase::Peeking { .. } => self.on_peek_deadline(now, id),
+            TcpState::Peeking { .. } | TcpState::Answered { .. } => self.on_peek_deadline(now, id),
             // Dialled for a SYN whose sender never completed the handshake (spoofed, or gone): end it and its
             // upstream connection rather than retransmit the SYN|ACK forever.
-            Phase::Forwarding if !handshake_done => {
+            TcpState::Forwarding { .. } if !handshake_done => {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
-            Phase::Forwarding if flow.gate == ClientGate::Reading => self.judge_late_bytes(now, id, true),
-            Phase::Forwarding | Phase::Dns { .. } | Phase::Refused => {}
+            TcpState::Forwarding { gate: ClientGate::Reading, .. } => self.judge_late_bytes(now, id, true),
+            TcpState::Forwarding { .. } | TcpState::Dns { .. } | TcpState::Refused { .. } => {}
         }
     }
 
@@ -490,20 +468,19 @@ impl Engine {
             return;
         };
         flow.last_active = now;
-        let (phase, handle, gate) = (flow.phase, flow.handle, flow.gate);
         // Back in LISTEN means the client reset the handshake: nothing to sniff or splice, only to retire.
-        if self.stack.tcp(handle).state() != State::Listen {
-            match phase {
-                Phase::Sniffing { .. } => self.sniff(now, id, up),
-                Phase::Forwarding => {
+        if self.stack.tcp(flow.handle).state() != State::Listen {
+            match flow.state {
+                TcpState::Sniffing { .. } => self.sniff(now, id, up),
+                TcpState::Forwarding { gate, .. } => {
                     if gate != ClientGate::Open {
                         self.judge_late_bytes(now, id, false);
                     }
                     self.frame_and_splice(now, id, up);
                 }
-                Phase::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
-                Phase::Peeking { .. } => self.peek(now, id),
-                Phase::Dialing | Phase::Connecting | Phase::Refused => {}
+                TcpState::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
+                TcpState::Peeking { .. } | TcpState::Answered { .. } => self.peek(now, id),
+                TcpState::Dialing { .. } | TcpState::Connecting { .. } | TcpState::Refused { .. } => {}
             }
         }
         self.retire_if_closed(id, up);
@@ -523,7 +500,7 @@ impl Engine {
         if queued == 0 && CLIENT_FIRST_PORTS.contains(&flow.server.port()) {
             // The client closed without a word where it had to speak first: nothing to judge or dial.
             socket.abort();
-            flow.phase = Phase::Refused;
+            flow.refuse();
             self.touched.push(id);
             return;
         }
@@ -537,8 +514,8 @@ impl Engine {
             return;
         }
         if matches!(sniffed, StreamSniff::NeedMore) && seen < limit && !client_closed {
-            if flow.phase == (Phase::Sniffing { started: false }) {
-                flow.phase = Phase::Sniffing { started: true };
+            if let TcpState::Sniffing { started: started @ false, .. } = &mut flow.state {
+                *started = true;
                 self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
             }
             return;
@@ -565,7 +542,7 @@ impl Engine {
     /// name that is merely not blocked keeps the range's block (issue 14.2), a blocked name gives its own, more
     /// precise reason.
     fn first_bytes_verdict(&self, sniffed: &Option<StreamSniff>, flow: &TcpFlow) -> Verdict {
-        let fallback = || flow.fallback.clone().unwrap_or_else(Verdict::no_match);
+        let fallback = || flow.state.fallback().cloned().unwrap_or_else(Verdict::no_match);
         let (name, block_reason) = match sniffed {
             Some(StreamSniff::TlsSni(name)) => (name, BlockReason::TlsSni),
             Some(StreamSniff::HttpHost(name)) => (name, BlockReason::HttpHost),
@@ -605,12 +582,11 @@ impl Engine {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        flow.fallback = None;
         if let Some(StreamSniff::TlsSni(name) | StreamSniff::HttpHost(name)) = sniffed.as_ref() {
             flow.host = Some(name.clone());
         }
         // Bytes were judged: they may pass. A silent client's will be judged when they come.
-        flow.gate = if sniffed.is_some() { ClientGate::Open } else { ClientGate::Shut };
+        let gate = if sniffed.is_some() { ClientGate::Open } else { ClientGate::Shut };
         if sniffed.is_some() && is_http_request(&self.scratch) {
             flow.http = Some(RequestStream::new());
         }
@@ -620,12 +596,11 @@ impl Engine {
             return;
         }
         if verdict.is_block() {
-            flow.phase = Phase::Refused;
+            flow.refuse();
             self.stack.tcp(flow.handle).abort();
             self.touched.push(id);
         } else {
-            flow.phase = Phase::Connecting;
-            flow.deadline = None;
+            flow.set_state(TcpState::Connecting { deadline: None, gate, upstream: None });
             self.dial(now, id, up);
         }
         self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
@@ -641,9 +616,9 @@ impl Engine {
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         let (queued, client_closed) = (socket.recv_queue(), client_finished(socket));
         if queued == 0 {
-            if client_closed {
+            if let (true, TcpState::Forwarding { gate, .. }) = (client_closed, &mut flow.state) {
                 // Nothing was sent: only the FIN is left to pass.
-                flow.gate = ClientGate::Open;
+                *gate = ClientGate::Open;
             }
             return;
         }
@@ -652,8 +627,8 @@ impl Engine {
         let seen = socket.peek_slice(&mut self.scratch).unwrap_or(0);
         let sniffed = sniff_stream(self.scratch.get(..seen).unwrap_or_default());
         if matches!(sniffed, StreamSniff::NeedMore) && seen < limit && !client_closed && !at_deadline {
-            if flow.gate == ClientGate::Shut {
-                flow.gate = ClientGate::Reading;
+            if let TcpState::Forwarding { gate: gate @ ClientGate::Shut, .. } = &mut flow.state {
+                *gate = ClientGate::Reading;
                 self.set_deadline(id, now + SNIFF_COMPLETE_TIMEOUT);
             }
             return;
@@ -670,15 +645,17 @@ impl Engine {
             flow.host = Some(name);
         }
         if !verdict.is_block() {
-            flow.gate = ClientGate::Open;
-            flow.deadline = None;
+            if let TcpState::Forwarding { gate, deadline, .. } = &mut flow.state {
+                *gate = ClientGate::Open;
+                *deadline = None;
+            }
             if is_http_request(&self.scratch) {
                 flow.http = Some(RequestStream::new());
             }
             return;
         }
         // The upstream saw a handshake and nothing else; it is reset when the flow retires.
-        flow.phase = Phase::Refused;
+        flow.refuse();
         self.stack.tcp(flow.handle).abort();
         self.touched.push(id);
         let (client, server, host) = (flow.client, flow.server, flow.host.clone());
@@ -722,7 +699,7 @@ impl Engine {
         let Some(http) = flow.http.as_mut().filter(|http| http.allowance() == 0) else {
             return true;
         };
-        if flow.gate != ClientGate::Open {
+        if !matches!(flow.state, TcpState::Forwarding { gate: ClientGate::Open, .. }) {
             return true;
         }
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
@@ -773,7 +750,7 @@ impl Engine {
             return false;
         };
         // The upstream has seen the requests before this one, and nothing of it; it is reset when the flow retires.
-        flow.phase = Phase::Refused;
+        flow.refuse();
         self.stack.tcp(flow.handle).abort();
         self.touched.push(id);
         let (client, server, host) = (flow.client, flow.server, flow.host.clone());
@@ -787,10 +764,13 @@ impl Engine {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return Ok(());
         };
+        let TcpState::Forwarding { gate, upstream, .. } = &mut flow.state else {
+            return Ok(());
+        };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         // Phone → upstream, once the client's first bytes have been judged; on a plain-HTTP flow only as far as
         // the requests judged so far reach.
-        while flow.gate == ClientGate::Open && flow.upstream_writable && socket.can_recv() {
+        while *gate == ClientGate::Open && upstream.writable && socket.can_recv() {
             let allowance =
                 flow.http.as_ref().map_or(usize::MAX, |h| usize::try_from(h.allowance()).unwrap_or(usize::MAX));
             if allowance == 0 {
@@ -809,31 +789,31 @@ impl Engine {
                     }
                 }
                 Ok(Ok(_)) => break,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => flow.upstream_writable = false,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => upstream.writable = false,
                 Ok(Err(e)) => return Err(e),
                 Err(_) => break,
             }
         }
-        if flow.gate == ClientGate::Open
-            && !flow.fin_forwarded
+        if *gate == ClientGate::Open
+            && !upstream.fin_forwarded
             && client_finished_sending(socket.state())
             && socket.recv_queue() == 0
         {
             up.tcp_shutdown_write(id);
-            flow.fin_forwarded = true;
+            upstream.fin_forwarded = true;
         }
         // Upstream → phone.
-        while flow.upstream_readable && !flow.upstream_eof && socket.can_send() {
+        while upstream.readable && !upstream.eof && socket.can_send() {
             match socket.send(|buf| match up.tcp_read(id, buf) {
                 Ok(n) => (n, Ok(n)),
                 Err(e) => (0, Err(e)),
             }) {
                 Ok(Ok(0)) => {
-                    flow.upstream_eof = true;
+                    upstream.eof = true;
                     socket.close();
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => flow.upstream_readable = false,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => upstream.readable = false,
                 // The server reset the connection: the caller resets the phone's side too.
                 Ok(Err(e)) => return Err(e),
                 Err(_) => break,
@@ -850,7 +830,7 @@ impl Engine {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
-        if !flow.fin_forwarded {
+        if !flow.state.upstream().is_some_and(|upstream| upstream.fin_forwarded) {
             self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
             return;
         }
@@ -894,7 +874,7 @@ impl Engine {
             .filter(|(_, f)| {
                 !f.retired
                     && client.is_none_or(|c| f.budget == c)
-                    && (any_phase || matches!(f.phase, Phase::Forwarding | Phase::Dns { .. }))
+                    && (any_phase || matches!(f.state, TcpState::Forwarding { .. } | TcpState::Dns { .. }))
             })
             .min_by_key(|(_, f)| f.last_active)
             .map(|(&id, f)| (id, f.last_active));
@@ -924,10 +904,8 @@ impl Engine {
         if flow.retired || !matches!(state, State::Closed | State::TimeWait | State::Listen) {
             return;
         }
-        if flow.upstream_open {
-            let graceful = flow.upstream_eof && flow.fin_forwarded;
-            up.tcp_close(id, !graceful);
-            flow.upstream_open = false;
+        if let Some(upstream) = flow.state.upstream() {
+            up.tcp_close(id, !upstream.finished());
         }
         flow.retired = true;
         self.retiring.push(id);

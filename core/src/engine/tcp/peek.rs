@@ -9,7 +9,7 @@
 //! sending: it is answered, and reported, with what arrived). The request bytes are dropped as soon as they are
 //! summarised.
 
-use super::Phase;
+use super::TcpState;
 use crate::engine::{Engine, FlowId};
 use crate::event::{Event, Protocol};
 use crate::inspect::peek::{expects_continue, request_progress, summarize_request, RequestProgress, MAX_REQUEST_LEN};
@@ -39,17 +39,26 @@ pub(crate) struct PeekState {
     continued: bool,
 }
 
+impl PeekState {
+    /// Nothing read yet; `event` is the block's event, if it is reported.
+    pub(crate) fn new(event: Option<Event>) -> Self {
+        PeekState { event, request: Vec::new(), truncated: false, continued: false }
+    }
+}
+
 impl Engine {
     /// Starts reading a blocked request instead of resetting the connection; the event is held until the answer.
     pub(super) fn start_peek(&mut self, now: Instant, id: FlowId, verdict: Verdict) {
+        let Some(flow) = self.tcp.get(&id) else {
+            return;
+        };
+        let (client, server, host) = (flow.client, flow.server, flow.host.clone());
+        let event = self.verdict_event(now, Protocol::Tcp, (client, server), host.as_deref(), &verdict);
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        flow.phase = Phase::Peeking { answered: false };
-        let (client, server, host) = (flow.client, flow.server, flow.host.clone());
+        flow.set_state(TcpState::Peeking { deadline: None, peek: Box::new(PeekState::new(event)) });
         self.set_deadline(id, now + PEEK_TIMEOUT);
-        let event = self.verdict_event(now, Protocol::Tcp, (client, server), host.as_deref(), &verdict);
-        self.peeks.insert(id, PeekState { event, request: Vec::new(), truncated: false, continued: false });
         self.peek(now, id);
     }
 
@@ -59,7 +68,10 @@ impl Engine {
             return;
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        let mut state = self.peeks.get_mut(&id);
+        let mut state = match &mut flow.state {
+            TcpState::Peeking { peek, .. } => Some(&mut **peek),
+            _ => None,
+        };
         while socket.can_recv() {
             let read = socket.recv(|data| {
                 if let Some(state) = state.as_deref_mut() {
@@ -96,16 +108,18 @@ impl Engine {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        let Some(state) = self.peeks.remove(&id) else {
+        if !matches!(flow.state, TcpState::Peeking { .. }) {
+            return;
+        }
+        let TcpState::Peeking { peek: state, .. } = flow.set_state(TcpState::Answered { deadline: None }) else {
             return;
         };
-        flow.phase = Phase::Peeking { answered: true };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         let _ = socket.send_slice(FORBIDDEN);
         socket.close();
         self.set_deadline(id, now + LINGER);
         self.touched.push(id);
-        self.report_peek(state, incomplete);
+        self.report_peek(*state, incomplete);
     }
 
     /// Queues a peeked block's event, complete with the summary of the request. Not folded: each carries its own.
@@ -121,7 +135,7 @@ impl Engine {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
-        if flow.phase == (Phase::Peeking { answered: true }) {
+        if matches!(flow.state, TcpState::Answered { .. }) {
             self.stack.tcp(flow.handle).abort();
             self.touched.push(id);
         } else {
