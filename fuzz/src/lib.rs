@@ -500,10 +500,7 @@ impl Harness {
     /// Writes the engine's output "to the phone": remembers TCP sequence numbers for later acknowledgements.
     pub fn drain(&mut self) {
         let mut out = Vec::new();
-        self.engine.drain_tun(|p| {
-            out.push(p.to_vec());
-            Ok(())
-        });
+        self.engine.take_tun_packets(&mut out);
         for p in out {
             let Ok(sliced) = SlicedPacket::from_ip(&p) else { continue };
             let Some(TransportSlice::Tcp(tcp)) = sliced.transport else { continue };

@@ -5,7 +5,7 @@
 //!
 //! Comments: a flow is often decided a little after its deciding packet arrived (a ClientHello is read when the
 //! stack is polled, after the batch of tun packets), so records stay open for comments until the end of the
-//! driver iteration ([`Engine::drain_tun`] / [`Engine::take_tun_packets`] seal them). When a verdict is reported,
+//! driver iteration ([`Engine::take_tun_packets`] seals them). When a verdict is reported,
 //! the latest open record from the phone on that flow gets a comment with the verdict; if there is none (a timeout
 //! decided), the next packet of the flow in either direction carries it. A phone packet's flow comes from the
 //! parse the engine does anyway; a packet to the phone is parsed only while a comment waits for its flow.
@@ -205,7 +205,7 @@ impl Engine {
 
     /// Moves the capture records queued so far into `out`, oldest first, and returns how many were dropped since
     /// the last call because the queue was full (the driver did not take them in time). Nothing when capture is
-    /// off. Records queued since the last [`Engine::drain_tun`] / [`Engine::take_tun_packets`] may still be
+    /// off. Records queued since the last [`Engine::take_tun_packets`] may still be
     /// waiting for a verdict comment: take them after those.
     pub fn take_capture_records(&mut self, out: &mut Vec<CaptureRecord>) -> u64 {
         let Some(c) = self.capture.as_mut() else {

@@ -3,13 +3,32 @@
 //! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
 //! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
 //! packets and socket readiness with the current time, lends it sockets through [`Upstream`], writes what
-//! [`Engine::drain_tun`] yields back to the tun, delivers [`Engine::poll_event`]s, writes the packet capture from
-//! [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
+//! [`Engine::take_tun_packets`] hands it to the tun, delivers [`Engine::poll_event`]s, writes the packet capture
+//! from [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
 //!
 //! A flow's life: the first packet (a TCP SYN, a UDP datagram, a DNS query) is judged by destination address and
 //! the names DNS answers mapped to it. TCP flows whose destination is not already decided are accepted locally and
 //! the engine reads the first bytes (TLS ClientHello SNI, HTTP Host) before it dials, so a blocked server never
 //! sees a packet. Allowed flows are spliced to an upstream socket with backpressure in both directions.
+//!
+//! Following one packet from the phone, module by module:
+//! - [`Engine::handle_tun_packet`] (here): counts it, hands it to `capture`, answers a datagram too big for the
+//!   upstream path (`fragment`, `reply`), then `packet::parse` (etherparse) and a dispatch by transport;
+//!   fragments are reassembled first (`fragment`).
+//! - TCP → `tcp`: a SYN makes a flow (after `budget` finds room) whose state machine is `tcp::state`
+//!   (`Sniffing → Connecting → Forwarding`, `Dialing`, `Dns`, `Peeking`, `Refused`); segments go into the smoltcp
+//!   interface (`stack`); the client's first bytes are judged by `inspect` (TLS, HTTP; later HTTP requests by
+//!   `inspect::http_stream`), blocked plain HTTP may be read for the payload peek (`tcp::peek`), DNS over TCP is
+//!   handed to `dns` (`tcp::dns_stream`).
+//! - UDP to port 53 → `dns`: the query is judged by name, answered locally when blocked, else forwarded
+//!   (`private_dns` for the user's Private DNS server; `learn` resolves blocked rules' own names for their
+//!   addresses); answers fill the `DnsCache` that address verdicts read.
+//! - Other UDP → `quic_hold` (a QUIC Initial is held until its ClientHello names the server) or `udp` (by
+//!   address). ICMP echo is refused (`reply`).
+//! - Deadlines of every kind are in one heap (`timers`); block events are folded (`repeats`) and queued complete.
+//! - The network under the engine (`network`): its resolvers, address families and MTU, as the driver reports.
+//!
+//! Verdict and event types are in [`crate::verdict`] and [`crate::event`].
 
 mod budget;
 mod capture;
@@ -502,23 +521,6 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// Hands every packet waiting for the tun to `write`, in order. A failed write drops that packet (TCP
-    /// retransmits; the drop is counted).
-    pub fn drain_tun(&mut self, mut write: impl FnMut(&[u8]) -> io::Result<()>) {
-        while let Some(buf) = self.stack.device.out.pop_front() {
-            match write(&buf) {
-                Ok(()) => {
-                    self.stats.packets_out += 1;
-                    self.stats.bytes_out += buf.len() as u64;
-                }
-                Err(_) => self.stats.dropped += 1,
-            }
-            self.capture_outbound(&buf);
-            self.stack.device.recycle(buf);
-        }
-        self.seal_capture();
     }
 
     /// Moves every packet waiting for the tun into `out`, in order, counting them as written. For a driver that

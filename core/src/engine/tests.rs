@@ -197,11 +197,9 @@ impl Pair {
                 self.engine.handle_tun_packet(self.now, p, &mut self.up);
             }
             self.engine.handle_timeout(self.now, &mut self.up);
-            let wire = &mut self.wire;
-            self.engine.drain_tun(|p| {
-                wire.to_phone.push_back(p.to_vec());
-                Ok(())
-            });
+            let mut out = Vec::new();
+            self.engine.take_tun_packets(&mut out);
+            self.wire.to_phone.extend(out);
             if sent.is_empty() && self.wire.to_phone.is_empty() {
                 return;
             }
@@ -242,10 +240,7 @@ impl Pair {
     /// Packets the engine sent that the phone's smoltcp did not consume (UDP, ICMP).
     fn take_out(&mut self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        self.engine.drain_tun(|p| {
-            out.push(p.to_vec());
-            Ok(())
-        });
+        self.engine.take_tun_packets(&mut out);
         out
     }
 
