@@ -217,18 +217,12 @@ impl Sockets {
         }
     }
 
+    /// Drops `flow`'s socket from the table; the caller's drop closes it. Closing takes it out of epoll (no other
+    /// descriptor refers to an upstream socket), so it is not deregistered first: one `epoll_ctl` fewer per flow.
     fn forget(&mut self, flow: FlowId) -> Option<Conn> {
         self.any_source.remove(&flow);
         self.groups.remove(&flow);
-        let mut conn = self.conns.remove(&flow)?;
-        let result = match &mut conn {
-            Conn::Tcp { stream, .. } => self.registry.deregister(stream),
-            Conn::Udp(socket) => self.registry.deregister(socket),
-        };
-        if let Err(e) = result {
-            log::debug!("deregistering flow {}: {e}", flow.0);
-        }
-        Some(conn)
+        self.conns.remove(&flow)
     }
 
     /// Opens `flow`'s UDP socket to `dst`, for a phone socket on `client_port` if known (see
