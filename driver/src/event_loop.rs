@@ -68,6 +68,7 @@ pub fn run<T: Read + Write + AsRawFd>(
     let mut capture = capture.map(CaptureWriter::spawn).transpose()?;
     let mut engine = Engine::new(config, policy, Instant::now(), wall_clock_ms());
     let mut netlink = if watch_network { open_netlink_watch(&poll) } else { None };
+    sockets.own_addresses.set_watched(netlink.is_some());
     // Whether the network may have changed since the engine last looked (the first look is at start).
     let mut network_changed = netlink.is_some();
     let mut ready = Events::with_capacity(1024);
@@ -87,6 +88,7 @@ pub fn run<T: Read + Write + AsRawFd>(
         }
         if let Some(info) = control.take_network() {
             engine.network_changed(info);
+            sockets.own_addresses.network_changed();
             network::end_flows_on_vanished_addresses(Instant::now(), &mut engine, &mut sockets);
         }
         let now = Instant::now();
@@ -110,7 +112,13 @@ pub fn run<T: Read + Write + AsRawFd>(
             match event.token() {
                 TUN => tun_backlog = true,
                 WAKER => {}
-                NETLINK => network_changed |= netlink.as_mut().is_some_and(NetlinkWatch::drain),
+                NETLINK => {
+                    if netlink.as_mut().is_some_and(NetlinkWatch::drain) {
+                        // Before the tun is read: a dial in this iteration must see the new addresses.
+                        sockets.own_addresses.network_changed();
+                        network_changed = true;
+                    }
+                }
                 token => {
                     let flow = flow_of(token);
                     if let Some(trace) = trace.as_mut() {

@@ -15,6 +15,7 @@ pub mod control;
 pub mod event_loop;
 pub mod lists;
 mod network;
+mod own_addresses;
 pub mod platform;
 pub mod procnet;
 mod sockdiag;

@@ -43,7 +43,8 @@ pub(crate) fn lock_exclusive(file: &std::fs::File) -> io::Result<()> {
 /// each new flow's zeroed buffers come from the reused heap, where `calloc` memsets them: every page of every
 /// buffer becomes resident at once and stays so (1 GiB with 4,096 flows in BENCHMARKS.md). A fixed threshold
 /// keeps buffers lazily backed by zero pages, resident only as far as data has passed through them, and gives
-/// them back to the system when the flow closes (measured with 4,096 concurrent flows: about 570 MiB resident and
+/// them back to the system when the flow closes (except the few the engine keeps for new flows: `Stack`'s spare
+/// sockets in hushwall-core) (measured with 4,096 concurrent flows: about 570 MiB resident and
 /// never returned without it, 1 GiB after a second flood; 42 MiB at the peak and under 10 MiB afterwards with it:
 /// tests/tests/reliability.rs `flood_10k_concurrent_tcp_connections`). Other C libraries (bionic) are left alone.
 pub(crate) fn prefer_mmap_for_large_buffers() {

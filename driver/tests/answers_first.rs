@@ -12,50 +12,15 @@ use hushwall_core::policy::Policy;
 use hushwall_driver::platform::NoUids;
 use hushwall_driver::{Control, EngineThread, EventSink, Platform, Protector};
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const PHONE: [u8; 4] = [10, 111, 0, 2];
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH: u8 = 0x08;
+mod common;
 
-/// The engine's end of a socketpair as a tun: a datagram on it only wakes the loop; the packets a read returns
-/// come from `queue`, so the test decides what one iteration reads.
-struct QueueTun {
-    socket: UnixDatagram,
-    queue: Arc<Mutex<VecDeque<Vec<u8>>>>,
-}
-
-impl Read for QueueTun {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut scratch = [0u8; 16];
-        while self.socket.recv(&mut scratch).is_ok() {}
-        let packet = self.queue.lock().expect("queue").pop_front();
-        let packet = packet.ok_or_else(|| io::Error::from(io::ErrorKind::WouldBlock))?;
-        buf[..packet.len()].copy_from_slice(&packet);
-        Ok(packet.len())
-    }
-}
-
-impl Write for QueueTun {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.socket.send(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsRawFd for QueueTun {
-    fn as_raw_fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
-    }
-}
+use common::{segment, tcp, QueueTun, ACK, PSH, SYN};
 
 /// At each socket it protects (a dial starting), drains what the phone has received so far and reports whether
 /// a SYN|ACK to `port` was among it.
@@ -80,62 +45,6 @@ impl Protector for Watcher {
 struct Discard;
 impl EventSink for Discard {
     fn deliver(&mut self, _: &[Event]) {}
-}
-
-fn checksum(data: &[u8], mut sum: u32) -> u16 {
-    for chunk in data.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// An IPv4 TCP segment from the phone.
-fn segment(src_port: u16, dst: [u8; 4], seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut tcp = Vec::new();
-    tcp.extend_from_slice(&src_port.to_be_bytes());
-    tcp.extend_from_slice(&80u16.to_be_bytes());
-    tcp.extend_from_slice(&seq.to_be_bytes());
-    tcp.extend_from_slice(&ack.to_be_bytes());
-    tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    tcp.extend_from_slice(payload);
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&PHONE);
-    pseudo.extend_from_slice(&dst);
-    pseudo.extend_from_slice(&[0, 6]);
-    pseudo.extend_from_slice(&(tcp.len() as u16).to_be_bytes());
-    let pseudo_sum = pseudo.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
-    let c = checksum(&tcp, pseudo_sum);
-    tcp[16..18].copy_from_slice(&c.to_be_bytes());
-    let total = 20 + tcp.len();
-    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 0, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&PHONE);
-    ip.extend_from_slice(&dst);
-    let c = checksum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    ip.extend_from_slice(&tcp);
-    ip
-}
-
-/// The fields of a TCP segment the engine wrote.
-struct Tcp {
-    dst_port: u16,
-    seq: u32,
-    flags: u8,
-}
-
-fn tcp(packet: &[u8]) -> Option<Tcp> {
-    if packet.first()? >> 4 != 4 || *packet.get(9)? != 6 {
-        return None;
-    }
-    let t = packet.get(usize::from(packet[0] & 0x0f) * 4..)?;
-    Some(Tcp {
-        dst_port: u16::from_be_bytes([*t.get(2)?, *t.get(3)?]),
-        seq: u32::from_be_bytes([*t.get(4)?, *t.get(5)?, *t.get(6)?, *t.get(7)?]),
-        flags: *t.get(13)?,
-    })
 }
 
 #[test]

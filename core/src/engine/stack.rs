@@ -110,12 +110,63 @@ impl Device for QueueDevice {
     }
 }
 
+/// At most this many TCP sockets of ended flows are kept, with their buffers, for new flows (see [`Spare`]).
+const SPARE_SOCKETS_MAX: usize = 8;
+
+/// TCP sockets of ended flows, kept with their buffers so that a new flow does not pay for fresh ones: at the
+/// engine's 256 KiB a buffer is `mmap`ped, page-faulted in as it is touched and `munmap`ped when freed, about a
+/// sixth of the engine's CPU per short connection (BENCHMARKS.md, "Where the tail comes from"). The most
+/// recently freed [`SPARE_SOCKETS_MAX`] are kept, whatever their sizes (budgeted flows get small buffers); a new
+/// flow takes one whose buffers have exactly the sizes it asks for, so budgets keep working. Bounded: at most
+/// `SPARE_SOCKETS_MAX` pairs of the largest buffers stay resident after the flows are gone.
+///
+/// A reused socket starts as a new one would. `listen` resets smoltcp's connection state (sequence numbers,
+/// timers, RTT estimate, reassembly, both rings' positions) and [`configure`] sets every option the engine uses,
+/// the congestion controller afresh. The old flow's bytes stay in the rings' memory but are never exposed: a ring
+/// hands out only bytes written into it since the reset (the phone's segments into the receive ring, the
+/// upstream's answer into the send ring), and smoltcp sends only from the part of the send ring written to.
+/// What `listen` does not reset is bookkeeping that a new connection overwrites before it matters (the peer's
+/// SACK permission and last timestamp, taken from its SYN) or that only compares against the previous flow's
+/// sequence numbers (duplicate-ACK and SACK tracking, which a new connection's random initial sequence number
+/// does not meet); at worst one segment is sent twice.
+#[derive(Default)]
+struct Spare {
+    sockets: VecDeque<tcp::Socket<'static>>,
+}
+
+impl Spare {
+    /// Takes a socket whose buffers have these sizes, if one is kept.
+    fn take(&mut self, rx_size: usize, tx_size: usize) -> Option<tcp::Socket<'static>> {
+        let at = self.sockets.iter().rposition(|s| s.recv_capacity() == rx_size && s.send_capacity() == tx_size)?;
+        self.sockets.remove(at)
+    }
+
+    /// Keeps an ended flow's socket, dropping (freeing) the oldest kept one if there are already enough.
+    fn keep(&mut self, mut socket: tcp::Socket<'static>) {
+        // Closed without a word: the socket is out of the set, so nothing is sent (no RST), and `listen` accepts
+        // only a closed socket.
+        socket.abort();
+        if self.sockets.len() >= SPARE_SOCKETS_MAX {
+            self.sockets.pop_front();
+        }
+        self.sockets.push_back(socket);
+    }
+}
+
+/// Sets the options of a flow's socket (new or reused: see [`Spare`]).
+fn configure(socket: &mut tcp::Socket<'static>, hold_synack: bool) {
+    socket.set_nagle_enabled(false);
+    socket.set_congestion_control(tcp::CongestionControl::Cubic);
+    socket.pause_synack(hold_synack);
+}
+
 /// smoltcp's interface, its sockets and the device, plus the clock conversion.
 pub(crate) struct Stack {
     iface: Interface,
     pub(crate) sockets: SocketSet<'static>,
     pub(crate) device: QueueDevice,
     epoch: Instant,
+    spare: Spare,
 }
 
 impl Stack {
@@ -134,7 +185,7 @@ impl Stack {
         // The route table has room for these two defaults; a failure would only mean a full table.
         let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(0, 0, 0, 1));
         let _ = iface.routes_mut().add_default_ipv6_route(Ipv6Address::LOCALHOST);
-        Stack { iface, sockets: SocketSet::new(Vec::new()), device, epoch: now }
+        Stack { iface, sockets: SocketSet::new(Vec::new()), device, epoch: now, spare: Spare::default() }
     }
 
     fn smol_now(&self, now: Instant) -> SmolInstant {
@@ -163,7 +214,8 @@ impl Stack {
         Some(self.epoch + Duration::from_micros(micros))
     }
 
-    /// Adds a socket listening on `local` (the phone's original destination) and returns its handle.
+    /// Adds a socket listening on `local` (the phone's original destination) and returns its handle. Its buffers
+    /// (`rx_size` and `tx_size` bytes) are an ended flow's if one of those sizes is kept (see [`Spare`]).
     pub(crate) fn listen(
         &mut self,
         local: SocketAddr,
@@ -171,11 +223,10 @@ impl Stack {
         tx_size: usize,
         hold_synack: bool,
     ) -> Option<SocketHandle> {
-        let mut socket =
-            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; rx_size]), tcp::SocketBuffer::new(vec![0; tx_size]));
-        socket.set_nagle_enabled(false);
-        socket.set_congestion_control(tcp::CongestionControl::Cubic);
-        socket.pause_synack(hold_synack);
+        let mut socket = self.spare.take(rx_size, tx_size).unwrap_or_else(|| {
+            tcp::Socket::new(tcp::SocketBuffer::new(vec![0; rx_size]), tcp::SocketBuffer::new(vec![0; tx_size]))
+        });
+        configure(&mut socket, hold_synack);
         let endpoint = IpListenEndpoint { addr: Some(local.ip().into()), port: local.port() };
         socket.listen(endpoint).ok()?;
         Some(self.sockets.add(socket))
@@ -186,8 +237,49 @@ impl Stack {
         self.sockets.get_mut::<tcp::Socket>(handle)
     }
 
-    /// Removes a socket (its buffers are freed).
+    /// Removes a socket; it is kept for a later flow (see [`Spare`]).
     pub(crate) fn remove(&mut self, handle: SocketHandle) {
-        self.sockets.remove(handle);
+        // The engine adds only TCP sockets (another smoltcp feature enabled elsewhere would add variants).
+        #[allow(irrefutable_let_patterns)]
+        if let smoltcp::socket::Socket::Tcp(socket) = self.sockets.remove(handle) {
+            self.spare.keep(socket);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(stack: &mut Stack, port: u16, rx: usize, tx: usize) -> SocketHandle {
+        let local = SocketAddr::from(([198, 18, 1, 1], port));
+        stack.listen(local, rx, tx, false).expect("listens")
+    }
+
+    #[test]
+    fn ended_flows_sockets_are_reused_by_size_and_bounded() {
+        let mut stack = Stack::new(1500, 1, Instant::now());
+        let first = listener(&mut stack, 80, 4096, 8192);
+        stack.remove(first);
+        assert_eq!(stack.spare.sockets.len(), 1, "an ended flow's socket is kept");
+        // Other sizes (a budgeted flow's small buffers) do not take it.
+        let small = listener(&mut stack, 81, 1024, 1024);
+        assert_eq!(stack.spare.sockets.len(), 1);
+        let second = listener(&mut stack, 82, 4096, 8192);
+        assert!(stack.spare.sockets.is_empty(), "a flow of the same sizes reuses it");
+        let socket = stack.tcp(second);
+        assert_eq!((socket.recv_capacity(), socket.send_capacity()), (4096, 8192));
+        assert_eq!(socket.state(), tcp::State::Listen);
+        assert_eq!(socket.listen_endpoint().port, 82, "listening where the new flow asked");
+        stack.remove(small);
+        stack.remove(second);
+        // At most SPARE_SOCKETS_MAX are kept, the most recently freed.
+        let many: Vec<SocketHandle> =
+            (0..SPARE_SOCKETS_MAX as u16 + 3).map(|i| listener(&mut stack, 1000 + i, 2048, 2048)).collect();
+        for handle in many {
+            stack.remove(handle);
+        }
+        assert_eq!(stack.spare.sockets.len(), SPARE_SOCKETS_MAX);
+        assert!(stack.spare.sockets.iter().all(|s| s.recv_capacity() == 2048), "the oldest (other sizes) went first");
     }
 }

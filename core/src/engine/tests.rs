@@ -460,6 +460,57 @@ fn allowed_http_is_spliced_both_ways_with_half_close() {
     assert_eq!(pair.up.closed, vec![(flow, false)], "upstream closed gracefully");
 }
 
+/// Reads everything the phone's socket `h` receives until it closes (the virtual clock running).
+fn receive_until_closed(pair: &mut Pair, h: SocketHandle) -> Vec<u8> {
+    let mut received = Vec::new();
+    for _ in 0..100 {
+        pair.wait(Duration::from_millis(300));
+        let s = pair.phone_tcp(h);
+        while s.can_recv() {
+            s.recv(|b| {
+                received.extend_from_slice(b);
+                (b.len(), ())
+            })
+            .expect("recv");
+        }
+        if !pair.phone_tcp(h).is_open() {
+            break;
+        }
+    }
+    received
+}
+
+/// A flow after a bulk one reuses its socket and buffers (stack.rs, `Spare`): each carries exactly its own bytes
+/// both ways, nothing of the flow before.
+#[test]
+fn a_flow_on_an_ended_flows_buffers_carries_only_its_own_bytes() {
+    let mut pair = Pair::new();
+    let bodies: [Vec<u8>; 2] = [(0..200 * 1024).map(|i| (i % 251) as u8).collect(), b"short answer".to_vec()];
+    let requests: [&[u8]; 2] = [
+        b"GET /a-long-first-request HTTP/1.1\r\nHost: www.example.org\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: b.example.org\r\n\r\n",
+    ];
+    for (request, body) in requests.iter().zip(&bodies) {
+        let h = pair.connect(NORMAL, 80);
+        pair.phone_tcp(h).send_slice(request).expect("send");
+        pair.drive();
+        let (flow, _) = *pair.up.connects.last().expect("dialled");
+        pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.drive();
+        assert_eq!(pair.up.written[&flow], *request, "only this flow's request goes upstream");
+        pair.phone_tcp(h).close();
+        pair.drive();
+        pair.up.to_read.insert(flow, body.clone());
+        pair.up.eof.insert(flow);
+        pair.engine.on_upstream_readable(flow);
+        let received = receive_until_closed(&mut pair, h);
+        assert!(received == *body, "flow {} got {} bytes, not its {}", flow.0, received.len(), body.len());
+        pair.wait(Duration::from_secs(1));
+        assert_eq!(pair.engine.stats().tcp_active, 0, "flow retired");
+        pair.sockets.remove(h);
+    }
+}
+
 /// An established, forwarding flow to 198.18.1.1:80 (the request already passed upstream), by the newest dial.
 fn forwarding_flow(pair: &mut Pair) -> (SocketHandle, FlowId) {
     let h = pair.connect(NORMAL, 80);
