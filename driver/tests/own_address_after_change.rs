@@ -58,8 +58,8 @@ fn dial(phone: &UnixDatagram, wake: &dyn Fn(Vec<u8>), events: &Receiver<Event>, 
     loop {
         let event = events.recv_timeout(Duration::from_secs(10)).expect("an event for the dial");
         if event.src.port() == port {
-            if let Some(error) = event.error {
-                return error;
+            if let Some(error) = event.error() {
+                return error.to_owned();
             }
         }
     }
@@ -87,6 +87,7 @@ fn an_address_added_after_the_engine_started_is_refused_at_the_next_dial() {
         uids: Box::new(NoUids),
         events: Box::new(Events(sink)),
         watch_network: true,
+        capture: None,
     };
     let policy = Arc::new(Policy::compile(&[]).expect("an empty policy compiles"));
     let tun = QueueTun { socket: engine_end, queue: Arc::clone(&queue) };
