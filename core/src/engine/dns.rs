@@ -558,8 +558,17 @@ impl Engine {
             return;
         }
         self.dns_cache.record(&answer, now);
-        // Allowed names only reach here: drop ECH from HTTPS/SVCB answers so the real SNI stays visible.
-        let mut out = dns::strip_ech(data).ok().flatten().unwrap_or_else(|| data.to_vec());
+        // Allowed names only reach here: drop ECH from HTTPS/SVCB answers so the real SNI stays visible. An
+        // answer whose ECH cannot be removed is not handed on with it (fail closed): the phone gets SERVFAIL.
+        let mut out = match dns::strip_ech(data) {
+            Ok(Some(stripped)) => stripped,
+            Ok(None) => data.to_vec(),
+            Err(_) => {
+                self.stats.malformed += 1;
+                self.fail_query(now, pending, "answer from the upstream resolver whose ECH cannot be removed");
+                return;
+            }
+        };
         match dns::message_id(&pending.query) {
             Some(id) if dns::set_id(&mut out, id).is_ok() => {
                 if let DnsClient::Udp { client, .. } = pending.via {

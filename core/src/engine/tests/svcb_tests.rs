@@ -63,3 +63,24 @@ fn blocked_name_gets_nxdomain_for_https_and_svcb_and_nothing_is_forwarded() {
     }
     assert!(pair.up.udp_sent.is_empty(), "nothing forwarded: {:?}", pair.up.udp_sent);
 }
+
+/// An answer the ECH removal cannot rewrite (its owner name runs into the removed bytes; found by the `dns` fuzz
+/// target) is not handed on with its ECH: the phone gets SERVFAIL.
+#[test]
+fn an_answer_whose_ech_cannot_be_removed_is_refused_not_passed_on() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &query_of_type("example.com", TYPE_HTTPS));
+    let (flow, forwarded) = pair.up.udp_sent[0].clone();
+    let mut answer = vec![
+        0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70,
+        0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x41, 0x00, 0x01, 0xc0, 0x1c, 0x00, 0x40, 0x00, 0x01, 0x00,
+        0x00, 0x01, 0x2c, 0x00, 0x1a, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x03, 0x02, 0x68, 0x34, 0x00, 0x04, 0x00,
+        0x04, 0x01, 0x02, 0x03, 0x04, 0x00, 0x05, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef,
+    ];
+    answer[..2].copy_from_slice(&forwarded[..2]);
+    assert!(parse_response(&answer).is_ok(), "the answer itself parses");
+    pair.engine.on_udp_datagram(pair.now, flow, &answer, &mut pair.up);
+    let out = pair.take_out();
+    let delivered = parse_response(&udp_payload(&out[0])).expect("an answer");
+    assert_eq!((delivered.id, delivered.rcode), (0x1234, 2), "SERVFAIL with the client's id");
+}

@@ -160,8 +160,21 @@ impl Edits {
 
 /// A copy of the response `msg` with the `ech` parameter removed from every SVCB and HTTPS record (RDATA
 /// lengths, a `mandatory` list naming `ech`, and compression pointers after the removed bytes adjusted), or
-/// `None` when no record has one. Every section is read; Err if any part of the message does not parse.
+/// `None` when no record has one. Every section is read; Err if any part of the message does not parse, or if
+/// the copy would not parse as a message without `ech` (a name whose labels run into the removed bytes: found by
+/// the `dns` fuzz target).
 pub(super) fn strip_ech(msg: &[u8]) -> Result<Option<Vec<u8>>, DnsError> {
+    let Some(out) = strip_ech_once(msg)? else {
+        return Ok(None);
+    };
+    match strip_ech_once(&out) {
+        Ok(None) => Ok(Some(out)),
+        Ok(Some(_)) | Err(_) => Err(DnsError::Malformed),
+    }
+}
+
+/// [`strip_ech`] without the check of its result.
+fn strip_ech_once(msg: &[u8]) -> Result<Option<Vec<u8>>, DnsError> {
     let mut reader = Reader::new(msg, 4);
     let counts = [reader.u16()?, reader.u16()?, reader.u16()?, reader.u16()?];
     let mut edits = Edits::default();
@@ -247,6 +260,21 @@ mod tests {
     ];
     /// Offset and length (key and length fields included) of the `ech` parameter in [`CLOUDFLARE_HTTPS`].
     const CLOUDFLARE_ECH: Range<usize> = 76..151;
+
+    /// Found by the `dns` fuzz target: the answer's owner is a pointer to a name inside the question whose
+    /// labels run on into the record's own RDATA, across the `ech` bytes; removing them changed the name and the
+    /// copy no longer parsed. Such a message is refused, never handed on broken.
+    #[test]
+    fn a_name_running_into_the_removed_bytes_is_refused() {
+        let msg: &[u8] = &[
+            0x12, 0x34, 0x81, 0x80, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70,
+            0x6c, 0x65, 0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x41, 0x00, 0x01, 0xc0, 0x1c, 0x00, 0x40, 0x00, 0x01, 0x00,
+            0x00, 0x01, 0x2c, 0x00, 0x1a, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x03, 0x02, 0x68, 0x34, 0x00, 0x04, 0x00,
+            0x04, 0x01, 0x02, 0x03, 0x04, 0x00, 0x05, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef,
+        ];
+        assert!(strip_ech_once(msg).is_ok_and(|out| out.is_some()), "the unchecked copy is made");
+        assert_eq!(strip_ech(msg), Err(DnsError::Malformed));
+    }
 
     #[test]
     fn ech_is_cut_from_a_cloudflare_answer_and_lengths_fixed() {
