@@ -134,7 +134,11 @@ pub fn run<T: Read + Write + AsRawFd>(
             }
         }
         if tun_backlog {
-            tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut())?;
+            // The batch's UDP datagrams go upstream together, each flow's in one segmented send.
+            sockets.hold_udp_sends();
+            let read = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut());
+            engine.note_udp_send_failures(sockets.send_held());
+            tun_backlog = read?;
         }
         // What the phone's packets were answered with at once (a SYN|ACK, a DNS answer, a refusal) goes out
         // before the flows' upstream work below (dials, sends, closes, freeing buffers), whose system calls would

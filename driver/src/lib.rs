@@ -22,6 +22,7 @@ mod sockdiag;
 mod sockets;
 mod sys;
 mod tun_writer;
+mod udp_segments;
 
 pub use control::{Control, EngineThread};
 pub use event_loop::run;

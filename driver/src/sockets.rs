@@ -7,6 +7,7 @@
 use crate::network::is_network_gone;
 use crate::own_addresses::OwnAddresses;
 use crate::platform::{Protector, UidResolver};
+use crate::udp_segments::Run;
 use hushwall_core::engine::{FlowId, Upstream};
 use hushwall_core::event::Protocol as FlowProtocol;
 use mio::net::{TcpStream, UdpSocket};
@@ -45,6 +46,14 @@ pub(crate) struct Sockets {
     groups: HashMap<FlowId, OnInterface>,
     /// This device's own addresses, which TCP flows may not dial.
     pub(crate) own_addresses: OwnAddresses,
+    /// While the loop reads a batch of tun packets, datagrams of connected UDP flows are held per flow and sent
+    /// after it, each flow's in one segmented send (see [`crate::udp_segments`]).
+    holding: bool,
+    held: HashMap<FlowId, Run>,
+    /// Whether the kernel segments UDP.
+    gso: bool,
+    /// Held datagrams that could not be sent, not yet reported to the engine.
+    failed_sends: u64,
 }
 
 /// An address with an interface index: a group joined on that interface, or where a datagram was sent to and
@@ -84,7 +93,60 @@ impl Sockets {
             any_source: HashMap::new(),
             groups: HashMap::new(),
             own_addresses: OwnAddresses::new(),
+            holding: false,
+            held: HashMap::new(),
+            gso: crate::udp_segments::kernel_segments_udp(),
+            failed_sends: 0,
         }
+    }
+
+    /// From now on, holds the datagrams of connected UDP flows until [`Sockets::send_held`].
+    pub(crate) fn hold_udp_sends(&mut self) {
+        self.holding = true;
+    }
+
+    /// Sends every held datagram (each flow's in one segmented send) and stops holding; returns how many held
+    /// datagrams could not be sent since the last call.
+    pub(crate) fn send_held(&mut self) -> u64 {
+        self.holding = false;
+        let flows: Vec<FlowId> = self.held.iter().filter(|(_, run)| !run.is_empty()).map(|(&f, _)| f).collect();
+        for flow in flows {
+            self.send_run(flow);
+        }
+        std::mem::take(&mut self.failed_sends)
+    }
+
+    /// Sends `flow`'s held datagrams, if any.
+    fn send_run(&mut self, flow: FlowId) {
+        let (Some(run), Some(Conn::Udp(socket))) = (self.held.get_mut(&flow), self.conns.get(&flow)) else {
+            return;
+        };
+        if run.is_empty() {
+            return;
+        }
+        let (failed, error) = run.send(socket, self.gso);
+        self.failed_sends += failed as u64;
+        if let Some(error) = error {
+            log::debug!("flow {}: {failed} datagrams not sent: {error}", flow.0);
+            if is_network_gone(&error) {
+                self.unroutable.push(flow);
+            }
+            let _ = self.note_error::<()>(Err(error));
+        }
+    }
+
+    /// Holds `data` for `flow` if the loop is holding sends and the flow's socket is connected; false if it must
+    /// be sent now (anything held for the flow before it has then been sent).
+    fn hold(&mut self, flow: FlowId, data: &[u8]) -> bool {
+        if !self.holding || self.any_source.contains_key(&flow) || !matches!(self.conns.get(&flow), Some(Conn::Udp(_)))
+        {
+            return false;
+        }
+        if self.held.entry(flow).or_default().push(data) {
+            return true;
+        }
+        self.send_run(flow);
+        self.held.get_mut(&flow).is_some_and(|run| run.push(data))
     }
 
     /// Reads one datagram from `flow`'s UDP socket: its length, sender and addressee.
@@ -220,6 +282,8 @@ impl Sockets {
     /// Drops `flow`'s socket from the table; the caller's drop closes it. Closing takes it out of epoll (no other
     /// descriptor refers to an upstream socket), so it is not deregistered first: one `epoll_ctl` fewer per flow.
     fn forget(&mut self, flow: FlowId) -> Option<Conn> {
+        self.send_run(flow);
+        self.held.remove(&flow);
         self.any_source.remove(&flow);
         self.groups.remove(&flow);
         self.conns.remove(&flow)
@@ -377,6 +441,9 @@ impl Upstream for Sockets {
     }
 
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
+        if self.hold(flow, data) {
+            return Ok(());
+        }
         let result = match self.any_source.get(&flow).copied() {
             Some(dst) => self.udp(flow)?.send_to(data, dst).map(|_| ()),
             None => self.udp(flow)?.send(data).map(|_| ()),
@@ -461,5 +528,39 @@ mod tests {
         assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)), "the answer comes from the host itself");
         sockets.udp_close(flow);
         assert!(sockets.any_source.is_empty());
+    }
+
+    /// Datagrams held during a tun batch reach the server exactly as sent, in order: a run of equal ones with a
+    /// shorter last, an empty one (never held: it flushes what was held before it), a longer one starting a new
+    /// run; and those held when the flow closes still go out first.
+    #[test]
+    fn held_datagrams_arrive_whole_and_in_order() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the server");
+        server.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let poll = mio::Poll::new().expect("poll");
+        let registry = poll.registry().try_clone().expect("registry");
+        let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
+        let flow = FlowId(9);
+        sockets.udp_open(flow, server.local_addr().expect("addr")).expect("open");
+        let sent: Vec<Vec<u8>> =
+            vec![vec![1; 1200], vec![2; 1200], vec![3; 700], vec![], vec![4; 1300], vec![5; 1300], vec![6; 1400]];
+        sockets.hold_udp_sends();
+        for d in &sent[..6] {
+            sockets.udp_send(flow, d).expect("taken");
+        }
+        assert_eq!(sockets.send_held(), 0);
+        sockets.hold_udp_sends();
+        sockets.udp_send(flow, &sent[6]).expect("taken");
+        sockets.udp_close(flow);
+        assert_eq!(sockets.send_held(), 0);
+        let mut buf = [0u8; 2048];
+        let got: Vec<Vec<u8>> = sent
+            .iter()
+            .map(|_| {
+                let n = server.recv(&mut buf).expect("a datagram");
+                buf[..n].to_vec()
+            })
+            .collect();
+        assert_eq!(got, sent);
     }
 }

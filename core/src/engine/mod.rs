@@ -104,7 +104,8 @@ pub trait Upstream {
         let _ = client;
         self.udp_open(flow, group)
     }
-    /// Sends one datagram.
+    /// Sends one datagram, now or, for a driver that sends a batch's datagrams together, soon after in order
+    /// (a later failure is reported with [`Engine::note_udp_send_failures`]).
     fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
     /// Closes the socket and forgets the flow.
     fn udp_close(&mut self, flow: FlowId);
@@ -546,6 +547,12 @@ impl Engine {
     /// Counts packets from [`Engine::take_tun_packets`] that could not be written as dropped, not written.
     pub fn note_tun_write_failures(&mut self, count: u64) {
         self.stats.packets_out = self.stats.packets_out.saturating_sub(count);
+        self.stats.dropped += count;
+    }
+
+    /// Counts datagrams that [`Upstream::udp_send`] accepted but the driver could not send later (it holds a
+    /// batch's datagrams to send them together) as dropped.
+    pub fn note_udp_send_failures(&mut self, count: u64) {
         self.stats.dropped += count;
     }
 
