@@ -79,8 +79,26 @@ fn wait_for_families(tb: &Testbed, families: &str) {
     }
 }
 
+/// Waits until no address in the phone's namespace is still tentative. The kernel's own link-local IPv6
+/// addresses go through duplicate address detection when a link comes up; when that ends, Chromium sees an
+/// address change and fails a page load in progress with `ERR_NETWORK_CHANGED` (as a phone's browser would on a
+/// real network change): seen once on a loaded machine.
+fn wait_for_settled_addresses(tb: &Testbed) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = run(tb.phone_command("ip", &["-6", "addr", "show", "tentative"]), Duration::from_secs(10));
+        assert!(r.success(), "ip -6 addr show tentative: {r}");
+        if r.stdout.trim().is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "addresses still tentative after 10 s: {}", r.stdout);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Loads the page in headless Chromium; the outcome of each image and fetch, as the page's script wrote it.
 fn browse(tb: &Testbed, profile: &str) -> Value {
+    wait_for_settled_addresses(tb);
     let profile = tb.dir.join(profile);
     let mut cmd = tb.phone_command(
         "/usr/bin/chromium",
