@@ -23,22 +23,22 @@ pub struct Usage {
     pub threads: u64,
 }
 
-/// Reads `/proc/<pid>`; `None` once the process is gone.
+/// Reads `/proc/<pid>`; `None` once the process is gone or going: an exiting process has released its memory
+/// and its status no longer has `VmRSS` (seen while a failed test bed was torn down).
 ///
 /// # Panics
-/// If the process exists but its status lacks `VmRSS` or `Threads` (a zero would pass every upper bound).
+/// If the process's status lacks `Threads`, or a `VmRSS` or `Threads` that does not read as a number (a zero
+/// would pass every upper bound).
 pub fn usage(pid: u32) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("/proc/{pid}/status has no {name} field:\n{status}"))
+    let field = |name: &str| -> Option<u64> {
+        let value = status.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next();
+        Some(value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("/proc/{pid}/status: bad {name}\n{status}")))
     };
+    let rss_kib = field("VmRSS:")?;
+    let threads = field("Threads:").unwrap_or_else(|| panic!("/proc/{pid}/status has no Threads field:\n{status}"));
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count();
-    Some(Usage { rss_kib: field("VmRSS:"), fds, threads: field("Threads:") })
+    Some(Usage { rss_kib, fds, threads })
 }
 
 /// The largest values seen while sampling a process in the background.
