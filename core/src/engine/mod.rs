@@ -22,7 +22,9 @@
 //!   handed to `dns` (`tcp::dns_stream`).
 //! - UDP to port 53 → `dns`: the query is judged by name, answered locally when blocked, else forwarded
 //!   (`private_dns` for the user's Private DNS server; `learn` resolves blocked rules' own names for their
-//!   addresses); answers fill the `DnsCache` that address verdicts read.
+//!   addresses), one try at a time per resolver, each a state machine in `dns::try_state` (`Udp`, or
+//!   `TcpConnecting → TcpExchanging`) that ends with the answer or a typed `TryFailure`; answers fill the
+//!   `DnsCache` that address verdicts read.
 //! - Other UDP → `quic_hold` (a QUIC Initial is held until its ClientHello names the server) or `udp` (by
 //!   address). ICMP echo is refused (`reply`).
 //! - Deadlines of every kind are in one heap (`timers`); block events are folded (`repeats`) and queued complete.
