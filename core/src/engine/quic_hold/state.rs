@@ -177,9 +177,10 @@ impl QuicFlows {
     /// Starts holding the new flow `key` (one the table does not have).
     pub(crate) fn start_hold(&mut self, key: FlowKey, hold: Box<Hold>) {
         log::trace!("quic {} -> {}: Holding", key.0, key.1);
-        match self.flows.insert(key, QuicFlow::Holding(hold)) {
-            Some(QuicFlow::Holding(_)) => debug_assert!(false, "quic {} -> {}: held twice", key.0, key.1),
-            Some(QuicFlow::Refused { .. }) | None => self.holding += 1,
+        let held_before = matches!(self.flows.insert(key, QuicFlow::Holding(hold)), Some(QuicFlow::Holding(_)));
+        debug_assert!(!held_before, "quic {} -> {}: held twice", key.0, key.1);
+        if !held_before {
+            self.holding += 1;
         }
     }
 
