@@ -220,7 +220,7 @@ impl Engine {
     pub(super) fn flows_crowded(&self, table: Table) -> bool {
         match table {
             Table::Tcp => crowded(self.tcp.len() - self.retiring.len(), self.config.max_tcp_flows),
-            Table::Udp => crowded(self.udp.len() + self.quic_holds.len(), self.config.max_udp_flows),
+            Table::Udp => crowded(self.udp.len() + self.quic.holding(), self.config.max_udp_flows),
         }
     }
 

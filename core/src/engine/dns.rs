@@ -21,6 +21,10 @@
 //! that is up within the same budget; then the phone gets SERVFAIL. An answer with TC set is fetched again over
 //! TCP from the same resolver; queries the phone sends over TCP go upstream over TCP. A UDP answer that does not
 //! fit the phone's EDNS size (or 512 bytes, or the tun MTU) reaches it truncated (TC set), so it retries over TCP.
+//!
+//! A try's state (over UDP; over TCP connecting, then exchanging) and why a try fails are in `dns::try_state`.
+
+mod try_state;
 
 use super::budget::{crowded, Client, Owner};
 use super::timers::Timer;
@@ -35,6 +39,7 @@ use std::fmt::Display;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use try_state::{TryFailure, TryName, TryState};
 
 /// At most this many forwarded queries wait for answers (each holds an upstream socket); more are answered
 /// SERVFAIL at once.
@@ -98,20 +103,8 @@ struct Try {
     tries: u8,
     /// When this try is given up.
     until: Instant,
-    transport: Transport,
-}
-
-/// How a try talks to its resolver.
-#[derive(Debug)]
-enum Transport {
-    Udp,
-    /// DNS over TCP (RFC 7766): the length-prefixed query to write, and the answer as read so far.
-    Tcp {
-        out: Vec<u8>,
-        written: usize,
-        connected: bool,
-        input: Vec<u8>,
-    },
+    /// How far the exchange with the resolver got (see `try_state`).
+    state: TryState,
 }
 
 /// A resolver and its health.
@@ -343,27 +336,27 @@ impl Engine {
             let mut out = len.to_be_bytes().to_vec();
             out.extend_from_slice(&query);
             up.tcp_connect(flow, resolver)
-                .map(|()| Transport::Tcp { out, written: 0, connected: false, input: Vec::new() })
+                .map(|()| TryState::tcp_connecting(out))
                 .inspect_err(|_| up.tcp_close(flow, true))
         } else {
             up.udp_open(flow, resolver)
                 .and_then(|()| up.udp_send(flow, &query))
-                .map(|()| Transport::Udp)
+                .map(|()| TryState::Udp)
                 .inspect_err(|_| up.udp_close(flow))
         };
-        let attempt = Try { pending, resolver, id, tries, until, transport: Transport::Udp };
+        let attempt = Try { pending, resolver, id, tries, until, state: TryState::Udp };
         match started {
-            Ok(transport) => {
+            Ok(state) => {
                 self.timers.arm(until, Timer::Dns(flow));
-                self.dns.tries.insert(flow, Try { transport, ..attempt });
+                self.dns.tries.insert(flow, Try { state, ..attempt });
             }
-            Err(error) => self.retry_or_fail(now, attempt, error, up),
+            Err(error) => self.retry_or_fail(now, attempt, TryFailure::Socket(error), up),
         }
     }
 
     /// A try failed (`error`): its resolver is marked down and the query tried once more on the next resolver,
     /// if tries and time are left; SERVFAIL otherwise.
-    fn retry_or_fail(&mut self, now: Instant, attempt: Try, error: impl Display, up: &mut impl Upstream) {
+    fn retry_or_fail(&mut self, now: Instant, attempt: Try, error: TryFailure, up: &mut impl Upstream) {
         self.dns.mark_failed(attempt.resolver, now);
         let why = format!("resolver {}: {error}", attempt.resolver);
         if attempt.tries >= MAX_TRIES || attempt.pending.deadline <= now {
@@ -424,31 +417,33 @@ impl Engine {
 
     /// The UDP socket of a query in flight failed (e.g. ICMP port unreachable, or the network is gone).
     pub(super) fn on_dns_socket_error(&mut self, now: Instant, flow: FlowId, error: io::Error, up: &mut impl Upstream) {
+        self.end_try(now, flow, TryFailure::Socket(error), up);
+    }
+
+    /// Ends the try on socket `flow`, if it is in flight, with `failure`: its socket is closed and the query goes
+    /// on to the next try, or SERVFAIL.
+    fn end_try(&mut self, now: Instant, flow: FlowId, failure: TryFailure, up: &mut impl Upstream) {
         if let Some(attempt) = self.dns.tries.remove(&flow) {
             self.close_try_socket(flow, &attempt, up);
-            self.retry_or_fail(now, attempt, error, up);
+            self.retry_or_fail(now, attempt, failure, up);
         }
     }
 
     /// A try's deadline passed: on to the next try, or SERVFAIL.
     pub(super) fn on_dns_deadline(&mut self, now: Instant, flow: FlowId, up: &mut impl Upstream) {
-        if self.dns.tries.get(&flow).is_none_or(|t| t.until > now) {
+        let Some(attempt) = self.dns.tries.get(&flow).filter(|t| t.until <= now) else {
             return;
-        }
-        if let Some(attempt) = self.dns.tries.remove(&flow) {
-            self.close_try_socket(flow, &attempt, up);
-            let why = match attempt.transport {
-                Transport::Udp => "no answer from it in time",
-                Transport::Tcp { .. } => "no answer from it over TCP in time",
-            };
-            self.retry_or_fail(now, attempt, why, up);
-        }
+        };
+        let tcp = attempt.state.is_tcp();
+        self.end_try(now, flow, TryFailure::Timeout { tcp }, up);
     }
 
+    /// Closes a try's socket (a TCP one with a reset: the exchange did not finish).
     fn close_try_socket(&mut self, flow: FlowId, attempt: &Try, up: &mut impl Upstream) {
-        match attempt.transport {
-            Transport::Udp => up.udp_close(flow),
-            Transport::Tcp { .. } => up.tcp_close(flow, true),
+        if attempt.state.is_tcp() {
+            up.tcp_close(flow, true);
+        } else {
+            up.udp_close(flow);
         }
     }
 
@@ -462,8 +457,8 @@ impl Engine {
     ) {
         match result {
             Ok(()) => {
-                if let Some(Try { transport: Transport::Tcp { connected, .. }, .. }) = self.dns.tries.get_mut(&flow) {
-                    *connected = true;
+                if let Some(attempt) = self.dns.tries.get_mut(&flow) {
+                    attempt.state.connected(TryName(flow, attempt.resolver));
                 }
                 self.service_dns_tcp(now, flow, up);
             }
@@ -485,31 +480,30 @@ impl Engine {
 
     /// Writes what is left of the query and reads what has come of the answer; handles the answer once whole.
     fn service_dns_tcp(&mut self, now: Instant, flow: FlowId, up: &mut impl Upstream) {
-        let Some(Try { transport: Transport::Tcp { out, written, connected: true, input }, .. }) =
-            self.dns.tries.get_mut(&flow)
+        let Some(Try { state: TryState::TcpExchanging { out, written, input }, .. }) = self.dns.tries.get_mut(&flow)
         else {
             return;
         };
-        let mut failure: Option<io::Error> = None;
+        let mut failure: Option<TryFailure> = None;
         while *written < out.len() && failure.is_none() {
             match up.tcp_write(flow, out.get(*written..).unwrap_or_default()) {
-                Ok(0) => failure = Some(io::ErrorKind::WriteZero.into()),
+                Ok(0) => failure = Some(TryFailure::WriteZero),
                 Ok(n) => *written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => failure = Some(e),
+                Err(e) => failure = Some(TryFailure::Socket(e)),
             }
         }
         let mut buf = [0u8; 4096];
         while failure.is_none() && !tcp_message_complete(input) {
             match up.tcp_read(flow, &mut buf) {
-                Ok(0) => failure = Some(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering")),
+                Ok(0) => failure = Some(TryFailure::ClosedBeforeAnswer),
                 Ok(n) => input.extend_from_slice(buf.get(..n).unwrap_or_default()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => failure = Some(e),
+                Err(e) => failure = Some(TryFailure::Socket(e)),
             }
         }
-        if let Some(error) = failure {
-            self.on_dns_socket_error(now, flow, error, up);
+        if let Some(failure) = failure {
+            self.end_try(now, flow, failure, up);
             return;
         }
         if !tcp_message_complete(input) {
@@ -519,12 +513,12 @@ impl Engine {
             return;
         };
         up.tcp_close(flow, false);
-        let Transport::Tcp { input, .. } = &attempt.transport else {
+        let TryState::TcpExchanging { input, .. } = &attempt.state else {
             return;
         };
         let answer = input.get(2..).unwrap_or_default();
         if !dns::is_answer_to(answer, attempt.id, &attempt.pending.question) {
-            let why = "answer over TCP does not match the query";
+            let why = TryFailure::MismatchedAnswer;
             self.stats.malformed += 1;
             let answer_len = answer.len();
             log::debug!("dns {}: {why} ({answer_len} bytes)", attempt.pending.question.name);

@@ -22,9 +22,12 @@
 //!   handed to `dns` (`tcp::dns_stream`).
 //! - UDP to port 53 → `dns`: the query is judged by name, answered locally when blocked, else forwarded
 //!   (`private_dns` for the user's Private DNS server; `learn` resolves blocked rules' own names for their
-//!   addresses); answers fill the `DnsCache` that address verdicts read.
-//! - Other UDP → `quic_hold` (a QUIC Initial is held until its ClientHello names the server) or `udp` (by
-//!   address). ICMP echo is refused (`reply`).
+//!   addresses); each upstream try of a query is a state machine in `dns::try_state` (`Udp`, or
+//!   `TcpConnecting → TcpExchanging`) that ends with the answer or a typed `TryFailure`; answers fill the
+//!   `DnsCache` that address verdicts read.
+//! - Other UDP → `quic_hold` (a QUIC Initial is held until its ClientHello names the server; its state machine
+//!   is `quic_hold::state`: `Holding`, then opened or `Refused`) or `udp` (by address). ICMP echo is refused
+//!   (`reply`).
 //! - Deadlines of every kind are in one heap (`timers`); block events are folded (`repeats`) and queued complete.
 //! - The network under the engine (`network`): its resolvers, address families and MTU, as the driver reports.
 //!
@@ -63,7 +66,7 @@ use capture::CaptureState;
 use dns::DnsForwarder;
 use learn::LearnLimiter;
 use packet::Transport;
-use quic_hold::{QuicHold, QuicRefusals};
+use quic_hold::QuicFlows;
 use repeats::{Offer, Repeats};
 use stack::Stack;
 use tcp::TcpFlow;
@@ -294,10 +297,9 @@ pub struct Engine {
     udp_keys: HashMap<FlowKey, FlowId>,
     /// What each client holds of the flow tables and TCP buffers (see `budget`).
     budgets: budget::ClientBudgets,
-    /// New QUIC flows held until their ClientHello names the server (see `quic_hold`).
-    quic_holds: HashMap<FlowKey, QuicHold>,
-    /// Refused QUIC flows whose later datagrams are refused too (see `quic_hold`).
-    quic_refused: QuicRefusals,
+    /// QUIC flows not opened: new ones held until their ClientHello names the server, and refused ones whose
+    /// later datagrams are refused too (see `quic_hold`).
+    quic: QuicFlows,
     /// The pcapng capture, if configured.
     capture: Option<CaptureState>,
     /// Fragmented datagrams from the phone being reassembled.
@@ -346,8 +348,7 @@ impl Engine {
             udp: HashMap::new(),
             udp_keys: HashMap::new(),
             budgets: budget::ClientBudgets::default(),
-            quic_holds: HashMap::new(),
-            quic_refused: QuicRefusals::default(),
+            quic: QuicFlows::default(),
             touched: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),

@@ -22,8 +22,15 @@
 //! ClientHello without a name, or a first datagram that does not open as an Initial, is decided by address as any
 //! UDP flow would have been. Once a flow is open, a client Initial of another connection than the one judged (or
 //! on a flow that was not QUIC) is dropped (`udp`): it would start a connection no one inspected.
+//!
+//! A flow's state before it opens (`Holding`, then opened or `Refused`) and the table of such flows are in
+//! `quic_hold::state`.
 
-use super::budget::{Client, Owner, Table};
+mod state;
+
+pub(crate) use state::QuicFlows;
+
+use super::budget::{Owner, Table};
 use super::reply::Unreachable;
 use super::timers::Timer;
 use super::udp::DOQ_PORT;
@@ -31,7 +38,7 @@ use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
 use crate::verdict::{BlockReason, Verdict};
-use std::collections::HashMap;
+use state::{Hold, Release};
 use std::time::Instant;
 
 /// Most datagrams held per flow. A ClientHello needs one or two Initial packets; clients coalesce or send a few
@@ -39,71 +46,6 @@ use std::time::Instant;
 const MAX_HELD_DATAGRAMS: usize = 8;
 /// Most payload bytes held per flow.
 const MAX_HELD_BYTES: usize = 16 * 1024;
-
-/// A UDP flow waiting for its ClientHello.
-#[derive(Debug)]
-pub(crate) struct QuicHold {
-    id: FlowId,
-    /// The first IP packet, quoted by the ICMP error if the flow is refused after a timeout.
-    first_packet: Vec<u8>,
-    /// Held payloads, in arrival order.
-    datagrams: Vec<Vec<u8>>,
-    held_bytes: usize,
-    assembler: ClientHelloAssembler,
-    /// The verdict by address, used if the ClientHello is complete but names no host.
-    fallback: Verdict,
-    /// A name DNS mapped to the address, if any.
-    mapped_host: Option<String>,
-    deadline: Instant,
-    /// Whose budget the flow will count in once opened (see `budget`).
-    budget: Client,
-}
-
-/// Refused QUIC flows, remembered while they stay active so their later datagrams are refused too. Kept apart from
-/// the flow table (they hold no socket and do not count toward the UDP cap) and bounded on their own: at the
-/// bound the refusal that would expire first is forgotten, which only means that flow's next datagram is held
-/// and judged again.
-#[derive(Debug, Default)]
-pub(crate) struct QuicRefusals {
-    /// Each refused flow and when it may be forgotten (extended by each new datagram).
-    until: HashMap<FlowKey, Instant>,
-}
-
-impl QuicRefusals {
-    /// Whether `key` is a refused flow at `now`; if so its refusal is extended to `extend_to`.
-    fn refresh(&mut self, key: &FlowKey, now: Instant, extend_to: Instant) -> bool {
-        match self.until.get_mut(key) {
-            Some(until) if *until > now => {
-                *until = extend_to;
-                true
-            }
-            Some(_) => {
-                self.until.remove(key);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Remembers a refusal until `until`, keeping at most `cap` refusals.
-    fn insert(&mut self, key: FlowKey, now: Instant, until: Instant, cap: usize) {
-        if self.until.len() >= cap {
-            self.until.retain(|_, &mut u| u > now);
-        }
-        if self.until.len() >= cap {
-            if let Some(oldest) = self.until.iter().min_by_key(|(_, &u)| u).map(|(&k, _)| k) {
-                self.until.remove(&oldest);
-            }
-        }
-        self.until.insert(key, until);
-    }
-
-    /// Number of refusals remembered.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.until.len()
-    }
-}
 
 /// Whether a datagram can start with a QUIC v1/v2 client Initial: a long header with the fixed bit, a known
 /// version and the Initial type bits (0b00 in v1, 0b01 in v2). A cheap check before holding a flow on any port.
@@ -132,11 +74,11 @@ impl Engine {
         up: &mut impl Upstream,
     ) -> bool {
         let key = (client, server);
-        if self.quic_refused.refresh(&key, now, now + self.config.udp_idle_timeout) {
+        if self.quic.refresh_refusal(&key, now, now + self.config.udp_idle_timeout) {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             return true;
         }
-        if !self.quic_holds.contains_key(&key) {
+        if self.quic.hold_mut(&key).is_none() {
             // DNS over QUIC is held only to let the user's Private DNS server through (its ClientHello names it);
             // without one it is refused on the plain path when DNS over TLS is.
             let doq = server.port() == DOQ_PORT && self.private_dns_is_set();
@@ -160,7 +102,7 @@ impl Engine {
             let id = self.new_flow_id();
             let deadline = now + self.config.sniff_timeout;
             self.timers.arm(deadline, Timer::QuicHold(key, id));
-            let hold = QuicHold {
+            let hold = Hold {
                 id,
                 first_packet: packet.to_vec(),
                 datagrams: Vec::new(),
@@ -171,9 +113,9 @@ impl Engine {
                 deadline,
                 budget,
             };
-            self.quic_holds.insert(key, hold);
+            self.quic.start_hold(key, Box::new(hold));
         }
-        let Some(hold) = self.quic_holds.get_mut(&key) else {
+        let Some(hold) = self.quic.hold_mut(&key) else {
             return false;
         };
         hold.datagrams.push(payload.to_vec());
@@ -184,12 +126,14 @@ impl Engine {
                 let verdict = self
                     .private_dns_verdict(now, server, Some(&name))
                     .unwrap_or_else(|| self.name_verdict(&name, BlockReason::QuicSni));
-                self.release_quic_hold(now, key, packet, verdict, Some(name), up);
+                self.release_quic_hold(now, key, Some(packet), Release::Named(verdict, name), up);
             }
             QuicScan::NeedMore if !over_bounds => {}
-            QuicScan::NoSni | QuicScan::NotQuic => self.release_quic_hold_by_address(now, key, packet, up),
+            QuicScan::NoSni | QuicScan::NotQuic => {
+                self.release_quic_hold(now, key, Some(packet), Release::ByAddress, up)
+            }
             QuicScan::NeedMore | QuicScan::Uninspectable => {
-                self.release_quic_hold(now, key, packet, Verdict::block(BlockReason::Uninspectable), None, up);
+                self.release_quic_hold(now, key, Some(packet), Release::Uninspectable, up);
             }
         }
         true
@@ -197,49 +141,44 @@ impl Engine {
 
     /// A hold's deadline passed with the ClientHello still incomplete: refuse (see the module docs).
     pub(super) fn on_quic_hold_deadline(&mut self, now: Instant, key: FlowKey, id: FlowId, up: &mut impl Upstream) {
-        let Some(hold) = self.quic_holds.get_mut(&key).filter(|hold| hold.id == id) else {
-            return;
-        };
-        if hold.deadline > now {
-            return;
+        if self.quic.hold_mut(&key).is_some_and(|hold| hold.id == id && hold.deadline <= now) {
+            self.release_quic_hold(now, key, None, Release::Uninspectable, up);
         }
-        let packet = std::mem::take(&mut hold.first_packet);
-        self.release_quic_hold(now, key, &packet, Verdict::block(BlockReason::Uninspectable), None, up);
     }
 
-    fn release_quic_hold_by_address(&mut self, now: Instant, key: FlowKey, packet: &[u8], up: &mut impl Upstream) {
-        let Some(hold) = self.quic_holds.get_mut(&key) else {
-            return;
-        };
-        let verdict = std::mem::replace(&mut hold.fallback, Verdict::no_match());
-        let host = hold.mapped_host.take();
-        self.release_quic_hold(now, key, packet, verdict, host, up);
-    }
-
-    /// Ends a hold: refuses the flow (dropping what was held) or opens it and sends the held datagrams in order.
-    /// `packet` is the IP packet an ICMP refusal quotes.
+    /// Ends a hold: refuses the flow (dropping what was held; its later datagrams are refused too) or opens it and
+    /// sends the held datagrams in order. An ICMP refusal quotes `packet`, or the flow's first packet if `None`.
     fn release_quic_hold(
         &mut self,
         now: Instant,
         key: FlowKey,
-        packet: &[u8],
-        verdict: Verdict,
-        host: Option<String>,
+        packet: Option<&[u8]>,
+        release: Release,
         up: &mut impl Upstream,
     ) {
-        let Some(hold) = self.quic_holds.remove(&key) else {
+        let Some(held) = self.quic.hold_mut(&key) else {
             return;
         };
+        let blocks = release.blocks(held);
+        let hold = if blocks {
+            let until = now + self.config.udp_idle_timeout;
+            self.quic.refuse(key, now, until, self.config.max_udp_flows)
+        } else {
+            self.quic.open(&key)
+        };
+        let Some(hold) = hold else {
+            return;
+        };
+        let Hold { first_packet, datagrams, fallback, mapped_host, budget, .. } = *hold;
+        let (verdict, host) = release.verdict(fallback, mapped_host);
+        let packet = packet.unwrap_or(&first_packet);
         let (client, server) = key;
         self.report(now, Protocol::Udp, client, server, host.as_deref(), &verdict);
-        if verdict.is_block() {
+        if blocks {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
-            // Remember the refusal (without the held bytes) so the flow's later datagrams are refused too.
-            let until = now + self.config.udp_idle_timeout;
-            self.quic_refused.insert(key, now, until, self.config.max_udp_flows);
             return;
         }
-        let held = hold.datagrams.iter().map(Vec::as_slice);
-        self.open_udp_flow(now, packet, key, hold.budget, host.as_deref(), held, up);
+        let held = datagrams.iter().map(Vec::as_slice);
+        self.open_udp_flow(now, packet, key, budget, host.as_deref(), held, up);
     }
 }

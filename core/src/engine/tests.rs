@@ -805,6 +805,8 @@ mod budget_tests;
 mod bypass_tests;
 /// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
 mod dns_tests;
+/// How a DNS try ends without an answer, over UDP and TCP: SERVFAIL and the failure named in the event.
+mod dns_try_tests;
 /// Bypasses of issue 18 (QUIC, DNS learning, NAT64, exhaustion): each refused, nothing reaches the server.
 mod failclosed_tests;
 /// Upstream failures reported as events, flow eviction at the caps, handshake timeouts.

@@ -227,7 +227,7 @@ impl Engine {
         client: Client,
         up: &mut impl Upstream,
     ) -> Option<BlockReason> {
-        if self.udp.len() + self.quic_holds.len() < self.config.max_udp_flows {
+        if self.udp.len() + self.quic.holding() < self.config.max_udp_flows {
             return None;
         }
         self.make_room(now, client, Table::Udp, up)

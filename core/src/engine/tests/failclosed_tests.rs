@@ -75,7 +75,7 @@ fn refused_quic_flows_do_not_count_toward_the_udp_cap() {
         PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(7000 + port, 443).write(&mut p, &initial).expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
     }
-    assert!(pair.engine.quic_refused.len() <= 4, "refusals bounded");
+    assert!(pair.engine.quic.refused() <= 4, "refusals bounded");
     pair.events();
     pair.udp(NORMAL, 7, b"an app's plain UDP");
     assert_eq!(pair.up.udp_opened.len(), 1, "the table still has room");

@@ -84,8 +84,8 @@ fn quic_to_a_blocked_name_is_refused_and_nothing_goes_upstream() {
         assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "still nothing upstream");
         assert!(pair.events().is_empty(), "one event per refused flow");
         // Refused flows are kept apart from the flow table: they do not count toward the UDP cap.
-        assert!(pair.engine.quic_holds.is_empty());
-        assert_eq!(pair.engine.quic_refused.len(), 1);
+        assert!(pair.engine.quic.holding() == 0);
+        assert_eq!(pair.engine.quic.refused(), 1);
     }
 }
 
@@ -122,7 +122,7 @@ fn quic_hold_times_out_and_is_refused_as_uninspectable() {
     assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
     let events = pair.events();
     assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::Uninspectable)]);
-    assert_eq!(pair.engine.quic_refused.len(), 1, "refused, so its later datagrams are refused too");
+    assert_eq!(pair.engine.quic.refused(), 1, "refused, so its later datagrams are refused too");
 }
 
 #[test]
