@@ -27,6 +27,7 @@
 mod try_state;
 
 use super::budget::{crowded, Client, Owner};
+use super::packet::UdpInbound;
 use super::timers::Timer;
 use super::{Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
@@ -217,14 +218,8 @@ impl Engine {
     }
 
     /// A UDP datagram to port 53.
-    pub(super) fn on_dns_datagram(
-        &mut self,
-        now: Instant,
-        client: SocketAddr,
-        server: SocketAddr,
-        payload: &[u8],
-        up: &mut impl Upstream,
-    ) {
+    pub(super) fn on_dns_datagram(&mut self, now: Instant, datagram: &UdpInbound<'_>, up: &mut impl Upstream) {
+        let UdpInbound { client, server, payload, .. } = *datagram;
         let via = DnsClient::Udp { client, server };
         let mut owner = Owner::default();
         if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, up) {

@@ -13,8 +13,9 @@
 //!
 //! Following one packet from the phone, module by module:
 //! - [`Engine::handle_tun_packet`] (here): counts it, hands it to `capture`, answers a datagram too big for the
-//!   upstream path (`fragment`, `reply`), then `packet::parse` (etherparse) and a dispatch by transport;
-//!   fragments are reassembled first (`fragment`).
+//!   upstream path (`fragment`, `reply`), then `packet::parse` (etherparse) and a dispatch by transport, a
+//!   segment handed on as one `packet::TcpInbound`, a datagram as one `packet::UdpInbound` (both borrow the
+//!   packet); fragments are reassembled first (`fragment`).
 //! - TCP → `tcp`: a SYN makes a flow (after `budget` finds room) whose state machine is `tcp::state`
 //!   (`Sniffing → Connecting → Forwarding`, `Dialing`, `Dns`, `Peeking`, `Refused`); segments go into the smoltcp
 //!   interface (`stack`); the client's first bytes are judged by `inspect` (TLS, HTTP; later HTTP requests by
@@ -65,7 +66,7 @@ pub use capture::CaptureRecord;
 use capture::CaptureState;
 use dns::DnsForwarder;
 use learn::LearnLimiter;
-use packet::Transport;
+use packet::{TcpInbound, Transport, UdpInbound};
 use quic_hold::QuicFlows;
 use repeats::{Offer, Repeats};
 use stack::Stack;
@@ -423,7 +424,8 @@ impl Engine {
         stats
     }
 
-    /// Handles one packet read from the tun. Call [`Engine::poll`] after a batch of these.
+    /// Handles one packet read from the tun. Call [`Engine::handle_timeout`] (which ends with [`Engine::poll`])
+    /// after a batch of these.
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
@@ -458,15 +460,16 @@ impl Engine {
             Transport::Tcp(seg) => {
                 let client = SocketAddr::new(parsed.src, seg.src_port);
                 let server = SocketAddr::new(parsed.dst, seg.dst_port);
-                self.on_tcp_segment(now, packet, client, server, &seg, up);
+                self.on_tcp_segment(now, &TcpInbound { packet, client, server, seg }, up);
             }
             Transport::Udp { src_port, dst_port, payload } => {
                 let client = SocketAddr::new(parsed.src, src_port);
                 let server = SocketAddr::new(parsed.dst, dst_port);
+                let datagram = UdpInbound { packet, client, server, payload };
                 if dst_port == 53 {
-                    self.on_dns_datagram(now, client, server, payload, up);
+                    self.on_dns_datagram(now, &datagram, up);
                 } else {
-                    self.on_udp_datagram_from_client(now, packet, client, server, payload, up);
+                    self.on_udp_datagram_from_client(now, &datagram, up);
                 }
             }
             Transport::EchoRequest => {
@@ -480,6 +483,9 @@ impl Engine {
     }
 
     /// Runs the TCP/IP stack over queued packets and timers and moves bytes for every flow that changed.
+    /// [`Engine::handle_timeout`] ends with this, so a driver that calls that after each batch (as
+    /// `hushwall_driver` does) never needs it; it is public for harnesses that step the engine without running
+    /// its timers (the fuzz targets).
     pub fn poll(&mut self, now: Instant, up: &mut impl Upstream) {
         self.service_dns_tcp_ready(now, up);
         self.stack.poll(now);

@@ -3,8 +3,9 @@
 //! Parsing uses `etherparse`'s strict slicer: lengths are validated before any field is read, so nothing here can
 //! panic, and anything that does not parse is reported as malformed for the caller to drop and count.
 
+use super::FlowKey;
 use etherparse::{Icmpv4Type, Icmpv6Type, NetSlice, SlicedPacket, TransportSlice};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The transport part of a packet, reduced to what the engine decides on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,48 @@ pub(crate) struct IpPacket<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub transport: Transport<'a>,
+}
+
+/// A TCP segment from the phone, parsed once by `Engine::dispatch_tun_packet`: it borrows the packet, so
+/// passing it on copies no bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcpInbound<'a> {
+    /// The whole IP packet, for smoltcp.
+    pub packet: &'a [u8],
+    /// The phone's end of the connection.
+    pub client: SocketAddr,
+    /// The destination the phone asked for.
+    pub server: SocketAddr,
+    /// The segment's header fields.
+    pub seg: TcpSummary,
+}
+
+impl TcpInbound<'_> {
+    /// The flow this segment belongs to.
+    pub fn key(&self) -> FlowKey {
+        (self.client, self.server)
+    }
+}
+
+/// A UDP datagram from the phone, parsed once by `Engine::dispatch_tun_packet`: it borrows the packet, so
+/// passing it on copies no bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UdpInbound<'a> {
+    /// The whole IP packet, quoted by an ICMP refusal.
+    pub packet: &'a [u8],
+    /// The phone's end of the flow.
+    pub client: SocketAddr,
+    /// The destination the phone sent to.
+    pub server: SocketAddr,
+    /// The datagram's payload (a slice of `packet`).
+    pub payload: &'a [u8],
+}
+
+impl UdpInbound<'_> {
+    /// The flow this datagram belongs to.
+    pub fn key(&self) -> FlowKey {
+        (self.client, self.server)
+    }
 }
 
 /// Why a packet could not be parsed.

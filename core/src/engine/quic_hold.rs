@@ -31,6 +31,7 @@ mod state;
 pub(crate) use state::QuicFlows;
 
 use super::budget::{Owner, Table};
+use super::packet::UdpInbound;
 use super::reply::Unreachable;
 use super::timers::Timer;
 use super::udp::DOQ_PORT;
@@ -67,13 +68,12 @@ impl Engine {
     pub(super) fn hold_quic_datagram(
         &mut self,
         now: Instant,
-        packet: &[u8],
-        (client, server): FlowKey,
-        payload: &[u8],
+        datagram: &UdpInbound<'_>,
         owner: &mut Owner,
         up: &mut impl Upstream,
     ) -> bool {
-        let key = (client, server);
+        let UdpInbound { packet, client, server, payload } = *datagram;
+        let key = datagram.key();
         if self.quic.refresh_refusal(&key, now, now + self.config.udp_idle_timeout) {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             return true;

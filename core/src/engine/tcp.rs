@@ -15,7 +15,7 @@
 //! ([`BlockReason::Uninspectable`]). Destinations that would reach the device itself are refused at the SYN.
 
 use super::budget::{Client, Owner, Table, SMALL_TCP_BUFFER};
-use super::packet::TcpSummary;
+use super::packet::TcpInbound;
 use super::private_dns::DOT_PORT;
 use super::reply;
 use super::timers::Timer;
@@ -138,53 +138,38 @@ fn dialing(gate: ClientGate) -> TcpState {
 
 impl Engine {
     /// A TCP segment from the phone.
-    pub(super) fn on_tcp_segment(
-        &mut self,
-        now: Instant,
-        packet: &[u8],
-        client: SocketAddr,
-        server: SocketAddr,
-        seg: &TcpSummary,
-        up: &mut impl Upstream,
-    ) {
-        if let Some(&id) = self.tcp_keys.get(&(client, server)) {
-            self.stack.enqueue(packet);
+    pub(super) fn on_tcp_segment(&mut self, now: Instant, inbound: &TcpInbound<'_>, up: &mut impl Upstream) {
+        if let Some(&id) = self.tcp_keys.get(&inbound.key()) {
+            self.stack.enqueue(inbound.packet);
             self.touched.push(id);
             return;
         }
-        if !seg.is_initial_syn() {
+        if !inbound.seg.is_initial_syn() {
             // A segment of no flow we know (e.g. after the engine restarted): answer like a closed port.
-            if !seg.rst {
-                self.send_reset(client, server, seg);
+            if !inbound.seg.rst {
+                self.send_reset(inbound);
             }
             return;
         }
-        self.open_tcp_flow(now, packet, client, server, seg, up);
+        self.open_tcp_flow(now, inbound, up);
     }
 
     /// Judges a new connection and, unless refused, starts terminating it in smoltcp.
-    fn open_tcp_flow(
-        &mut self,
-        now: Instant,
-        packet: &[u8],
-        client: SocketAddr,
-        server: SocketAddr,
-        seg: &TcpSummary,
-        up: &mut impl Upstream,
-    ) {
+    fn open_tcp_flow(&mut self, now: Instant, syn: &TcpInbound<'_>, up: &mut impl Upstream) {
+        let (client, server) = syn.key();
         if is_local_destination(server.ip()) {
-            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(BlockReason::LocalDestination));
+            self.refuse_tcp(now, syn, None, &Verdict::block(BlockReason::LocalDestination));
             return;
         }
         // No route for this family: refused at once, so the client falls back to the other family (DNS over TCP
         // is answered here and unaffected).
         if server.port() != DNS_PORT && self.refuse_unroutable(now, Protocol::Tcp, (client, server)) {
-            self.send_reset(client, server, seg);
+            self.send_reset(syn);
             return;
         }
         let mut owner = Owner::default();
         if let Some(uid) = self.blocked_app(&mut owner, Protocol::Tcp, client, server, up) {
-            self.send_reset(client, server, seg);
+            self.send_reset(syn);
             self.report_app_blocked(now, Protocol::Tcp, client, server, uid);
             return;
         }
@@ -199,7 +184,7 @@ impl Engine {
             // Only the ClientHello tells whether it goes to the user's Private DNS server (finish_sniff).
             (TcpState::sniffing(Some(Verdict::block(BlockReason::DnsOverTls))), None)
         } else if server.port() == DOT_PORT && self.config.block_dns_over_tls {
-            self.refuse_tcp(now, client, server, seg, None, &Verdict::block(BlockReason::DnsOverTls));
+            self.refuse_tcp(now, syn, None, &Verdict::block(BlockReason::DnsOverTls));
             return;
         } else {
             match self.address_verdict(now, server.ip()) {
@@ -216,11 +201,11 @@ impl Engine {
                     (TcpState::sniffing(Some(verdict)), None)
                 }
                 AddressVerdict::Decided(verdict) if verdict.is_block() => {
-                    self.refuse_tcp(now, client, server, seg, None, &verdict);
+                    self.refuse_tcp(now, syn, None, &verdict);
                     return;
                 }
                 AddressVerdict::MappedBlocked(verdict, host) if server_first => {
-                    self.refuse_tcp(now, client, server, seg, Some(&host), &verdict);
+                    self.refuse_tcp(now, syn, Some(&host), &verdict);
                     return;
                 }
                 // An allow rule for the range wins over everything; one for a name DNS mapped to an address in a
@@ -244,7 +229,7 @@ impl Engine {
         let budget = self.budget_key(&mut owner, crowded, Protocol::Tcp, (client, server), up);
         if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows {
             if let Some(reason) = self.make_room(now, budget, Table::Tcp, up) {
-                self.send_reset(client, server, seg);
+                self.send_reset(syn);
                 self.report_budget_refusal(now, Protocol::Tcp, (client, server), host.as_deref(), reason, budget);
                 return;
             }
@@ -260,10 +245,10 @@ impl Engine {
         let (rx_size, tx_size) = self.tcp_buffer_sizes(budget);
         let Some(handle) = self.stack.listen(server, rx_size, tx_size, hold_synack) else {
             self.stats.dropped += 1;
-            self.send_reset(client, server, seg);
+            self.send_reset(syn);
             return;
         };
-        self.stack.enqueue(packet);
+        self.stack.enqueue(syn.packet);
         self.stack.poll(now);
         if self.stack.tcp(handle).state() != State::SynReceived {
             // smoltcp did not take the SYN (e.g. bad checksum): drop the listener so it cannot catch another flow.
@@ -311,22 +296,15 @@ impl Engine {
     }
 
     /// Refuses a connection attempt with RST and reports it.
-    fn refuse_tcp(
-        &mut self,
-        now: Instant,
-        client: SocketAddr,
-        server: SocketAddr,
-        seg: &TcpSummary,
-        host: Option<&str>,
-        verdict: &Verdict,
-    ) {
-        self.send_reset(client, server, seg);
-        self.report(now, Protocol::Tcp, client, server, host, verdict);
+    fn refuse_tcp(&mut self, now: Instant, syn: &TcpInbound<'_>, host: Option<&str>, verdict: &Verdict) {
+        self.send_reset(syn);
+        self.report(now, Protocol::Tcp, syn.client, syn.server, host, verdict);
     }
 
-    fn send_reset(&mut self, client: SocketAddr, server: SocketAddr, seg: &TcpSummary) {
+    /// Answers a segment with RST, as a closed port would.
+    fn send_reset(&mut self, inbound: &TcpInbound<'_>) {
         let mut buf = self.stack.device.take_out_buffer();
-        if reply::tcp_reset(&mut buf, client, server, seg) {
+        if reply::tcp_reset(&mut buf, inbound.client, inbound.server, &inbound.seg) {
             self.stack.device.out.push_back(buf);
         } else {
             self.stack.device.recycle(buf);

@@ -4,6 +4,7 @@
 //! are, and replies are wrapped in fresh IP/UDP headers for the tun.
 
 use super::budget::{Client, Owner, Table};
+use super::packet::UdpInbound;
 use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
@@ -46,12 +47,10 @@ impl Engine {
     pub(super) fn on_udp_datagram_from_client(
         &mut self,
         now: Instant,
-        packet: &[u8],
-        client: SocketAddr,
-        server: SocketAddr,
-        payload: &[u8],
+        datagram: &UdpInbound<'_>,
         up: &mut impl Upstream,
     ) {
+        let UdpInbound { packet, client, server, payload } = *datagram;
         if let Some(&id) = self.udp_keys.get(&(client, server)) {
             if let Some(flow) = self.udp.get_mut(&id) {
                 flow.last_active = now;
@@ -80,7 +79,7 @@ impl Engine {
             self.report_app_blocked(now, Protocol::Udp, client, server, uid);
             return;
         }
-        if self.hold_quic_datagram(now, packet, (client, server), payload, &mut owner, up) {
+        if self.hold_quic_datagram(now, datagram, &mut owner, up) {
             return;
         }
         let (verdict, host) = if server.port() == DOQ_PORT && self.config.block_dns_over_tls {
