@@ -12,6 +12,7 @@
 
 pub mod capture;
 pub mod control;
+mod datagrams;
 pub mod event_loop;
 pub mod lists;
 mod network;
