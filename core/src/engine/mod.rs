@@ -46,6 +46,7 @@ mod quic_hold;
 mod repeats;
 mod reply;
 mod stack;
+mod state_machine;
 mod tcp;
 mod timers;
 mod udp;

@@ -18,6 +18,7 @@ use super::budget::{Client, Owner, Table, SMALL_TCP_BUFFER};
 use super::packet::TcpInbound;
 use super::private_dns::DOT_PORT;
 use super::reply;
+use super::state_machine::StateMachine;
 use super::timers::Timer;
 use super::{AddressVerdict, Engine, FlowId, Upstream};
 use crate::event::Protocol;
@@ -113,7 +114,7 @@ impl TcpFlow {
         }
     }
 
-    /// Moves the flow to `next` (the one place a flow changes state, see [`TcpState::set`]); returns the state
+    /// Moves the flow to `next` (the one place a flow changes state, see `StateMachine::set`); returns the state
     /// left.
     fn set_state(&mut self, next: TcpState) -> TcpState {
         self.state.set(next, FlowName(self.client, self.server))

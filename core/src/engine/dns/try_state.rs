@@ -9,12 +9,13 @@
 //!    +-- answer, failure or timeout ----------+-----------------------------+--> the try ends
 //! ```
 //!
-//! A try lives as long as its upstream socket; it ends (and leaves the machine) when its answer is accepted, its
-//! socket fails or its time is up ([`TryFailure`]). A UDP answer with TC set ends the try too: the same query is
-//! asked again over TCP as a new try on a new socket (`TcpConnecting`), never by a transition of the old one.
-//! Writing and reading within `TcpExchanging` are data, not transitions. Every transition goes through
-//! [`TryState::set`], which checks it against [`TryState::allows`] in debug builds and logs it.
+//! A try lives as long as its upstream socket; it ends (and leaves the machine) when its answer is accepted, its socket
+//! fails or its time is up ([`TryFailure`]). A UDP answer with TC set ends the try too: the same query is asked again
+//! over TCP as a new try on a new socket (`TcpConnecting`), never by a transition of the old one. Writing and reading
+//! within `TcpExchanging` are data, not transitions. Every transition goes through `StateMachine::set`
+//! (`engine::state_machine`), which checks it against the drawn edges in debug builds and logs it.
 
+use crate::engine::state_machine::StateMachine;
 use crate::engine::FlowId;
 use std::fmt;
 use std::io;
@@ -47,23 +48,9 @@ impl TryState {
         TryState::TcpConnecting { out }
     }
 
-    /// The state's name, for logs.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            TryState::Udp => "Udp",
-            TryState::TcpConnecting { .. } => "TcpConnecting",
-            TryState::TcpExchanging { .. } => "TcpExchanging",
-        }
-    }
-
     /// Whether the try talks to its resolver over TCP (its socket is a TCP one).
     pub(crate) fn is_tcp(&self) -> bool {
         !matches!(self, TryState::Udp)
-    }
-
-    /// Whether the machine has an edge from this state to `next` (see the module docs).
-    pub(crate) fn allows(&self, next: &TryState) -> bool {
-        matches!((self, next), (TryState::TcpConnecting { .. }, TryState::TcpExchanging { .. }))
     }
 
     /// The TCP connect succeeded: `TcpConnecting` moves to `TcpExchanging` with its query, nothing written or
@@ -76,17 +63,21 @@ impl TryState {
         self.set(TryState::TcpExchanging { out, written: 0, input: Vec::new() }, name);
         true
     }
+}
 
-    /// Moves to `next`, returning the state left. A transition the machine does not allow is a bug in the
-    /// engine, never the result of a packet: caught in debug builds, logged in all.
-    pub(crate) fn set(&mut self, next: TryState, name: TryName) -> TryState {
-        debug_assert!(self.allows(&next), "dns try {name}: no transition {} -> {}", self.name(), next.name());
-        if self.allows(&next) {
-            log::trace!("dns try {name}: {} -> {}", self.name(), next.name());
-        } else {
-            log::warn!("dns try {name}: unexpected transition {} -> {}", self.name(), next.name());
+impl StateMachine for TryState {
+    const KIND: &'static str = "dns try";
+
+    fn name(&self) -> &'static str {
+        match self {
+            TryState::Udp => "Udp",
+            TryState::TcpConnecting { .. } => "TcpConnecting",
+            TryState::TcpExchanging { .. } => "TcpExchanging",
         }
-        std::mem::replace(self, next)
+    }
+
+    fn allows(&self, next: &Self) -> bool {
+        matches!((self, next), (TryState::TcpConnecting { .. }, TryState::TcpExchanging { .. }))
     }
 }
 

@@ -18,11 +18,12 @@
 //! - `Refused` → forgotten: a datagram after `until` ([`QuicFlows::refresh_refusal`]), or the refusal that would
 //!   expire first when the refusals are at their bound.
 //!
-//! Datagrams held, the assembler's progress and a refusal's extension are data, not transitions. The one
-//! transition within the table goes through [`QuicFlow::set`], which checks it against [`QuicFlow::allows`] in
-//! debug builds and logs it.
+//! Datagrams held, the assembler's progress and a refusal's extension are data, not transitions. The one transition
+//! within the table goes through `StateMachine::set` (`engine::state_machine`), which checks it against the drawn edges
+//! in debug builds and logs it.
 
 use crate::engine::budget::Client;
+use crate::engine::state_machine::StateMachine;
 use crate::engine::{FlowId, FlowKey};
 use crate::inspect::quic::ClientHelloAssembler;
 use crate::verdict::{BlockReason, Verdict};
@@ -96,35 +97,18 @@ pub(crate) enum QuicFlow {
     },
 }
 
-impl QuicFlow {
-    /// The state's name, for logs.
-    pub(crate) fn name(&self) -> &'static str {
+impl StateMachine for QuicFlow {
+    const KIND: &'static str = "quic";
+
+    fn name(&self) -> &'static str {
         match self {
             QuicFlow::Holding(_) => "Holding",
             QuicFlow::Refused { .. } => "Refused",
         }
     }
 
-    /// Whether the machine has an edge from this state to `next` (see the module docs).
-    pub(crate) fn allows(&self, next: &QuicFlow) -> bool {
+    fn allows(&self, next: &Self) -> bool {
         matches!((self, next), (QuicFlow::Holding(_), QuicFlow::Refused { .. }))
-    }
-
-    /// Moves to `next`, returning the state left (with the data only it had). A transition the machine does not
-    /// allow is a bug in the engine, never the result of a packet: caught in debug builds, logged in all.
-    pub(crate) fn set(&mut self, next: QuicFlow, (client, server): FlowKey) -> QuicFlow {
-        debug_assert!(
-            self.allows(&next),
-            "quic {client} -> {server}: no transition {} -> {}",
-            self.name(),
-            next.name()
-        );
-        if self.allows(&next) {
-            log::trace!("quic {client} -> {server}: {} -> {}", self.name(), next.name());
-        } else {
-            log::warn!("quic {client} -> {server}: unexpected transition {} -> {}", self.name(), next.name());
-        }
-        std::mem::replace(self, next)
     }
 }
 
@@ -221,7 +205,7 @@ impl QuicFlows {
             }
         }
         let flow = self.flows.get_mut(&key)?;
-        match flow.set(QuicFlow::Refused { until }, key) {
+        match flow.set(QuicFlow::Refused { until }, format_args!("{} -> {}", key.0, key.1)) {
             QuicFlow::Holding(hold) => {
                 self.holding -= 1;
                 Some(hold)
@@ -381,7 +365,7 @@ mod tests {
     #[should_panic(expected = "no transition Refused -> Holding")]
     fn a_transition_the_machine_lacks_is_caught_in_debug_builds() {
         let now = Instant::now();
-        QuicFlow::Refused { until: now }.set(QuicFlow::Holding(hold(1, now)), key(1));
+        QuicFlow::Refused { until: now }.set(QuicFlow::Holding(hold(1, now)), "a flow");
     }
 
     #[cfg(not(debug_assertions))]
@@ -389,7 +373,7 @@ mod tests {
     fn a_transition_the_machine_lacks_does_not_panic_in_release_builds() {
         let now = Instant::now();
         let mut state = QuicFlow::Refused { until: now };
-        let left = state.set(QuicFlow::Holding(hold(1, now)), key(1));
+        let left = state.set(QuicFlow::Holding(hold(1, now)), "a flow");
         assert_eq!((left.name(), state.name()), ("Refused", "Holding"));
     }
 }

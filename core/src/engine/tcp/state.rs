@@ -32,13 +32,14 @@
 //!   `judge_next_request` (a later HTTP request does).
 //! - `Peeking` → `Answered`: `answer_peek`, the request is read, the client stopped sending, or time is up.
 //!
-//! A flow leaves the machine from any state when its smoltcp socket has closed (`retire_if_closed`); failures
-//! (connect refused, upstream reset, eviction) abort the phone's side and leave the state as it was until then.
-//! Changes within a state (a new deadline, `Sniffing::started`, the upstream's readiness, the DNS pending
-//! count, the client gate opening) are data, not transitions. Every transition goes through
-//! [`TcpState::set`], which checks it against [`TcpState::allows`] in debug builds and logs it.
+//! A flow leaves the machine from any state when its smoltcp socket has closed (`retire_if_closed`); failures (connect
+//! refused, upstream reset, eviction) abort the phone's side and leave the state as it was until then. Changes within a
+//! state (a new deadline, `Sniffing::started`, the upstream's readiness, the DNS pending count, the client gate
+//! opening) are data, not transitions. Every transition goes through `StateMachine::set` (`engine::state_machine`),
+//! which checks it against the drawn edges in debug builds and logs it.
 
 use super::peek::PeekState;
+use crate::engine::state_machine::StateMachine;
 use crate::verdict::Verdict;
 use std::fmt;
 use std::net::SocketAddr;
@@ -144,44 +145,6 @@ impl TcpState {
         TcpState::Sniffing { deadline: None, started: false, fallback }
     }
 
-    /// The state's name, for logs.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            TcpState::Sniffing { .. } => "Sniffing",
-            TcpState::Dialing { .. } => "Dialing",
-            TcpState::Connecting { .. } => "Connecting",
-            TcpState::Forwarding { .. } => "Forwarding",
-            TcpState::Dns { .. } => "Dns",
-            TcpState::Peeking { .. } => "Peeking",
-            TcpState::Answered { .. } => "Answered",
-            TcpState::Refused { .. } => "Refused",
-        }
-    }
-
-    /// Whether the machine has an edge from this state to `next` (see the module docs).
-    pub(crate) fn allows(&self, next: &TcpState) -> bool {
-        use TcpState::*;
-        matches!(
-            (self, next),
-            (Sniffing { .. }, Connecting { .. } | Refused { .. } | Peeking { .. })
-                | (Dialing { .. } | Connecting { .. }, Forwarding { .. })
-                | (Forwarding { .. }, Refused { .. })
-                | (Peeking { .. }, Answered { .. })
-        )
-    }
-
-    /// Moves to `next`, returning the state left (with the data only it had). A transition the machine does not
-    /// allow is a bug in the engine, never the result of a packet: caught in debug builds, logged in all.
-    pub(crate) fn set(&mut self, next: TcpState, flow: FlowName) -> TcpState {
-        debug_assert!(self.allows(&next), "tcp {flow}: no transition {} -> {}", self.name(), next.name());
-        if self.allows(&next) {
-            log::trace!("tcp {flow}: {} -> {}", self.name(), next.name());
-        } else {
-            log::warn!("tcp {flow}: unexpected transition {} -> {}", self.name(), next.name());
-        }
-        std::mem::replace(self, next)
-    }
-
     /// The state's deadline, for setting or clearing; `None` in states without a timer.
     pub(crate) fn deadline_mut(&mut self) -> Option<&mut Option<Instant>> {
         match self {
@@ -232,6 +195,34 @@ impl TcpState {
             TcpState::Sniffing { fallback, .. } => fallback.as_ref(),
             _ => None,
         }
+    }
+}
+
+impl StateMachine for TcpState {
+    const KIND: &'static str = "tcp";
+
+    fn name(&self) -> &'static str {
+        match self {
+            TcpState::Sniffing { .. } => "Sniffing",
+            TcpState::Dialing { .. } => "Dialing",
+            TcpState::Connecting { .. } => "Connecting",
+            TcpState::Forwarding { .. } => "Forwarding",
+            TcpState::Dns { .. } => "Dns",
+            TcpState::Peeking { .. } => "Peeking",
+            TcpState::Answered { .. } => "Answered",
+            TcpState::Refused { .. } => "Refused",
+        }
+    }
+
+    fn allows(&self, next: &Self) -> bool {
+        use TcpState::*;
+        matches!(
+            (self, next),
+            (Sniffing { .. }, Connecting { .. } | Refused { .. } | Peeking { .. })
+                | (Dialing { .. } | Connecting { .. }, Forwarding { .. })
+                | (Forwarding { .. }, Refused { .. })
+                | (Peeking { .. }, Answered { .. })
+        )
     }
 }
 
