@@ -10,7 +10,6 @@
 
 use crate::capture::CaptureWriter;
 use crate::control::Control;
-use crate::datagrams::{DatagramBatch, DATAGRAMS_PER_CALL};
 use crate::network::{self, NetlinkWatch};
 use crate::platform::Platform;
 use crate::sockets::{flow_of, Addressee, Conn, Sockets};
@@ -43,13 +42,6 @@ const UDP_BATCH: usize = 64;
 /// Largest IP packet the tun can hand us.
 const MAX_PACKET: usize = 65535;
 
-/// The loop's read buffers: one packet from the tun (or a datagram from a socket that joined a group), and a
-/// batch of datagrams from a socket.
-struct Buffers {
-    packet: Vec<u8>,
-    datagrams: DatagramBatch,
-}
-
 /// Runs the engine on `tun` until `control` asks it to stop or the tun fails; returns the final counters.
 ///
 /// `tun` must read and write one whole IP packet per call (a Linux tun with `IFF_NO_PI`, Android's VPN fd); it
@@ -80,7 +72,7 @@ pub fn run<T: Read + Write + AsRawFd>(
     // Whether the network may have changed since the engine last looked (the first look is at start).
     let mut network_changed = netlink.is_some();
     let mut ready = Events::with_capacity(1024);
-    let mut buffers = Buffers { packet: vec![0u8; MAX_PACKET], datagrams: DatagramBatch::new() };
+    let mut packet = vec![0u8; MAX_PACKET];
     let mut batch: Vec<Event> = Vec::new();
     // Work left over from a bounded iteration: poll without sleeping until it is done.
     let mut tun_backlog = true;
@@ -132,19 +124,19 @@ pub fn run<T: Read + Write + AsRawFd>(
                     if let Some(trace) = trace.as_mut() {
                         trace.socket_event(flow, event.is_readable(), &sockets);
                     }
-                    on_socket_event(now, event, flow, &mut engine, &mut sockets, &mut udp_backlog, &mut buffers)
+                    on_socket_event(now, event, flow, &mut engine, &mut sockets, &mut udp_backlog, &mut packet)
                 }
             }
         }
         for flow in std::mem::take(&mut udp_backlog) {
-            if read_udp(now, flow, &mut engine, &mut sockets, &mut buffers) {
+            if read_udp(now, flow, &mut engine, &mut sockets, &mut packet) {
                 udp_backlog.push(flow);
             }
         }
         if tun_backlog {
             // The batch's UDP datagrams go upstream together, each flow's in one segmented send.
             sockets.hold_udp_sends();
-            let read = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut buffers.packet, trace.as_mut());
+            let read = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut());
             engine.note_udp_send_failures(sockets.send_held());
             tun_backlog = read?;
         }
@@ -245,10 +237,10 @@ fn on_socket_event(
     engine: &mut Engine,
     sockets: &mut Sockets,
     udp_backlog: &mut Vec<FlowId>,
-    buffers: &mut Buffers,
+    buf: &mut [u8],
 ) {
     if matches!(sockets.conns.get(&flow), Some(Conn::Udp(_))) {
-        if read_udp(now, flow, engine, sockets, buffers) {
+        if read_udp(now, flow, engine, sockets, buf) {
             udp_backlog.push(flow);
         }
         return;
@@ -282,13 +274,8 @@ fn on_socket_event(
     }
 }
 
-/// Reads up to [`UDP_BATCH`] datagrams from one socket into the engine; true if more may be waiting. A socket
-/// whose datagrams are all for the phone is read [`DATAGRAMS_PER_CALL`] at a time (`recvmmsg`).
-fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Sockets, buffers: &mut Buffers) -> bool {
-    if sockets.phone_udp(flow).is_some() {
-        return read_udp_batches(now, flow, engine, sockets, &mut buffers.datagrams);
-    }
-    let buf = buffers.packet.as_mut_slice();
+/// Reads up to [`UDP_BATCH`] datagrams from one socket into the engine; true if more may be waiting.
+fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Sockets, buf: &mut [u8]) -> bool {
     for _ in 0..UDP_BATCH {
         if !matches!(sockets.conns.get(&flow), Some(Conn::Udp(_))) {
             return false;
@@ -300,32 +287,6 @@ fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Socke
                     Addressee::Phone => engine.on_udp_datagram_from(now, flow, from, data, sockets),
                     Addressee::Group => engine.on_udp_group_datagram(now, flow, from, data),
                     Addressee::Nobody => log::trace!("flow {}: datagram from {from} not for the phone", flow.0),
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => engine.on_udp_error(now, flow, e, sockets),
-        }
-    }
-    true
-}
-
-/// [`read_udp`] for a socket whose datagrams are all for the phone.
-fn read_udp_batches(
-    now: Instant,
-    flow: FlowId,
-    engine: &mut Engine,
-    sockets: &mut Sockets,
-    batch: &mut DatagramBatch,
-) -> bool {
-    for _ in 0..UDP_BATCH.div_ceil(DATAGRAMS_PER_CALL) {
-        let Some(socket) = sockets.phone_udp(flow) else {
-            return false;
-        };
-        match batch.receive(socket) {
-            Ok(_) => {
-                for (data, from) in batch.datagrams() {
-                    engine.on_udp_datagram_from(now, flow, from, data, sockets);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,

@@ -12,7 +12,6 @@
 
 pub mod capture;
 pub mod control;
-mod datagrams;
 pub mod event_loop;
 pub mod lists;
 mod network;

@@ -166,15 +166,6 @@ impl Sockets {
         Ok((n, from, addressee))
     }
 
-    /// `flow`'s UDP socket, if it is one whose datagrams are all for the phone (it joined no group), which
-    /// [`crate::datagrams::DatagramBatch`] may read several at a time.
-    pub(crate) fn phone_udp(&self, flow: FlowId) -> Option<&UdpSocket> {
-        match self.conns.get(&flow) {
-            Some(Conn::Udp(socket)) if !self.groups.contains_key(&flow) => Some(socket),
-            _ => None,
-        }
-    }
-
     /// The upstream interface of a family: the source address a protected socket gets towards the family's
     /// probe address (so the interface the marked default route leaves by), and that interface's index.
     fn upstream_interface(&mut self, ipv6: bool) -> Option<OnInterface> {
