@@ -379,4 +379,11 @@ mod tests {
         let left = state.set(TcpState::sniffing(None), flow());
         assert_eq!((left.name(), state.name()), ("Forwarding", "Sniffing"));
     }
+
+    #[test]
+    fn a_flow_is_named_client_to_server() {
+        assert_eq!(flow().to_string(), "10.0.0.2:40000 -> 192.0.2.1:443");
+        let v6 = FlowName("[fd00::2]:40000".parse().unwrap(), "[2001:db8::1]:443".parse().unwrap());
+        assert_eq!(v6.to_string(), "[fd00::2]:40000 -> [2001:db8::1]:443");
+    }
 }
