@@ -9,7 +9,7 @@
 //! `aarch64-linux-android`, see `bench/build-android.sh`).
 
 use crate::counting::ALLOCATIONS;
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, Upstream};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Upstream};
 use hushwall_core::policy::{Policy, Profile};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -17,7 +17,6 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use std::collections::VecDeque;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -154,6 +153,7 @@ pub fn run(direction: Direction, mtu: usize, bytes: u64) -> io::Result<Report> {
             engine.handle_tun_packet(now, &packet, &mut up);
             report.packets += 1;
         }
+        up.perform(&mut engine);
         if let Some(flow) = up.flow {
             if up.connecting {
                 up.connecting = false;
@@ -165,6 +165,7 @@ pub fn run(direction: Direction, mtu: usize, bytes: u64) -> io::Result<Report> {
             }
         }
         engine.handle_timeout(now, &mut up);
+        up.perform(&mut engine);
         while engine.poll_event().is_some() {}
         engine.take_tun_packets(&mut out);
         report.engine_allocations += (ALLOCATIONS.load(Ordering::Relaxed) - allocations_before) as u64;
@@ -203,12 +204,20 @@ struct SinkAndSource {
     written: u64,
 }
 
-impl Upstream for SinkAndSource {
-    fn tcp_connect(&mut self, flow: FlowId, _: SocketAddr) -> io::Result<()> {
-        self.flow = Some(flow);
-        self.connecting = true;
-        Ok(())
+impl SinkAndSource {
+    /// Performs the engine's socket actions: the one flow's connect is taken (and reported connected in the next
+    /// round), the rest need nothing of an upstream that is all in memory.
+    fn perform(&mut self, engine: &mut Engine) {
+        while let Some(action) = engine.poll_socket_action() {
+            if let SocketAction::TcpConnect { flow, .. } = action {
+                self.flow = Some(flow);
+                self.connecting = true;
+            }
+        }
     }
+}
+
+impl Upstream for SinkAndSource {
     fn tcp_write(&mut self, _: FlowId, data: &[u8]) -> io::Result<usize> {
         self.written += data.len() as u64;
         Ok(data.len())
@@ -217,15 +226,6 @@ impl Upstream for SinkAndSource {
         buf.fill(0xa5);
         Ok(buf.len())
     }
-    fn tcp_shutdown_write(&mut self, _: FlowId) {}
-    fn tcp_close(&mut self, _: FlowId, _: bool) {}
-    fn udp_open(&mut self, _: FlowId, _: SocketAddr) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_send(&mut self, _: FlowId, _: &[u8]) -> io::Result<()> {
-        Err(io::ErrorKind::Unsupported.into())
-    }
-    fn udp_close(&mut self, _: FlowId) {}
 }
 
 /// The phone's side of the tun, in memory.

@@ -12,7 +12,7 @@ use crate::capture::CaptureWriter;
 use crate::control::Control;
 use crate::network::{self, NetlinkWatch};
 use crate::platform::Platform;
-use crate::sockets::{flow_of, Addressee, Conn, Sockets};
+use crate::sockets::{flow_of, perform_socket_actions, Addressee, Conn, Sockets};
 use crate::sys;
 use crate::tun_writer::TunWriter;
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Stats};
@@ -89,7 +89,9 @@ pub fn run<T: Read + Write + AsRawFd>(
         if let Some(info) = control.take_network() {
             engine.network_changed(info);
             sockets.own_addresses.network_changed();
-            network::end_flows_on_vanished_addresses(Instant::now(), &mut engine, &mut sockets);
+            let now = Instant::now();
+            network::end_flows_on_vanished_addresses(now, &mut engine, &mut sockets);
+            perform_socket_actions(now, &mut engine, &mut sockets);
         }
         let now = Instant::now();
         let timeout = if tun_backlog || !udp_backlog.is_empty() {
@@ -136,9 +138,7 @@ pub fn run<T: Read + Write + AsRawFd>(
         if tun_backlog {
             // The batch's UDP datagrams go upstream together, each flow's in one segmented send.
             sockets.hold_udp_sends();
-            let read = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut());
-            engine.note_udp_send_failures(sockets.send_held());
-            tun_backlog = read?;
+            tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut())?;
         }
         // What the phone's packets were answered with at once (a SYN|ACK, a DNS answer, a refusal) goes out
         // before the flows' upstream work below (dials, sends, closes, freeing buffers), whose system calls would
@@ -147,8 +147,11 @@ pub fn run<T: Read + Write + AsRawFd>(
         // getConnectionOwnerUid), and the refusals about to be written (RST, NXDOMAIN) make the client close it.
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
+        perform_socket_actions(now, &mut engine, &mut sockets);
+        engine.note_udp_send_failures(sockets.send_held());
         follow_network(now, &mut engine, &mut sockets, netlink.is_some(), std::mem::take(&mut network_changed));
         engine.handle_timeout(now, &mut sockets);
+        perform_socket_actions(now, &mut engine, &mut sockets);
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         deliver_events(sink.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
@@ -284,14 +287,14 @@ fn read_udp(now: Instant, flow: FlowId, engine: &mut Engine, sockets: &mut Socke
             Ok((n, from, to)) => {
                 let data = buf.get(..n).unwrap_or_default();
                 match to {
-                    Addressee::Phone => engine.on_udp_datagram_from(now, flow, from, data, sockets),
+                    Addressee::Phone => engine.on_udp_datagram_from(now, flow, from, data),
                     Addressee::Group => engine.on_udp_group_datagram(now, flow, from, data),
                     Addressee::Nobody => log::trace!("flow {}: datagram from {from} not for the phone", flow.0),
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => engine.on_udp_error(now, flow, e, sockets),
+            Err(e) => engine.on_udp_error(now, flow, e),
         }
     }
     true

@@ -8,7 +8,7 @@ use crate::network::is_network_gone;
 use crate::own_addresses::OwnAddresses;
 use crate::platform::{Protector, UidResolver};
 use crate::udp_segments::Run;
-use hushwall_core::engine::{FlowId, Upstream};
+use hushwall_core::engine::{Engine, FlowId, SocketAction, Upstream};
 use hushwall_core::event::Protocol as FlowProtocol;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
 
 /// One upstream socket.
 pub(crate) enum Conn {
@@ -394,9 +395,11 @@ fn recv_with_destination(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usiz
     Ok((msg.bytes, from, destination))
 }
 
-impl Upstream for Sockets {
-    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        if self.own_addresses.contains(dst.ip(), std::time::Instant::now()) {
+impl Sockets {
+    /// Starts a TCP connect to `dst` for `flow` ([`SocketAction::TcpConnect`]); never to this device's own
+    /// addresses.
+    pub(crate) fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
+        if self.own_addresses.contains(dst.ip(), Instant::now()) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "the destination is this device's own address",
@@ -406,23 +409,16 @@ impl Upstream for Sockets {
         self.note_error(result)
     }
 
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
-        let result = self.tcp(flow)?.write(data);
-        self.note_error(result)
-    }
-
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
-        self.tcp(flow)?.read(buf)
-    }
-
-    fn tcp_shutdown_write(&mut self, flow: FlowId) {
+    /// Half-closes `flow`'s connection ([`SocketAction::TcpShutdownWrite`]).
+    pub(crate) fn tcp_shutdown_write(&mut self, flow: FlowId) {
         if let Ok(stream) = self.tcp(flow) {
             // NotConnected here only means the peer already went away; the read side reports that.
             let _ = stream.shutdown(Shutdown::Write);
         }
     }
 
-    fn tcp_close(&mut self, flow: FlowId, reset: bool) {
+    /// Closes `flow`'s connection, with a RST if `reset` ([`SocketAction::TcpClose`]).
+    pub(crate) fn tcp_close(&mut self, flow: FlowId, reset: bool) {
         if let Some(Conn::Tcp { stream, .. }) = self.forget(flow) {
             if reset {
                 // Linger 0 makes close() send RST, so the server learns the phone aborted.
@@ -432,15 +428,20 @@ impl Upstream for Sockets {
         }
     }
 
-    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        self.open_udp(flow, None, dst)
+    /// Opens `flow`'s UDP socket to `dst` ([`SocketAction::UdpOpen`]); for a multicast group, as the phone's
+    /// `multicast_client` (see there).
+    pub(crate) fn udp_open(
+        &mut self,
+        flow: FlowId,
+        dst: SocketAddr,
+        multicast_client: Option<SocketAddr>,
+    ) -> io::Result<()> {
+        self.open_udp(flow, multicast_client.map(|c| c.port()), dst)
     }
 
-    fn udp_open_multicast(&mut self, flow: FlowId, client: SocketAddr, group: SocketAddr) -> io::Result<()> {
-        self.open_udp(flow, Some(client.port()), group)
-    }
-
-    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
+    /// Sends one datagram on `flow`'s socket, or holds it for the batch's segmented send
+    /// ([`SocketAction::UdpSend`]).
+    pub(crate) fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
         if self.hold(flow, data) {
             return Ok(());
         }
@@ -455,8 +456,46 @@ impl Upstream for Sockets {
         self.note_error(result)
     }
 
-    fn udp_close(&mut self, flow: FlowId) {
+    /// Closes `flow`'s UDP socket ([`SocketAction::UdpClose`]).
+    pub(crate) fn udp_close(&mut self, flow: FlowId) {
         self.forget(flow);
+    }
+}
+
+/// Performs the socket operations `engine` asked for, in order, and tells it how each connect, open and send
+/// that can fail went (see [`SocketAction`]).
+pub(crate) fn perform_socket_actions(now: Instant, engine: &mut Engine, sockets: &mut Sockets) {
+    while let Some(action) = engine.poll_socket_action() {
+        match action {
+            SocketAction::TcpConnect { flow, dst } => {
+                if let Err(e) = sockets.tcp_connect(flow, dst) {
+                    engine.on_tcp_connected(now, flow, Err(e), sockets);
+                }
+            }
+            SocketAction::TcpShutdownWrite { flow } => sockets.tcp_shutdown_write(flow),
+            SocketAction::TcpClose { flow, reset } => sockets.tcp_close(flow, reset),
+            SocketAction::UdpOpen { flow, dst, multicast_client } => {
+                let result = sockets.udp_open(flow, dst, multicast_client);
+                engine.on_udp_opened(now, flow, result);
+            }
+            SocketAction::UdpSend { flow, datagram } => {
+                if let Err(e) = sockets.udp_send(flow, &datagram) {
+                    engine.on_udp_send_failed(now, flow, e);
+                }
+            }
+            SocketAction::UdpClose { flow } => sockets.udp_close(flow),
+        }
+    }
+}
+
+impl Upstream for Sockets {
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
+        let result = self.tcp(flow)?.write(data);
+        self.note_error(result)
+    }
+
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+        self.tcp(flow)?.read(buf)
     }
 
     fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
@@ -517,7 +556,7 @@ mod tests {
         let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
         let flow = FlowId(7);
         let broadcast = SocketAddr::from(([127, 255, 255, 255], port));
-        sockets.udp_open(flow, broadcast).expect("a broadcast flow opens");
+        sockets.udp_open(flow, broadcast, None).expect("a broadcast flow opens");
         sockets.udp_send(flow, b"who is there").expect("broadcast sent");
         let mut buf = [0u8; 64];
         let (n, asker) = host.recv_from(&mut buf).expect("the host hears the broadcast");
@@ -541,7 +580,7 @@ mod tests {
         let registry = poll.registry().try_clone().expect("registry");
         let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
         let flow = FlowId(9);
-        sockets.udp_open(flow, server.local_addr().expect("addr")).expect("open");
+        sockets.udp_open(flow, server.local_addr().expect("addr"), None).expect("open");
         let sent: Vec<Vec<u8>> =
             vec![vec![1; 1200], vec![2; 1200], vec![3; 700], vec![], vec![4; 1300], vec![5; 1300], vec![6; 1400]];
         sockets.hold_udp_sends();

@@ -11,7 +11,7 @@
 //! and allowed hosts (split, padded, overlapping, chunked as the input says) let the fuzzer reach those paths.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, Upstream};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Upstream};
 use hushwall_core::inspect::quic::seal::{client_initial, crypto_frame};
 use hushwall_core::inspect::quic::{crypto_frames, open_client_initial, VERSION_1, VERSION_2};
 use hushwall_core::inspect::tls::{scan_client_hello, ClientHelloScan};
@@ -342,15 +342,51 @@ impl FakeUpstream {
     }
 }
 
-impl Upstream for FakeUpstream {
-    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        self.check_destination(dst);
-        if self.fail {
-            return Err(io::ErrorKind::ConnectionRefused.into());
+impl FakeUpstream {
+    /// Performs one socket action as a driver would (checking that no blocked destination is dialled and no
+    /// blocked name goes upstream); the error the engine must be told of, if it failed.
+    fn perform(&mut self, action: SocketAction) -> io::Result<()> {
+        match action {
+            SocketAction::TcpConnect { flow, dst } => {
+                self.check_destination(dst);
+                if self.fail {
+                    return Err(io::ErrorKind::ConnectionRefused.into());
+                }
+                self.open.insert(flow, dst);
+            }
+            SocketAction::TcpShutdownWrite { .. } => {}
+            SocketAction::TcpClose { flow, .. } => {
+                self.open.remove(&flow);
+                self.to_read.remove(&flow);
+                self.tcp_sent.remove(&flow);
+                self.http_sent.remove(&flow);
+            }
+            SocketAction::UdpOpen { flow, dst, .. } => {
+                self.check_destination(dst);
+                if self.fail {
+                    return Err(io::ErrorKind::NetworkUnreachable.into());
+                }
+                self.open.insert(flow, dst);
+            }
+            SocketAction::UdpSend { flow, datagram } => {
+                // What a server would read from the datagrams.
+                if let Some(name) = self.quic_sent.entry(flow).or_default().push(&datagram) {
+                    self.check_name_sent(&name, "QUIC Initial");
+                }
+                if self.fail {
+                    return Err(io::ErrorKind::ConnectionRefused.into());
+                }
+            }
+            SocketAction::UdpClose { flow } => {
+                self.open.remove(&flow);
+                self.quic_sent.remove(&flow);
+            }
         }
-        self.open.insert(flow, dst);
         Ok(())
     }
+}
+
+impl Upstream for FakeUpstream {
     fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
         if self.write_budget == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -380,37 +416,6 @@ impl Upstream for FakeUpstream {
         buf[..n].copy_from_slice(&pending[..n]);
         pending.drain(..n);
         Ok(n)
-    }
-    fn tcp_shutdown_write(&mut self, _: FlowId) {}
-    fn tcp_close(&mut self, flow: FlowId, _: bool) {
-        self.open.remove(&flow);
-        self.to_read.remove(&flow);
-        self.tcp_sent.remove(&flow);
-        self.http_sent.remove(&flow);
-    }
-    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        self.check_destination(dst);
-        if self.fail {
-            return Err(io::ErrorKind::NetworkUnreachable.into());
-        }
-        self.open.insert(flow, dst);
-        Ok(())
-    }
-    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
-        if flow != FlowId(0) {
-            // What a server would read from the datagrams (the DNS forwarder's flow 0 carries no QUIC).
-            if let Some(name) = self.quic_sent.entry(flow).or_default().push(data) {
-                self.check_name_sent(&name, "QUIC Initial");
-            }
-        }
-        if self.fail {
-            return Err(io::ErrorKind::ConnectionRefused.into());
-        }
-        Ok(())
-    }
-    fn udp_close(&mut self, flow: FlowId) {
-        self.open.remove(&flow);
-        self.quic_sent.remove(&flow);
     }
 }
 
@@ -497,8 +502,20 @@ impl Harness {
         self.drain();
     }
 
-    /// Writes the engine's output "to the phone": remembers TCP sequence numbers for later acknowledgements.
+    /// Performs the engine's socket actions, telling it of each open and failure as a driver does; then writes
+    /// its output "to the phone", remembering TCP sequence numbers for later acknowledgements.
     pub fn drain(&mut self) {
+        while let Some(action) = self.engine.poll_socket_action() {
+            let result = self.up.perform(action.clone());
+            match (action, result) {
+                (SocketAction::TcpConnect { flow, .. }, Err(e)) => {
+                    self.engine.on_tcp_connected(self.now, flow, Err(e), &mut self.up)
+                }
+                (SocketAction::UdpOpen { flow, .. }, result) => self.engine.on_udp_opened(self.now, flow, result),
+                (SocketAction::UdpSend { flow, .. }, Err(e)) => self.engine.on_udp_send_failed(self.now, flow, e),
+                _ => {}
+            }
+        }
         let mut out = Vec::new();
         self.engine.take_tun_packets(&mut out);
         for p in out {
@@ -588,9 +605,9 @@ impl Harness {
                 let flow = if to_dns { newest_dns } else { self.pick_flow(input) };
                 if let Some(flow) = flow {
                     if input.u8() % 8 == 0 {
-                        self.engine.on_udp_error(self.now, flow, io::ErrorKind::ConnectionRefused.into(), &mut self.up);
+                        self.engine.on_udp_error(self.now, flow, io::ErrorKind::ConnectionRefused.into());
                     } else {
-                        self.engine.on_udp_datagram(self.now, flow, &data, &mut self.up);
+                        self.engine.on_udp_datagram(self.now, flow, &data);
                     }
                     self.engine.poll(self.now, &mut self.up);
                     self.drain();

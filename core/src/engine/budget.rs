@@ -252,21 +252,15 @@ impl Engine {
     /// takes room from the client most over its share, else from any flow quiet long enough (60 s TCP, 15 s UDP);
     /// a client at or over its share only from its own quiet flows. The flow that makes room is closed with a
     /// `flow_evicted` event.
-    pub(super) fn make_room(
-        &mut self,
-        now: Instant,
-        client: Client,
-        table: Table,
-        up: &mut impl Upstream,
-    ) -> Option<BlockReason> {
+    pub(super) fn make_room(&mut self, now: Instant, client: Client, table: Table) -> Option<BlockReason> {
         let (cap, min_idle) = match table {
             Table::Tcp => (self.config.max_tcp_flows, tcp::EVICT_MIN_IDLE),
             Table::Udp => (self.config.max_udp_flows, udp::EVICT_MIN_IDLE),
         };
         let share = share(cap, self.config.client_share_percent);
-        let mut evict = |engine: &mut Engine, owner: Option<Client>, idle: Duration| match table {
-            Table::Tcp => engine.evict_tcp_flow(now, owner, idle, up),
-            Table::Udp => engine.evict_udp_flow(now, owner, idle, up),
+        let evict = |engine: &mut Engine, owner: Option<Client>, idle: Duration| match table {
+            Table::Tcp => engine.evict_tcp_flow(now, owner, idle),
+            Table::Udp => engine.evict_udp_flow(now, owner, idle),
         };
         if self.budgets.usage(client).flows(table) < share {
             if let Some(over) = self.budgets.most_over_share(client, table, share) {

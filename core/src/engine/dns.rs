@@ -29,7 +29,7 @@ mod try_state;
 use super::budget::{crowded, Client, Owner};
 use super::packet::UdpInbound;
 use super::timers::Timer;
-use super::{Engine, FlowId, FlowKey, Upstream};
+use super::{Engine, FlowId, FlowKey, SocketAction, Upstream};
 use crate::event::Protocol;
 use crate::inspect::dns::{self, DnsQuery, QuestionKey};
 use crate::verdict::{BlockReason, ErrorReason};
@@ -230,19 +230,11 @@ impl Engine {
         }
         let crowded = crowded(self.dns.tries.len(), self.pending_dns_share());
         let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), up);
-        self.dns_query(now, via, (client, server), budget, payload, up);
+        self.dns_query(now, via, (client, server), budget, payload);
     }
 
     /// Answers a blocked query at once or forwards it upstream, counted in `budget`.
-    fn dns_query(
-        &mut self,
-        now: Instant,
-        via: DnsClient,
-        (client, server): FlowKey,
-        budget: Client,
-        msg: &[u8],
-        up: &mut impl Upstream,
-    ) {
+    fn dns_query(&mut self, now: Instant, via: DnsClient, (client, server): FlowKey, budget: Client, msg: &[u8]) {
         self.stats.dns_queries += 1;
         let (Ok(DnsQuery { name, qtype, .. }), Ok(question)) = (dns::parse_query(msg), dns::question_key(msg)) else {
             self.stats.malformed += 1;
@@ -254,13 +246,13 @@ impl Engine {
             self.answer_blocked(via, msg);
             // Never the client's query (its labels can carry data): a query for the rule's name, rate-limited.
             if self.config.learn_blocked_addresses && matches!(qtype, QTYPE_A | QTYPE_AAAA) {
-                self.learn_blocked_name(now, &verdict, qtype, (client, server), up);
+                self.learn_blocked_name(now, &verdict, qtype, (client, server));
             }
             return;
         }
         let deadline = now + self.config.dns_timeout;
         let pending = Pending { via, client, server, budget, query: msg.to_vec(), question, deadline };
-        self.forward_query(now, pending, up);
+        self.forward_query(now, pending);
     }
 
     /// Sends the engine's own query for a blocked rule's name upstream ([`DnsClient::Learn`]; see `learn`).
@@ -269,7 +261,6 @@ impl Engine {
         now: Instant,
         query: Vec<u8>,
         (client, server): (SocketAddr, SocketAddr),
-        up: &mut impl Upstream,
     ) {
         let Ok(question) = dns::question_key(&query) else {
             return;
@@ -278,12 +269,12 @@ impl Engine {
         // Counted as the client address's: the engine's own query, rate-limited (see `learn`).
         let budget = Client::Address(client.ip());
         let pending = Pending { via: DnsClient::Learn, client, server, budget, query, question, deadline };
-        self.forward_query(now, pending, up);
+        self.forward_query(now, pending);
     }
 
     /// Sends a query upstream (over TCP if the phone asked over TCP) and remembers it; answers SERVFAIL at once
     /// if no resolver can be reached.
-    pub(crate) fn forward_query(&mut self, now: Instant, pending: Pending, up: &mut impl Upstream) {
+    pub(crate) fn forward_query(&mut self, now: Instant, pending: Pending) {
         if self.dns.tries.len() >= MAX_PENDING {
             self.fail_query(now, pending, format!("{MAX_PENDING} queries already wait for answers"));
             return;
@@ -297,25 +288,15 @@ impl Engine {
         let tcp = matches!(pending.via, DnsClient::Tcp(_));
         let first_try_until = (now + self.config.dns_timeout / 2).min(pending.deadline);
         match self.dns.pick(now, None) {
-            Some(resolver) => self.start_try(now, pending, resolver, 1, first_try_until, tcp, up),
+            Some(resolver) => self.start_try(pending, resolver, 1, first_try_until, tcp),
             None => self.fail_query(now, pending, "no DNS resolver is configured"),
         }
     }
 
-    /// Sends the query to `resolver` on a socket of its own under a fresh id. If that fails at once, the
-    /// resolver is marked down and the query goes on to the next try (or SERVFAIL).
-    // Each argument is one fact about the try; bundling them in a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
-    fn start_try(
-        &mut self,
-        now: Instant,
-        pending: Pending,
-        resolver: SocketAddr,
-        tries: u8,
-        until: Instant,
-        tcp: bool,
-        up: &mut impl Upstream,
-    ) {
+    /// Sends the query to `resolver` on a socket of its own under a fresh id. If the socket fails (reported by
+    /// the driver like any socket error), the resolver is marked down and the query goes on to the next try (or
+    /// SERVFAIL).
+    fn start_try(&mut self, pending: Pending, resolver: SocketAddr, tries: u8, until: Instant, tcp: bool) {
         let flow = self.new_flow_id();
         let id = self.dns.next_id();
         let mut query = pending.query.clone();
@@ -330,28 +311,20 @@ impl Engine {
             };
             let mut out = len.to_be_bytes().to_vec();
             out.extend_from_slice(&query);
-            up.tcp_connect(flow, resolver)
-                .map(|()| TryState::tcp_connecting(out))
-                .inspect_err(|_| up.tcp_close(flow, true))
+            self.ask(SocketAction::TcpConnect { flow, dst: resolver });
+            TryState::tcp_connecting(out)
         } else {
-            up.udp_open(flow, resolver)
-                .and_then(|()| up.udp_send(flow, &query))
-                .map(|()| TryState::Udp)
-                .inspect_err(|_| up.udp_close(flow))
+            self.ask(SocketAction::UdpOpen { flow, dst: resolver, multicast_client: None });
+            self.ask(SocketAction::UdpSend { flow, datagram: query });
+            TryState::Udp
         };
-        let attempt = Try { pending, resolver, id, tries, until, state: TryState::Udp };
-        match started {
-            Ok(state) => {
-                self.timers.arm(until, Timer::Dns(flow));
-                self.dns.tries.insert(flow, Try { state, ..attempt });
-            }
-            Err(error) => self.retry_or_fail(now, attempt, TryFailure::Socket(error), up),
-        }
+        self.timers.arm(until, Timer::Dns(flow));
+        self.dns.tries.insert(flow, Try { pending, resolver, id, tries, until, state: started });
     }
 
     /// A try failed (`error`): its resolver is marked down and the query tried once more on the next resolver,
     /// if tries and time are left; SERVFAIL otherwise.
-    fn retry_or_fail(&mut self, now: Instant, attempt: Try, error: TryFailure, up: &mut impl Upstream) {
+    fn retry_or_fail(&mut self, now: Instant, attempt: Try, error: TryFailure) {
         self.dns.mark_failed(attempt.resolver, now);
         let why = format!("resolver {}: {error}", attempt.resolver);
         if attempt.tries >= MAX_TRIES || attempt.pending.deadline <= now {
@@ -362,7 +335,7 @@ impl Engine {
         match self.dns.pick(now, Some(attempt.resolver)) {
             Some(next) => {
                 let (tcp, until) = (matches!(attempt.pending.via, DnsClient::Tcp(_)), attempt.pending.deadline);
-                self.start_try(now, attempt.pending, next, attempt.tries + 1, until, tcp, up);
+                self.start_try(attempt.pending, next, attempt.tries + 1, until, tcp);
             }
             None => self.fail_query(now, attempt.pending, why),
         }
@@ -381,13 +354,7 @@ impl Engine {
     }
 
     /// A datagram on the UDP socket `flow` of a query in flight.
-    pub(super) fn on_dns_datagram_from_upstream(
-        &mut self,
-        now: Instant,
-        flow: FlowId,
-        data: &[u8],
-        up: &mut impl Upstream,
-    ) {
+    pub(super) fn on_dns_datagram_from_upstream(&mut self, now: Instant, flow: FlowId, data: &[u8]) {
         let Some(attempt) = self.dns.tries.get(&flow) else {
             return;
         };
@@ -399,11 +366,11 @@ impl Engine {
         let Some(attempt) = self.dns.tries.remove(&flow) else {
             return;
         };
-        up.udp_close(flow);
+        self.ask(SocketAction::UdpClose { flow });
         if dns::is_truncated(data) {
             // The whole answer only comes over TCP: ask the same resolver again, within the same budget.
             let until = attempt.pending.deadline;
-            self.start_try(now, attempt.pending, attempt.resolver, attempt.tries, until, true, up);
+            self.start_try(attempt.pending, attempt.resolver, attempt.tries, until, true);
             return;
         }
         self.dns.mark_answered(attempt.resolver);
@@ -411,34 +378,34 @@ impl Engine {
     }
 
     /// The UDP socket of a query in flight failed (e.g. ICMP port unreachable, or the network is gone).
-    pub(super) fn on_dns_socket_error(&mut self, now: Instant, flow: FlowId, error: io::Error, up: &mut impl Upstream) {
-        self.end_try(now, flow, TryFailure::Socket(error), up);
+    pub(super) fn on_dns_socket_error(&mut self, now: Instant, flow: FlowId, error: io::Error) {
+        self.end_try(now, flow, TryFailure::Socket(error));
     }
 
     /// Ends the try on socket `flow`, if it is in flight, with `failure`: its socket is closed and the query goes
     /// on to the next try, or SERVFAIL.
-    fn end_try(&mut self, now: Instant, flow: FlowId, failure: TryFailure, up: &mut impl Upstream) {
+    fn end_try(&mut self, now: Instant, flow: FlowId, failure: TryFailure) {
         if let Some(attempt) = self.dns.tries.remove(&flow) {
-            self.close_try_socket(flow, &attempt, up);
-            self.retry_or_fail(now, attempt, failure, up);
+            self.close_try_socket(flow, &attempt);
+            self.retry_or_fail(now, attempt, failure);
         }
     }
 
     /// A try's deadline passed: on to the next try, or SERVFAIL.
-    pub(super) fn on_dns_deadline(&mut self, now: Instant, flow: FlowId, up: &mut impl Upstream) {
+    pub(super) fn on_dns_deadline(&mut self, now: Instant, flow: FlowId) {
         let Some(attempt) = self.dns.tries.get(&flow).filter(|t| t.until <= now) else {
             return;
         };
         let tcp = attempt.state.is_tcp();
-        self.end_try(now, flow, TryFailure::Timeout { tcp }, up);
+        self.end_try(now, flow, TryFailure::Timeout { tcp });
     }
 
     /// Closes a try's socket (a TCP one with a reset: the exchange did not finish).
-    fn close_try_socket(&mut self, flow: FlowId, attempt: &Try, up: &mut impl Upstream) {
+    fn close_try_socket(&mut self, flow: FlowId, attempt: &Try) {
         if attempt.state.is_tcp() {
-            up.tcp_close(flow, true);
+            self.ask(SocketAction::TcpClose { flow, reset: true });
         } else {
-            up.udp_close(flow);
+            self.ask(SocketAction::UdpClose { flow });
         }
     }
 
@@ -457,7 +424,7 @@ impl Engine {
                 }
                 self.service_dns_tcp(now, flow, up);
             }
-            Err(error) => self.on_dns_socket_error(now, flow, error, up),
+            Err(error) => self.on_dns_socket_error(now, flow, error),
         }
     }
 
@@ -498,7 +465,7 @@ impl Engine {
             }
         }
         if let Some(failure) = failure {
-            self.end_try(now, flow, failure, up);
+            self.end_try(now, flow, failure);
             return;
         }
         if !tcp_message_complete(input) {
@@ -507,7 +474,7 @@ impl Engine {
         let Some(attempt) = self.dns.tries.remove(&flow) else {
             return;
         };
-        up.tcp_close(flow, false);
+        self.ask(SocketAction::TcpClose { flow, reset: false });
         let TryState::TcpExchanging { input, .. } = &attempt.state else {
             return;
         };
@@ -517,7 +484,7 @@ impl Engine {
             self.stats.malformed += 1;
             let answer_len = answer.len();
             log::debug!("dns {}: {why} ({answer_len} bytes)", attempt.pending.question.name);
-            self.retry_or_fail(now, attempt, why, up);
+            self.retry_or_fail(now, attempt, why);
             return;
         }
         self.dns.mark_answered(attempt.resolver);
@@ -605,9 +572,9 @@ impl Engine {
     }
 
     /// Reads complete length-prefixed queries from a DNS-over-TCP flow and handles each.
-    pub(super) fn serve_dns_over_tcp(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    pub(super) fn serve_dns_over_tcp(&mut self, now: Instant, id: FlowId) {
         while let Some(query) = self.next_dns_query(id) {
-            self.dns_query(now, DnsClient::Tcp(id), query.key, query.budget, query.message(), up);
+            self.dns_query(now, DnsClient::Tcp(id), query.key, query.budget, query.message());
         }
     }
 }

@@ -12,7 +12,7 @@
 //! Learning is rate-limited: each (name, type) at most once per [`LEARN_INTERVAL`], in a table of at most
 //! [`MAX_LEARNING`] entries; when the table is full of fresh entries, nothing more is learnt until some expire.
 
-use super::{Engine, FlowKey, Upstream};
+use super::{Engine, FlowKey};
 use crate::verdict::Verdict;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -88,14 +88,7 @@ pub(crate) fn learning_query(name: &str, qtype: u16) -> Option<Vec<u8>> {
 impl Engine {
     /// After a blocked query of type `qtype` (A or AAAA) decided by `verdict`, resolves the blocking rule's own
     /// name upstream, at most once per [`LEARN_INTERVAL`]. `flow` is the blocked query's (client, server).
-    pub(super) fn learn_blocked_name(
-        &mut self,
-        now: Instant,
-        verdict: &Verdict,
-        qtype: u16,
-        flow: FlowKey,
-        up: &mut impl Upstream,
-    ) {
+    pub(super) fn learn_blocked_name(&mut self, now: Instant, verdict: &Verdict, qtype: u16, flow: FlowKey) {
         let Some(name) = verdict.rule().and_then(|rule| rule_host(&rule.rule)) else {
             return;
         };
@@ -105,7 +98,7 @@ impl Engine {
         let Some(query) = learning_query(name, qtype) else {
             return;
         };
-        self.forward_learning_query(now, query, flow, up);
+        self.forward_learning_query(now, query, flow);
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
 //! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
-//! packets and socket readiness with the current time, lends it sockets through [`Upstream`], writes what
+//! packets and socket readiness with the current time, performs the socket operations
+//! [`Engine::poll_socket_action`] hands it (lending only connected TCP streams through [`Upstream`]), writes what
 //! [`Engine::take_tun_packets`] hands it to the tun, delivers [`Engine::poll_event`]s, writes the packet capture
 //! from [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
 //!
@@ -29,6 +30,9 @@
 //! - Other UDP → `quic_hold` (a QUIC Initial is held until its ClientHello names the server; its state machine
 //!   is `quic_hold::state`: `Holding`, then opened or `Refused`) or `udp` (by address). ICMP echo is refused
 //!   (`reply`).
+//! - Whatever a flow needs of a socket (connect, open, send a datagram, shut down, close) is queued as a
+//!   `SocketAction` (`socket_action`) for the driver to poll and perform; it reports back how connects and
+//!   opens went. Only a connected TCP stream's bytes move during a call, through [`Upstream`].
 //! - Deadlines of every kind are in one heap (`timers`); block events are folded (`repeats`) and queued complete.
 //! - The network under the engine (`network`): its resolvers, address families and MTU, as the driver reports.
 //!
@@ -45,6 +49,7 @@ mod private_dns;
 mod quic_hold;
 mod repeats;
 mod reply;
+mod socket_action;
 mod stack;
 mod state_machine;
 mod tcp;
@@ -76,44 +81,24 @@ use timers::{Timer, Timers};
 use udp::UdpFlow;
 
 pub use network::NetworkInfo;
+pub use socket_action::SocketAction;
 
 /// Identifies one flow and the upstream socket the engine asked the driver for on its behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);
 
-/// Sockets to the real network, lent by the platform driver.
+/// What the driver lends the engine during a call: the byte streams of its connected upstream TCP sockets, so
+/// the splice copies straight between smoltcp's buffers and the kernel's, and the platform's owner lookup.
 ///
-/// Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it connects, so its
-/// traffic bypasses the tun. All calls are non-blocking; `WouldBlock` means "try again after the next readiness
-/// event for this flow".
+/// Every other socket operation (connect, open, send a datagram, shut down, close) is a [`SocketAction`] the
+/// driver polls. Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it
+/// connects, so its traffic bypasses the tun. Reads and writes are non-blocking; `WouldBlock` means "try again
+/// after the next readiness event for this flow".
 pub trait Upstream {
-    /// Starts a TCP connect to `dst`; completion is reported with [`Engine::on_tcp_connected`].
-    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
     /// Writes bytes to the connection; returns how many were taken.
     fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize>;
     /// Reads bytes from the connection; `Ok(0)` is end of stream.
     fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize>;
-    /// Half-closes the connection (sends FIN) after everything written so far.
-    fn tcp_shutdown_write(&mut self, flow: FlowId);
-    /// Closes the connection and forgets the flow; `reset` aborts it with a RST.
-    fn tcp_close(&mut self, flow: FlowId, reset: bool);
-    /// Opens a UDP socket for datagrams to `dst`; answers arrive through [`Engine::on_udp_datagram_from`]. The
-    /// socket is connected (only `dst` may answer), except for broadcast and multicast destinations, whose
-    /// answers come from the hosts that reply: there it is unconnected and may broadcast.
-    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()>;
-    /// [`Upstream::udp_open`] for a flow from the phone's `client` to a multicast `group`. A driver that can
-    /// join the group upstream does so when `client`'s port is the group's own (an mDNS querier on 5353 is
-    /// answered by multicast, RFC 6762 §6), and hands what is sent to the group to
-    /// [`Engine::on_udp_group_datagram`]. By default, plain `udp_open`.
-    fn udp_open_multicast(&mut self, flow: FlowId, client: SocketAddr, group: SocketAddr) -> io::Result<()> {
-        let _ = client;
-        self.udp_open(flow, group)
-    }
-    /// Sends one datagram, now or, for a driver that sends a batch's datagrams together, soon after in order
-    /// (a later failure is reported with [`Engine::note_udp_send_failures`]).
-    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()>;
-    /// Closes the socket and forgets the flow.
-    fn udp_close(&mut self, flow: FlowId);
     /// The app (UID) owning the phone-side flow from `src` to `dst`, if the platform can tell. Asked at most once
     /// per new flow or DNS query: while some app is blocked (see [`Engine::set_blocked_uids`]), and with
     /// [`EngineConfig::budget_by_app`] while the table concerned is at least half full (see `engine::budget`).
@@ -322,6 +307,11 @@ pub struct Engine {
     scratch: Vec<u8>,
     timers: Timers,
     events: VecDeque<Event>,
+    /// Socket operations for the driver, oldest first (see `socket_action`).
+    socket_actions: VecDeque<SocketAction>,
+    /// The first packet of each UDP flow whose socket the driver has yet to report opened: quoted in the ICMP
+    /// refusal if it cannot be.
+    udp_opening: HashMap<FlowId, udp::PendingOpen>,
     /// Identical block events being folded into one (see `repeats`).
     repeats: Repeats,
     stats: Stats,
@@ -358,6 +348,8 @@ impl Engine {
             network: network::NetworkState::default(),
             timers: Timers::default(),
             events: VecDeque::new(),
+            socket_actions: VecDeque::new(),
+            udp_opening: HashMap::new(),
             repeats: Repeats::default(),
             stats: Stats::default(),
             next_flow: 1,
@@ -513,10 +505,10 @@ impl Engine {
         self.capture_clock(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
-                Timer::Tcp(id) => self.on_tcp_deadline(now, id, up),
-                Timer::Udp(id) => self.on_udp_idle_check(now, id, up),
-                Timer::Dns(flow) => self.on_dns_deadline(now, flow, up),
-                Timer::QuicHold(key, id) => self.on_quic_hold_deadline(now, key, id, up),
+                Timer::Tcp(id) => self.on_tcp_deadline(now, id),
+                Timer::Udp(id) => self.on_udp_idle_check(now, id),
+                Timer::Dns(flow) => self.on_dns_deadline(now, flow),
+                Timer::QuicHold(key, id) => self.on_quic_hold_deadline(now, key, id),
                 Timer::Reassembly => self.on_reassembly_deadline(now),
                 Timer::Repeats => self.flush_repeats(now),
             }

@@ -105,12 +105,12 @@ impl Engine {
     /// UDP: the flow is closed (`udp_failed`); the phone's next datagram opens a new one from the new address.
     pub fn on_upstream_error(&mut self, now: Instant, id: FlowId, error: io::Error, up: &mut impl Upstream) {
         if self.dns.owns(id) {
-            self.on_udp_error(now, id, error, up);
+            self.on_udp_error(now, id, error);
         } else if let Some(flow) = self.tcp.get(&id) {
             let reason = if flow.connecting() { ErrorReason::ConnectFailed } else { ErrorReason::UpstreamReset };
             self.fail_tcp_flow(now, id, reason, error);
             self.poll(now, up);
-        } else if let Some(flow) = self.close_udp_flow(id, up) {
+        } else if let Some(flow) = self.close_udp_flow(id) {
             let key = (flow.client, flow.server);
             self.report_failure(now, Protocol::Udp, key, None, ErrorReason::UdpFailed, error);
         }

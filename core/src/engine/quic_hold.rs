@@ -34,7 +34,7 @@ use super::budget::{Owner, Table};
 use super::packet::UdpInbound;
 use super::reply::Unreachable;
 use super::timers::Timer;
-use super::udp::DOQ_PORT;
+use super::udp::{UdpOpening, DOQ_PORT};
 use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
@@ -96,7 +96,7 @@ impl Engine {
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             };
             let budget = self.budget_key(owner, self.flows_crowded(Table::Udp), Protocol::Udp, key, up);
-            if self.udp_table_full(now, budget, up).is_some() {
+            if self.udp_table_full(now, budget).is_some() {
                 return false;
             }
             let id = self.new_flow_id();
@@ -126,36 +126,27 @@ impl Engine {
                 let verdict = self
                     .private_dns_verdict(now, server, Some(&name))
                     .unwrap_or_else(|| self.name_verdict(&name, BlockReason::QuicSni));
-                self.release_quic_hold(now, key, Some(packet), Release::Named(verdict, name), up);
+                self.release_quic_hold(now, key, Some(packet), Release::Named(verdict, name));
             }
             QuicScan::NeedMore if !over_bounds => {}
-            QuicScan::NoSni | QuicScan::NotQuic => {
-                self.release_quic_hold(now, key, Some(packet), Release::ByAddress, up)
-            }
+            QuicScan::NoSni | QuicScan::NotQuic => self.release_quic_hold(now, key, Some(packet), Release::ByAddress),
             QuicScan::NeedMore | QuicScan::Uninspectable => {
-                self.release_quic_hold(now, key, Some(packet), Release::Uninspectable, up);
+                self.release_quic_hold(now, key, Some(packet), Release::Uninspectable);
             }
         }
         true
     }
 
     /// A hold's deadline passed with the ClientHello still incomplete: refuse (see the module docs).
-    pub(super) fn on_quic_hold_deadline(&mut self, now: Instant, key: FlowKey, id: FlowId, up: &mut impl Upstream) {
+    pub(super) fn on_quic_hold_deadline(&mut self, now: Instant, key: FlowKey, id: FlowId) {
         if self.quic.hold_mut(&key).is_some_and(|hold| hold.id == id && hold.deadline <= now) {
-            self.release_quic_hold(now, key, None, Release::Uninspectable, up);
+            self.release_quic_hold(now, key, None, Release::Uninspectable);
         }
     }
 
     /// Ends a hold: refuses the flow (dropping what was held; its later datagrams are refused too) or opens it and
     /// sends the held datagrams in order. An ICMP refusal quotes `packet`, or the flow's first packet if `None`.
-    fn release_quic_hold(
-        &mut self,
-        now: Instant,
-        key: FlowKey,
-        packet: Option<&[u8]>,
-        release: Release,
-        up: &mut impl Upstream,
-    ) {
+    fn release_quic_hold(&mut self, now: Instant, key: FlowKey, packet: Option<&[u8]>, release: Release) {
         let Some(held) = self.quic.hold_mut(&key) else {
             return;
         };
@@ -179,6 +170,6 @@ impl Engine {
             return;
         }
         let held = datagrams.iter().map(Vec::as_slice);
-        self.open_udp_flow(now, packet, key, budget, host.as_deref(), held, up);
+        self.open_udp_flow(now, UdpOpening { packet, key, budget, host: host.as_deref() }, held);
     }
 }

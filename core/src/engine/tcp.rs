@@ -20,7 +20,7 @@ use super::private_dns::DOT_PORT;
 use super::reply;
 use super::state_machine::StateMachine;
 use super::timers::Timer;
-use super::{AddressVerdict, Engine, FlowId, Upstream};
+use super::{AddressVerdict, Engine, FlowId, SocketAction, Upstream};
 use crate::event::Protocol;
 use crate::inspect::http::{scan_request_head, HeadScan};
 use crate::inspect::http_stream::{RequestStream, Step};
@@ -229,7 +229,7 @@ impl Engine {
         let crowded = self.flows_crowded(Table::Tcp);
         let budget = self.budget_key(&mut owner, crowded, Protocol::Tcp, (client, server), up);
         if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows {
-            if let Some(reason) = self.make_room(now, budget, Table::Tcp, up) {
+            if let Some(reason) = self.make_room(now, budget, Table::Tcp) {
                 self.send_reset(syn);
                 self.report_budget_refusal(now, Protocol::Tcp, (client, server), host.as_deref(), reason, budget);
                 return;
@@ -267,7 +267,7 @@ impl Engine {
         self.tcp.insert(id, flow);
         self.tcp_keys.insert((client, server), id);
         if hold_synack {
-            self.dial(now, id, up);
+            self.dial(now, id);
         } else if let Some(wait) = sniff_wait {
             self.set_deadline(id, now + wait);
         }
@@ -326,22 +326,18 @@ impl Engine {
         }
     }
 
-    /// Asks the driver to connect the flow upstream.
-    fn dial(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    /// Asks the driver to connect the flow upstream; [`Engine::on_tcp_connected`] tells how it went.
+    fn dial(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
         // Dial `a.b.c.d` for `::ffff:a.b.c.d`: what the policy judged, and never through a dual-stack socket.
-        let target = SocketAddr::new(flow.server.ip().to_canonical(), flow.server.port());
-        match up.tcp_connect(id, target) {
-            Ok(()) => {
-                if let TcpState::Dialing { upstream, .. } | TcpState::Connecting { upstream, .. } = &mut flow.state {
-                    *upstream = Some(UpstreamSocket::default());
-                }
-                self.set_deadline(id, now + self.config.connect_timeout);
-            }
-            Err(error) => self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, error),
+        let dst = SocketAddr::new(flow.server.ip().to_canonical(), flow.server.port());
+        if let TcpState::Dialing { upstream, .. } | TcpState::Connecting { upstream, .. } = &mut flow.state {
+            *upstream = Some(UpstreamSocket::default());
         }
+        self.ask(SocketAction::TcpConnect { flow: id, dst });
+        self.set_deadline(id, now + self.config.connect_timeout);
     }
 
     /// The driver's report that an upstream connect finished.
@@ -400,7 +396,7 @@ impl Engine {
     }
 
     /// The deadline of a flow's state passed (sniffing, connecting, handshake, peek).
-    pub(super) fn on_tcp_deadline(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    pub(super) fn on_tcp_deadline(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -424,7 +420,7 @@ impl Engine {
                 self.stack.tcp(flow.handle).abort();
                 self.touched.push(id);
             }
-            TcpState::Sniffing { .. } => self.sniff_at_deadline(now, id, up),
+            TcpState::Sniffing { .. } => self.sniff_at_deadline(now, id),
             TcpState::Dialing { .. } | TcpState::Connecting { .. } => {
                 let why = format!("no answer within {:?}", self.config.connect_timeout);
                 self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, why);
@@ -450,23 +446,23 @@ impl Engine {
         // Back in LISTEN means the client reset the handshake: nothing to sniff or splice, only to retire.
         if self.stack.tcp(flow.handle).state() != State::Listen {
             match flow.state {
-                TcpState::Sniffing { .. } => self.sniff(now, id, up),
+                TcpState::Sniffing { .. } => self.sniff(now, id),
                 TcpState::Forwarding { gate, .. } => {
                     if gate != ClientGate::Open {
                         self.judge_late_bytes(now, id, false);
                     }
                     self.frame_and_splice(now, id, up);
                 }
-                TcpState::Dns { .. } => self.serve_dns_over_tcp(now, id, up),
+                TcpState::Dns { .. } => self.serve_dns_over_tcp(now, id),
                 TcpState::Peeking { .. } | TcpState::Answered { .. } => self.peek(now, id),
                 TcpState::Dialing { .. } | TcpState::Connecting { .. } | TcpState::Refused { .. } => {}
             }
         }
-        self.retire_if_closed(id, up);
+        self.retire_if_closed(id);
     }
 
     /// Looks at the client's first bytes; decides once they name a host or cannot.
-    fn sniff(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    fn sniff(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -489,7 +485,7 @@ impl Engine {
         let sniffed = sniff_stream(self.scratch.get(..seen).unwrap_or_default());
         if seen == 0 {
             // Closed without a byte on another port: decided by address, like a silent client.
-            self.finish_sniff(now, id, None, up);
+            self.finish_sniff(now, id, None);
             return;
         }
         if matches!(sniffed, StreamSniff::NeedMore) && seen < limit && !client_closed {
@@ -499,12 +495,12 @@ impl Engine {
             }
             return;
         }
-        self.finish_sniff(now, id, Some(sniffed), up);
+        self.finish_sniff(now, id, Some(sniffed));
     }
 
     /// A sniffing flow's time is up: judged by what it sent (an incomplete head is refused), or, if it sent
     /// nothing, reset on a client-first port and decided by address elsewhere.
-    fn sniff_at_deadline(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    fn sniff_at_deadline(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -513,7 +509,7 @@ impl Engine {
         self.scratch.resize(socket.recv_queue().min(limit), 0);
         let seen = socket.peek_slice(&mut self.scratch).unwrap_or(0);
         let sniffed = (seen > 0).then(|| sniff_stream(self.scratch.get(..seen).unwrap_or_default()));
-        self.finish_sniff(now, id, sniffed, up);
+        self.finish_sniff(now, id, sniffed);
     }
 
     /// The verdict on a flow's first bytes, `None` if it sent none: by the name in them, refused if TLS or HTTP
@@ -544,7 +540,7 @@ impl Engine {
 
     /// Decides a sniffed flow by its first bytes (`None`: it sent none in time): by the name in them if there is
     /// one, refused if they are TLS or HTTP without a readable name, else by address.
-    fn finish_sniff(&mut self, now: Instant, id: FlowId, sniffed: Option<StreamSniff>, up: &mut impl Upstream) {
+    fn finish_sniff(&mut self, now: Instant, id: FlowId, sniffed: Option<StreamSniff>) {
         let http = matches!(sniffed, Some(StreamSniff::HttpHost(_)));
         let Some(flow) = self.tcp.get(&id) else {
             return;
@@ -580,7 +576,7 @@ impl Engine {
             self.touched.push(id);
         } else {
             flow.set_state(TcpState::Connecting { deadline: None, gate, upstream: None });
-            self.dial(now, id, up);
+            self.dial(now, id);
         }
         self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
     }
@@ -778,7 +774,7 @@ impl Engine {
             && client_finished_sending(socket.state())
             && socket.recv_queue() == 0
         {
-            up.tcp_shutdown_write(id);
+            self.socket_actions.push_back(SocketAction::TcpShutdownWrite { flow: id });
             upstream.fin_forwarded = true;
         }
         // Upstream → phone.
@@ -839,13 +835,7 @@ impl Engine {
     /// for `min_idle` (RST to the phone, upstream closed, a `flow_evicted` event). Quiet flows must be established
     /// ones; a client over its share (`min_idle` zero) loses its least recently active flow in any phase. False
     /// if none qualifies.
-    pub(super) fn evict_tcp_flow(
-        &mut self,
-        now: Instant,
-        client: Option<Client>,
-        min_idle: Duration,
-        up: &mut impl Upstream,
-    ) -> bool {
+    pub(super) fn evict_tcp_flow(&mut self, now: Instant, client: Option<Client>, min_idle: Duration) -> bool {
         let any_phase = min_idle.is_zero();
         let oldest = self
             .tcp
@@ -866,13 +856,13 @@ impl Engine {
             _ => format!("flow table full; idle for {idle} s"),
         };
         self.fail_tcp_flow(now, id, ErrorReason::FlowEvicted, why);
-        self.retire_if_closed(id, up);
+        self.retire_if_closed(id);
         true
     }
 
     /// Removes a flow whose smoltcp socket has closed (after smoltcp had the chance to send its last RST/ACK)
     /// and closes its upstream socket: gracefully if both sides finished, with a RST otherwise.
-    fn retire_if_closed(&mut self, id: FlowId, up: &mut impl Upstream) {
+    fn retire_if_closed(&mut self, id: FlowId) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -884,7 +874,7 @@ impl Engine {
             return;
         }
         if let Some(upstream) = flow.state.upstream() {
-            up.tcp_close(id, !upstream.finished());
+            self.socket_actions.push_back(SocketAction::TcpClose { flow: id, reset: !upstream.finished() });
         }
         flow.retired = true;
         self.retiring.push(id);

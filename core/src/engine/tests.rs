@@ -25,7 +25,7 @@ struct FakeUpstream {
     write_budget: Option<usize>,
     /// The server reset the connection.
     reset: HashSet<FlowId>,
-    /// `udp_open` fails (e.g. out of file descriptors).
+    /// Opening a UDP socket fails (e.g. out of file descriptors).
     fail_udp_open: bool,
     /// The UID every phone-side flow belongs to, unless `owners` names its client port's; and how often the
     /// engine asked.
@@ -43,11 +43,32 @@ struct FakeUpstream {
     udp_closed: Vec<FlowId>,
 }
 
-impl Upstream for FakeUpstream {
-    fn tcp_connect(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        self.connects.push((flow, dst));
+impl FakeUpstream {
+    /// Performs one socket action as the driver would; the error the engine must be told of, if it failed.
+    fn perform(&mut self, action: SocketAction) -> Result<(), io::Error> {
+        match action {
+            SocketAction::TcpConnect { flow, dst } => self.connects.push((flow, dst)),
+            SocketAction::TcpShutdownWrite { flow } => self.shutdowns.push(flow),
+            SocketAction::TcpClose { flow, reset } => self.closed.push((flow, reset)),
+            SocketAction::UdpOpen { flow, dst, .. } => {
+                if self.fail_udp_open {
+                    return Err(io::Error::from_raw_os_error(24));
+                }
+                self.udp_opened.push((flow, dst));
+            }
+            SocketAction::UdpSend { flow, datagram } => {
+                // A datagram for a socket that never opened goes nowhere, as on a real driver.
+                if self.udp_opened.iter().any(|&(f, _)| f == flow) {
+                    self.udp_sent.push((flow, datagram));
+                }
+            }
+            SocketAction::UdpClose { flow } => self.udp_closed.push(flow),
+        }
         Ok(())
     }
+}
+
+impl Upstream for FakeUpstream {
     fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(self.write_budget.unwrap_or(usize::MAX));
         if n == 0 {
@@ -71,26 +92,6 @@ impl Upstream for FakeUpstream {
         buf[..n].copy_from_slice(&pending[..n]);
         pending.drain(..n);
         Ok(n)
-    }
-    fn tcp_shutdown_write(&mut self, flow: FlowId) {
-        self.shutdowns.push(flow);
-    }
-    fn tcp_close(&mut self, flow: FlowId, reset: bool) {
-        self.closed.push((flow, reset));
-    }
-    fn udp_open(&mut self, flow: FlowId, dst: SocketAddr) -> io::Result<()> {
-        if self.fail_udp_open {
-            return Err(io::Error::from_raw_os_error(24));
-        }
-        self.udp_opened.push((flow, dst));
-        Ok(())
-    }
-    fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
-        self.udp_sent.push((flow, data.to_vec()));
-        Ok(())
-    }
-    fn udp_close(&mut self, flow: FlowId) {
-        self.udp_closed.push(flow);
     }
     fn owner_uid(&mut self, _: Protocol, src: SocketAddr, _: SocketAddr) -> Option<u32> {
         self.owner_lookups += 1;
@@ -195,8 +196,10 @@ impl Pair {
             let sent: Vec<Vec<u8>> = self.wire.from_phone.drain(..).collect();
             for p in &sent {
                 self.engine.handle_tun_packet(self.now, p, &mut self.up);
+                self.settle();
             }
             self.engine.handle_timeout(self.now, &mut self.up);
+            self.settle();
             let mut out = Vec::new();
             self.engine.take_tun_packets(&mut out);
             self.wire.to_phone.extend(out);
@@ -208,10 +211,27 @@ impl Pair {
         panic!("no quiescence after 200 rounds (livelock?)");
     }
 
+    /// Performs the socket actions the engine asked for, in order, telling it of each open and failure as a
+    /// driver does.
+    fn settle(&mut self) {
+        while let Some(action) = self.engine.poll_socket_action() {
+            let result = self.up.perform(action.clone());
+            match (action, result) {
+                (SocketAction::TcpConnect { flow, .. }, Err(e)) => {
+                    self.engine.on_tcp_connected(self.now, flow, Err(e), &mut self.up)
+                }
+                (SocketAction::UdpOpen { flow, .. }, result) => self.engine.on_udp_opened(self.now, flow, result),
+                (SocketAction::UdpSend { flow, .. }, Err(e)) => self.engine.on_udp_send_failed(self.now, flow, e),
+                _ => {}
+            }
+        }
+    }
+
     /// Lets `d` pass on the virtual clock, running timers.
     fn wait(&mut self, d: Duration) {
         self.now += d;
         self.engine.handle_timeout(self.now, &mut self.up);
+        self.settle();
         self.drive();
     }
 
@@ -234,7 +254,9 @@ impl Pair {
         let mut p = Vec::new();
         PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, dst_port).write(&mut p, payload).expect("builds");
         self.engine.handle_tun_packet(self.now, &p, &mut self.up);
+        self.settle();
         self.engine.poll(self.now, &mut self.up);
+        self.settle();
     }
 
     /// Packets the engine sent that the phone's smoltcp did not consume (UDP, ICMP).
@@ -299,7 +321,8 @@ fn blocked_name_is_learnt_upstream_and_its_address_refused_later() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
     assert_eq!(pair.take_out().len(), 1, "NXDOMAIN at once");
     let (flow, learn) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.settle();
     assert!(pair.take_out().is_empty(), "the learnt answer never reaches the phone");
     pair.events();
     // A server-first port cannot be sniffed: refused at the SYN.
@@ -339,7 +362,8 @@ fn allowed_dns_is_forwarded_under_a_new_id_and_answered_with_the_old_one() {
     assert_eq!(pair.up.udp_opened[0].1, "198.18.0.1:53".parse().expect("addr"));
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
     let answer = answer_with_a(&forwarded, NORMAL);
-    pair.engine.on_udp_datagram(pair.now, flow, &answer, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    pair.settle();
     let out = pair.take_out();
     let delivered = udp_payload(&out[0]);
     assert_eq!(&delivered[..2], &[0x12, 0x34], "client's id restored");
@@ -353,6 +377,7 @@ fn unanswered_dns_gets_servfail_after_the_timeout() {
     assert!(pair.take_out().is_empty());
     pair.now += pair.engine.config.dns_timeout;
     pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.settle();
     let out = pair.take_out();
     assert_eq!(udp_payload(&out[0])[3] & 0x0f, 2, "SERVFAIL");
 }
@@ -425,6 +450,7 @@ fn allowed_http_is_spliced_both_ways_with_half_close() {
     let (flow, dst) = pair.up.connects[0];
     assert_eq!(dst, SocketAddr::from((NORMAL, 80)));
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.up.written[&flow], request, "request forwarded byte-exact");
     // The phone half-closes; the FIN goes upstream.
@@ -496,6 +522,7 @@ fn a_flow_on_an_ended_flows_buffers_carries_only_its_own_bytes() {
         pair.drive();
         let (flow, _) = *pair.up.connects.last().expect("dialled");
         pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.settle();
         pair.drive();
         assert_eq!(pair.up.written[&flow], *request, "only this flow's request goes upstream");
         pair.phone_tcp(h).close();
@@ -518,6 +545,7 @@ fn forwarding_flow(pair: &mut Pair) -> (SocketHandle, FlowId) {
     pair.drive();
     let (flow, _) = *pair.up.connects.last().expect("dialled");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     // Let delayed ACKs go out, so no retransmission later counts as activity.
     pair.wait(Duration::from_millis(100));
     (h, flow)
@@ -540,6 +568,7 @@ fn server_reset_resets_the_phone() {
     pair.up.reset.insert(flow);
     pair.engine.on_upstream_readable(flow);
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
     assert_eq!(pair.engine.stats().tcp_active, 0);
@@ -643,6 +672,7 @@ fn silent_client_is_dialled_after_the_sniff_timeout() {
     assert_eq!(pair.up.connects.len(), 1, "dialled by address once the client stayed silent");
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused upstream resets the phone");
 }
@@ -655,6 +685,7 @@ fn server_first_port_holds_synack_until_upstream_connects() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::SynSent, "SYN|ACK held");
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
 }
@@ -682,10 +713,12 @@ fn udp_flow_is_relayed_and_expires_when_idle() {
     assert_eq!(pair.up.udp_opened.len(), 1, "one NAT entry for the flow");
     let flow = pair.up.udp_opened[0].0;
     assert_eq!(pair.up.udp_sent.iter().map(|(_, d)| d.as_slice()).collect::<Vec<_>>(), [b"one", b"two"]);
-    pair.engine.on_udp_datagram(pair.now, flow, b"echo", &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, b"echo");
+    pair.settle();
     assert_eq!(udp_payload(&pair.take_out()[0]), b"echo");
     pair.now += pair.engine.config.udp_idle_timeout;
     pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.settle();
     assert_eq!(pair.engine.stats().udp_active, 0);
     assert_eq!(pair.engine.poll_timeout(pair.now), None, "idle engine has no timer left");
 }
@@ -710,8 +743,10 @@ proptest::proptest! {
             // Make most inputs look like IPv4 so they get past the first check.
             if let Some(b) = pkt.first_mut() { *b = 0x45; }
             pair.engine.handle_tun_packet(pair.now, &pkt, &mut pair.up);
+            pair.settle();
         }
         pair.engine.poll(pair.now, &mut pair.up);
+        pair.settle();
         pair.take_out();
     }
 }
@@ -738,7 +773,9 @@ fn raw_tcp(dst: [u8; 4], port: u16, seq: u32, syn: bool, rst: bool) -> Vec<u8> {
 impl Pair {
     fn raw(&mut self, packet: &[u8]) {
         self.engine.handle_tun_packet(self.now, packet, &mut self.up);
+        self.settle();
         self.engine.poll(self.now, &mut self.up);
+        self.settle();
     }
 }
 
@@ -761,6 +798,7 @@ fn client_reset_during_handshake_ends_a_dialled_flow_and_its_upstream() {
     pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
     let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
     pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    pair.settle();
     assert_eq!(pair.take_out().len(), 1, "SYN|ACK released once upstream connected");
     pair.raw(&raw_tcp(NORMAL, 22, 5001, false, true));
     assert_eq!(pair.engine.stats().tcp_active, 0, "the abandoned flow is gone");
@@ -826,5 +864,7 @@ mod network_tests;
 mod regression_tests;
 /// Server-first protocols (dial at SYN), beside these.
 mod server_first_tests;
+/// Socket actions: queued in order for the driver, failures it reports later.
+mod socket_action_tests;
 /// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
 mod svcb_tests;

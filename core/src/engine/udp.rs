@@ -8,7 +8,7 @@ use super::packet::UdpInbound;
 use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
-use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
+use super::{AddressVerdict, Engine, FlowId, FlowKey, SocketAction, Upstream};
 use crate::event::Protocol;
 use crate::inspect::quic::open_client_initial;
 use crate::verdict::{BlockReason, ErrorReason, Verdict};
@@ -32,6 +32,28 @@ pub(crate) struct UdpFlow {
     last_active: Instant,
     /// Version and Destination Connection ID of the QUIC client Initial the flow was judged on, if it was.
     quic: Option<(u32, Vec<u8>)>,
+}
+
+/// A new allowed UDP flow: what [`Engine::open_udp_flow`] needs to open it and, should its socket fail to
+/// open, to refuse and report it.
+pub(super) struct UdpOpening<'a> {
+    /// The phone's first packet of the flow, quoted in an ICMP refusal.
+    pub(super) packet: &'a [u8],
+    /// The phone's address and the destination.
+    pub(super) key: FlowKey,
+    /// Whose budget the flow counts in.
+    pub(super) budget: Client,
+    /// The name the destination is known by, for events.
+    pub(super) host: Option<&'a str>,
+}
+
+/// What the engine keeps of a UDP flow until the driver reports its socket opened.
+#[derive(Debug)]
+pub(super) struct PendingOpen {
+    /// The phone's first packet, quoted in the ICMP refusal if the socket cannot be opened.
+    packet: Vec<u8>,
+    /// The destination's name, for the failure event.
+    host: Option<String>,
 }
 
 /// The version and DCID of a datagram that opens as a QUIC client Initial (cheap check first).
@@ -64,9 +86,7 @@ impl Engine {
                     }
                 }
             }
-            if up.udp_send(id, payload).is_err() {
-                self.stats.dropped += 1;
-            }
+            self.ask(SocketAction::UdpSend { flow: id, datagram: payload.to_vec() });
             return;
         }
         if self.refuse_unroutable(now, Protocol::Udp, (client, server)) {
@@ -95,7 +115,7 @@ impl Engine {
         let crowded = self.flows_crowded(Table::Udp);
         let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), up);
         if !verdict.is_block() {
-            if let Some(reason) = self.udp_table_full(now, budget, up) {
+            if let Some(reason) = self.udp_table_full(now, budget) {
                 self.report_budget_refusal(now, Protocol::Udp, (client, server), host.as_deref(), reason, budget);
                 self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
                 return;
@@ -106,43 +126,29 @@ impl Engine {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             return;
         }
-        self.open_udp_flow(now, packet, (client, server), budget, host.as_deref(), [payload], up);
+        let opening = UdpOpening { packet, key: (client, server), budget, host: host.as_deref() };
+        self.open_udp_flow(now, opening, [payload]);
     }
 
-    /// Opens the upstream socket of an allowed flow (under a new flow id), sends its first `datagrams` and enters it
-    /// in the NAT table, counted in `budget`. If the socket cannot be opened or sent on, the flow is refused with ICMP (quoting `packet`)
-    /// and reported.
-    // Each argument is one fact about the new flow; bundling them in a struct would only rename them.
-    #[allow(clippy::too_many_arguments)]
+    /// Asks the driver to open the upstream socket of an allowed flow (under a new flow id) and send its first
+    /// `datagrams`, and enters it in the NAT table, counted in `budget`. If the socket cannot be opened
+    /// ([`Engine::on_udp_opened`]), the flow is refused with ICMP (quoting `packet`) and reported.
     pub(super) fn open_udp_flow<'a>(
         &mut self,
         now: Instant,
-        packet: &[u8],
-        (client, server): FlowKey,
-        budget: Client,
-        host: Option<&str>,
+        opening: UdpOpening<'_>,
         datagrams: impl IntoIterator<Item = &'a [u8]>,
-        up: &mut impl Upstream,
     ) {
+        let UdpOpening { packet, key: (client, server), budget, host } = opening;
         let id = self.new_flow_id();
+        let multicast_client = server.ip().is_multicast().then_some(client);
+        self.ask(SocketAction::UdpOpen { flow: id, dst: server, multicast_client });
         let mut quic = None;
-        let opened = if server.ip().is_multicast() {
-            up.udp_open_multicast(id, client, server)
-        } else {
-            up.udp_open(id, server)
-        };
-        let sent = opened.and_then(|()| {
-            datagrams.into_iter().try_for_each(|d| {
-                quic = quic.take().or_else(|| initial_connection(d));
-                up.udp_send(id, d)
-            })
-        });
-        if let Err(error) = sent {
-            up.udp_close(id);
-            self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
-            self.report_failure(now, Protocol::Udp, (client, server), host, ErrorReason::UdpFailed, error);
-            return;
+        for d in datagrams {
+            quic = quic.take().or_else(|| initial_connection(d));
+            self.ask(SocketAction::UdpSend { flow: id, datagram: d.to_vec() });
         }
+        self.udp_opening.insert(id, PendingOpen { packet: packet.to_vec(), host: host.map(str::to_owned) });
         self.stats.udp_flows += 1;
         self.budgets.add_udp(budget);
         self.udp.insert(id, UdpFlow { client, server, budget, last_active: now, quic });
@@ -150,17 +156,51 @@ impl Engine {
         self.timers.arm(now + self.config.udp_idle_timeout, Timer::Udp(id));
     }
 
-    /// A datagram the driver received on an upstream UDP socket (from the flow's server).
-    pub fn on_udp_datagram(&mut self, now: Instant, id: FlowId, data: &[u8], up: &mut impl Upstream) {
+    /// The driver's report that it opened (or could not open) the upstream socket of UDP flow `id`. One that
+    /// could not be is closed, refused with ICMP and reported, as if never opened; a DNS query's goes on to its
+    /// next try.
+    pub fn on_udp_opened(&mut self, now: Instant, id: FlowId, result: io::Result<()>) {
+        let pending = self.udp_opening.remove(&id);
+        let Err(error) = result else {
+            return;
+        };
         if self.dns.owns(id) {
-            self.on_dns_datagram_from_upstream(now, id, data, up);
+            self.on_dns_socket_error(now, id, error);
+            return;
+        }
+        let Some(flow) = self.close_udp_flow(id) else {
+            return;
+        };
+        self.stats.udp_flows -= 1;
+        let (client, server) = (flow.client, flow.server);
+        let host = pending.and_then(|p| {
+            self.refuse_with_icmp(&p.packet, client.ip(), server.ip(), Unreachable::Port);
+            p.host
+        });
+        self.report_failure(now, Protocol::Udp, (client, server), host.as_deref(), ErrorReason::UdpFailed, error);
+    }
+
+    /// The driver's report that a datagram could not be sent on flow `id`'s socket: dropped, or for a DNS
+    /// query, on to its next try.
+    pub fn on_udp_send_failed(&mut self, now: Instant, id: FlowId, error: io::Error) {
+        if self.dns.owns(id) {
+            self.on_dns_socket_error(now, id, error);
+        } else if self.udp.contains_key(&id) {
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// A datagram the driver received on an upstream UDP socket (from the flow's server).
+    pub fn on_udp_datagram(&mut self, now: Instant, id: FlowId, data: &[u8]) {
+        if self.dns.owns(id) {
+            self.on_dns_datagram_from_upstream(now, id, data);
             return;
         }
         let Some(flow) = self.udp.get(&id) else {
             return;
         };
         let from = flow.server;
-        self.on_udp_datagram_from(now, id, from, data, up);
+        self.on_udp_datagram_from(now, id, from, data);
     }
 
     /// A datagram the driver received on an upstream UDP socket from `from`. On a connected socket that is the
@@ -168,16 +208,9 @@ impl Engine {
     /// device control) it is whichever host answered, and the phone gets the answer from that host's address,
     /// as it would on the LAN. Such a host is judged by the IP rules like any destination: a blocked one's
     /// answers are dropped (counted in `blocked`).
-    pub fn on_udp_datagram_from(
-        &mut self,
-        now: Instant,
-        id: FlowId,
-        from: SocketAddr,
-        data: &[u8],
-        up: &mut impl Upstream,
-    ) {
+    pub fn on_udp_datagram_from(&mut self, now: Instant, id: FlowId, from: SocketAddr, data: &[u8]) {
         if self.dns.owns(id) {
-            self.on_dns_datagram_from_upstream(now, id, data, up);
+            self.on_dns_datagram_from_upstream(now, id, data);
             return;
         }
         self.deliver_udp_answer(now, id, from, false, data);
@@ -209,9 +242,9 @@ impl Engine {
     }
 
     /// The driver's report that an upstream UDP socket failed (e.g. ICMP port unreachable from the network).
-    pub fn on_udp_error(&mut self, now: Instant, id: FlowId, error: io::Error, up: &mut impl Upstream) {
+    pub fn on_udp_error(&mut self, now: Instant, id: FlowId, error: io::Error) {
         if self.dns.owns(id) {
-            self.on_dns_socket_error(now, id, error, up);
+            self.on_dns_socket_error(now, id, error);
         } else if let Some(flow) = self.udp.get(&id) {
             let key = (flow.client, flow.server);
             self.report_failure(now, Protocol::Udp, key, None, ErrorReason::UdpFailed, error);
@@ -220,27 +253,16 @@ impl Engine {
 
     /// Why no UDP flow (or QUIC hold) of `client` can be added, if it cannot: the table is at its cap and no flow
     /// may make room ([`Engine::make_room`]); when one may, it is closed first.
-    pub(super) fn udp_table_full(
-        &mut self,
-        now: Instant,
-        client: Client,
-        up: &mut impl Upstream,
-    ) -> Option<BlockReason> {
+    pub(super) fn udp_table_full(&mut self, now: Instant, client: Client) -> Option<BlockReason> {
         if self.udp.len() + self.quic.holding() < self.config.max_udp_flows {
             return None;
         }
-        self.make_room(now, client, Table::Udp, up)
+        self.make_room(now, client, Table::Udp)
     }
 
     /// Closes the least recently active UDP flow (of `client` only, if given) if it has been quiet for
     /// `min_idle`, with a `flow_evicted` event. False if none qualifies.
-    pub(super) fn evict_udp_flow(
-        &mut self,
-        now: Instant,
-        client: Option<Client>,
-        min_idle: Duration,
-        up: &mut impl Upstream,
-    ) -> bool {
+    pub(super) fn evict_udp_flow(&mut self, now: Instant, client: Option<Client>, min_idle: Duration) -> bool {
         let oldest = self
             .udp
             .iter()
@@ -250,7 +272,7 @@ impl Engine {
         let Some((id, last_active)) = oldest.filter(|&(_, at)| at + min_idle <= now) else {
             return false;
         };
-        if let Some(flow) = self.close_udp_flow(id, up) {
+        if let Some(flow) = self.close_udp_flow(id) {
             let idle = now.saturating_duration_since(last_active).as_secs();
             let why = match client {
                 Some(c) if min_idle.is_zero() => {
@@ -264,7 +286,7 @@ impl Engine {
     }
 
     /// Closes a UDP flow that has been idle long enough; re-arms the check otherwise.
-    pub(super) fn on_udp_idle_check(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    pub(super) fn on_udp_idle_check(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.udp.get(&id) else {
             return;
         };
@@ -273,15 +295,16 @@ impl Engine {
             self.timers.arm(expires, Timer::Udp(id));
             return;
         }
-        self.close_udp_flow(id, up);
+        self.close_udp_flow(id);
     }
 
     /// Removes a flow from the NAT table and closes its upstream socket; the flow, if it was there.
-    pub(super) fn close_udp_flow(&mut self, id: FlowId, up: &mut impl Upstream) -> Option<UdpFlow> {
+    pub(super) fn close_udp_flow(&mut self, id: FlowId) -> Option<UdpFlow> {
         let flow = self.udp.remove(&id)?;
         self.budgets.remove_udp(flow.budget);
         self.udp_keys.remove(&(flow.client, flow.server));
-        up.udp_close(id);
+        self.udp_opening.remove(&id);
+        self.ask(SocketAction::UdpClose { flow: id });
         Some(flow)
     }
 }

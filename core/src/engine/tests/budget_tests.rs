@@ -27,7 +27,9 @@ fn syn_from(src: [u8; 4], port: u16) -> Vec<u8> {
 
 fn send_syn(pair: &mut Pair, src: [u8; 4], port: u16) {
     pair.engine.handle_tun_packet(pair.now, &syn_from(src, port), &mut pair.up);
+    pair.settle();
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     pair.take_out();
 }
 
@@ -36,7 +38,9 @@ fn udp_from(pair: &mut Pair, src: [u8; 4], dst_port: u16) {
     let mut p = Vec::new();
     PacketBuilder::ipv4(src, NORMAL, 64).udp(5353, dst_port).write(&mut p, b"x").expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
 }
 
 /// The client ports of the TCP flows `src` holds, sorted.
@@ -202,7 +206,9 @@ fn udp_from_port(pair: &mut Pair, src_port: u16, dst_port: u16) {
     let mut p = Vec::new();
     PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(src_port, dst_port).write(&mut p, b"x").expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
 }
 
 #[test]
@@ -278,6 +284,7 @@ fn pending_dns_is_bounded_per_app() {
         let port = 1000 + (i % 1000);
         PacketBuilder::ipv4(A, [198, 18, 53, 53], 64).udp(port, 53).write(&mut p, &query).expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+        pair.settle();
     }
     let share = pair.engine.pending_dns_share();
     assert_eq!(share, 256);
@@ -292,6 +299,7 @@ fn pending_dns_is_bounded_per_app() {
         .write(&mut p, &dns_query("www.example.org"))
         .expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     assert_eq!(pair.up.udp_sent.len(), share / 2 + share + 1, "B's query went upstream");
     assert!(pair.take_out().is_empty(), "no SERVFAIL for B");
 }

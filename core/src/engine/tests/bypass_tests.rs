@@ -80,6 +80,7 @@ fn late_client_hello_on_a_web_port_is_judged_before_any_dial() {
         pair.drive();
         let (flow, _) = *pair.up.connects.first().expect("allowed name dialled");
         pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.settle();
         pair.drive();
         assert_eq!(pair.up.written[&flow], allowed);
     }
@@ -109,6 +110,7 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
     pair.wait(pair.engine.config.sniff_timeout);
     let (flow, _) = *pair.up.connects.first().expect("dialled by address after the sniff timeout");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.up.to_read.insert(flow, b"220 banner\r\n".to_vec());
     pair.engine.on_upstream_readable(flow);
     pair.wait(Duration::from_millis(300));
@@ -132,6 +134,7 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
         pair.wait(pair.engine.config.sniff_timeout);
         let (flow, _) = *pair.up.connects.last().expect("dialled");
         pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.settle();
         pair.drive();
         pair.phone_tcp(h).send_slice(b"SSH-2.0-OpenSSH_9.2\r\n").expect("send");
         pair.drive();
@@ -152,6 +155,7 @@ fn client_hello_on_a_server_first_port_is_judged_too() {
     let h = pair.connect(NORMAL, 22);
     let (flow, _) = *pair.up.connects.first().expect("dialled at the SYN");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     pair.phone_tcp(h).send_slice(&hello(BLOCKED_NAME, 500)).expect("send");
     pair.drive();
@@ -317,7 +321,8 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     for (name, addr) in [("ota.example.org", BLOCKED_NET), ("other.example.org", [198, 19, 0, 11])] {
         pair.udp([198, 18, 53, 53], 53, &dns_query(name));
         let (flow, forwarded) = pair.up.udp_sent.last().expect("forwarded").clone();
-        pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&forwarded, addr), &mut pair.up);
+        pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&forwarded, addr));
+        pair.settle();
         pair.take_out();
     }
     pair.events();
@@ -326,6 +331,7 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::SynSent, "SYN|ACK held until upstream connects");
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     let allowed = hello("ota.example.org", 500);
     pair.phone_tcp(h).send_slice(&allowed).expect("send");
@@ -335,6 +341,7 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     let h = pair.connect(BLOCKED_NET, 443);
     let (flow, _) = *pair.up.connects.last().expect("dialled");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     pair.phone_tcp(h).send_slice(&hello("www.example.org", 500)).expect("send");
     pair.drive();

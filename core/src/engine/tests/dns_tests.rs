@@ -61,7 +61,8 @@ fn each_query_gets_its_own_socket_and_an_unpredictable_id() {
     assert!(steps.len() > 190, "ids follow a pattern");
     // Answered: the socket is closed at once.
     let (flow, forwarded) = pair.up.udp_sent[7].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1));
+    pair.settle();
     assert_eq!(udp_answers(&mut pair).len(), 1);
     assert_eq!(pair.up.udp_closed, vec![flow], "the answered query's socket is closed");
     // Timed out: every other socket is closed too.
@@ -79,7 +80,8 @@ fn forged_answers_are_refused_and_the_real_one_still_delivered() {
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
     let real_id = id_of(&forwarded);
     let forge = |pair: &mut Pair, msg: &[u8]| {
-        pair.engine.on_udp_datagram(pair.now, flow, msg, &mut pair.up);
+        pair.engine.on_udp_datagram(pair.now, flow, msg);
+        pair.settle();
     };
     // The right question under a wrong id.
     let mut wrong_id = answer_with(&forwarded, 1);
@@ -123,9 +125,11 @@ fn an_answer_on_another_querys_socket_is_refused() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("shared-good.example.org"));
     let (first, forwarded) = pair.up.udp_sent[0].clone();
     let (second, _) = pair.up.udp_sent[1].clone();
-    pair.engine.on_udp_datagram(pair.now, second, &answer_with(&forwarded, 1), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, second, &answer_with(&forwarded, 1));
+    pair.settle();
     assert!(udp_answers(&mut pair).is_empty(), "matched against the other query's id and question");
-    pair.engine.on_udp_datagram(pair.now, first, &answer_with(&forwarded, 1), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, first, &answer_with(&forwarded, 1));
+    pair.settle();
     assert_eq!(udp_answers(&mut pair).len(), 1);
 }
 
@@ -141,7 +145,8 @@ fn a_silent_resolver_is_skipped_and_the_query_retried_on_the_next_within_the_bud
     assert!(pair.up.udp_closed.contains(&pair.up.udp_opened[0].0), "the first try's socket is closed");
     let (flow, forwarded) = pair.up.udp_sent[1].clone();
     assert_ne!(id_of(&forwarded), id_of(&pair.up.udp_sent[0].1), "a new id");
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1));
+    pair.settle();
     assert_eq!(udp_answers(&mut pair).len(), 1, "answered within the 4 s budget");
     // The silent resolver is skipped for its backoff...
     pair.udp([198, 18, 53, 53], 53, &dns_query("a.example.org"));
@@ -157,10 +162,12 @@ fn when_the_networks_resolvers_fail_the_fallback_answers() {
     let mut pair = pair_with(&[RESOLVER_A, RESOLVER_B], &[FALLBACK]);
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     let a = pair.up.udp_opened[0].0;
-    pair.engine.on_udp_error(pair.now, a, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
+    pair.engine.on_udp_error(pair.now, a, io::ErrorKind::ConnectionRefused.into());
+    pair.settle();
     let b = pair.up.udp_opened[1].0;
     assert_eq!(pair.up.udp_opened[1].1, addr(RESOLVER_B));
-    pair.engine.on_udp_error(pair.now, b, io::Error::from_raw_os_error(101), &mut pair.up);
+    pair.engine.on_udp_error(pair.now, b, io::Error::from_raw_os_error(101));
+    pair.settle();
     assert_eq!(udp_answers(&mut pair).len(), 1, "two tries, then SERVFAIL");
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     assert_eq!(pair.up.udp_opened[2].1, addr(FALLBACK), "both network resolvers are down: the fallback");
@@ -197,17 +204,20 @@ fn a_truncated_answer_is_fetched_over_tcp_and_cut_to_fit_the_phone() {
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
     let mut truncated = answer_with(&forwarded, 0);
     truncated[2] |= 0x02;
-    pair.engine.on_udp_datagram(pair.now, flow, &truncated, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &truncated);
+    pair.settle();
     assert!(udp_answers(&mut pair).is_empty(), "the truncated answer is not passed on");
     let &(tcp_flow, dst) = pair.up.connects.last().expect("a TCP retry");
     assert_eq!(dst, addr(RESOLVER_A), "to the same resolver");
     pair.engine.on_tcp_connected(pair.now, tcp_flow, Ok(()), &mut pair.up);
+    pair.settle();
     let query = tcp_query(&pair, tcp_flow);
     // 100 A records: 1,633 bytes, more than the 512 a client without EDNS accepts.
     let full = answer_with(&query, 100);
     pair.up.to_read.insert(tcp_flow, framed(&full));
     pair.engine.on_upstream_readable(tcp_flow);
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     let answers = udp_answers(&mut pair);
     assert_eq!(answers.len(), 1);
     let cut = &answers[0];
@@ -229,6 +239,7 @@ fn dns_over_tcp_from_the_phone_goes_upstream_over_tcp_and_comes_back_whole() {
     let &(flow, dst) = pair.up.connects.last().expect("a TCP connection upstream");
     assert_eq!(dst, addr(RESOLVER_A));
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     let query = tcp_query(&pair, flow);
     let full = answer_with(&query, 100);
     // In two pieces, as TCP may deliver it.
@@ -319,7 +330,8 @@ fn dns_over_tls_without_a_name_is_let_through_to_the_address_dns_gave_the_privat
     pair.engine.set_private_dns_server(Some(PRIVATE_DNS.into()));
     pair.udp([198, 18, 53, 53], 53, &dns_query(PRIVATE_DNS));
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with(&forwarded, 1));
+    pair.settle();
     let no_sni = include_bytes!("../../inspect/testdata/client_hello_openssl_no_sni.bin");
     let h = pair.connect([198, 18, 1, 0], 853);
     pair.phone_tcp(h).send_slice(no_sni).expect("send");

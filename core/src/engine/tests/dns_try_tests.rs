@@ -25,6 +25,7 @@ fn servfailed(pair: &mut Pair) -> bool {
 fn pass(pair: &mut Pair, d: Duration) {
     pair.now += d;
     pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.settle();
 }
 
 /// A query over UDP whose first try times out and whose second try's answer comes truncated, so it is asked again
@@ -36,7 +37,8 @@ fn last_try_over_tcp(pair: &mut Pair) -> FlowId {
     let (flow, forwarded) = pair.up.udp_sent.last().expect("a second try").clone();
     let mut truncated = forwarded;
     truncated[2] |= 0x82;
-    pair.engine.on_udp_datagram(pair.now, flow, &truncated, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &truncated);
+    pair.settle();
     assert!(pair.take_out().is_empty() && dns_failures(pair).is_empty(), "not failed yet");
     pair.up.connects.last().expect("a TCP try").0
 }
@@ -67,6 +69,7 @@ fn a_resolver_closing_before_answering_over_tcp_says_so() {
     let flow = last_try_over_tcp(&mut pair);
     pair.up.eof.insert(flow);
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     assert!(pair.up.closed.contains(&(flow, true)), "the failed try's socket is reset");
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: closed before answering")]);
@@ -77,6 +80,7 @@ fn an_answer_over_tcp_to_another_query_says_so() {
     let mut pair = Pair::new();
     let flow = last_try_over_tcp(&mut pair);
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     // The query echoed as an answer (QR set) under another id.
     let mut other = pair.up.written[&flow].clone();
     other[2] ^= 0xff;
@@ -84,6 +88,7 @@ fn an_answer_over_tcp_to_another_query_says_so() {
     pair.up.to_read.insert(flow, other);
     pair.engine.on_upstream_readable(flow);
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: answer over TCP does not match the query")]);
 }
@@ -94,6 +99,7 @@ fn a_tcp_try_that_cannot_connect_carries_the_drivers_error() {
     let flow = last_try_over_tcp(&mut pair);
     let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused by 198.18.0.1");
     pair.engine.on_tcp_connected(pair.now, flow, Err(refused), &mut pair.up);
+    pair.settle();
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: refused by 198.18.0.1")]);
 }

@@ -52,6 +52,7 @@ fn quic_on_other_ports_is_held_and_judged_by_its_server_name() {
         let mut p = Vec::new();
         PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(6001, port).write(&mut p, &initial).expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+        pair.settle();
         assert_eq!(pair.up.udp_opened.len(), 1, "port {port}: allowed name forwarded");
     }
     // DNS over QUIC (853) is still refused outright when DNS over TLS is.
@@ -74,6 +75,7 @@ fn refused_quic_flows_do_not_count_toward_the_udp_cap() {
         let mut p = Vec::new();
         PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(7000 + port, 443).write(&mut p, &initial).expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+        pair.settle();
     }
     assert!(pair.engine.quic.refused() <= 4, "refusals bounded");
     pair.events();
@@ -99,7 +101,8 @@ fn learning_never_forwards_the_clients_name_and_is_rate_limited() {
     assert!(pair.up.udp_sent.iter().all(|(_, q)| !q.windows(6).any(|w| w == b"ZGV2aW")));
     // Its answer maps the address to the rule's name: a connection there is refused (dns_mapped_ip).
     let (flow, learn) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.settle();
     pair.events();
     let h = pair.connect(TELEMETRY, 22);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
@@ -128,12 +131,14 @@ fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
         .write(&mut p, b"hello")
         .expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     assert!(pair.up.udp_opened.is_empty(), "never opened");
     assert_eq!(pair.events().iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::IpCidr)]);
     // An address learnt (over IPv4) for a blocked name, over TCP to a server-first port.
     pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
     let (flow, learn) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.settle();
     pair.events();
     let mut syn = Vec::new();
     PacketBuilder::ipv6(phone6.octets(), nat64(TELEMETRY).octets(), 64)
@@ -142,7 +147,9 @@ fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
         .write(&mut syn, &[])
         .expect("builds");
     pair.engine.handle_tun_packet(pair.now, &syn, &mut pair.up);
+    pair.settle();
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
     let events = pair.events();
     assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::DnsMappedIp)]);
@@ -158,6 +165,7 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     PacketBuilder::ipv4(PHONE, NORMAL, 64).icmpv4_echo_request(1, 1).write(&mut ping, b"ping").expect("builds");
     for _ in 0..1000 {
         pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+        pair.settle();
         pair.now += Duration::from_millis(1);
     }
     assert_eq!(pair.take_out().len(), 1000, "each echo is still refused");
@@ -173,8 +181,11 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     assert_eq!(pair.engine.stats().blocked, 1000, "every block still counted");
     // A fold still open when the engine stops is flushed, not lost.
     pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.settle();
     pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.settle();
     pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.settle();
     assert_eq!(pair.events().len(), 1);
     pair.engine.flush_folded_events(pair.now);
     assert_eq!(pair.events().iter().map(|e| e.repeats).collect::<Vec<_>>(), [Some(2)]);
@@ -182,6 +193,7 @@ fn identical_blocks_in_a_flood_are_folded_into_one_event_with_a_count() {
     // Another destination is another event; a new window after the summary starts with an event of its own.
     pair.udp(BLOCKED_NET, 9, b"x");
     pair.engine.handle_tun_packet(pair.now, &ping, &mut pair.up);
+    pair.settle();
     let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason()).collect();
     assert_eq!(reasons, [Reason::Block(BlockReason::IpCidr), Reason::Block(BlockReason::IcmpUnsupported)]);
 }
@@ -199,6 +211,7 @@ fn pending_dns_is_bounded_per_client_address() {
             .write(&mut p, &query)
             .expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+        pair.settle();
     }
     let share = super::super::dns::MAX_PENDING_PER_CLIENT;
     assert!(share < super::super::dns::MAX_PENDING);

@@ -21,6 +21,7 @@ fn refused_connect_resets_the_phone_and_is_an_error_event() {
     pair.drive();
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
     let failures = failures(&mut pair);
@@ -55,6 +56,7 @@ fn server_reset_is_an_error_event() {
     pair.up.reset.insert(flow);
     pair.engine.on_upstream_readable(flow);
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
     let failures = failures(&mut pair);
@@ -73,6 +75,7 @@ fn unanswered_dns_is_an_error_event_but_a_blocked_names_learning_query_is_not() 
     pair.events();
     pair.now += pair.engine.config.dns_timeout;
     pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.settle();
     assert_eq!(pair.take_out().len(), 1, "one SERVFAIL: the blocked name was already answered NXDOMAIN");
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
@@ -87,12 +90,14 @@ fn dns_socket_error_is_retried_once_on_a_new_socket_then_servfail() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     pair.events();
     let first = pair.up.udp_sent[0].0;
-    pair.engine.on_udp_error(pair.now, first, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
+    pair.engine.on_udp_error(pair.now, first, io::ErrorKind::ConnectionRefused.into());
+    pair.settle();
     assert!(pair.take_out().is_empty(), "retried, not failed yet");
     assert_eq!(pair.up.udp_sent.len(), 2, "sent again");
     let second = pair.up.udp_sent[1].0;
     assert_ne!(first, second, "on a socket of its own");
-    pair.engine.on_udp_error(pair.now, second, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
+    pair.engine.on_udp_error(pair.now, second, io::ErrorKind::ConnectionRefused.into());
+    pair.settle();
     assert_eq!(udp_payload(&pair.take_out()[0])[3] & 0x0f, 2, "SERVFAIL after the second failure");
     assert_eq!(pair.up.udp_sent.len(), 2, "never retried forever");
     let failures = failures(&mut pair);
@@ -120,7 +125,8 @@ fn udp_socket_error_is_reported() {
     let mut pair = Pair::new();
     pair.udp(NORMAL, 7, b"ping");
     let flow = pair.up.udp_opened[0].0;
-    pair.engine.on_udp_error(pair.now, flow, io::ErrorKind::ConnectionRefused.into(), &mut pair.up);
+    pair.engine.on_udp_error(pair.now, flow, io::ErrorKind::ConnectionRefused.into());
+    pair.settle();
     let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, Reason::Error(ErrorReason::UdpFailed));
@@ -134,17 +140,20 @@ fn dialled_flow_whose_phone_never_completes_the_handshake_ends() {
     pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
     let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
     pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    pair.settle();
     assert_eq!(pair.take_out().len(), 1, "SYN|ACK released");
     // Nobody answers (no phone in this test): the engine's SYN|ACK retransmissions go nowhere.
     for _ in 0..5 {
         pair.now += Duration::from_secs(1);
         pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.settle();
         pair.take_out();
     }
     assert_eq!(pair.engine.stats().tcp_active, 1, "some patience for a slow phone");
     for _ in 0..6 {
         pair.now += Duration::from_secs(1);
         pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.settle();
         pair.take_out();
     }
     assert_eq!(pair.engine.stats().tcp_active, 0, "the half-open flow ended");
@@ -217,6 +226,7 @@ fn server_reset_after_the_clients_fin_went_upstream_is_not_an_error() {
     pair.up.reset.insert(flow);
     pair.engine.on_upstream_readable(flow);
     pair.engine.poll(pair.now, &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "the phone's side is reset too");
     let failures = failures(&mut pair);

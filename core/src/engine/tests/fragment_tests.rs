@@ -20,7 +20,8 @@ fn fragmented_udp_from_the_phone_is_reassembled_and_large_replies_are_fragmented
     assert_eq!(pair.engine.stats().datagrams_reassembled, 1);
     // The 9,000-byte echo goes back to the phone as fragments of at most the MTU.
     let (flow, _) = pair.up.udp_opened[0];
-    pair.engine.on_udp_datagram(pair.now, flow, &payload, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &payload);
+    pair.settle();
     let out = pair.take_out();
     assert!(out.len() > 1 && out.iter().all(|p| p.len() <= 1500), "{} packets", out.len());
     let mut phone_side = fragment::Reassembler::default();

@@ -137,6 +137,7 @@ fn non_quic_udp_to_443_is_not_held() {
     let mut p = Vec::new();
     PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(6000, 443).write(&mut p, &odd).expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     assert_eq!(pair.up.udp_sent.len(), 3);
 }
 
@@ -224,9 +225,9 @@ fn peek_reports_the_block_once_when_the_flow_ends_before_the_answer() {
     assert!(pair.engine.evict_tcp_flow(
         now,
         Some(crate::engine::budget::Client::Address(PHONE.into())),
-        Duration::ZERO,
-        &mut pair.up
+        Duration::ZERO
     ));
+    pair.settle();
     pair.drive();
     pair.wait(Duration::from_secs(5));
     let events = pair.events();
@@ -374,11 +375,13 @@ fn the_capture_queue_is_bounded_and_counts_what_it_dropped() {
     let garbage = [0u8; 20];
     for _ in 0..capture::MAX_QUEUED + 7 {
         pair.engine.handle_tun_packet(pair.now, &garbage, &mut pair.up);
+        pair.settle();
     }
     let mut records = Vec::new();
     assert_eq!(pair.engine.take_capture_records(&mut records), 7);
     assert_eq!(records.len(), capture::MAX_QUEUED);
     pair.engine.handle_tun_packet(pair.now, &garbage, &mut pair.up);
+    pair.settle();
     records.clear();
     assert_eq!(pair.engine.take_capture_records(&mut records), 0, "the count restarts");
     assert_eq!(records.len(), 1);

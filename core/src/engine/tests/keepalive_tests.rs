@@ -14,6 +14,7 @@ fn http_flow(pair: &mut Pair, first: &[u8]) -> (SocketHandle, FlowId) {
     send(pair, h, first);
     let (flow, _) = *pair.up.connects.last().expect("dialled");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     (h, flow)
 }
@@ -47,6 +48,7 @@ fn pipelined_request_to_a_blocked_host_is_refused_and_never_forwarded() {
     send(&mut pair, h, &[ALLOWED, BLOCKED].concat());
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(written(&pair, flow), ALLOWED, "only the allowed request went upstream");
     assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::HttpHost), Some("tracking.intl.miui.com"));

@@ -34,14 +34,16 @@ fn answers_to_a_multicast_query_come_from_the_hosts_that_reply() {
     let (flow, dst) = pair.up.udp_opened[0];
     assert_eq!(dst, SocketAddr::from((MDNS, 5353)));
     let lamp = SocketAddr::from(([198, 18, 0, 40], 5353));
-    pair.engine.on_udp_datagram_from(pair.now, flow, lamp, b"lamp here", &mut pair.up);
+    pair.engine.on_udp_datagram_from(pair.now, flow, lamp, b"lamp here");
+    pair.settle();
     let out = pair.take_out();
     assert_eq!(out.len(), 1);
     assert_eq!(source_and_payload(&out[0]), (lamp.ip(), 5353, b"lamp here".to_vec()));
     // A host in a blocked range answers too: dropped, counted.
     let blocked = SocketAddr::from((BLOCKED_NET, 5353));
     let before = pair.engine.stats().blocked;
-    pair.engine.on_udp_datagram_from(pair.now, flow, blocked, b"blocked host", &mut pair.up);
+    pair.engine.on_udp_datagram_from(pair.now, flow, blocked, b"blocked host");
+    pair.settle();
     assert!(pair.take_out().is_empty(), "a blocked host's answer must not reach the phone");
     assert_eq!(pair.engine.stats().blocked, before + 1);
 }
@@ -51,7 +53,8 @@ fn a_connected_flow_answers_from_its_server() {
     let mut pair = Pair::new();
     pair.udp(NORMAL, 7, b"ping");
     let (flow, _) = pair.up.udp_opened[0];
-    pair.engine.on_udp_datagram_from(pair.now, flow, SocketAddr::from((NORMAL, 7)), b"pong", &mut pair.up);
+    pair.engine.on_udp_datagram_from(pair.now, flow, SocketAddr::from((NORMAL, 7)), b"pong");
+    pair.settle();
     assert_eq!(source_and_payload(&pair.take_out()[0]), (IpAddr::from(NORMAL), 7, b"pong".to_vec()));
 }
 
@@ -69,7 +72,8 @@ fn answers_sent_to_the_group_reach_the_phone_addressed_to_the_group() {
     assert_eq!(addresses(&out[0]), (lamp, SocketAddr::from((MDNS, 5353))));
     assert_eq!(source_and_payload(&out[0]).2, b"lamp here");
     // A unicast answer on the same flow still goes to the phone's own address.
-    pair.engine.on_udp_datagram_from(pair.now, flow, lamp, b"unicast", &mut pair.up);
+    pair.engine.on_udp_datagram_from(pair.now, flow, lamp, b"unicast");
+    pair.settle();
     assert_eq!(addresses(&pair.take_out()[0]).1, SocketAddr::from((PHONE, 5353)));
     // A blocked host's announcement to the group is not heard either.
     let before = pair.engine.stats().blocked;

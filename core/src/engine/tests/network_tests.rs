@@ -109,12 +109,14 @@ fn upstream_error_ends_a_forwarding_tcp_flow_and_a_udp_flow() {
     pair.events();
     let vanished = || io::Error::from_raw_os_error(99);
     pair.engine.on_upstream_error(pair.now, flow, vanished(), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
     assert_eq!(pair.up.closed, vec![(flow, true)], "upstream socket closed");
     pair.udp(NORMAL, 7777, b"ping");
     let (udp_flow, _) = pair.up.udp_opened[0];
     pair.engine.on_upstream_error(pair.now, udp_flow, vanished(), &mut pair.up);
+    pair.settle();
     assert_eq!(pair.engine.stats().udp_active, 0, "UDP flow closed");
     let events = pair.events();
     let reasons: Vec<_> = events.iter().map(|e| (e.action(), e.reason())).collect();

@@ -136,6 +136,7 @@ fn ipv6_blocked_sni_is_refused_undialled_and_an_allowed_one_is_dialled() {
     let (flow, dst) = *pair.up.connects.last().expect("dialled");
     assert_eq!(dst, SocketAddr::new(IpAddr::V6(NORMAL6), 443));
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.up.written[&flow], hello, "the ClientHello forwarded byte-exact");
     pair.up.to_read.insert(flow, b"server hello".to_vec());
@@ -155,7 +156,9 @@ fn ipv6_dns_is_answered_blocked_at_once_and_allowed_forwarded() {
             .write(&mut p, &dns_query_with_id(name, id))
             .expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+        pair.settle();
         pair.engine.poll(pair.now, &mut pair.up);
+        pair.settle();
     }
     let out = pair.take_out();
     assert_eq!(out.len(), 1, "only the blocked name is answered at once");
@@ -175,6 +178,7 @@ fn ipv6_echo_request_is_refused_with_icmpv6() {
         .write(&mut p, b"ping")
         .expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     let out = pair.take_out();
     assert_eq!(out.len(), 1, "one ICMPv6 error: {out:?}");
     assert_eq!(out[0][0] >> 4, 6, "an IPv6 packet");
@@ -208,6 +212,7 @@ fn allowed_client_hello_in_three_segments_is_dialled_only_once_whole() {
     assert_eq!(pair.up.connects.len(), 1);
     assert_eq!(dst, SocketAddr::from((NORMAL, 443)));
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.up.written[&flow], hello, "all three segments forwarded, in order");
 }
@@ -278,7 +283,8 @@ fn an_allowed_name_that_is_a_cname_for_a_blocked_one_gets_nxdomain() {
     let mut pair = Pair::new();
     pair.udp(RESOLVER, 53, &dns_query(ALLOWED));
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &cname_answer(&forwarded, BLOCKED, TELEMETRY), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &cname_answer(&forwarded, BLOCKED, TELEMETRY));
+    pair.settle();
     let out = pair.take_out();
     assert_eq!(out.len(), 1, "one answer");
     let answer = udp_payload(&out[0]);
@@ -297,7 +303,8 @@ fn an_allowed_cname_chain_is_delivered_whole() {
     pair.udp(RESOLVER, 53, &dns_query(ALLOWED));
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
     let upstream = cname_answer(&forwarded, "cdn.example.net", NORMAL);
-    pair.engine.on_udp_datagram(pair.now, flow, &upstream, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &upstream);
+    pair.settle();
     let answer = udp_payload(&pair.take_out()[0]);
     assert_eq!(&answer[2..], &upstream[2..], "passed on unchanged");
     assert!(pair.events().is_empty());
@@ -324,6 +331,7 @@ fn echo_request_is_refused_with_icmp_and_reported() {
     let mut p = Vec::new();
     PacketBuilder::ipv4(PHONE, NORMAL, 64).icmpv4_echo_request(7, 1).write(&mut p, b"ping").expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
+    pair.settle();
     let out = pair.take_out();
     assert_eq!(out.len(), 1, "one ICMP error: {out:?}");
     assert_eq!((out[0][9], out[0][20], out[0][21]), (1, 3, 10), "ICMP unreachable, administratively prohibited");
@@ -346,6 +354,7 @@ fn a_new_policy_judges_new_flows_while_open_ones_keep_forwarding() {
     pair.drive();
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     pair.events();
     let list = format!("||{ALLOWED}^\n");
@@ -379,6 +388,7 @@ fn server_half_closing_first_lets_the_phone_finish_sending() {
     pair.drive();
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     // The server answers and half-closes.
     pair.up.to_read.insert(flow, b"HTTP/1.1 200 OK\r\n\r\nbye".to_vec());
@@ -418,7 +428,8 @@ fn a_blocked_names_address_given_as_host_or_sni_is_refused_by_address() {
     pair.udp(RESOLVER, 53, &dns_query(BLOCKED));
     pair.take_out();
     let (flow, learn) = pair.up.udp_sent[0].clone();
-    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY), &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer_with_a(&learn, TELEMETRY));
+    pair.settle();
     pair.events();
     let literal = "198.18.1.2";
     let h = connect_eager(&mut pair, TELEMETRY, 80);

@@ -13,6 +13,7 @@ fn server_first_flow_keeps_the_upstream_open_until_the_client_closes() {
     let h = pair.connect(NORMAL, 22);
     let (flow, _) = pair.up.connects[0];
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
     assert!(pair.up.shutdowns.is_empty(), "FIN forwarded before the client closed: {:?}", pair.up.shutdowns);
@@ -38,6 +39,7 @@ fn server_first_flow_is_spliced_when_the_phone_acks_late() {
     pair.raw(&raw_tcp(NORMAL, 25, 9000, true, false));
     let (flow, _) = *pair.up.connects.first().expect("server-first port dials at once");
     pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
     assert_eq!(pair.take_out().len(), 1, "SYN|ACK released");
     pair.wait(Duration::from_millis(200));
     assert!(pair.up.shutdowns.is_empty(), "no FIN upstream while the handshake is incomplete");

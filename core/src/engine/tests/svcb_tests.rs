@@ -39,7 +39,8 @@ fn https_answer_of_an_allowed_name_loses_ech_and_teaches_its_hints() {
     pair.udp([198, 18, 53, 53], 53, &query_of_type("www.example.org", TYPE_HTTPS));
     let (flow, forwarded) = pair.up.udp_sent[0].clone();
     let answer = https_answer(&forwarded);
-    pair.engine.on_udp_datagram(pair.now, flow, &answer, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    pair.settle();
     let out = pair.take_out();
     let delivered = udp_payload(&out[0]);
     assert_eq!(&delivered[..2], &[0x12, 0x34], "client's id restored");
@@ -79,7 +80,8 @@ fn an_answer_whose_ech_cannot_be_removed_is_refused_not_passed_on() {
     ];
     answer[..2].copy_from_slice(&forwarded[..2]);
     assert!(parse_response(&answer).is_ok(), "the answer itself parses");
-    pair.engine.on_udp_datagram(pair.now, flow, &answer, &mut pair.up);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    pair.settle();
     let out = pair.take_out();
     let delivered = parse_response(&udp_payload(&out[0])).expect("an answer");
     assert_eq!((delivered.id, delivered.rcode), (0x1234, 2), "SERVFAIL with the client's id");

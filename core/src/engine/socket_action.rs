@@ -1,0 +1,77 @@
+//! What the engine asks of the driver's sockets, polled with [`Engine::poll_socket_action`].
+//!
+//! The engine never calls the driver to open, send on or close a socket: it queues a [`SocketAction`] and goes
+//! on as if it succeeded. The driver drains the queue after each call into the engine, in order, and reports a
+//! failure through the entry point each variant names; until then the flow waits, exactly as it would for a
+//! slow network. Only the byte streams of connected TCP sockets are lent during a call ([`super::Upstream`]), so
+//! the splice copies straight between smoltcp's buffers and the kernel's.
+
+use super::{Engine, FlowId};
+use std::net::SocketAddr;
+
+/// One socket operation for the driver to perform. Flow ids are never reused, so an action for a flow the
+/// engine has since forgotten is harmless (the driver finds no socket, or closes one no one reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketAction {
+    /// Start a TCP connect to `dst` (protected, so it bypasses the tun); report the end with
+    /// [`Engine::on_tcp_connected`], a failure to even start included.
+    TcpConnect {
+        /// The flow the socket belongs to.
+        flow: FlowId,
+        /// Where to connect.
+        dst: SocketAddr,
+    },
+    /// Half-close the connection (FIN after everything written so far).
+    TcpShutdownWrite {
+        /// The flow whose socket to shut down for writing.
+        flow: FlowId,
+    },
+    /// Close the connection and forget the flow; `reset` aborts it with a RST.
+    TcpClose {
+        /// The flow whose socket to close.
+        flow: FlowId,
+        /// Abort with RST rather than a graceful close.
+        reset: bool,
+    },
+    /// Open a UDP socket for datagrams to `dst` and report the result with [`Engine::on_udp_opened`]. Answers
+    /// arrive through [`Engine::on_udp_datagram_from`]. The socket is connected (only `dst` may answer), except
+    /// for broadcast and multicast destinations, whose answers come from the hosts that reply: there it is
+    /// unconnected and may broadcast.
+    UdpOpen {
+        /// The flow the socket belongs to.
+        flow: FlowId,
+        /// Where its datagrams go.
+        dst: SocketAddr,
+        /// For a flow to a multicast group, the phone's socket that sends to it. A driver that can join the
+        /// group upstream does so when this port is the group's own (an mDNS querier on 5353 is answered by
+        /// multicast, RFC 6762 §6), and hands what is sent to the group to [`Engine::on_udp_group_datagram`].
+        multicast_client: Option<SocketAddr>,
+    },
+    /// Send one datagram, now or, for a driver that sends a batch's datagrams together, soon after in order. A
+    /// failure now is reported with [`Engine::on_udp_send_failed`], a later one with
+    /// [`Engine::note_udp_send_failures`].
+    UdpSend {
+        /// The flow whose socket sends it.
+        flow: FlowId,
+        /// The datagram's payload.
+        datagram: Vec<u8>,
+    },
+    /// Close the UDP socket and forget the flow.
+    UdpClose {
+        /// The flow whose socket to close.
+        flow: FlowId,
+    },
+}
+
+impl Engine {
+    /// The next socket operation to perform, oldest first. Drain this after every call into the engine: until
+    /// a queued action is performed, the flow it belongs to makes no progress.
+    pub fn poll_socket_action(&mut self) -> Option<SocketAction> {
+        self.socket_actions.pop_front()
+    }
+
+    /// Queues a socket operation for the driver.
+    pub(super) fn ask(&mut self, action: SocketAction) {
+        self.socket_actions.push_back(action);
+    }
+}

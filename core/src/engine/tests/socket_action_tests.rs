@@ -1,0 +1,98 @@
+//! Engine tests of the socket actions (`socket_action`): the engine never opens, sends on or closes a socket
+//! itself; what it asks for waits, in order, until the driver polls it, and failures the driver reports later end
+//! the flow as a failure at once would have.
+
+use super::*;
+use crate::verdict::ErrorReason;
+
+/// A UDP datagram from the phone's port 5353 to `dst`.
+fn datagram(dst: [u8; 4], dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, dst_port).write(&mut p, payload).expect("builds");
+    p
+}
+
+/// The actions queued so far, without performing them.
+fn queued(pair: &mut Pair) -> Vec<SocketAction> {
+    std::iter::from_fn(|| pair.engine.poll_socket_action()).collect()
+}
+
+#[test]
+fn socket_work_waits_in_order_until_the_driver_polls_it() {
+    let mut pair = Pair::new();
+    pair.engine.handle_tun_packet(pair.now, &datagram(NORMAL, 7, b"one"), &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &datagram(NORMAL, 7, b"two"), &mut pair.up);
+    assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "the engine touched a socket itself");
+    let actions = queued(&mut pair);
+    let Some(SocketAction::UdpOpen { flow, dst, multicast_client: None }) = actions.first().cloned() else {
+        panic!("the flow's socket is opened first: {actions:?}");
+    };
+    assert_eq!(dst, SocketAddr::from((NORMAL, 7)));
+    let sends = [b"one".to_vec(), b"two".to_vec()].map(|datagram| SocketAction::UdpSend { flow, datagram });
+    assert_eq!(actions[1..], sends, "then both datagrams, in the order the phone sent them");
+    assert_eq!(queued(&mut pair), [], "each action is handed out once");
+}
+
+#[test]
+fn a_udp_socket_reported_unopenable_later_is_refused_quoting_the_first_packet() {
+    let mut pair = Pair::new();
+    let first = datagram(NORMAL, 7, b"ping");
+    pair.engine.handle_tun_packet(pair.now, &first, &mut pair.up);
+    let flow = match queued(&mut pair).first() {
+        Some(&SocketAction::UdpOpen { flow, .. }) => flow,
+        other => panic!("no open: {other:?}"),
+    };
+    assert!(pair.take_out().is_empty(), "nothing is refused before the driver reports");
+    pair.engine.on_udp_opened(pair.now, flow, Err(io::Error::from_raw_os_error(24)));
+    let out = pair.take_out();
+    assert_eq!(out.len(), 1, "one ICMP refusal: {out:?}");
+    let quoted = &out[0][28..];
+    assert_eq!(quoted, &first[..quoted.len()], "the refusal quotes the phone's first packet");
+    let stats = pair.engine.stats();
+    assert_eq!((stats.udp_active, stats.udp_flows), (0, 0), "the flow never opened");
+    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::UdpFailed));
+    assert_eq!(queued(&mut pair), [SocketAction::UdpClose { flow }]);
+
+    // The phone's next datagram opens a new flow.
+    pair.engine.handle_tun_packet(pair.now, &datagram(NORMAL, 7, b"again"), &mut pair.up);
+    assert!(matches!(queued(&mut pair).first(), Some(SocketAction::UdpOpen { flow: next, .. }) if *next != flow));
+}
+
+#[test]
+fn an_open_reported_for_a_flow_already_gone_changes_nothing() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 7, b"ping");
+    let flow = pair.up.udp_opened[0].0;
+    pair.wait(pair.engine.config.udp_idle_timeout + Duration::from_secs(1));
+    assert_eq!(pair.engine.stats().udp_active, 0, "idled out");
+    pair.engine.on_udp_opened(pair.now, flow, Err(io::ErrorKind::AddrNotAvailable.into()));
+    assert!(pair.take_out().is_empty());
+    assert!(pair.events().iter().all(|e| e.action() != Action::Error));
+    assert_eq!(pair.engine.stats().udp_flows, 1);
+}
+
+#[test]
+fn a_dns_query_whose_sockets_cannot_open_is_answered_servfail() {
+    let mut pair = Pair::new();
+    pair.up.fail_udp_open = true;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    let out = pair.take_out();
+    assert!(matches!(out.as_slice(), [answer] if udp_payload(answer)[3] & 0x0f == 2), "SERVFAIL: {out:?}");
+    assert!(pair.up.udp_sent.is_empty(), "no query went anywhere");
+    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::DnsFailed));
+}
+
+#[test]
+fn a_failed_send_on_an_open_flow_is_counted_as_dropped() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 7, b"ping");
+    let flow = pair.up.udp_opened[0].0;
+    let dropped = pair.engine.stats().dropped;
+    pair.engine.on_udp_send_failed(pair.now, flow, io::ErrorKind::WouldBlock.into());
+    assert_eq!(pair.engine.stats().dropped, dropped + 1);
+    assert_eq!(pair.engine.stats().udp_active, 1, "the flow stays: one lost datagram is UDP's lot");
+}
