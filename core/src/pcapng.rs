@@ -28,6 +28,11 @@ const IF_NAME: u16 = 2;
 const EPB_FLAGS: u16 = 2;
 /// Longest comment written; longer ones are cut (on a character boundary).
 const MAX_COMMENT: usize = 1024;
+/// Longest interface name written; a longer one is cut (on a character boundary).
+const MAX_IF_NAME: usize = 256;
+/// Longest packet written: more than any IP packet a tun carries (65,535 bytes). A longer one is only counted
+/// ([`PcapngWriter::not_written`]), so that every block's length fits its 32-bit field.
+const MAX_PACKET: usize = 1 << 20;
 
 /// Which way a packet crossed the tun, seen from the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +73,7 @@ impl<W: Write> PcapngWriter<W> {
         body.extend_from_slice(&LINKTYPE_RAW.to_le_bytes());
         body.extend_from_slice(&0u16.to_le_bytes());
         body.extend_from_slice(&0u32.to_le_bytes()); // no snap length
-        push_option(&mut body, IF_NAME, if_name.as_bytes());
+        push_option(&mut body, IF_NAME, truncate_utf8(if_name, MAX_IF_NAME).as_bytes());
         push_option(&mut body, OPT_END, &[]);
         w.write_block(IDB, &body)?;
         Ok(w)
@@ -100,7 +105,11 @@ impl<W: Write> PcapngWriter<W> {
         data: &[u8],
         comment: Option<&str>,
     ) -> io::Result<()> {
-        let len = u32::try_from(data.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        if data.len() > MAX_PACKET {
+            self.not_written += 1;
+            return Ok(());
+        }
+        let len = data.len() as u32;
         let mut body = std::mem::take(&mut self.block);
         body.clear();
         body.extend_from_slice(&0u32.to_le_bytes()); // interface 0
@@ -146,8 +155,11 @@ impl<W: Write> PcapngWriter<W> {
         self.out
     }
 
+    /// Writes one block around `body`, which the callers keep short (a packet of at most [`MAX_PACKET`] bytes,
+    /// a comment of at most [`MAX_COMMENT`], a name of at most [`MAX_IF_NAME`], a few fixed fields): its length
+    /// fits the block's 32-bit length field.
     fn write_block(&mut self, block_type: u32, body: &[u8]) -> io::Result<()> {
-        let total = u32::try_from(body.len() + 12).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let total = (body.len() + 12) as u32;
         self.out.write_all(&block_type.to_le_bytes())?;
         self.out.write_all(&total.to_le_bytes())?;
         self.out.write_all(body)?;
@@ -259,5 +271,18 @@ mod tests {
         w.write_packet(0, Direction::Inbound, &[0x45; 200], None).unwrap();
         w.write_packet(1, Direction::Inbound, &packet, None).unwrap();
         assert_eq!((w.not_written(), w.written()), (1, headers + per_packet));
+    }
+
+    #[test]
+    fn a_packet_too_long_for_a_block_is_counted_and_a_long_name_cut() {
+        let mut w = PcapngWriter::new(Vec::new(), &"é".repeat(MAX_IF_NAME)).unwrap();
+        let headers = w.written();
+        w.write_packet(0, Direction::Inbound, &vec![0x45; MAX_PACKET + 1], None).unwrap();
+        w.write_packet(1, Direction::Inbound, &vec![0x45; MAX_PACKET], None).unwrap();
+        assert_eq!(w.not_written(), 1, "only the packet over the limit is left out");
+        let bytes = w.into_inner();
+        let blocks = blocks(&bytes);
+        assert_eq!(blocks.len(), 3, "a valid pcapng of whole blocks");
+        assert!(headers < 2 * MAX_IF_NAME as u64, "the name was cut: {headers} bytes of headers");
     }
 }
