@@ -42,8 +42,8 @@ pub(crate) struct Sockets {
     /// and answers are taken from any host.
     any_source: HashMap<FlowId, SocketAddr>,
     /// Multicast flows whose socket is bound to the group's port and joined the group upstream (see
-    /// [`Upstream::udp_open_multicast`]), with the upstream interface's index: datagrams sent to the group
-    /// on that interface go to the phone addressed to the group.
+    /// `multicast_client` of [`SocketAction::UdpOpen`]), with the upstream interface's index: datagrams sent to
+    /// the group on that interface go to the phone addressed to the group.
     groups: HashMap<FlowId, OnInterface>,
     /// This device's own addresses, which TCP flows may not dial.
     pub(crate) own_addresses: OwnAddresses,

@@ -550,7 +550,7 @@ impl Engine {
         self.stats.dropped += count;
     }
 
-    /// Counts datagrams that [`Upstream::udp_send`] accepted but the driver could not send later (it holds a
+    /// Counts datagrams of [`SocketAction::UdpSend`]s the driver took but could not send later (it holds a
     /// batch's datagrams to send them together) as dropped.
     pub fn note_udp_send_failures(&mut self, count: u64) {
         self.stats.dropped += count;
