@@ -136,7 +136,8 @@ pub fn run<T: Read + Write + AsRawFd>(
             }
         }
         if tun_backlog {
-            // The batch's UDP datagrams go upstream together, each flow's in one segmented send.
+            // The batch's UDP datagrams go upstream together, each flow's in one segmented send, when the
+            // engine's socket actions are performed below.
             sockets.hold_udp_sends();
             tun_backlog = read_tun(now, &mut tun, &mut engine, &mut sockets, &mut packet, trace.as_mut())?;
         }

@@ -183,9 +183,19 @@ fn udp_flood_from_one_client_leaves_room_for_another() {
         pair.events().into_iter().filter(|e| e.reason() == Reason::Error(ErrorReason::FlowEvicted)).collect();
     assert_eq!(evicted.len(), 1);
     assert_eq!(evicted[0].dst.port(), 10, "A's least recently active flow");
+    let why = evicted[0].error().unwrap_or_default();
+    assert!(why.contains("holds more than its share; idle for 0 s"), "{why}");
     udp_from(&mut pair, A, 20);
     assert_eq!(pair.take_out().len(), 1, "A refused with ICMP");
     assert_eq!(reasons(&mut pair), [(Action::Block, Reason::Block(BlockReason::ClientLimit))]);
+    // Once one of A's own flows has been quiet long enough, A's next flow takes its place.
+    pair.now += Duration::from_secs(16);
+    udp_from(&mut pair, A, 21);
+    assert!(pair.take_out().is_empty(), "A served from its own quiet flow");
+    let evicted: Vec<_> =
+        pair.events().into_iter().filter(|e| e.reason() == Reason::Error(ErrorReason::FlowEvicted)).collect();
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].error(), Some("flow table full; idle for 16 s"));
 }
 
 /// Two apps on one phone address: app A on client ports 1000..=1999, app B on 2000.. (the fake upstream tells).

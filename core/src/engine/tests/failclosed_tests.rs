@@ -84,6 +84,23 @@ fn refused_quic_flows_do_not_count_toward_the_udp_cap() {
     assert!(pair.events().iter().all(|e| e.reason() != Reason::Block(BlockReason::FlowLimit)));
 }
 
+/// QUIC flows still held (their ClientHello not yet whole) count toward the UDP cap as open flows do: otherwise a
+/// client could hold any number of them.
+#[test]
+fn held_quic_flows_count_toward_the_udp_cap() {
+    let mut pair = Pair::new();
+    pair.engine.config.max_udp_flows = 2;
+    pair.udp(NORMAL, 7, b"an open flow");
+    let hello = client_hello("www.example.org", 2500);
+    pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[5; 8], 0, &crypto_frame(0, &hello[..1100]), 1200));
+    assert_eq!(pair.engine.quic.holding(), 1, "held while the ClientHello is incomplete");
+    pair.events();
+    pair.udp(NORMAL, 8, b"one too many");
+    assert_eq!(pair.up.udp_opened.len(), 1, "the table is full: one open, one held");
+    let events = pair.events();
+    assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::FlowLimit)]);
+}
+
 /// A blocked query's labels can carry data to the blocked domain's authoritative servers. Before: the client's
 /// query was forwarded as it was (for address learning), 20 queries → 20 upstream, each with the identifier. Now:
 /// the upstream sees only the rule's name, once.
@@ -232,8 +249,10 @@ fn quic_initials_on_a_flow_not_judged_for_them_are_dropped() {
     pair.udp(NORMAL, 443, b"not quic first");
     assert_eq!(pair.up.udp_sent.len(), 1);
     let blocked = client_hello("tracking.intl.miui.com", 400);
+    let dropped = pair.engine.stats().dropped;
     pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[8; 8], 0, &crypto_frame(0, &blocked), 1200));
     assert_eq!(pair.up.udp_sent.len(), 1, "the Initial naming a blocked host never went upstream");
+    assert_eq!(pair.engine.stats().dropped, dropped + 1, "and was counted as dropped");
     pair.udp(NORMAL, 443, b"\x40short header");
     assert_eq!(pair.up.udp_sent.len(), 2, "other datagrams still relayed");
     // An allowed QUIC flow: its own Initials pass, another connection's do not.

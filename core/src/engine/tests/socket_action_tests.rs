@@ -96,3 +96,24 @@ fn a_failed_send_on_an_open_flow_is_counted_as_dropped() {
     assert_eq!(pair.engine.stats().dropped, dropped + 1);
     assert_eq!(pair.engine.stats().udp_active, 1, "the flow stays: one lost datagram is UDP's lot");
 }
+
+#[test]
+fn an_open_udp_flow_lets_the_engine_sleep_until_it_would_idle_out() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 7, b"ping");
+    let idle = pair.engine.config.udp_idle_timeout;
+    assert_eq!(pair.engine.poll_timeout(pair.now), Some(pair.now + idle), "one wake-up, when the flow may idle out");
+}
+
+#[test]
+fn a_udp_flow_in_use_outlives_its_first_idle_check() {
+    let mut pair = Pair::new();
+    pair.udp(NORMAL, 7, b"ping");
+    let idle = pair.engine.config.udp_idle_timeout;
+    pair.wait(idle / 2);
+    pair.udp(NORMAL, 7, b"still here");
+    pair.wait(idle / 2 + Duration::from_secs(1));
+    assert_eq!(pair.engine.stats().udp_active, 1, "active half-way through: kept past the first check");
+    pair.wait(idle / 2);
+    assert_eq!(pair.engine.stats().udp_active, 0, "idle for the whole timeout since: closed");
+}
