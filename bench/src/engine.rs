@@ -153,7 +153,7 @@ pub fn run(direction: Direction, mtu: usize, bytes: u64) -> io::Result<Report> {
             engine.handle_tun_packet(now, &packet, &mut up);
             report.packets += 1;
         }
-        up.perform(&mut engine);
+        engine.perform_socket_actions(now, &mut up, SinkAndSource::perform);
         if let Some(flow) = up.flow {
             if up.connecting {
                 up.connecting = false;
@@ -165,7 +165,7 @@ pub fn run(direction: Direction, mtu: usize, bytes: u64) -> io::Result<Report> {
             }
         }
         engine.handle_timeout(now, &mut up);
-        up.perform(&mut engine);
+        engine.perform_socket_actions(now, &mut up, SinkAndSource::perform);
         while engine.poll_event().is_some() {}
         engine.take_tun_packets(&mut out);
         report.engine_allocations += (ALLOCATIONS.load(Ordering::Relaxed) - allocations_before) as u64;
@@ -205,15 +205,14 @@ struct SinkAndSource {
 }
 
 impl SinkAndSource {
-    /// Performs the engine's socket actions: the one flow's connect is taken (and reported connected in the next
-    /// round), the rest need nothing of an upstream that is all in memory.
-    fn perform(&mut self, engine: &mut Engine) {
-        while let Some(action) = engine.poll_socket_action() {
-            if let SocketAction::TcpConnect { flow, .. } = action {
-                self.flow = Some(flow);
-                self.connecting = true;
-            }
+    /// Performs one socket action: the one flow's connect is taken (and reported connected in the next round);
+    /// the rest need nothing of an upstream that is all in memory.
+    fn perform(&mut self, action: SocketAction) -> io::Result<()> {
+        if let SocketAction::TcpConnect { flow, .. } = action {
+            self.flow = Some(flow);
+            self.connecting = true;
         }
+        Ok(())
     }
 }
 

@@ -12,7 +12,7 @@ use crate::capture::CaptureWriter;
 use crate::control::Control;
 use crate::network::{self, NetlinkWatch};
 use crate::platform::Platform;
-use crate::sockets::{flow_of, perform_socket_actions, Addressee, Conn, Sockets};
+use crate::sockets::{flow_of, Addressee, Conn, Sockets};
 use crate::sys;
 use crate::tun_writer::TunWriter;
 use hushwall_core::engine::{Engine, EngineConfig, FlowId, Stats};
@@ -91,7 +91,7 @@ pub fn run<T: Read + Write + AsRawFd>(
             sockets.own_addresses.network_changed();
             let now = Instant::now();
             network::end_flows_on_vanished_addresses(now, &mut engine, &mut sockets);
-            perform_socket_actions(now, &mut engine, &mut sockets);
+            engine.perform_socket_actions(now, &mut sockets, Sockets::perform);
         }
         let now = Instant::now();
         let timeout = if tun_backlog || !udp_backlog.is_empty() {
@@ -148,11 +148,11 @@ pub fn run<T: Read + Write + AsRawFd>(
         // getConnectionOwnerUid), and the refusals about to be written (RST, NXDOMAIN) make the client close it.
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
-        perform_socket_actions(now, &mut engine, &mut sockets);
+        engine.perform_socket_actions(now, &mut sockets, Sockets::perform);
         engine.note_udp_send_failures(sockets.send_held());
         follow_network(now, &mut engine, &mut sockets, netlink.is_some(), std::mem::take(&mut network_changed));
         engine.handle_timeout(now, &mut sockets);
-        perform_socket_actions(now, &mut engine, &mut sockets);
+        engine.perform_socket_actions(now, &mut sockets, Sockets::perform);
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         deliver_events(sink.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());

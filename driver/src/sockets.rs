@@ -8,7 +8,7 @@ use crate::network::is_network_gone;
 use crate::own_addresses::OwnAddresses;
 use crate::platform::{Protector, UidResolver};
 use crate::udp_segments::Run;
-use hushwall_core::engine::{Engine, FlowId, SocketAction, Upstream};
+use hushwall_core::engine::{FlowId, SocketAction, Upstream};
 use hushwall_core::event::Protocol as FlowProtocol;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -460,30 +460,25 @@ impl Sockets {
     pub(crate) fn udp_close(&mut self, flow: FlowId) {
         self.forget(flow);
     }
-}
 
-/// Performs the socket operations `engine` asked for, in order, and tells it how each connect, open and send
-/// that can fail went (see [`SocketAction`]).
-pub(crate) fn perform_socket_actions(now: Instant, engine: &mut Engine, sockets: &mut Sockets) {
-    while let Some(action) = engine.poll_socket_action() {
+    /// Performs one of the engine's socket actions; the error of one that failed at once.
+    pub(crate) fn perform(&mut self, action: SocketAction) -> io::Result<()> {
         match action {
-            SocketAction::TcpConnect { flow, dst } => {
-                if let Err(e) = sockets.tcp_connect(flow, dst) {
-                    engine.on_tcp_connected(now, flow, Err(e), sockets);
-                }
+            SocketAction::TcpConnect { flow, dst } => self.tcp_connect(flow, dst),
+            SocketAction::TcpShutdownWrite { flow } => {
+                self.tcp_shutdown_write(flow);
+                Ok(())
             }
-            SocketAction::TcpShutdownWrite { flow } => sockets.tcp_shutdown_write(flow),
-            SocketAction::TcpClose { flow, reset } => sockets.tcp_close(flow, reset),
-            SocketAction::UdpOpen { flow, dst, multicast_client } => {
-                let result = sockets.udp_open(flow, dst, multicast_client);
-                engine.on_udp_opened(now, flow, result);
+            SocketAction::TcpClose { flow, reset } => {
+                self.tcp_close(flow, reset);
+                Ok(())
             }
-            SocketAction::UdpSend { flow, datagram } => {
-                if let Err(e) = sockets.udp_send(flow, &datagram) {
-                    engine.on_udp_send_failed(now, flow, e);
-                }
+            SocketAction::UdpOpen { flow, dst, multicast_client } => self.udp_open(flow, dst, multicast_client),
+            SocketAction::UdpSend { flow, datagram } => self.udp_send(flow, &datagram),
+            SocketAction::UdpClose { flow } => {
+                self.udp_close(flow);
+                Ok(())
             }
-            SocketAction::UdpClose { flow } => sockets.udp_close(flow),
         }
     }
 }

@@ -505,17 +505,7 @@ impl Harness {
     /// Performs the engine's socket actions, telling it of each open and failure as a driver does; then writes
     /// its output "to the phone", remembering TCP sequence numbers for later acknowledgements.
     pub fn drain(&mut self) {
-        while let Some(action) = self.engine.poll_socket_action() {
-            let result = self.up.perform(action.clone());
-            match (action, result) {
-                (SocketAction::TcpConnect { flow, .. }, Err(e)) => {
-                    self.engine.on_tcp_connected(self.now, flow, Err(e), &mut self.up)
-                }
-                (SocketAction::UdpOpen { flow, .. }, result) => self.engine.on_udp_opened(self.now, flow, result),
-                (SocketAction::UdpSend { flow, .. }, Err(e)) => self.engine.on_udp_send_failed(self.now, flow, e),
-                _ => {}
-            }
-        }
+        self.engine.perform_socket_actions(self.now, &mut self.up, FakeUpstream::perform);
         let mut out = Vec::new();
         self.engine.take_tun_packets(&mut out);
         for p in out {

@@ -2,8 +2,8 @@
 //!
 //! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
 //! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
-//! packets and socket readiness with the current time, performs the socket operations
-//! [`Engine::poll_socket_action`] hands it (lending only connected TCP streams through [`Upstream`]), writes what
+//! packets and socket readiness with the current time, performs the socket operations the engine queued with
+//! [`Engine::perform_socket_actions`] (lending only connected TCP streams through [`Upstream`]), writes what
 //! [`Engine::take_tun_packets`] hands it to the tun, delivers [`Engine::poll_event`]s, writes the packet capture
 //! from [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
 //!

@@ -1,13 +1,15 @@
-//! What the engine asks of the driver's sockets, polled with [`Engine::poll_socket_action`].
+//! What the engine asks of the driver's sockets: [`SocketAction`]s, queued in order, which the driver has
+//! performed with [`Engine::perform_socket_actions`] after each call into the engine.
 //!
-//! The engine never calls the driver to open, send on or close a socket: it queues a [`SocketAction`] and goes
-//! on as if it succeeded. The driver drains the queue after each call into the engine, in order, and reports a
-//! failure through the entry point each variant names; until then the flow waits, exactly as it would for a
-//! slow network. Only the byte streams of connected TCP sockets are lent during a call ([`super::Upstream`]), so
-//! the splice copies straight between smoltcp's buffers and the kernel's.
+//! The engine never calls the driver to open, send on or close a socket: it queues an action and goes on as if it
+//! succeeded. Each failure comes back through the entry point the variant names; until then the flow waits,
+//! exactly as it would for a slow network. Only the byte streams of connected TCP sockets are lent during a call
+//! ([`super::Upstream`]), so the splice copies straight between smoltcp's buffers and the kernel's.
 
-use super::{Engine, FlowId};
+use super::{Engine, FlowId, Upstream};
+use std::io;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// One socket operation for the driver to perform. Flow ids are never reused, so an action for a flow the
 /// engine has since forgotten is harmless (the driver finds no socket, or closes one no one reads).
@@ -64,14 +66,62 @@ pub enum SocketAction {
 }
 
 impl Engine {
-    /// The next socket operation to perform, oldest first. Drain this after every call into the engine: until
-    /// a queued action is performed, the flow it belongs to makes no progress.
-    pub fn poll_socket_action(&mut self) -> Option<SocketAction> {
+    /// The next socket operation to perform, oldest first (tests look at the queue without performing it).
+    pub(super) fn poll_socket_action(&mut self) -> Option<SocketAction> {
         self.socket_actions.pop_front()
+    }
+
+    /// Performs every queued socket action, oldest first, with the driver's `perform`, and tells the engine how
+    /// each connect, open and send went (through [`Engine::on_tcp_connected`], [`Engine::on_udp_opened`] and
+    /// [`Engine::on_udp_send_failed`]); actions those reports queue are performed too. `perform` returns the
+    /// error of an action that failed at once. Call it after every call into the engine: until an action is
+    /// performed, its flow makes no progress. It is the one way actions are drained: the driver, the engine tests,
+    /// the fuzz harness and the benchmark all use it.
+    pub fn perform_socket_actions<U: Upstream>(
+        &mut self,
+        now: Instant,
+        up: &mut U,
+        mut perform: impl FnMut(&mut U, SocketAction) -> io::Result<()>,
+    ) {
+        while let Some(action) = self.poll_socket_action() {
+            let report = Report::of(&action);
+            let result = perform(up, action);
+            match (report, result) {
+                (Report::Connect(flow), Err(e)) => self.on_tcp_connected(now, flow, Err(e), up),
+                (Report::Open(flow), result) => self.on_udp_opened(now, flow, result),
+                (Report::Send(flow), Err(e)) => self.on_udp_send_failed(now, flow, e),
+                _ => {}
+            }
+        }
     }
 
     /// Queues a socket operation for the driver.
     pub(super) fn ask(&mut self, action: SocketAction) {
         self.socket_actions.push_back(action);
+    }
+}
+
+/// What the engine must be told after an action is performed.
+enum Report {
+    /// A connect that fails at once ([`Engine::on_tcp_connected`]; a later end is the driver's to report).
+    Connect(FlowId),
+    /// Whether the UDP socket opened ([`Engine::on_udp_opened`]).
+    Open(FlowId),
+    /// A datagram that could not be sent ([`Engine::on_udp_send_failed`]).
+    Send(FlowId),
+    /// Nothing: shutting down and closing cannot fail in a way the flow could act on.
+    Nothing,
+}
+
+impl Report {
+    fn of(action: &SocketAction) -> Report {
+        match *action {
+            SocketAction::TcpConnect { flow, .. } => Report::Connect(flow),
+            SocketAction::UdpOpen { flow, .. } => Report::Open(flow),
+            SocketAction::UdpSend { flow, .. } => Report::Send(flow),
+            SocketAction::TcpShutdownWrite { .. } | SocketAction::TcpClose { .. } | SocketAction::UdpClose { .. } => {
+                Report::Nothing
+            }
+        }
     }
 }

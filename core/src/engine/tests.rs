@@ -45,7 +45,7 @@ struct FakeUpstream {
 
 impl FakeUpstream {
     /// Performs one socket action as the driver would; the error the engine must be told of, if it failed.
-    fn perform(&mut self, action: SocketAction) -> Result<(), io::Error> {
+    fn perform(&mut self, action: SocketAction) -> io::Result<()> {
         match action {
             SocketAction::TcpConnect { flow, dst } => self.connects.push((flow, dst)),
             SocketAction::TcpShutdownWrite { flow } => self.shutdowns.push(flow),
@@ -211,20 +211,9 @@ impl Pair {
         panic!("no quiescence after 200 rounds (livelock?)");
     }
 
-    /// Performs the socket actions the engine asked for, in order, telling it of each open and failure as a
-    /// driver does.
+    /// Performs the socket actions the engine asked for, as a driver does.
     fn settle(&mut self) {
-        while let Some(action) = self.engine.poll_socket_action() {
-            let result = self.up.perform(action.clone());
-            match (action, result) {
-                (SocketAction::TcpConnect { flow, .. }, Err(e)) => {
-                    self.engine.on_tcp_connected(self.now, flow, Err(e), &mut self.up)
-                }
-                (SocketAction::UdpOpen { flow, .. }, result) => self.engine.on_udp_opened(self.now, flow, result),
-                (SocketAction::UdpSend { flow, .. }, Err(e)) => self.engine.on_udp_send_failed(self.now, flow, e),
-                _ => {}
-            }
-        }
+        self.engine.perform_socket_actions(self.now, &mut self.up, FakeUpstream::perform);
     }
 
     /// Lets `d` pass on the virtual clock, running timers.
