@@ -27,6 +27,10 @@ struct FakeUpstream {
     reset: HashSet<FlowId>,
     /// Opening a UDP socket fails (e.g. out of file descriptors).
     fail_udp_open: bool,
+    /// A TCP connect fails at once (e.g. the platform refused to protect the socket).
+    fail_connect: bool,
+    /// Sending a datagram fails at once (e.g. the socket's buffer is full).
+    fail_udp_send: bool,
     /// The UID every phone-side flow belongs to, unless `owners` names its client port's; and how often the
     /// engine asked.
     owner: Option<u32>,
@@ -47,7 +51,12 @@ impl FakeUpstream {
     /// Performs one socket action as the driver would; the error the engine must be told of, if it failed.
     fn perform(&mut self, action: SocketAction) -> io::Result<()> {
         match action {
-            SocketAction::TcpConnect { flow, dst } => self.connects.push((flow, dst)),
+            SocketAction::TcpConnect { flow, dst } => {
+                if self.fail_connect {
+                    return Err(io::ErrorKind::PermissionDenied.into());
+                }
+                self.connects.push((flow, dst));
+            }
             SocketAction::TcpShutdownWrite { flow } => self.shutdowns.push(flow),
             SocketAction::TcpClose { flow, reset } => self.closed.push((flow, reset)),
             SocketAction::UdpOpen { flow, dst, .. } => {
@@ -56,6 +65,7 @@ impl FakeUpstream {
                 }
                 self.udp_opened.push((flow, dst));
             }
+            SocketAction::UdpSend { .. } if self.fail_udp_send => return Err(io::ErrorKind::WouldBlock.into()),
             SocketAction::UdpSend { flow, datagram } => {
                 // A datagram for a socket that never opened goes nowhere, as on a real driver.
                 if self.udp_opened.iter().any(|&(f, _)| f == flow) {

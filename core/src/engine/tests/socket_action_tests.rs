@@ -117,3 +117,29 @@ fn a_udp_flow_in_use_outlives_its_first_idle_check() {
     pair.wait(idle / 2);
     assert_eq!(pair.engine.stats().udp_active, 0, "idle for the whole timeout since: closed");
 }
+
+#[test]
+fn a_connect_that_fails_at_once_resets_the_phone_and_is_reported() {
+    let mut pair = Pair::new();
+    pair.up.fail_connect = true;
+    let h = pair.connect(NORMAL, 80);
+    pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
+    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::ConnectFailed));
+    assert_eq!(pair.engine.stats().tcp_active, 0);
+}
+
+#[test]
+fn a_dns_query_whose_sends_fail_at_once_is_answered_servfail_without_waiting() {
+    let mut pair = Pair::new();
+    pair.up.fail_udp_send = true;
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    let out = pair.take_out();
+    assert!(matches!(out.as_slice(), [answer] if udp_payload(answer)[3] & 0x0f == 2), "SERVFAIL at once: {out:?}");
+    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::DnsFailed));
+}
