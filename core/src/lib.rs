@@ -3,10 +3,10 @@
 //! The engine takes IP packets read from a tun device, decides per flow whether the destination is telemetry
 //! (by DNS name, TLS SNI, HTTP Host or destination address), refuses blocked flows quickly and forwards the rest
 //! through sockets the host platform provides. It never touches a device, a clock or the OS network stack itself:
-//! time is always a parameter, and every socket operation is an [`engine::SocketAction`] the driver polls, in the
-//! sans-IO style of `quinn-proto` (only connected TCP streams are lent during a call, through [`engine::Upstream`],
-//! so the splice copies straight between smoltcp's buffers and the kernel's). The Linux CLI and the Android JNI
-//! library drive it.
+//! time is always a parameter, and every socket operation is an [`engine::SocketAction`] the driver performs, in
+//! the sans-IO style of `quinn-proto` (only connected TCP streams are lent during a call, through
+//! [`engine::Upstream`], so the splice copies straight between smoltcp's buffers and the kernel's). The Linux CLI
+//! and the Android JNI library drive it.
 //!
 //! What it decides is a [`verdict::Verdict`] (allow or block, with a [`verdict::AllowReason`] or
 //! [`verdict::BlockReason`] and the deciding rule); what it reports is an [`event::Event`], complete when queued,

@@ -31,8 +31,8 @@
 //!   is `quic_hold::state`: `Holding`, then opened or `Refused`) or `udp` (by address). ICMP echo is refused
 //!   (`reply`).
 //! - Whatever a flow needs of a socket (connect, open, send a datagram, shut down, close) is queued as a
-//!   `SocketAction` (`socket_action`) for the driver to poll and perform; it reports back how connects and
-//!   opens went. Only a connected TCP stream's bytes move during a call, through [`Upstream`].
+//!   `SocketAction` (`socket_action`) for the driver to perform ([`Engine::perform_socket_actions`]), which
+//!   tells the engine how connects, opens and sends went. Only a connected TCP stream's bytes move during a call, through [`Upstream`].
 //! - Deadlines of every kind are in one heap (`timers`); block events are folded (`repeats`) and queued complete.
 //! - The network under the engine (`network`): its resolvers, address families and MTU, as the driver reports.
 //!
@@ -91,7 +91,7 @@ pub struct FlowId(pub u64);
 /// the splice copies straight between smoltcp's buffers and the kernel's, and the platform's owner lookup.
 ///
 /// Every other socket operation (connect, open, send a datagram, shut down, close) is a [`SocketAction`] the
-/// driver polls. Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it
+/// driver performs with [`Engine::perform_socket_actions`]. Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it
 /// connects, so its traffic bypasses the tun. Reads and writes are non-blocking; `WouldBlock` means "try again
 /// after the next readiness event for this flow".
 pub trait Upstream {

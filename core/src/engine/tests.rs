@@ -250,8 +250,7 @@ impl Pair {
 
     /// Sends a UDP datagram from the phone straight into the engine.
     fn udp(&mut self, dst: [u8; 4], dst_port: u16, payload: &[u8]) {
-        let mut p = Vec::new();
-        PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, dst_port).write(&mut p, payload).expect("builds");
+        let p = udp_packet(dst, dst_port, payload);
         self.engine.handle_tun_packet(self.now, &p, &mut self.up);
         self.settle();
         self.engine.poll(self.now, &mut self.up);
@@ -268,6 +267,13 @@ impl Pair {
     fn events(&mut self) -> Vec<Event> {
         std::iter::from_fn(|| self.engine.poll_event()).collect()
     }
+}
+
+/// A UDP datagram from the phone's port 5353 to `dst`, as [`Pair::udp`] sends it.
+fn udp_packet(dst: [u8; 4], dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, dst_port).write(&mut p, payload).expect("builds");
+    p
 }
 
 fn dns_query(name: &str) -> Vec<u8> {

@@ -17,7 +17,7 @@ fn dns_failures(pair: &mut Pair) -> Vec<String> {
 }
 
 /// Whether the phone got one SERVFAIL over UDP.
-fn servfailed(pair: &mut Pair) -> bool {
+pub(super) fn servfailed(pair: &mut Pair) -> bool {
     matches!(pair.take_out().as_slice(), [answer] if udp_payload(answer)[3] & 0x0f == 2)
 }
 

@@ -5,7 +5,7 @@
 use super::*;
 
 /// The events with action `error`, as (reason, host, error text).
-fn failures(pair: &mut Pair) -> Vec<(Reason, Option<String>, String)> {
+pub(super) fn failures(pair: &mut Pair) -> Vec<(Reason, Option<String>, String)> {
     pair.events()
         .into_iter()
         .filter(|e| e.action() == Action::Error)

@@ -1,16 +1,11 @@
 //! Engine tests of the socket actions (`socket_action`): the engine never opens, sends on or closes a socket
-//! itself; what it asks for waits, in order, until the driver polls it, and failures the driver reports later end
+//! itself; what it asks for waits, in order, until the driver performs it, and failures the driver reports later end
 //! the flow as a failure at once would have.
 
+use super::dns_try_tests::servfailed;
+use super::failure_tests::failures;
 use super::*;
 use crate::verdict::ErrorReason;
-
-/// A UDP datagram from the phone's port 5353 to `dst`.
-fn datagram(dst: [u8; 4], dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    PacketBuilder::ipv4(PHONE, dst, 64).udp(5353, dst_port).write(&mut p, payload).expect("builds");
-    p
-}
 
 /// The actions queued so far, without performing them.
 fn queued(pair: &mut Pair) -> Vec<SocketAction> {
@@ -20,8 +15,8 @@ fn queued(pair: &mut Pair) -> Vec<SocketAction> {
 #[test]
 fn socket_work_waits_in_order_until_the_driver_polls_it() {
     let mut pair = Pair::new();
-    pair.engine.handle_tun_packet(pair.now, &datagram(NORMAL, 7, b"one"), &mut pair.up);
-    pair.engine.handle_tun_packet(pair.now, &datagram(NORMAL, 7, b"two"), &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &udp_packet(NORMAL, 7, b"one"), &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &udp_packet(NORMAL, 7, b"two"), &mut pair.up);
     assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "the engine touched a socket itself");
     let actions = queued(&mut pair);
     let Some(SocketAction::UdpOpen { flow, dst, multicast_client: None }) = actions.first().cloned() else {
@@ -36,7 +31,7 @@ fn socket_work_waits_in_order_until_the_driver_polls_it() {
 #[test]
 fn a_udp_socket_reported_unopenable_later_is_refused_quoting_the_first_packet() {
     let mut pair = Pair::new();
-    let first = datagram(NORMAL, 7, b"ping");
+    let first = udp_packet(NORMAL, 7, b"ping");
     pair.engine.handle_tun_packet(pair.now, &first, &mut pair.up);
     let flow = match queued(&mut pair).first() {
         Some(&SocketAction::UdpOpen { flow, .. }) => flow,
@@ -50,13 +45,13 @@ fn a_udp_socket_reported_unopenable_later_is_refused_quoting_the_first_packet() 
     assert_eq!(quoted, &first[..quoted.len()], "the refusal quotes the phone's first packet");
     let stats = pair.engine.stats();
     assert_eq!((stats.udp_active, stats.udp_flows), (0, 0), "the flow never opened");
-    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::UdpFailed));
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::UdpFailed));
     assert_eq!(queued(&mut pair), [SocketAction::UdpClose { flow }]);
 
     // The phone's next datagram opens a new flow.
-    pair.engine.handle_tun_packet(pair.now, &datagram(NORMAL, 7, b"again"), &mut pair.up);
+    pair.engine.handle_tun_packet(pair.now, &udp_packet(NORMAL, 7, b"again"), &mut pair.up);
     assert!(matches!(queued(&mut pair).first(), Some(SocketAction::UdpOpen { flow: next, .. }) if *next != flow));
 }
 
@@ -69,7 +64,7 @@ fn an_open_reported_for_a_flow_already_gone_changes_nothing() {
     assert_eq!(pair.engine.stats().udp_active, 0, "idled out");
     pair.engine.on_udp_opened(pair.now, flow, Err(io::ErrorKind::AddrNotAvailable.into()));
     assert!(pair.take_out().is_empty());
-    assert!(pair.events().iter().all(|e| e.action() != Action::Error));
+    assert!(failures(&mut pair).is_empty());
     assert_eq!(pair.engine.stats().udp_flows, 1);
 }
 
@@ -78,12 +73,11 @@ fn a_dns_query_whose_sockets_cannot_open_is_answered_servfail() {
     let mut pair = Pair::new();
     pair.up.fail_udp_open = true;
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
-    let out = pair.take_out();
-    assert!(matches!(out.as_slice(), [answer] if udp_payload(answer)[3] & 0x0f == 2), "SERVFAIL: {out:?}");
+    assert!(servfailed(&mut pair), "SERVFAIL");
     assert!(pair.up.udp_sent.is_empty(), "no query went anywhere");
-    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::DnsFailed));
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::DnsFailed));
 }
 
 #[test]
@@ -126,9 +120,9 @@ fn a_connect_that_fails_at_once_resets_the_phone_and_is_reported() {
     pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
-    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::ConnectFailed));
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::ConnectFailed));
     assert_eq!(pair.engine.stats().tcp_active, 0);
 }
 
@@ -137,9 +131,8 @@ fn a_dns_query_whose_sends_fail_at_once_is_answered_servfail_without_waiting() {
     let mut pair = Pair::new();
     pair.up.fail_udp_send = true;
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
-    let out = pair.take_out();
-    assert!(matches!(out.as_slice(), [answer] if udp_payload(answer)[3] & 0x0f == 2), "SERVFAIL at once: {out:?}");
-    let failures: Vec<_> = pair.events().into_iter().filter(|e| e.action() == Action::Error).collect();
+    assert!(servfailed(&mut pair), "SERVFAIL at once");
+    let failures = failures(&mut pair);
     assert_eq!(failures.len(), 1, "{failures:?}");
-    assert_eq!(failures[0].reason(), Reason::Error(ErrorReason::DnsFailed));
+    assert_eq!(failures[0].0, Reason::Error(ErrorReason::DnsFailed));
 }
