@@ -428,17 +428,6 @@ impl Sockets {
         }
     }
 
-    /// Opens `flow`'s UDP socket to `dst` ([`SocketAction::UdpOpen`]); for a multicast group, as the phone's
-    /// `multicast_client` (see there).
-    pub(crate) fn udp_open(
-        &mut self,
-        flow: FlowId,
-        dst: SocketAddr,
-        multicast_client: Option<SocketAddr>,
-    ) -> io::Result<()> {
-        self.open_udp(flow, multicast_client.map(|c| c.port()), dst)
-    }
-
     /// Sends one datagram on `flow`'s socket, or holds it for the batch's segmented send
     /// ([`SocketAction::UdpSend`]).
     pub(crate) fn udp_send(&mut self, flow: FlowId, data: &[u8]) -> io::Result<()> {
@@ -473,7 +462,9 @@ impl Sockets {
                 self.tcp_close(flow, reset);
                 Ok(())
             }
-            SocketAction::UdpOpen { flow, dst, multicast_client } => self.udp_open(flow, dst, multicast_client),
+            SocketAction::UdpOpen { flow, dst, multicast_client } => {
+                self.open_udp(flow, multicast_client.map(|c| c.port()), dst)
+            }
             SocketAction::UdpSend { flow, datagram } => self.udp_send(flow, &datagram),
             SocketAction::UdpClose { flow } => {
                 self.udp_close(flow);
@@ -551,7 +542,7 @@ mod tests {
         let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
         let flow = FlowId(7);
         let broadcast = SocketAddr::from(([127, 255, 255, 255], port));
-        sockets.udp_open(flow, broadcast, None).expect("a broadcast flow opens");
+        sockets.open_udp(flow, None, broadcast).expect("a broadcast flow opens");
         sockets.udp_send(flow, b"who is there").expect("broadcast sent");
         let mut buf = [0u8; 64];
         let (n, asker) = host.recv_from(&mut buf).expect("the host hears the broadcast");
@@ -575,7 +566,7 @@ mod tests {
         let registry = poll.registry().try_clone().expect("registry");
         let mut sockets = Sockets::new(registry, Box::new(Unprotected), Box::new(NoUids));
         let flow = FlowId(9);
-        sockets.udp_open(flow, server.local_addr().expect("addr"), None).expect("open");
+        sockets.open_udp(flow, None, server.local_addr().expect("addr")).expect("open");
         let sent: Vec<Vec<u8>> =
             vec![vec![1; 1200], vec![2; 1200], vec![3; 700], vec![], vec![4; 1300], vec![5; 1300], vec![6; 1400]];
         sockets.hold_udp_sends();

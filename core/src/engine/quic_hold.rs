@@ -169,7 +169,6 @@ impl Engine {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             return;
         }
-        let held = datagrams.iter().map(Vec::as_slice);
-        self.open_udp_flow(now, UdpOpening { packet, key, budget, host: host.as_deref() }, held);
+        self.open_udp_flow(now, UdpOpening { packet, key, budget, host: host.as_deref() }, datagrams);
     }
 }

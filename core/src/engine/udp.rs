@@ -127,26 +127,26 @@ impl Engine {
             return;
         }
         let opening = UdpOpening { packet, key: (client, server), budget, host: host.as_deref() };
-        self.open_udp_flow(now, opening, [payload]);
+        self.open_udp_flow(now, opening, [payload.to_vec()]);
     }
 
     /// Asks the driver to open the upstream socket of an allowed flow (under a new flow id) and send its first
     /// `datagrams`, and enters it in the NAT table, counted in `budget`. If the socket cannot be opened
     /// ([`Engine::on_udp_opened`]), the flow is refused with ICMP (quoting `packet`) and reported.
-    pub(super) fn open_udp_flow<'a>(
+    pub(super) fn open_udp_flow(
         &mut self,
         now: Instant,
         opening: UdpOpening<'_>,
-        datagrams: impl IntoIterator<Item = &'a [u8]>,
+        datagrams: impl IntoIterator<Item = Vec<u8>>,
     ) {
         let UdpOpening { packet, key: (client, server), budget, host } = opening;
         let id = self.new_flow_id();
         let multicast_client = server.ip().is_multicast().then_some(client);
         self.ask(SocketAction::UdpOpen { flow: id, dst: server, multicast_client });
         let mut quic = None;
-        for d in datagrams {
-            quic = quic.take().or_else(|| initial_connection(d));
-            self.ask(SocketAction::UdpSend { flow: id, datagram: d.to_vec() });
+        for datagram in datagrams {
+            quic = quic.take().or_else(|| initial_connection(&datagram));
+            self.ask(SocketAction::UdpSend { flow: id, datagram });
         }
         self.udp_opening.insert(id, PendingOpen { packet: packet.to_vec(), host: host.map(str::to_owned) });
         self.stats.udp_flows += 1;
