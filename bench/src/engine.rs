@@ -9,7 +9,8 @@
 //! `aarch64-linux-android`, see `bench/build-android.sh`).
 
 use crate::counting::ALLOCATIONS;
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Upstream};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Transfer, Upstream};
+use hushwall_core::event::Protocol;
 use hushwall_core::policy::{Policy, Profile};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
@@ -17,6 +18,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -217,13 +219,17 @@ impl SinkAndSource {
 }
 
 impl Upstream for SinkAndSource {
-    fn tcp_write(&mut self, _: FlowId, data: &[u8]) -> io::Result<usize> {
+    fn tcp_write(&mut self, _: FlowId, data: &[u8]) -> Transfer {
         self.written += data.len() as u64;
-        Ok(data.len())
+        Transfer::Moved(data.len())
     }
-    fn tcp_read(&mut self, _: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+    fn tcp_read(&mut self, _: FlowId, buf: &mut [u8]) -> Transfer {
         buf.fill(0xa5);
-        Ok(buf.len())
+        Transfer::Moved(buf.len())
+    }
+    /// The benchmark's flow has no owning app.
+    fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
+        None
     }
 }
 

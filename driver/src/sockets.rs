@@ -8,7 +8,7 @@ use crate::network::is_network_gone;
 use crate::own_addresses::OwnAddresses;
 use crate::platform::{Protector, UidResolver};
 use crate::udp_segments::Run;
-use hushwall_core::engine::{FlowId, SocketAction, Upstream};
+use hushwall_core::engine::{FlowId, SocketAction, Transfer, Upstream};
 use hushwall_core::event::Protocol as FlowProtocol;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -475,17 +475,26 @@ impl Sockets {
 }
 
 impl Upstream for Sockets {
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
-        let result = self.tcp(flow)?.write(data);
-        self.note_error(result)
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
+        let result = self.tcp(flow).and_then(|stream| stream.write(data));
+        transfer(self.note_error(result))
     }
 
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
-        self.tcp(flow)?.read(buf)
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
+        transfer(self.tcp(flow).and_then(|stream| stream.read(buf)))
     }
 
     fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         self.uids.uid(protocol, src, dst)
+    }
+}
+
+/// What a non-blocking stream's read or write result means to the engine.
+fn transfer(result: io::Result<usize>) -> Transfer {
+    match result {
+        Ok(n) => Transfer::Moved(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Transfer::Blocked,
+        Err(e) => Transfer::Failed(e),
     }
 }
 
@@ -494,6 +503,18 @@ mod tests {
     use super::*;
     use crate::platform::NoUids;
     use std::time::{Duration, Instant};
+
+    /// The engine learns "would block" from the driver, and every other error as a failure with its kind.
+    #[test]
+    fn stream_results_become_transfers() {
+        assert!(matches!(transfer(Ok(7)), Transfer::Moved(7)));
+        assert!(matches!(transfer(Ok(0)), Transfer::Moved(0)));
+        assert!(matches!(transfer(Err(io::ErrorKind::WouldBlock.into())), Transfer::Blocked));
+        let Transfer::Failed(e) = transfer(Err(io::ErrorKind::ConnectionReset.into())) else {
+            panic!("a reset is a failure");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
+    }
 
     /// `::ffff:127.0.0.1` through an IPv6-only socket reaches nothing, least of all IPv4 loopback.
     #[test]

@@ -11,7 +11,8 @@
 //! and allowed hosts (split, padded, overlapping, chunked as the input says) let the fuzzer reach those paths.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Upstream};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Transfer, Upstream};
+use hushwall_core::event::Protocol;
 use hushwall_core::inspect::quic::seal::{client_initial, crypto_frame};
 use hushwall_core::inspect::quic::{crypto_frames, open_client_initial, VERSION_1, VERSION_2};
 use hushwall_core::inspect::tls::{scan_client_hello, ClientHelloScan};
@@ -69,11 +70,11 @@ impl<'a> Input<'a> {
 /// The fake network: what the engine asked for is counted and bounded; what it reads comes from the input.
 #[derive(Default)]
 pub struct FakeUpstream {
-    /// Bytes each TCP flow will read next (then `WouldBlock`, or EOF if marked).
+    /// Bytes each TCP flow will read next (then `Transfer::Blocked`, or EOF if marked).
     pub to_read: HashMap<FlowId, (Vec<u8>, bool)>,
     /// Flows the engine opened and has not closed, TCP and UDP.
     pub open: HashMap<FlowId, SocketAddr>,
-    /// How many more writes succeed before `WouldBlock` (backpressure).
+    /// How many more writes succeed before `Transfer::Blocked` (backpressure).
     pub write_budget: usize,
     /// Make connects and sends fail.
     pub fail: bool,
@@ -387,9 +388,9 @@ impl FakeUpstream {
 }
 
 impl Upstream for FakeUpstream {
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
         if self.write_budget == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
+            return Transfer::Blocked;
         }
         self.write_budget -= 1;
         let taken = data.len().min(1000);
@@ -403,19 +404,23 @@ impl Upstream for FakeUpstream {
         for host in self.http_sent.entry(flow).or_default().push(&data[..taken]) {
             self.check_name_sent(&host, "HTTP request");
         }
-        Ok(taken)
+        Transfer::Moved(taken)
     }
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
         let Some((pending, eof)) = self.to_read.get_mut(&flow) else {
-            return Err(io::ErrorKind::WouldBlock.into());
+            return Transfer::Blocked;
         };
         if pending.is_empty() {
-            return if *eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if *eof { Transfer::Moved(0) } else { Transfer::Blocked };
         }
         let n = pending.len().min(buf.len());
         buf[..n].copy_from_slice(&pending[..n]);
         pending.drain(..n);
-        Ok(n)
+        Transfer::Moved(n)
+    }
+    /// The fuzzed phone's flows have no owning app.
+    fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
+        None
     }
 }
 

@@ -29,7 +29,7 @@ mod try_state;
 use super::budget::{crowded, Client, Owner};
 use super::packet::UdpInbound;
 use super::timers::Timer;
-use super::{Engine, FlowId, FlowKey, SocketAction, Upstream};
+use super::{Engine, FlowId, FlowKey, SocketAction, Transfer, Upstream};
 use crate::event::Protocol;
 use crate::inspect::dns::{self, DnsQuery, QuestionKey};
 use crate::verdict::{BlockReason, ErrorReason};
@@ -449,19 +449,19 @@ impl Engine {
         let mut failure: Option<TryFailure> = None;
         while *written < out.len() && failure.is_none() {
             match up.tcp_write(flow, out.get(*written..).unwrap_or_default()) {
-                Ok(0) => failure = Some(TryFailure::WriteZero),
-                Ok(n) => *written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => failure = Some(TryFailure::Socket(e)),
+                Transfer::Moved(0) => failure = Some(TryFailure::WriteZero),
+                Transfer::Moved(n) => *written += n,
+                Transfer::Blocked => break,
+                Transfer::Failed(e) => failure = Some(TryFailure::Socket(e)),
             }
         }
         let mut buf = [0u8; 4096];
         while failure.is_none() && !tcp_message_complete(input) {
             match up.tcp_read(flow, &mut buf) {
-                Ok(0) => failure = Some(TryFailure::ClosedBeforeAnswer),
-                Ok(n) => input.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => failure = Some(TryFailure::Socket(e)),
+                Transfer::Moved(0) => failure = Some(TryFailure::ClosedBeforeAnswer),
+                Transfer::Moved(n) => input.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Transfer::Blocked => break,
+                Transfer::Failed(e) => failure = Some(TryFailure::Socket(e)),
             }
         }
         if let Some(failure) = failure {

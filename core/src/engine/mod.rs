@@ -92,18 +92,40 @@ pub struct FlowId(pub u64);
 ///
 /// Every other socket operation (connect, open, send a datagram, shut down, close) is a [`SocketAction`] the
 /// driver performs with [`Engine::perform_socket_actions`]. Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it
-/// connects, so its traffic bypasses the tun. Reads and writes are non-blocking; `WouldBlock` means "try again
-/// after the next readiness event for this flow".
+/// connects, so its traffic bypasses the tun. Reads and writes are non-blocking: the driver tells how each went as
+/// a [`Transfer`].
 pub trait Upstream {
-    /// Writes bytes to the connection; returns how many were taken.
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize>;
-    /// Reads bytes from the connection; `Ok(0)` is end of stream.
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes bytes to the connection; [`Transfer::Moved`] says how many were taken.
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer;
+    /// Reads bytes from the connection; [`Transfer::Moved`]`(0)` is the end of the stream.
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer;
     /// The app (UID) owning the phone-side flow from `src` to `dst`, if the platform can tell. Asked at most once
     /// per new flow or DNS query: while some app is blocked (see [`Engine::set_blocked_uids`]), and with
     /// [`EngineConfig::budget_by_app`] while the table concerned is at least half full (see `engine::budget`).
-    fn owner_uid(&mut self, _protocol: Protocol, _src: SocketAddr, _dst: SocketAddr) -> Option<u32> {
-        None
+    /// `None` where the platform cannot tell (there is no default: each platform says what it knows).
+    fn owner_uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32>;
+}
+
+/// How one read or write on a lent upstream stream went, as the driver tells it (it knows its platform's errors;
+/// the engine only needs these three cases).
+#[derive(Debug)]
+pub enum Transfer {
+    /// This many bytes moved. A read of 0 is the end of the stream; a write of 0 means the connection takes no
+    /// more bytes.
+    Moved(usize),
+    /// Nothing moves until the socket's next readiness event (the platform's `EWOULDBLOCK`).
+    Blocked,
+    /// The connection failed (reset, timed out, …): the platform's error.
+    Failed(io::Error),
+}
+
+impl Transfer {
+    /// The bytes moved: what a smoltcp buffer closure reports as consumed or filled.
+    fn moved(&self) -> usize {
+        match self {
+            Transfer::Moved(n) => *n,
+            Transfer::Blocked | Transfer::Failed(_) => 0,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use super::private_dns::DOT_PORT;
 use super::reply;
 use super::state_machine::StateMachine;
 use super::timers::Timer;
-use super::{AddressVerdict, Engine, FlowId, SocketAction, Upstream};
+use super::{AddressVerdict, Engine, FlowId, SocketAction, Transfer, Upstream};
 use crate::event::Protocol;
 use crate::inspect::http::{scan_request_head, HeadScan};
 use crate::inspect::http_stream::{RequestStream, Step};
@@ -753,19 +753,17 @@ impl Engine {
             }
             match socket.recv(|data| {
                 let data = data.get(..data.len().min(allowance)).unwrap_or(data);
-                match up.tcp_write(id, data) {
-                    Ok(n) => (n, Ok(n)),
-                    Err(e) => (0, Err(e)),
-                }
+                let transfer = up.tcp_write(id, data);
+                (transfer.moved(), transfer)
             }) {
-                Ok(Ok(n)) if n > 0 => {
+                Ok(Transfer::Moved(n)) if n > 0 => {
                     if let Some(http) = flow.http.as_mut() {
                         http.passed(n);
                     }
                 }
-                Ok(Ok(_)) => break,
-                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => upstream.writable = false,
-                Ok(Err(e)) => return Err(e),
+                Ok(Transfer::Moved(_)) => break,
+                Ok(Transfer::Blocked) => upstream.writable = false,
+                Ok(Transfer::Failed(e)) => return Err(e),
                 Err(_) => break,
             }
         }
@@ -779,18 +777,18 @@ impl Engine {
         }
         // Upstream → phone.
         while upstream.readable && !upstream.eof && socket.can_send() {
-            match socket.send(|buf| match up.tcp_read(id, buf) {
-                Ok(n) => (n, Ok(n)),
-                Err(e) => (0, Err(e)),
+            match socket.send(|buf| {
+                let transfer = up.tcp_read(id, buf);
+                (transfer.moved(), transfer)
             }) {
-                Ok(Ok(0)) => {
+                Ok(Transfer::Moved(0)) => {
                     upstream.eof = true;
                     socket.close();
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => upstream.readable = false,
+                Ok(Transfer::Moved(_)) => {}
+                Ok(Transfer::Blocked) => upstream.readable = false,
                 // The server reset the connection: the caller resets the phone's side too.
-                Ok(Err(e)) => return Err(e),
+                Ok(Transfer::Failed(e)) => return Err(e),
                 Err(_) => break,
             }
         }

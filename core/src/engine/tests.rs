@@ -21,7 +21,7 @@ const LIST: &str = "||tracking.intl.miui.com^\nsa.api.intl.miui.com\n198.19.0.0/
 /// What the engine asked of the network, and what the network will answer.
 #[derive(Default)]
 struct FakeUpstream {
-    /// Most bytes the upstream accepts before `WouldBlock` (a slow server); `None` = unlimited.
+    /// Most bytes the upstream accepts before `Transfer::Blocked` (a slow server); `None` = unlimited.
     write_budget: Option<usize>,
     /// The server reset the connection.
     reset: HashSet<FlowId>,
@@ -79,29 +79,29 @@ impl FakeUpstream {
 }
 
 impl Upstream for FakeUpstream {
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> io::Result<usize> {
+    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
         let n = data.len().min(self.write_budget.unwrap_or(usize::MAX));
         if n == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
+            return Transfer::Blocked;
         }
         if let Some(budget) = &mut self.write_budget {
             *budget -= n;
         }
         self.written.entry(flow).or_default().extend_from_slice(&data[..n]);
-        Ok(n)
+        Transfer::Moved(n)
     }
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> io::Result<usize> {
+    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
         if self.reset.contains(&flow) {
-            return Err(io::ErrorKind::ConnectionReset.into());
+            return Transfer::Failed(io::ErrorKind::ConnectionReset.into());
         }
         let pending = self.to_read.entry(flow).or_default();
         if pending.is_empty() {
-            return if self.eof.contains(&flow) { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+            return if self.eof.contains(&flow) { Transfer::Moved(0) } else { Transfer::Blocked };
         }
         let n = pending.len().min(buf.len());
         buf[..n].copy_from_slice(&pending[..n]);
         pending.drain(..n);
-        Ok(n)
+        Transfer::Moved(n)
     }
     fn owner_uid(&mut self, _: Protocol, src: SocketAddr, _: SocketAddr) -> Option<u32> {
         self.owner_lookups += 1;
