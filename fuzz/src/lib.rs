@@ -568,7 +568,7 @@ impl Harness {
             }
             // An upstream connect completes (or fails) for one of the flows the engine dialed.
             8 => {
-                let ok = input.u8() % 4 != 0;
+                let ok = !input.u8().is_multiple_of(4);
                 if let Some(flow) = self.pick_flow(input) {
                     let result = if ok { Ok(()) } else { Err(io::ErrorKind::ConnectionRefused.into()) };
                     self.engine.on_tcp_connected(self.now, flow, result, &mut self.up);
@@ -579,7 +579,7 @@ impl Harness {
             // Upstream bytes (or EOF) arrive for a TCP flow.
             9 => {
                 let len = usize::from(input.u16() % 4096);
-                let eof = input.u8() % 4 == 0;
+                let eof = input.u8().is_multiple_of(4);
                 let data = input.bytes(len).to_vec();
                 if let Some(flow) = self.pick_flow(input) {
                     let entry = self.up.to_read.entry(flow).or_default();
@@ -593,13 +593,13 @@ impl Harness {
             }
             // A datagram from upstream: to a UDP flow, or to the newest DNS query's socket as a DNS response.
             10 => {
-                let to_dns = input.u8() % 2 == 0;
+                let to_dns = input.u8().is_multiple_of(2);
                 let len = usize::from(input.u16() % 1500);
                 let data = input.bytes(len).to_vec();
                 let newest_dns = self.up.open.iter().filter(|(_, dst)| dst.port() == 53).map(|(&f, _)| f).max();
                 let flow = if to_dns { newest_dns } else { self.pick_flow(input) };
                 if let Some(flow) = flow {
-                    if input.u8() % 8 == 0 {
+                    if input.u8().is_multiple_of(8) {
                         self.engine.on_udp_error(self.now, flow, io::ErrorKind::ConnectionRefused.into());
                     } else {
                         self.engine.on_udp_datagram(self.now, flow, &data);
