@@ -871,5 +871,7 @@ mod regression_tests;
 mod server_first_tests;
 /// Socket actions: queued in order for the driver, failures it reports later.
 mod socket_action_tests;
+/// The counters ([`Stats`]) and the event queue's limits and folding.
+mod stats_tests;
 /// HTTPS/SVCB answers: ech removed, hints learnt, blocked names refused.
 mod svcb_tests;
