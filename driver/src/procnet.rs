@@ -294,13 +294,13 @@ mod tests {
         let (mut uids, dir) = tables(&[("udp6", sockets)]);
         let dst = "[fd00::7]:7".parse().unwrap();
         assert_eq!(uids.uid(Protocol::Udp, "[fd00::1]:20000".parse().unwrap(), dst), Some(0), "table read");
-        let start = Instant::now();
+        let read_at = uids.udp.read_at;
         for i in (15_000..20_000u32).rev() {
             let src = SocketAddr::new("fd00::1".parse().unwrap(), (20_000 + i) as u16);
             assert_eq!(uids.uid(Protocol::Udp, src, dst), Some(i));
         }
-        let took = start.elapsed();
-        assert!(took < Duration::from_millis(100), "5,000 lookups in a 20,000-socket table took {took:?}");
+        // Counted, not timed (a timed unit test fails on a loaded machine): one read served all 5,000.
+        assert_eq!(uids.udp.read_at, read_at, "the table was read again");
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -374,14 +374,13 @@ mod tests {
         assert!(crowd.len() >= 800, "could open only {} sockets", crowd.len());
         let uid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
         let mut uids = ProcNetUids::new();
-        let start = Instant::now();
         for _ in 0..100 {
             let fresh = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             fresh.connect(dst).unwrap();
             uids.next_iteration();
             assert_eq!(uids.uid(Protocol::Udp, fresh.local_addr().unwrap(), dst), Some(uid));
         }
-        let took = start.elapsed();
-        assert!(took < Duration::from_millis(300), "100 new flows among 900 sockets took {took:?} to attribute");
+        // Counted, not timed: the kernel answered each by netlink, and /proc/net/udp was never read.
+        assert!(uids.diag.is_some() && uids.udp.read_at.is_none(), "a table was read");
     }
 }

@@ -232,3 +232,35 @@ fn action_word(verdict: &Verdict) -> &'static str {
         "allow"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(len: usize) -> CaptureRecord {
+        CaptureRecord { time_us: 0, direction: Direction::Inbound, packet: vec![0; len], comment: None }
+    }
+
+    /// 16 MiB of packets fit and not a byte more; a record that does not fit is counted.
+    #[test]
+    fn the_queue_holds_16_mib_of_packets() {
+        let mut c = CaptureState::default();
+        for _ in 0..16 {
+            assert!(c.push(record(1024 * 1024), None));
+        }
+        assert!(!c.push(record(1), None));
+        assert!(!c.push(record(1024 * 1024), None));
+        assert_eq!((c.queue.len(), c.dropped), (16, 2));
+    }
+
+    /// 16,384 records fit, however small.
+    #[test]
+    fn the_queue_holds_16384_records() {
+        let mut c = CaptureState::default();
+        for _ in 0..16_384 {
+            assert!(c.push(record(0), None));
+        }
+        assert!(!c.push(record(0), None));
+        assert_eq!(c.dropped, 1);
+    }
+}

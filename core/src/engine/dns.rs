@@ -205,8 +205,8 @@ impl DnsForwarder {
 
     /// A query id from the CSPRNG.
     fn next_id(&mut self) -> u16 {
-        // Both halves of the 32-bit output are uniform; the low 16 bits are the id.
-        (self.rng.next_u32() & 0xFFFF) as u16
+        // Every bit of the output is uniform; the low 16 are the id.
+        self.rng.next_u32() as u16
     }
 }
 
@@ -584,5 +584,46 @@ fn tcp_message_complete(input: &[u8]) -> bool {
     match *input {
         [a, b, ref rest @ ..] => rest.len() >= usize::from(u16::from_be_bytes([a, b])),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 1)), 53);
+    const B: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(198, 18, 0, 2)), 53);
+
+    /// A resolver that failed is skipped for 5 s, twice that after a second failure in a row, never more than a
+    /// minute; an answer ends its backoff and its count.
+    #[test]
+    fn a_failing_resolver_is_skipped_for_a_backoff_that_doubles_until_it_answers() {
+        let now = Instant::now();
+        let ms = Duration::from_millis(1);
+        let mut forwarder = DnsForwarder::new(&[A, B], &[], [0; 32]);
+        assert_eq!(forwarder.pick(now, None), Some(A));
+        forwarder.mark_failed(A, now);
+        assert_eq!(forwarder.pick(now + BACKOFF_MIN - ms, None), Some(B));
+        assert_eq!(forwarder.pick(now + BACKOFF_MIN, None), Some(A), "after 5 s");
+        forwarder.mark_failed(A, now);
+        assert_eq!(forwarder.pick(now + 2 * BACKOFF_MIN - ms, None), Some(B), "a second failure doubles it");
+        assert_eq!(forwarder.pick(now + 2 * BACKOFF_MIN, None), Some(A));
+        for _ in 0..10 {
+            forwarder.mark_failed(A, now);
+        }
+        assert_eq!(forwarder.pick(now + BACKOFF_MAX - ms, None), Some(B));
+        assert_eq!(forwarder.pick(now + BACKOFF_MAX, None), Some(A), "never more than a minute");
+        forwarder.mark_answered(A);
+        assert_eq!(forwarder.pick(now, None), Some(A), "an answer ends the backoff");
+        forwarder.mark_failed(A, now);
+        assert_eq!(forwarder.pick(now + BACKOFF_MIN, None), Some(A), "and the count starts again");
+    }
+
+    /// The forwarder's debug output names its resolvers and never shows the id generator's secret state.
+    #[test]
+    fn debug_output_hides_the_id_generator() {
+        let text = format!("{:?}", DnsForwarder::new(&[A], &[B], [0x42; 32]));
+        assert!(text.starts_with("DnsForwarder {") && text.contains("198.18.0.1:53") && text.contains("198.18.0.2:53"));
+        assert!(!text.contains("rng") && !text.contains("66, 66"), "{text}");
     }
 }

@@ -80,6 +80,10 @@ impl FakeUpstream {
 
 impl Upstream for FakeUpstream {
     fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
+        if data.is_empty() {
+            // As a socket's write of nothing: taken, and nothing moved.
+            return Transfer::Moved(0);
+        }
         let n = data.len().min(self.write_budget.unwrap_or(usize::MAX));
         if n == 0 {
             return Transfer::Blocked;
@@ -846,6 +850,8 @@ fn syn_without_handshake_is_never_dialled_and_ends() {
 mod budget_tests;
 /// The TCP inspector fails closed: late, big and odd heads, local destinations, allow rules over ranges.
 mod bypass_tests;
+/// The capture at the tun edge, beside these.
+mod capture_tests;
 /// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
 mod dns_tests;
 /// How a DNS try ends without an answer, over UDP and TCP: SERVFAIL and the failure named in the event.
@@ -856,7 +862,7 @@ mod failclosed_tests;
 mod failure_tests;
 /// IP fragments both ways, beside these.
 mod fragment_tests;
-/// QUIC SNI, payload peek and capture tests, beside these.
+/// QUIC SNI and payload peek tests, beside these.
 mod inspect_tests;
 /// Every request of a keep-alive HTTP connection is judged (issue 18.5).
 mod keepalive_tests;

@@ -899,6 +899,8 @@ mod tests {
     }
 
     /// Before: 128 base64-gzip fields in a 50 KB request each inflated to 256 KiB (104 ms on the engine thread).
+    /// Now the request's inflate budget (256 KiB) goes to the first field and the rest are left undecoded. The
+    /// work is counted, not timed (a timed unit test fails on a loaded machine and proves little).
     #[test]
     fn decoding_work_per_request_is_bounded() {
         let bomb = urlencode(&STANDARD.encode(gzip(&vec![b'{'; MAX_INFLATED_LEN])));
@@ -908,12 +910,10 @@ mod tests {
             "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let started = std::time::Instant::now();
         let peek = summarize_request(req.as_bytes(), false).unwrap();
-        let took = started.elapsed();
         assert!(peek.truncated, "marked as cut");
-        assert!(peek.form.iter().any(|f| f.value == NOT_DECODED));
-        assert!(took < std::time::Duration::from_millis(20), "{took:?}");
+        assert_eq!(peek.form.len(), 64, "the fields kept");
+        assert_eq!(peek.form.iter().filter(|f| f.value == NOT_DECODED).count(), 63, "only the first is inflated");
     }
 
     proptest! {

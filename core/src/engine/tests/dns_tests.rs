@@ -139,7 +139,9 @@ fn a_silent_resolver_is_skipped_and_the_query_retried_on_the_next_within_the_bud
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     assert_eq!(pair.up.udp_opened[0].1, addr(RESOLVER_A));
     // Half the budget without an answer: the same query goes to the next resolver on a new socket.
-    pair.wait(pair.engine.config.dns_timeout / 2);
+    pair.wait(pair.engine.config.dns_timeout / 2 - Duration::from_millis(1));
+    assert_eq!(pair.up.udp_opened.len(), 1, "the first resolver has half the budget");
+    pair.wait(Duration::from_millis(1));
     assert_eq!(pair.up.udp_opened.len(), 2);
     assert_eq!(pair.up.udp_opened[1].1, addr(RESOLVER_B));
     assert!(pair.up.udp_closed.contains(&pair.up.udp_opened[0].0), "the first try's socket is closed");
@@ -370,4 +372,97 @@ fn dns_over_quic_and_http3_to_the_private_dns_server_are_let_through_and_other_d
         verdicts(&mut pair),
         vec![(Action::Block, Reason::Block(BlockReason::DnsOverTls), Some("dns.google".into()))]
     );
+}
+
+/// `query` with an EDNS OPT record offering a 4,096-byte UDP payload.
+fn with_edns(mut query: Vec<u8>) -> Vec<u8> {
+    query[11] = 1;
+    query.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+    query
+}
+
+/// An answer to `forwarded` exactly `len` bytes long: its question and one NULL record padding it out.
+fn answer_of_len(forwarded: &[u8], len: usize) -> Vec<u8> {
+    let mut at = 12;
+    while forwarded[at] != 0 {
+        at += 1 + usize::from(forwarded[at]);
+    }
+    let question_end = at + 5;
+    let mut answer = forwarded[..question_end].to_vec();
+    answer[2] |= 0x80;
+    answer[6..12].copy_from_slice(&[0, 1, 0, 0, 0, 0]);
+    let rdlen = len - question_end - 12;
+    answer.extend_from_slice(&[0xc0, 12, 0, 10, 0, 1, 0, 0, 0, 60]);
+    answer.extend_from_slice(&(rdlen as u16).to_be_bytes());
+    answer.resize(len, 0);
+    answer
+}
+
+/// An answer that fills the tun MTU after the IP and UDP headers (20 + 8 bytes on IPv4, 40 + 8 on IPv6) reaches
+/// the phone whole; one byte more is cut to its question with TC set, so the phone asks again over TCP.
+#[test]
+fn udp_answers_are_cut_only_past_the_tun_mtu() {
+    let phone6 = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let server6 = [0xfd, 0, 0x68, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53];
+    for (v6, fits) in [(false, 1500 - 28), (true, 1500 - 48)] {
+        for (len, cut) in [(fits, false), (fits + 1, true)] {
+            let mut pair = pair_with(&[RESOLVER_A], &[]);
+            let query = with_edns(dns_query("big.example.org"));
+            let mut packet = Vec::new();
+            let builder = if v6 {
+                PacketBuilder::ipv6(phone6, server6, 64)
+            } else {
+                PacketBuilder::ipv4(PHONE, [198, 18, 53, 53], 64)
+            };
+            builder.udp(5353, 53).write(&mut packet, &query).expect("builds");
+            pair.raw(&packet);
+            let (flow, forwarded) = pair.up.udp_sent[0].clone();
+            pair.engine.on_udp_datagram(pair.now, flow, &answer_of_len(&forwarded, len));
+            pair.settle();
+            let answers = udp_answers(&mut pair);
+            assert_eq!(answers.len(), 1);
+            let label = format!("IPv{} answer of {len} bytes", if v6 { 6 } else { 4 });
+            assert_eq!(answers[0][2] & 0x02 != 0, cut, "{label}: TC");
+            assert_eq!(answers[0].len() == len, !cut, "{label}: whole");
+        }
+    }
+}
+
+/// The engine's own query for a blocked name's addresses waits as a phone's would: half the budget on the first
+/// try, and its failure is counted (never reported to the user, whose query was answered NXDOMAIN).
+#[test]
+fn a_learning_query_waits_its_budget_and_its_failure_is_counted() {
+    let mut pair = pair_with(&[RESOLVER_A], &[]);
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    assert_eq!(pair.up.udp_sent.len(), 1, "the learning query");
+    pair.take_out();
+    pair.events();
+    pair.wait(pair.engine.config.dns_timeout / 2 - Duration::from_millis(1));
+    assert!(pair.up.udp_closed.is_empty(), "still waiting for its answer");
+    pair.wait(pair.engine.config.dns_timeout);
+    assert_eq!(pair.engine.stats().upstream_errors, 1);
+    assert!(pair.events().is_empty() && pair.take_out().is_empty(), "nothing for the phone");
+}
+
+/// Queries are counted whatever becomes of them; what cannot be read as a query is counted as malformed and
+/// what cannot be an answer to the query in flight as dropped.
+#[test]
+fn queries_malformed_queries_and_forged_answers_are_counted() {
+    let mut pair = pair_with(&[RESOLVER_A], &[]);
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    pair.udp([198, 18, 53, 53], 53, &dns_query("tracking.intl.miui.com"));
+    pair.udp([198, 18, 53, 53], 53, b"\x12\x34 not a query");
+    let stats = pair.engine.stats();
+    assert_eq!((stats.dns_queries, stats.malformed), (3, 1));
+    let (flow, forwarded) = pair.up.udp_sent[0].clone();
+    let mut forged = answer_with(&forwarded, 1);
+    forged[0] ^= 0xff;
+    pair.engine.on_udp_datagram(pair.now, flow, &forged);
+    pair.engine.on_udp_datagram(pair.now, flow, &forged);
+    assert_eq!(pair.engine.stats().dropped, 2);
+    // A blocked app's query is a query too.
+    pair.up.owner = Some(10_123);
+    pair.engine.set_blocked_uids(HashSet::from([10_123]));
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.engine.stats().dns_queries, 4);
 }
