@@ -447,6 +447,56 @@ mod tests {
         assert_eq!((r.len(), r.next_expiry()), (0, None));
     }
 
+    /// A datagram held since `t0` is kept until `t0` + 10 s, not a moment less.
+    #[test]
+    fn a_datagram_is_held_for_the_reassembly_timeout() {
+        let t0 = Instant::now();
+        let mut r = Reassembler::default();
+        assert_eq!(r.add(t0, &fragments(&udp_v4(4000), 1500, 1)[0]), Reassembly::Held);
+        assert_eq!(r.next_expiry(), Some(t0 + REASSEMBLY_TIMEOUT));
+        assert_eq!(r.expire(t0 + REASSEMBLY_TIMEOUT - Duration::from_millis(1)), 0);
+        assert_eq!(r.expire(t0 + REASSEMBLY_TIMEOUT), 1);
+    }
+
+    /// A datagram of exactly 64 fragments is reassembled; a 65th fragment drops it.
+    #[test]
+    fn a_datagram_may_have_64_fragments_and_no_more() {
+        let t0 = Instant::now();
+        // 64 × 8 payload bytes at an MTU leaving 8 bytes a fragment (20-byte header + 8).
+        let whole = udp_v4(64 * 8 - 8);
+        let frags = fragments(&whole, 28, 4);
+        assert_eq!(frags.len(), 64);
+        let mut r = Reassembler::default();
+        for f in &frags[..63] {
+            assert_eq!(r.add(t0, f), Reassembly::Held);
+        }
+        assert!(matches!(r.add(t0, &frags[63]), Reassembly::Complete(_)));
+        let more = fragments(&udp_v4(65 * 8 - 8), 28, 5);
+        let held: Vec<Reassembly> = more[..65].iter().map(|f| r.add(t0, f)).collect();
+        assert_eq!(held[63], Reassembly::Held);
+        assert_eq!(held[64], Reassembly::Dropped(65), "the 65th fragment drops all of them");
+    }
+
+    /// A fragment that evicts the oldest datagram to make room and is itself bad counts both.
+    #[test]
+    fn a_bad_fragment_that_evicted_a_datagram_counts_both() {
+        let t0 = Instant::now();
+        let mut r = Reassembler::default();
+        for id in 0..MAX_DATAGRAMS as u32 {
+            assert_eq!(r.add(t0, &fragments(&udp_v4(4000), 1500, id)[0]), Reassembly::Held);
+        }
+        // A first fragment whose length is not a multiple of 8 while more follow cannot be placed.
+        let mut bad = fragments(&udp_v4(4000), 1500, 999).swap_remove(0);
+        bad.truncate(bad.len() - 3);
+        let (mut header, _) = etherparse::Ipv4Header::from_slice(&bad).expect("ipv4");
+        header.total_len = bad.len() as u16;
+        header.header_checksum = header.calc_header_checksum();
+        let mut head = Vec::new();
+        header.write(&mut head).expect("writes");
+        bad[..head.len()].copy_from_slice(&head);
+        assert_eq!(r.add(t0, &bad), Reassembly::Dropped(2), "itself and the evicted one");
+    }
+
     #[test]
     fn garbage_never_panics_and_is_dropped() {
         let mut r = Reassembler::default();

@@ -466,3 +466,20 @@ fn queries_malformed_queries_and_forged_answers_are_counted() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
     assert_eq!(pair.engine.stats().dns_queries, 4);
 }
+
+/// An answer that echoes the query's id and question but whose records cannot be read is counted as malformed
+/// and the phone gets SERVFAIL rather than waiting.
+#[test]
+fn an_unreadable_answer_is_counted_and_answered_servfail() {
+    let mut pair = pair_with(&[RESOLVER_A], &[]);
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    let (flow, forwarded) = pair.up.udp_sent[0].clone();
+    let mut answer = answer_with(&forwarded, 1);
+    answer.truncate(answer.len() - 3);
+    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    pair.settle();
+    let answers = udp_answers(&mut pair);
+    assert_eq!(answers.len(), 1);
+    assert_eq!((&answers[0][..2], answers[0][3] & 0x0f), (&[0x12, 0x34][..], 2), "SERVFAIL with the phone's id");
+    assert_eq!(pair.engine.stats().malformed, 1);
+}

@@ -91,6 +91,7 @@ fn an_answer_over_tcp_to_another_query_says_so() {
     pair.settle();
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: answer over TCP does not match the query")]);
+    assert_eq!(pair.engine.stats().malformed, 1, "counted");
 }
 
 #[test]

@@ -85,4 +85,5 @@ fn an_answer_whose_ech_cannot_be_removed_is_refused_not_passed_on() {
     let out = pair.take_out();
     let delivered = parse_response(&udp_payload(&out[0])).expect("an answer");
     assert_eq!((delivered.id, delivered.rcode), (0x1234, 2), "SERVFAIL with the client's id");
+    assert_eq!(pair.engine.stats().malformed, 1, "counted");
 }
