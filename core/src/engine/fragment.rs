@@ -497,6 +497,14 @@ mod tests {
         assert_eq!(r.add(t0, &bad), Reassembly::Dropped(2), "itself and the evicted one");
     }
 
+    /// Whole packets are not fragments: given one, the reassembler drops it rather than pass it on as complete.
+    #[test]
+    fn a_whole_packet_is_not_taken_for_a_fragment() {
+        let mut r = Reassembler::default();
+        assert_eq!(r.add(Instant::now(), &udp_v4(100)), Reassembly::Dropped(1));
+        assert_eq!(r.add(Instant::now(), &udp_v6(100)), Reassembly::Dropped(1));
+    }
+
     #[test]
     fn garbage_never_panics_and_is_dropped() {
         let mut r = Reassembler::default();

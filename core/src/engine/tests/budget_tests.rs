@@ -5,6 +5,8 @@
 
 use super::*;
 use crate::engine::budget::{Client, SMALL_TCP_BUFFER};
+use crate::inspect::quic::seal::{client_initial, crypto_frame};
+use crate::inspect::quic::VERSION_1;
 
 const A: [u8; 4] = PHONE;
 const B: [u8; 4] = [10, 111, 0, 2];
@@ -255,6 +257,7 @@ fn apps_sharing_one_address_each_get_their_share() {
     let events = pair.events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0].reason(), events[0].uid), (Reason::Block(BlockReason::ClientLimit), Some(APP_A)));
+    assert_eq!(pair.engine.stats().blocked, 1, "the refusal is counted as a block");
     assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).tcp, 2);
     assert_eq!(pair.engine.stats().tcp_active, 8);
     assert_eq!(pair.up.owner_lookups, 7, "never two lookups for one flow");
@@ -330,4 +333,22 @@ fn budgets_by_app_ask_no_owner_on_a_normal_day_and_reuse_a_blocked_app_lookup() 
     assert_eq!(pair.up.owner_lookups, 2, "one lookup per flow");
     assert_eq!(pair.engine.budgets.usage(Client::App(APP_A)).tcp, 1);
     assert_eq!(pair.engine.budgets.usage(Client::App(APP_B)).tcp, 1);
+}
+
+/// QUIC flows held for the rest of their ClientHello take room in the UDP table: with half of it holding, the
+/// owner of the next flow is asked.
+#[test]
+fn held_quic_flows_count_toward_the_udp_table() {
+    let mut pair = app_pair();
+    pair.engine.config.max_udp_flows = 4;
+    let hello = super::inspect_tests::client_hello("www.example.org", 2500);
+    for src_port in [1000u16, 1001] {
+        let first = client_initial(VERSION_1, &[src_port as u8; 8], 0, &crypto_frame(0, &hello[..1100]), 1200);
+        let mut p = Vec::new();
+        PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(src_port, 443).write(&mut p, &first).expect("builds");
+        pair.raw(&p);
+    }
+    assert_eq!((pair.engine.quic.holding(), pair.up.owner_lookups), (2, 0));
+    udp_from_port(&mut pair, 1002, 7);
+    assert_eq!(pair.up.owner_lookups, 1, "half the table holds: the owner is asked");
 }

@@ -158,9 +158,28 @@ fn a_reply_that_fills_the_mtu_goes_whole_and_one_byte_more_is_fragmented() {
     assert_eq!(out.iter().map(Vec::len).collect::<Vec<_>>(), [pair.engine.config.mtu]);
     pair.engine.on_udp_datagram(pair.now, flow, &vec![1; fits + 1]);
     assert_eq!(pair.take_out().len(), 2, "cut in two");
-    assert_eq!(pair.engine.stats().dropped, 0);
+    let stats = pair.engine.stats();
+    assert_eq!((stats.fragments_sent, stats.dropped), (2, 0));
     // No IPv4 datagram carries more than 65,507 bytes: a bigger one cannot be written to the phone.
     pair.engine.on_udp_datagram(pair.now, flow, &vec![1; 65_508]);
     assert!(pair.take_out().is_empty());
     assert_eq!(pair.engine.stats().dropped, 1);
+}
+
+/// IPv6 is never cut below its minimum MTU of 1,280 bytes: on a smaller tun a reply that does not fit is dropped
+/// and counted.
+#[test]
+fn an_ipv6_reply_that_cannot_be_cut_is_dropped_and_counted() {
+    let mut pair = Pair::new();
+    pair.engine.config.mtu = 1000;
+    let phone6 = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let server6 = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+    let mut packet = Vec::new();
+    PacketBuilder::ipv6(phone6, server6, 64).udp(5353, 7).write(&mut packet, b"x").expect("builds");
+    pair.raw(&packet);
+    let flow = pair.up.udp_opened[0].0;
+    pair.engine.on_udp_datagram(pair.now, flow, &[1; 1200]);
+    assert!(pair.take_out().is_empty());
+    let stats = pair.engine.stats();
+    assert_eq!((stats.fragments_sent, stats.dropped), (0, 1));
 }
