@@ -384,7 +384,10 @@ mod tests {
     #[test]
     fn split_respects_the_mtu_and_reassembles_in_order_and_out_of_order() {
         let t0 = Instant::now();
-        for (packet, mtu) in [(udp_v4(4000), 1500), (udp_v4(9000), 1500), (udp_v6(9000), 1280), (udp_v6(4000), 1500)] {
+        // The last two fill their last fragment exactly (2 × 1,480 and 2 × 1,232 bytes of IP payload).
+        let exact = [(udp_v4(2 * 1480 - 8), 1500), (udp_v6(2 * 1232 - 8), 1280)];
+        let cases = [(udp_v4(4000), 1500), (udp_v4(9000), 1500), (udp_v6(9000), 1280), (udp_v6(4000), 1500)];
+        for (packet, mtu) in cases.into_iter().chain(exact) {
             let frags = fragments(&packet, mtu, 77);
             assert!(frags.len() > 1);
             assert!(frags.iter().all(|f| f.len() <= mtu && is_fragment(f)), "every piece fits and is a fragment");
@@ -396,6 +399,13 @@ mod tests {
                 }
                 let Reassembly::Complete(whole) = r.add(t0, last) else { panic!("not complete") };
                 assert!(!is_fragment(&whole));
+                let (sent, got) = (IpSlice::from_slice(&packet).unwrap(), IpSlice::from_slice(&whole).unwrap());
+                assert_eq!((got.source_addr(), got.destination_addr()), (sent.source_addr(), sent.destination_addr()));
+                let hops = |ip: &IpSlice| match ip {
+                    IpSlice::Ipv4(v4) => v4.header().ttl(),
+                    IpSlice::Ipv6(v6) => v6.header().hop_limit(),
+                };
+                assert_eq!(hops(&got), TTL, "the engine's own hop limit");
                 assert_eq!(udp_payload(&whole), udp_payload(&packet), "byte-exact");
                 assert_eq!(r.len(), 0);
             }

@@ -126,6 +126,8 @@ mod tests {
         assert_eq!(learning_query("a..b", 1), None);
         let long = vec!["a".repeat(63); 4].join(".");
         assert_eq!(learning_query(&long, 1), None, "256 bytes on the wire");
+        let longest = format!("{}.{}", "a".repeat(61), vec!["a".repeat(63); 3].join("."));
+        assert!(learning_query(&longest, 1).is_some(), "255 bytes on the wire is the longest name");
     }
 
     #[test]
@@ -136,6 +138,8 @@ mod tests {
         assert!(!limiter.take("a.example", 1, t0 + Duration::from_secs(59)));
         assert!(limiter.take("a.example", 28, t0), "per query type");
         assert!(limiter.take("a.example", 1, t0 + LEARN_INTERVAL));
+        assert!(!limiter.take("a.example", 1, t0 + 2 * LEARN_INTERVAL - Duration::from_secs(1)), "an interval again");
+        assert!(limiter.take("a.example", 1, t0 + 2 * LEARN_INTERVAL));
         let mut limiter = LearnLimiter::default();
         for i in 0..MAX_LEARNING {
             assert!(limiter.take(&format!("n{i}.example"), 1, t0));

@@ -178,6 +178,50 @@ mod tests {
         }
     }
 
+    /// Only a SYN without ACK or RST opens a connection.
+    #[test]
+    fn only_a_bare_syn_is_initial() {
+        let seg = |syn, ack, rst| TcpSummary {
+            src_port: 1,
+            dst_port: 2,
+            seq: 0,
+            ack_num: 0,
+            syn,
+            ack,
+            rst,
+            fin: false,
+            payload_len: 0,
+        };
+        assert!(seg(true, false, false).is_initial_syn());
+        for (syn, ack, rst) in [(true, true, false), (true, false, true), (false, false, false), (false, true, false)] {
+            assert!(!seg(syn, ack, rst).is_initial_syn(), "syn {syn} ack {ack} rst {rst}");
+        }
+    }
+
+    /// Echo requests are told apart from the rest of ICMP (which is dropped), on both families.
+    #[test]
+    fn only_echo_requests_are_echo_requests() {
+        let icmp = |ipv6: bool, request: bool| {
+            let (v4, v6) = (
+                PacketBuilder::ipv4([10, 0, 0, 1], [198, 18, 0, 1], 64),
+                PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64),
+            );
+            let mut out = Vec::new();
+            match (ipv6, request) {
+                (false, true) => v4.icmpv4_echo_request(1, 1).write(&mut out, b"ping"),
+                (false, false) => v4.icmpv4_echo_reply(1, 1).write(&mut out, b"ping"),
+                (true, true) => v6.icmpv6_echo_request(1, 1).write(&mut out, b"ping"),
+                (true, false) => v6.icmpv6_echo_reply(1, 1).write(&mut out, b"ping"),
+            }
+            .expect("builds");
+            out
+        };
+        for v6 in [false, true] {
+            assert_eq!(parse(&icmp(v6, true)).expect("parses").transport, Transport::EchoRequest);
+            assert_eq!(parse(&icmp(v6, false)).expect("parses").transport, Transport::Other);
+        }
+    }
+
     #[test]
     fn rejects_truncated_and_garbage() {
         let pkt = build(PacketBuilder::ipv4([10, 0, 0, 1], [198, 18, 0, 1], 64).udp(5000, 53), b"hello");

@@ -130,3 +130,40 @@ fn upstream_error_ends_a_forwarding_tcp_flow_and_a_udp_flow() {
     pair.udp(NORMAL, 7777, b"again");
     assert_eq!(pair.up.udp_opened.len(), 2, "the next datagram opens a new socket");
 }
+
+/// An IPv4-mapped IPv6 destination leaves as IPv4: an IPv4-only network forwards it, one without IPv4 refuses it.
+#[test]
+fn a_mapped_destination_follows_the_ipv4_route() {
+    let mapped = std::net::Ipv4Addr::from(NORMAL).to_ipv6_mapped().octets();
+    let datagram = || {
+        let mut p = Vec::new();
+        PacketBuilder::ipv6(PHONE6, mapped, 64).udp(5353, 7).write(&mut p, b"ping").expect("builds");
+        p
+    };
+    let mut pair = Pair::new();
+    pair.engine.network_changed(ipv4_only());
+    pair.raw(&datagram());
+    assert_eq!(pair.up.udp_opened.len(), 1, "forwarded over IPv4");
+    let mut pair = Pair::new();
+    pair.engine.network_changed(NetworkInfo { ipv4: false, ..NetworkInfo::default() });
+    pair.raw(&datagram());
+    assert!(pair.up.udp_opened.is_empty(), "no IPv4 route: refused");
+}
+
+/// The resolvers and Private DNS server a network reports replace the configured ones; a report without
+/// resolvers (the Linux driver's) leaves them.
+#[test]
+fn a_networks_resolvers_and_private_dns_take_over() {
+    let mut pair = Pair::new();
+    pair.engine.network_changed(ipv4_only());
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.udp_opened[0].1, "198.18.0.1:53".parse().unwrap(), "the configured resolver stays");
+    pair.engine.network_changed(NetworkInfo {
+        dns_servers: vec![IpAddr::from([198, 18, 0, 9])],
+        private_dns: Some("dns.example".into()),
+        ..ipv4_only()
+    });
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    assert_eq!(pair.up.udp_opened[1].1, "198.18.0.9:53".parse().unwrap(), "the network's resolver");
+    assert_eq!(pair.engine.config.private_dns_server.as_deref(), Some("dns.example"));
+}
