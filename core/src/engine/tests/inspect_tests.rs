@@ -124,6 +124,23 @@ fn quic_hold_times_out_and_is_refused_as_uninspectable() {
     assert_eq!(pair.engine.quic.refused(), 1, "refused, so its later datagrams are refused too");
 }
 
+/// Only a long header with the fixed bit, a known version and the Initial type starts a hold.
+#[test]
+fn only_a_long_header_initial_looks_like_quic() {
+    let with_first = |first: u8, version: u32| {
+        let mut d = vec![first];
+        d.extend_from_slice(&version.to_be_bytes());
+        d.resize(1200, 0);
+        quic_hold::looks_like_quic_initial(&d)
+    };
+    assert!(with_first(0xc0, VERSION_1) && with_first(0xd0, VERSION_2));
+    assert!(!with_first(0x40, VERSION_1), "a short header");
+    assert!(!with_first(0x80, VERSION_1), "no fixed bit");
+    assert!(!with_first(0xd0, VERSION_1) && !with_first(0xc0, VERSION_2), "not an Initial of that version");
+    assert!(!with_first(0xc0, 0xff00_001d), "an unknown version");
+    assert!(!quic_hold::looks_like_quic_initial(&[0xc0, 0, 0, 0]), "too short");
+}
+
 #[test]
 fn non_quic_udp_to_443_is_not_held() {
     let mut pair = Pair::new();
