@@ -111,3 +111,83 @@ impl Repeats {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Outcome;
+    use crate::verdict::BlockReason;
+
+    /// A refusal of UDP from the phone's `port` to 198.18.1.1:`dst_port` at `ms`.
+    fn block(ms: u64, port: u16, dst_port: u16) -> Event {
+        Event {
+            time_ms: ms,
+            protocol: Protocol::Udp,
+            src: SocketAddr::from(([10, 111, 0, 1], port)),
+            dst: SocketAddr::from(([198, 18, 1, 1], dst_port)),
+            host: None,
+            outcome: Outcome::Block { reason: BlockReason::IpCidr, rule: None },
+            uid: None,
+            peek: None,
+            repeats: None,
+        }
+    }
+
+    fn reported(offer: Offer) -> bool {
+        matches!(offer, Offer::Report(_))
+    }
+
+    /// The first block is reported; identical ones (any source port) within 10 s are counted, the first of them
+    /// naming when the summary is due; the summary comes when the window ends, not before, with the count and
+    /// the last one's time.
+    #[test]
+    fn identical_blocks_fold_into_one_summary_when_the_window_ends() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut repeats = Repeats::default();
+        assert!(reported(repeats.offer(t0, block(0, 1000, 7))));
+        assert!(
+            matches!(repeats.offer(t0 + s, block(1000, 1001, 7)), Offer::Folded(Some(due)) if due == t0 + FOLD_WINDOW)
+        );
+        assert!(matches!(repeats.offer(t0 + 2 * s, block(2000, 1002, 7)), Offer::Folded(None)));
+        assert!(reported(repeats.offer(t0 + s, block(1000, 1000, 8))), "another destination is another kind");
+        assert!(repeats.due(t0 + FOLD_WINDOW - Duration::from_millis(1), false).is_empty(), "not before the end");
+        let summaries = repeats.due(t0 + FOLD_WINDOW, false);
+        assert_eq!(summaries.len(), 1, "the window of port 8 folded nothing: no summary");
+        assert_eq!((summaries[0].repeats, summaries[0].time_ms, summaries[0].src.port()), (Some(2), 2000, 1002));
+    }
+
+    /// After a window ends the next identical block is reported and opens a new one, even before the summary of
+    /// the old one was taken.
+    #[test]
+    fn a_block_after_the_window_is_reported_again() {
+        let t0 = Instant::now();
+        let mut repeats = Repeats::default();
+        assert!(reported(repeats.offer(t0, block(0, 1000, 7))));
+        assert!(reported(repeats.offer(t0 + FOLD_WINDOW, block(10_000, 1000, 7))));
+        assert!(matches!(repeats.offer(t0 + FOLD_WINDOW, block(10_000, 1000, 7)), Offer::Folded(Some(_))));
+    }
+
+    /// At most 1,024 windows are open: past that, blocks of a new kind are reported one by one (never lost),
+    /// until windows that ended without folding anything make room.
+    #[test]
+    fn windows_are_bounded_and_ended_empty_ones_make_room() {
+        let t0 = Instant::now();
+        let mut repeats = Repeats::default();
+        for port in 0..MAX_WINDOWS as u16 {
+            assert!(reported(repeats.offer(t0, block(0, 1000, port))));
+        }
+        // One window that folds: its summary is kept until taken.
+        assert!(matches!(repeats.offer(t0, block(0, 1000, 0)), Offer::Folded(Some(_))));
+        let extra = MAX_WINDOWS as u16;
+        assert!(reported(repeats.offer(t0, block(0, 1000, extra))));
+        assert!(reported(repeats.offer(t0, block(0, 1000, extra))), "no window for it: reported again");
+        assert_eq!(repeats.windows.len(), MAX_WINDOWS);
+        // Once they ended, the windows that folded nothing give way; the one with a summary stays.
+        let later = t0 + FOLD_WINDOW;
+        assert!(reported(repeats.offer(later, block(0, 1000, extra))));
+        assert!(matches!(repeats.offer(later, block(0, 1000, extra)), Offer::Folded(Some(_))), "a window now");
+        assert_eq!(repeats.windows.len(), 2);
+        assert_eq!(repeats.due(later, true).len(), 2, "both summaries");
+    }
+}

@@ -188,4 +188,34 @@ mod tests {
         }
         assert!(!udp_datagram(&mut dgram, a, "[::1]:1".parse().expect("addr"), b"x"), "mixed families refused");
     }
+
+    /// A reset to a segment without ACK acknowledges all it occupied: its data, and its FIN.
+    #[test]
+    fn reset_acknowledges_data_and_fin() {
+        let client: SocketAddr = "10.111.0.1:40000".parse().expect("addr");
+        let server: SocketAddr = "198.18.1.2:443".parse().expect("addr");
+        let seg = TcpSummary { syn: false, fin: true, payload_len: 10, ..syn(100) };
+        let mut out = Vec::new();
+        assert!(tcp_reset(&mut out, client, server, &seg));
+        match parse(&out).expect("valid").transport {
+            Transport::Tcp(t) => assert_eq!((t.rst, t.ack, t.ack_num), (true, true, 111)),
+            other => panic!("not tcp: {other:?}"),
+        }
+    }
+
+    /// An ICMP error quotes as much of the offending packet as fits 576 bytes (IPv4) or the 1,280-byte IPv6
+    /// minimum MTU, and no more.
+    #[test]
+    fn icmp_errors_quote_up_to_their_familys_limit() {
+        let offending = vec![0x45; 2000];
+        let mut out = Vec::new();
+        let (s4, c4) = (IpAddr::from([198, 18, 1, 1]), IpAddr::from([10, 111, 0, 1]));
+        assert!(icmp_unreachable(&mut out, s4, c4, &offending, Unreachable::Port));
+        assert_eq!(out.len(), 576);
+        let (s6, c6) = ("fd00::2".parse().expect("addr"), "fd00::1".parse().expect("addr"));
+        assert!(icmp_too_big(&mut out, s6, c6, &offending, 1500));
+        assert_eq!(out.len(), 1280);
+        assert!(icmp_unreachable(&mut out, s4, c4, &offending[..100], Unreachable::Port));
+        assert_eq!(out.len(), 20 + 8 + 100, "a short packet is quoted whole");
+    }
 }

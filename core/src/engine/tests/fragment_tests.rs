@@ -49,7 +49,7 @@ fn incomplete_fragments_time_out_counted_and_leave_no_timer() {
 }
 
 /// `packet` (IPv4) with its DF flag set to `df` and the header checksum made right again.
-fn with_df(mut packet: Vec<u8>, df: bool) -> Vec<u8> {
+pub(super) fn with_df(mut packet: Vec<u8>, df: bool) -> Vec<u8> {
     let (mut header, _) = etherparse::Ipv4Header::from_slice(&packet).expect("ipv4");
     header.dont_fragment = df;
     header.header_checksum = header.calc_header_checksum();

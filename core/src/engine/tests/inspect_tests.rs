@@ -117,7 +117,9 @@ fn quic_hold_times_out_and_is_refused_as_uninspectable() {
     let hello = client_hello("tracking.intl.miui.com", 2000);
     pair.udp(NORMAL, 443, &client_initial(VERSION_1, &[6; 8], 0, &crypto_frame(0, &hello[..900]), 1200));
     assert!(pair.up.udp_opened.is_empty());
-    pair.wait(pair.engine.config.sniff_timeout);
+    pair.wait(pair.engine.config.sniff_timeout - Duration::from_millis(1));
+    assert!(pair.events().is_empty() && pair.engine.quic.holding() == 1, "held for the whole sniff timeout");
+    pair.wait(Duration::from_millis(1));
     assert!(pair.up.udp_opened.is_empty() && pair.up.udp_sent.is_empty(), "nothing sent upstream");
     let events = pair.events();
     assert_eq!(events.iter().map(|e| e.reason()).collect::<Vec<_>>(), [Reason::Block(BlockReason::Uninspectable)]);
@@ -267,4 +269,60 @@ fn without_peek_a_blocked_request_is_reset_and_carries_no_summary() {
     assert_eq!(events.len(), 1);
     assert!(events[0].peek.is_none());
     assert!(!serde_json::to_string(&events[0]).unwrap().contains("peek"));
+}
+
+/// A ClientHello without a server name (no extensions at all).
+fn client_hello_without_sni() -> Vec<u8> {
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0);
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01, 0x01, 0x00, 0x00, 0x00]);
+    let mut msg = vec![0x01, 0, 0, body.len() as u8];
+    msg.extend_from_slice(&body);
+    msg
+}
+
+/// A ClientHello that names no server goes by address on QUIC (as on TLS), also while a Private DNS server is
+/// set; DNS over QUIC (port 853) that does not name the Private DNS server is refused.
+#[test]
+fn quic_without_a_name_goes_by_address_but_unnamed_dns_over_quic_is_refused() {
+    let mut pair = Pair::new();
+    pair.engine.set_private_dns_server(Some("dns.example".into()));
+    let initial = client_initial(VERSION_1, &[8; 8], 0, &crypto_frame(0, &client_hello_without_sni()), 1200);
+    pair.udp(NORMAL, 443, &initial);
+    assert_eq!(pair.up.udp_opened.len(), 1, "HTTP/3 without a name: by address");
+    assert!(pair.events().is_empty());
+    pair.udp(NORMAL, 853, &initial);
+    assert_eq!(pair.up.udp_opened.len(), 1, "not forwarded");
+    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason()).collect();
+    assert_eq!(reasons, [Reason::Block(BlockReason::DnsOverTls)]);
+}
+
+/// A hold keeps at most 16 KiB or 8 datagrams of an unfinished ClientHello; past either, the flow is refused as
+/// uninspectable and nothing reaches the server.
+#[test]
+fn a_hold_past_its_bounds_is_refused() {
+    let hello = client_hello("www.example.org", 60_000);
+    // Two 9,000-byte datagrams (the phone's network may fragment them): past 16 KiB.
+    let mut pair = Pair::new();
+    for (pn, range) in [(0, 0..8800), (1, 8800..17_600)] {
+        let initial = client_initial(VERSION_1, &[9; 8], pn, &crypto_frame(range.start as u64, &hello[range]), 9000);
+        pair.raw(&super::fragment_tests::with_df(udp_packet(NORMAL, 443, &initial), false));
+    }
+    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason()).collect();
+    assert_eq!(reasons, [Reason::Block(BlockReason::Uninspectable)], "by bytes");
+    assert!(pair.up.udp_sent.is_empty());
+    // Eight small ones.
+    let mut pair = Pair::new();
+    for pn in 0..8u32 {
+        let at = pn as usize * 1000;
+        pair.udp(
+            NORMAL,
+            443,
+            &client_initial(VERSION_1, &[10; 8], pn, &crypto_frame(at as u64, &hello[at..at + 1000]), 1200),
+        );
+    }
+    let reasons: Vec<Reason> = pair.events().iter().map(|e| e.reason()).collect();
+    assert_eq!(reasons, [Reason::Block(BlockReason::Uninspectable)], "by datagrams");
+    assert!(pair.up.udp_sent.is_empty());
 }

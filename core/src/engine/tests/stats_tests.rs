@@ -47,12 +47,7 @@ fn datagrams_too_big_for_the_network_are_counted_as_dropped() {
     let mut pair = Pair::new();
     let mut big = Vec::new();
     PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(5353, 7).write(&mut big, &[7; 4000]).expect("builds");
-    big[6] |= 0x40; // Don't Fragment
-    let (mut header, _) = etherparse::Ipv4Header::from_slice(&big).expect("ipv4");
-    header.header_checksum = header.calc_header_checksum();
-    let mut head = Vec::new();
-    header.write(&mut head).expect("writes");
-    big[..head.len()].copy_from_slice(&head);
+    let big = super::fragment_tests::with_df(big, true);
     pair.raw(&big);
     pair.raw(&big);
     assert_eq!(pair.engine.stats().dropped, 2);
