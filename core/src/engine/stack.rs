@@ -282,4 +282,52 @@ mod tests {
         assert_eq!(stack.spare.sockets.len(), SPARE_SOCKETS_MAX);
         assert!(stack.spare.sockets.iter().all(|s| s.recv_capacity() == 2048), "the oldest (other sizes) went first");
     }
+
+    /// A kept socket is taken only by a flow asking for both its sizes.
+    #[test]
+    fn a_kept_socket_needs_both_sizes_to_match() {
+        let mut stack = Stack::new(1500, 1, Instant::now());
+        let first = listener(&mut stack, 80, 4096, 8192);
+        stack.remove(first);
+        listener(&mut stack, 81, 4096, 4096);
+        listener(&mut stack, 82, 8192, 8192);
+        assert_eq!(stack.spare.sockets.len(), 1, "neither took it");
+    }
+
+    /// At most 512 spare packet buffers are kept each way; more are freed.
+    #[test]
+    fn packet_buffer_pools_are_bounded() {
+        let mut stack = Stack::new(1500, 1, Instant::now());
+        for _ in 0..POOL_MAX + 10 {
+            stack.device.recycle(vec![0; 100]);
+            stack.enqueue(&[0x45; 20]);
+        }
+        assert_eq!(stack.device.tx_pool.len(), POOL_MAX);
+        while let Some((rx, _)) = stack.device.receive(SmolInstant::ZERO) {
+            rx.consume(|_| ());
+        }
+        assert_eq!(stack.device.rx_pool.len(), POOL_MAX);
+    }
+
+    /// smoltcp's next deadline (a SYN-ACK's retransmission) comes back as an instant after now on the engine's
+    /// clock.
+    #[test]
+    fn poll_at_is_on_the_engines_clock() {
+        let t0 = Instant::now();
+        let mut stack = Stack::new(1500, 1, t0);
+        assert_eq!(stack.poll_at(t0), None, "nothing to do");
+        listener(&mut stack, 80, 4096, 4096);
+        let mut syn = Vec::new();
+        etherparse::PacketBuilder::ipv4([10, 111, 0, 1], [198, 18, 1, 1], 64)
+            .tcp(40000, 80, 1, 64240)
+            .syn()
+            .write(&mut syn, &[])
+            .expect("builds");
+        let now = t0 + Duration::from_secs(5);
+        stack.enqueue(&syn);
+        stack.poll(now);
+        assert_eq!(stack.device.out.len(), 1, "the SYN-ACK");
+        let at = stack.poll_at(now).expect("a retransmission is due");
+        assert!(at > now && at <= now + Duration::from_secs(3), "{:?} after now", at.saturating_duration_since(now));
+    }
 }
