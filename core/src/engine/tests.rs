@@ -672,6 +672,23 @@ fn no_uid_is_looked_up_while_no_app_is_blocked() {
     assert_eq!(pair.up.owner_lookups, 0);
 }
 
+/// A segment of no flow the engine knows (it restarted, or the flow ended) is answered like a closed port: with a
+/// RST, unless it is a RST itself.
+#[test]
+fn stray_segments_are_reset_but_stray_resets_are_not_answered() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 9000, 1000, false, false));
+    let out = pair.take_out();
+    assert_eq!(out.len(), 1);
+    match packet::parse(&out[0]).expect("valid").transport {
+        Transport::Tcp(t) => assert!(t.rst),
+        other => panic!("not tcp: {other:?}"),
+    }
+    pair.raw(&raw_tcp(NORMAL, 9000, 1000, false, true));
+    assert!(pair.take_out().is_empty());
+    assert!(pair.up.connects.is_empty());
+}
+
 #[test]
 fn silent_client_is_dialled_after_the_sniff_timeout() {
     let mut pair = Pair::new();

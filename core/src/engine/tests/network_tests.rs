@@ -167,3 +167,26 @@ fn a_networks_resolvers_and_private_dns_take_over() {
     assert_eq!(pair.up.udp_opened[1].1, "198.18.0.9:53".parse().unwrap(), "the network's resolver");
     assert_eq!(pair.engine.config.private_dns_server.as_deref(), Some("dns.example"));
 }
+
+/// A flow whose socket fails while it is still dialling failed to connect; once connected, it was reset.
+#[test]
+fn an_upstream_error_while_dialling_is_a_connect_failure() {
+    for connected in [false, true] {
+        let mut pair = Pair::new();
+        let h = pair.connect(NORMAL, 7777);
+        pair.wait(pair.engine.config.sniff_timeout);
+        let (flow, _) = pair.up.connects[0];
+        if connected {
+            pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+            pair.settle();
+        }
+        pair.events();
+        pair.engine.on_upstream_error(pair.now, flow, io::Error::from_raw_os_error(101), &mut pair.up);
+        pair.settle();
+        pair.drive();
+        assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
+        let want = if connected { ErrorReason::UpstreamReset } else { ErrorReason::ConnectFailed };
+        let reasons: Vec<Reason> = super::failure_tests::failures(&mut pair).into_iter().map(|f| f.0).collect();
+        assert_eq!(reasons, [Reason::Error(want)], "connected: {connected}");
+    }
+}
