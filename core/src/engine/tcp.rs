@@ -418,6 +418,9 @@ impl Engine {
             }
             TcpState::Sniffing { .. } if !handshake_done => {
                 self.stack.tcp(flow.handle).abort();
+                // Refused, so that servicing the aborted socket does not take it for a client that closed
+                // without a word and dial it by address.
+                flow.refuse();
                 self.touched.push(id);
             }
             TcpState::Sniffing { .. } => self.sniff_at_deadline(now, id),

@@ -847,6 +847,27 @@ fn the_tun_queue_is_bounded_for_smoltcp() {
     assert!(stack.device.transmit(now).is_some(), "draining reopens it");
 }
 
+/// A SYN whose SYN|ACK goes unanswered (nothing resets it either, as with a spoofed source) is kept for the
+/// sniff timeout and then SNIFF_COMPLETE_TIMEOUT more, then ended and never dialled. Found by a mutant: the
+/// aborted socket read as a client that closed without a word, and the flow was dialled by address.
+#[test]
+fn an_unanswered_synack_gets_the_handshake_grace_then_ends() {
+    let mut pair = Pair::new();
+    pair.raw(&raw_tcp(NORMAL, 9000, 7000, true, false));
+    let mut pass = |d: Duration| {
+        pair.now += d;
+        pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.settle();
+        pair.take_out();
+        pair.engine.stats().tcp_active
+    };
+    let grace = super::tcp::SNIFF_COMPLETE_TIMEOUT;
+    assert_eq!(pass(Duration::from_millis(501)), 1, "past the sniff timeout");
+    assert_eq!(pass(grace - Duration::from_millis(2)), 1, "within the grace");
+    assert_eq!(pass(Duration::from_millis(2)), 0, "ended after it");
+    assert!(pair.up.connects.is_empty());
+}
+
 // Regression (SYN flood in tests/tests/reliability.rs): a sniffed flow whose client never completed the
 // handshake was dialled at the sniff deadline anyway, so every spoofed SYN became an upstream connection, and
 // such flows could hold their upstream socket indefinitely. Now the handshake gets SNIFF_COMPLETE_TIMEOUT more,

@@ -45,3 +45,48 @@ fn server_first_flow_is_spliced_when_the_phone_acks_late() {
     assert!(pair.up.shutdowns.is_empty(), "no FIN upstream while the handshake is incomplete");
     assert!(pair.up.closed.is_empty(), "the flow waits for the phone's ACK");
 }
+
+/// A name DNS gave for the address does not change when a flow is dialled: at the SYN on a server-first port, only
+/// after the client's first bytes on a web port.
+#[test]
+fn a_known_name_is_dialled_at_the_syn_only_on_server_first_ports() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    let (dns, forwarded) = pair.up.udp_sent[0].clone();
+    pair.engine.on_udp_datagram(pair.now, dns, &answer_with_a(&forwarded, NORMAL));
+    pair.settle();
+    pair.connect(NORMAL, 22);
+    assert_eq!(pair.up.connects.len(), 1, "SSH: dialled at the SYN");
+    pair.connect(NORMAL, 443);
+    assert_eq!(pair.up.connects.len(), 1, "HTTPS: the ClientHello is read first");
+}
+
+/// A server's banner already waiting when the connect completes is read at once (the driver's readiness event
+/// for it may have come with the connect's).
+#[test]
+fn a_banner_waiting_at_connect_reaches_the_phone() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 22);
+    let (flow, _) = pair.up.connects[0];
+    pair.up.to_read.insert(flow, b"SSH-2.0-OpenSSH_9.2\r\n".to_vec());
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
+    pair.drive();
+    let mut banner = [0u8; 64];
+    let n = pair.phone_tcp(h).recv_slice(&mut banner).expect("recv");
+    assert_eq!(&banner[..n], b"SSH-2.0-OpenSSH_9.2\r\n");
+}
+
+/// The handshake deadline set when the SYN|ACK is released ends only a flow whose phone never answered it.
+#[test]
+fn a_completed_handshake_outlives_its_deadline() {
+    let mut pair = Pair::new();
+    let h = pair.connect(NORMAL, 22);
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
+    pair.drive();
+    pair.wait(Duration::from_secs(11));
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
+    assert!(pair.up.closed.is_empty());
+}
