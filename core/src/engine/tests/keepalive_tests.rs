@@ -196,3 +196,30 @@ fn switched_protocols_pass_unread_after_the_upgrade() {
     assert_eq!(written(&pair, flow), [&upgrade[..], &frames[..]].concat());
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
 }
+
+/// A later request whose head is longer than the first short look (2 KiB) is read further and judged: allowed
+/// here, and forwarded whole.
+#[test]
+fn a_long_later_head_is_read_past_the_first_look() {
+    let mut pair = Pair::new();
+    let (h, flow) = http_flow(&mut pair, ALLOWED);
+    let cookie = "c".repeat(3000);
+    let long = format!("GET /2 HTTP/1.1\r\nHost: www.example.org\r\nCookie: {cookie}\r\n\r\n").into_bytes();
+    send(&mut pair, h, &long);
+    for _ in 0..10 {
+        pair.wait(Duration::from_millis(50));
+    }
+    let passed = written(&pair, flow);
+    assert!(passed == [ALLOWED, &long[..]].concat(), "{} bytes of {} passed", passed.len(), ALLOWED.len() + long.len());
+    assert_ne!(pair.phone_tcp(h).state(), tcp::State::Closed);
+    // Past what a head may take, with more bytes waiting: refused, not waited on.
+    let endless = format!("GET /3 HTTP/1.1\r\nHost: www.example.org\r\nCookie: {}", "c".repeat(70_000)).into_bytes();
+    let mut sent = 0;
+    while sent < endless.len() && pair.phone_tcp(h).state() != tcp::State::Closed {
+        sent += pair.phone_tcp(h).send_slice(&endless[sent..]).expect("send");
+        pair.wait(Duration::from_millis(50));
+    }
+    let host = Some("www.example.org");
+    assert_refused(&mut pair, h, flow, Reason::Block(BlockReason::Uninspectable), host);
+    assert!(written(&pair, flow) == [ALLOWED, &long[..]].concat(), "nothing of it passed");
+}
