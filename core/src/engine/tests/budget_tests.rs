@@ -105,6 +105,9 @@ fn a_client_over_its_share_makes_room_from_its_own_quiet_flows_only() {
     assert_eq!(tcp_ports(&pair, A).first(), Some(&1001));
     assert_eq!(pair.engine.stats().tcp_active, 4);
     assert_eq!(pair.phone_tcp(quiet).state(), tcp::State::Established);
+    let evicted = super::failure_tests::failures(&mut pair);
+    assert_eq!(evicted.len(), 1);
+    assert!(evicted[0].2.starts_with("flow table full; 10.111.0.1 holds more than its share; idle for"), "{evicted:?}");
     // 61 s later A's established flow is quiet: A's next connection may replace it, but never B's.
     pair.now += Duration::from_secs(61);
     pair.events();
@@ -115,6 +118,9 @@ fn a_client_over_its_share_makes_room_from_its_own_quiet_flows_only() {
     assert!(tcp_ports(&pair, A).contains(&1010));
     assert_eq!(pair.engine.stats().flows_evicted, 2, "B's eviction, then A's own quiet flow");
     assert!(pair.up.closed.contains(&(quiet_flow, true)), "A's quiet flow made room: {:?}", pair.up.closed);
+    let evicted = super::failure_tests::failures(&mut pair);
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(evicted[0].2, "flow table full; idle for 61 s", "its own flow: no share to blame");
 }
 
 #[test]

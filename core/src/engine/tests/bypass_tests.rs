@@ -390,3 +390,12 @@ fn allow_rule_for_the_sni_or_host_lifts_a_range_block_and_nothing_else_does() {
     assert_eq!(block_reasons(&mut pair), vec![(Reason::Block(BlockReason::IpCidr), None)]);
     assert_eq!(pair.up.connects.len(), 2, "no other dial");
 }
+
+/// "This network" (0.0.0.0/8) reaches the local host on Linux: local, also written as an IPv4-mapped address.
+#[test]
+fn this_network_is_a_local_destination() {
+    for ip in ["0.1.2.3", "::ffff:0.1.2.3", "127.0.0.1", "169.254.1.1", "::1", "fe80::1"] {
+        assert!(super::super::tcp::is_local_destination(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(!super::super::tcp::is_local_destination("1.1.1.1".parse().unwrap()));
+}
