@@ -178,3 +178,21 @@ fn an_ipv6_reply_that_cannot_be_cut_is_dropped_and_counted() {
     let stats = pair.engine.stats();
     assert_eq!((stats.fragments_sent, stats.dropped), (0, 1));
 }
+
+/// New TCP flows are counted; a SYN smoltcp would not take (bad checksum) is malformed, one to port 0 (no
+/// listener can take it) is dropped and reset.
+#[test]
+fn tcp_flows_and_refused_syns_are_counted() {
+    let mut pair = Pair::new();
+    pair.connect(NORMAL, 22);
+    pair.connect(NORMAL, 23);
+    let mut bad = raw_tcp(NORMAL, 24, 1000, true, false);
+    bad[36] ^= 0x55; // the TCP checksum (after a 20-byte IPv4 header)
+    pair.raw(&bad);
+    let stats = pair.engine.stats();
+    assert_eq!((stats.tcp_flows, stats.malformed, stats.dropped), (2, 1, 0));
+    pair.raw(&raw_tcp(NORMAL, 0, 1000, true, false));
+    let stats = pair.engine.stats();
+    assert_eq!((stats.tcp_flows, stats.dropped), (2, 1));
+    assert_eq!(pair.take_out().len(), 1, "the SYN to port 0 is reset");
+}
