@@ -188,8 +188,10 @@ fn client_hello_padded_past_16_kib_is_judged() {
 fn head_unfinished_at_the_size_or_time_limit_is_refused() {
     let mut pair = Pair::new();
     let h = pair.connect(NORMAL, 443);
+    let start = pair.now;
     send_all(&mut pair, h, &tls_records(&client_hello(BLOCKED_NAME, 44 * 1024), 8));
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "reset at the size limit");
+    assert!(pair.now - start < CLIENT_FIRST_WAIT, "as soon as the limit is reached, not at the deadline");
     let h = pair.connect(NORMAL, 7777);
     pair.phone_tcp(h).send_slice(&hello(BLOCKED_NAME, 500)[..100]).expect("send");
     pair.drive();
