@@ -127,3 +127,18 @@ fn udp_datagrams_that_must_not_be_fragmented_and_do_not_fit_upstream_get_icmp_to
     }
     assert_eq!(pair.up.udp_sent.len(), 2, "nothing more upstream");
 }
+
+/// A fragment that overlaps what is held drops its datagram: every fragment of it is counted.
+#[test]
+fn an_overlapping_fragment_drops_its_datagram_counted() {
+    let mut pair = Pair::new();
+    let mut whole = Vec::new();
+    PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(5353, 7).write(&mut whole, &[7; 4000]).expect("builds");
+    let mut pieces = Vec::new();
+    assert!(fragment::split(&whole, 1500, 42, |f| pieces.push(f.to_vec())));
+    pair.raw(&pieces[0]);
+    pair.raw(&pieces[1]);
+    pair.raw(&pieces[1]);
+    assert_eq!(pair.engine.stats().fragments_dropped, 3);
+    assert!(pair.up.udp_sent.is_empty());
+}
