@@ -369,6 +369,10 @@ mod tests {
         assert_eq!(scan_http_request(&req), host("tracking.intl.miui.com"));
         assert_eq!(scan_http_request(b"\r\n"), HttpScan::NeedMore);
         assert_eq!(scan_http_request(b"\r\n\r\nGET / HT"), HttpScan::NeedMore);
+        // The head's length counts them, so the next request is found where it starts.
+        let pipelined = [&req[..], b"GET /next HTTP/1.1\r\nHost: b\r\n\r\n"].concat();
+        let HeadScan::Head(head) = scan_request_head(&pipelined) else { panic!("a head") };
+        assert_eq!(head.len, req.len());
     }
 
     #[test]
