@@ -375,6 +375,21 @@ mod tests {
         assert_eq!(head.len, req.len());
     }
 
+    /// A Content-Length of up to 19 digits is read; a longer one (even zeros in front of a small number) is not,
+    /// as it may overflow.
+    #[test]
+    fn content_length_takes_at_most_19_digits() {
+        let framing = |value: &str| match scan_request_head(
+            format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {value}\r\n\r\n").as_bytes(),
+        ) {
+            HeadScan::Head(head) => Some(head.body),
+            _ => None,
+        };
+        assert_eq!(framing("1000000000000000000"), Some(BodyFraming::Length(1_000_000_000_000_000_000)));
+        assert_eq!(framing("00000000000000000001"), None);
+        assert_eq!(framing(""), None);
+    }
+
     #[test]
     fn missing_or_conflicting_host() {
         assert_eq!(scan_http_request(b"GET / HTTP/1.0\r\n\r\n"), HttpScan::NoHost);
