@@ -258,7 +258,7 @@ mod tests {
         stream.extend_from_slice(GET_T);
         stream.extend_from_slice(b"\r\n0\r\nX-Trailer: 1\r\n\r\n");
         stream.extend_from_slice(GET_T);
-        for window in [1 << 16, 7, 3] {
+        for window in [1 << 16, 7, 3, 2, 1] {
             let (seen, end) = walk(&stream, window);
             assert_eq!(end, None, "window {window}");
             assert_eq!(seen, hosts(&["a.example", "tracking.intl.miui.com"]), "window {window}");

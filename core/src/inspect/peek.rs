@@ -898,6 +898,28 @@ mod tests {
         assert_eq!(peek.path, "/v1/device/86***********23/a1************18/report");
     }
 
+    /// A gzip field inflating to about 100 KB (within the 256 KiB a field may take) is decoded.
+    #[test]
+    fn a_large_gzip_field_is_decoded() {
+        let json = format!("[{}]", vec![r#"{"e":1}"#; 12_000].join(","));
+        let body = format!("data={}", urlencode(&STANDARD.encode(gzip(json.as_bytes()))));
+        let req = format!(
+            "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let peek = summarize_request(req.as_bytes(), false).unwrap();
+        assert!(matches!(peek.form[0].decoded, Some(Decoded::Json(_))), "{:?}", peek.form[0].value);
+    }
+
+    /// A head still unfinished at the request cap counts as complete: the peek answers rather than wait.
+    #[test]
+    fn an_endless_head_is_complete_at_the_cap() {
+        let mut raw = b"POST / HTTP/1.1\r\nX: ".to_vec();
+        raw.resize(MAX_REQUEST_LEN, b'a');
+        assert_eq!(request_progress(&raw), RequestProgress::Complete);
+        assert_eq!(request_progress(&raw[..MAX_REQUEST_LEN - 1]), RequestProgress::NeedMore);
+    }
+
     /// Before: 128 base64-gzip fields in a 50 KB request each inflated to 256 KiB (104 ms on the engine thread).
     /// Now the request's inflate budget (256 KiB) goes to the first field and the rest are left undecoded. The
     /// work is counted, not timed (a timed unit test fails on a loaded machine and proves little).
