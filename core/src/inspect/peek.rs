@@ -898,6 +898,21 @@ mod tests {
         assert_eq!(peek.path, "/v1/device/86***********23/a1************18/report");
     }
 
+    /// A secret's value is never decoded, even when it is base64 of JSON (what it holds is not shown).
+    #[test]
+    fn secrets_are_not_decoded() {
+        let encoded = STANDARD.encode(br#"{"user":"alice","pin":"1234"}"#);
+        let body = format!("password={}&other={}", urlencode(&encoded), urlencode(&encoded));
+        let req = format!(
+            "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let peek = summarize_request(req.as_bytes(), false).unwrap();
+        assert_eq!(peek.form[0].name, "password");
+        assert!(peek.form[0].decoded.is_none() && !peek.form[0].value.contains(&encoded), "{:?}", peek.form[0]);
+        assert!(peek.form[1].decoded.is_some(), "the same value under a plain name decodes");
+    }
+
     /// A gzip field inflating to about 100 KB (within the 256 KiB a field may take) is decoded.
     #[test]
     fn a_large_gzip_field_is_decoded() {
