@@ -893,6 +893,19 @@ mod tests {
         for value in ["Redmi Note 8", "com.example.MainActivity", "6.6.9", "-1234567", "hello world!", "WIFI"] {
             assert!(!looks_like_identifier(value), "{value}");
         }
+        // Near misses: 17 characters but not a MAC, six parts but not hex, no domain, an empty or spaced
+        // address, hex with other characters.
+        for value in [
+            "com.example.MainA",
+            "a4:5e:60:e8:12:zz",
+            "a4:5e:60:e8:1234",
+            "user@localhost",
+            "@example.com",
+            "my name@example.com",
+            "0f8fad5b d9cb 469f a165",
+        ] {
+            assert!(!looks_like_identifier(value), "{value}");
+        }
         let req = "GET /v1/device/861234567890123/a1b2c3d4e5f60718/report HTTP/1.1\r\nHost: h\r\n\r\n";
         let peek = summarize_request(req.as_bytes(), false).unwrap();
         assert_eq!(peek.path, "/v1/device/86***********23/a1************18/report");
