@@ -893,6 +893,9 @@ mod tests {
         for value in ["Redmi Note 8", "com.example.MainActivity", "6.6.9", "-1234567", "hello world!", "WIFI"] {
             assert!(!looks_like_identifier(value), "{value}");
         }
+        // Six characters or fewer are masked whole; longer ones keep two at each end.
+        assert_eq!(redact_string(KeyClass::Identifier, "abcdef"), "******");
+        assert_eq!(redact_string(KeyClass::Identifier, "abcdefg"), "ab***fg");
         // Near misses: 17 characters but not a MAC, six parts but not hex, no domain, an empty or spaced
         // address, hex with other characters.
         for value in [
