@@ -914,6 +914,47 @@ mod tests {
         assert_eq!(peek.path, "/v1/device/86***********23/a1************18/report");
     }
 
+    /// JSON is redacted by key: under a secret's key numbers and booleans are hidden and a string holding JSON is
+    /// not opened; under an identifier's key numbers are masked; other strings holding JSON are opened and
+    /// redacted in turn.
+    #[test]
+    fn json_is_redacted_by_key() {
+        let out = bounded_json(json!({
+            "pin": 1234,
+            "sid": true,
+            "password": "{\"a\":1}",
+            "imei": 861234567890123u64,
+            "count": 5,
+            "nested": "{\"imei\": 861234567890123}",
+        }));
+        assert_eq!(
+            (&out["pin"], &out["sid"], &out["password"]),
+            (&json!("[redacted]"), &json!("[redacted]"), &json!("[redacted]"))
+        );
+        assert_eq!((&out["imei"], &out["count"]), (&json!("86***********23"), &json!(5)));
+        assert_eq!(out["nested"]["imei"], json!("86***********23"));
+    }
+
+    /// Twelve levels of nesting are kept, the thirteenth is cut, also inside strings holding JSON and arrays.
+    #[test]
+    fn json_is_cut_past_twelve_levels() {
+        let nest = |levels: usize, inner: Value| (0..levels).fold(inner, |v, _| json!({ "a": v }));
+        let depth_of = |mut v: &Value| {
+            let mut depth = 0;
+            while let Some(inner) = v.get("a") {
+                v = inner;
+                depth += 1;
+            }
+            (depth, v.clone())
+        };
+        assert_eq!(depth_of(&bounded_json(nest(12, json!(1)))), (12, json!(1)));
+        assert_eq!(depth_of(&bounded_json(nest(13, json!(1)))), (13, json!("…")));
+        let in_arrays = bounded_json((0..12).fold(json!(1), |v, _| json!([v])));
+        assert_eq!(in_arrays.to_string(), format!("{}1{}", "[".repeat(12), "]".repeat(12)));
+        let in_arrays = bounded_json((0..13).fold(json!(1), |v, _| json!([v])));
+        assert_eq!(in_arrays.to_string(), format!("{}\"…\"{}", "[".repeat(13), "]".repeat(13)));
+    }
+
     /// A secret's value is never decoded, even when it is base64 of JSON (what it holds is not shown).
     #[test]
     fn secrets_are_not_decoded() {
