@@ -955,6 +955,16 @@ mod tests {
         assert_eq!(in_arrays.to_string(), format!("{}\"…\"{}", "[".repeat(13), "]".repeat(13)));
     }
 
+    /// JSON inside a string counts as a level deeper than the string: seven objects each in a string of the one
+    /// before are 14 levels, and cut.
+    #[test]
+    fn json_inside_strings_counts_toward_the_depth() {
+        let top = bounded_json(json!("{\"a\":1}"));
+        assert_eq!(top, json!({"a": 1}), "a string of JSON at the top is opened");
+        let nested = (0..7).fold(json!(1), |v, _| json!({ "a": v.to_string() }));
+        assert!(bounded_json(nested).to_string().contains('…'));
+    }
+
     /// A secret's value is never decoded, even when it is base64 of JSON (what it holds is not shown).
     #[test]
     fn secrets_are_not_decoded() {
