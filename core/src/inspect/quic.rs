@@ -580,6 +580,17 @@ mod tests {
         unhex(RFC_CRYPTO_FRAME)[4..].to_vec()
     }
 
+    /// The edges of the header: a 20-byte connection ID is allowed and 21 is not (RFC 9000 §17.2); a packet just
+    /// long enough to sample its header protection (20 bytes after the packet number offset) opens.
+    #[test]
+    fn header_field_limits() {
+        assert!(open_client_initial(&client_initial(VERSION_1, &[1; 20], 0, &crypto_frame(0, b"x"), 1200)).is_ok());
+        let long_cid = client_initial(VERSION_1, &[1; 21], 0, &crypto_frame(0, b"x"), 1200);
+        assert_eq!(open_client_initial(&long_cid).err(), Some(InitialError::Malformed));
+        let shortest = client_initial(VERSION_1, &[1; 8], 0, &[], 0);
+        assert!(open_client_initial(&shortest).is_ok(), "a Length of exactly 20");
+    }
+
     #[test]
     fn rfc9001_client_keys() {
         let keys = client_initial_keys(VERSION_1, &unhex(DCID)).unwrap();
