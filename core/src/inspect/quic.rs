@@ -705,6 +705,45 @@ mod tests {
         );
     }
 
+    /// A four-byte packet number is read whole (it is part of the nonce).
+    #[test]
+    fn a_long_packet_number_opens() {
+        let packet = client_initial(VERSION_1, &[1; 8], 0x0102_0304, &crypto_frame(0, b"x"), 1200);
+        assert_eq!(open_client_initial(&packet).unwrap().0.packet_number, 0x0102_0304);
+    }
+
+    /// The assembler's bounds: 32 separate pieces and no more; 16 KiB of contiguous CRYPTO data still short of
+    /// a whole ClientHello is uninspectable rather than awaited.
+    #[test]
+    fn assembler_bounds() {
+        let pieces = |n: u64| (0..n).flat_map(|i| crypto_frame(100 + 2 * i, b"x")).collect::<Vec<u8>>();
+        let mut asm = ClientHelloAssembler::new();
+        assert_eq!(asm.push_datagram(&client_initial(VERSION_1, &[1; 8], 0, &pieces(32), 1200)), QuicScan::NeedMore);
+        let mut asm = ClientHelloAssembler::new();
+        let too_many = client_initial(VERSION_1, &[1; 8], 0, &pieces(33), 1200);
+        assert_eq!(asm.push_datagram(&too_many), QuicScan::Uninspectable);
+        // A ClientHello header claiming 60,000 bytes, then 16 KiB of it.
+        let mut start = vec![0x01, 0x00, 0xea, 0x60];
+        start.resize(MAX_CRYPTO_LEN, 0);
+        let mut asm = ClientHelloAssembler::new();
+        let half = MAX_CRYPTO_LEN / 2;
+        let first = client_initial(VERSION_1, &[1; 8], 0, &crypto_frame(0, &start[..half]), half + 100);
+        assert_eq!(asm.push_datagram(&first), QuicScan::NeedMore);
+        let second = client_initial(VERSION_1, &[1; 8], 1, &crypto_frame(half as u64, &start[half..]), half + 100);
+        assert_eq!(asm.push_datagram(&second), QuicScan::Uninspectable);
+    }
+
+    /// A piece far ahead of the ClientHello does not hide it once the hello's own bytes arrive.
+    #[test]
+    fn a_stray_piece_ahead_does_not_hide_the_hello() {
+        let hello = rfc_client_hello();
+        let mut asm = ClientHelloAssembler::new();
+        let ahead = client_initial(VERSION_1, &[1; 8], 0, &crypto_frame(3000, b"zz"), 1200);
+        assert_eq!(asm.push_datagram(&ahead), QuicScan::NeedMore);
+        let whole = client_initial(VERSION_1, &[1; 8], 1, &crypto_frame(0, &hello), 1200);
+        assert_eq!(asm.push_datagram(&whole), QuicScan::Sni("example.com".into()));
+    }
+
     #[test]
     fn coalesced_initials_in_one_datagram() {
         let hello = rfc_client_hello();
