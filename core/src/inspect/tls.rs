@@ -217,6 +217,14 @@ mod tests {
         assert_eq!(scan_client_hello(OPENSSL_NO_SNI), ClientHelloScan::NoSni);
     }
 
+    /// Another handshake message (a ServerHello, type 2) with a ClientHello's body is not read as one.
+    #[test]
+    fn only_a_client_hello_message_is_read() {
+        let mut other = OPENSSL_SNI.to_vec();
+        other[5] = 2;
+        assert_eq!(scan_client_hello(&other), ClientHelloScan::NotTls);
+    }
+
     #[test]
     fn bytes_after_the_hello_do_not_matter() {
         let mut stream = OPENSSL_SNI.to_vec();
