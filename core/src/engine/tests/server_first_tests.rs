@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// An SSH connection (dialled at the SYN) whose upstream connected, the phone's handshake completed.
+fn connected_ssh(pair: &mut Pair) -> (SocketHandle, FlowId) {
+    let h = pair.connect(NORMAL, 22);
+    let (flow, _) = pair.up.connects[0];
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.settle();
+    pair.drive();
+    (h, flow)
+}
+
 // Regression (issue 12.6): right after the upstream connected, the phone's side was still SYN-RECEIVED (the
 // released SYN|ACK not yet ACKed); `may_recv()` is false there and the splice took that for the client's FIN and
 // half-closed the upstream connection. sshd then read EOF and hung up: `kex_exchange_identification: read:
@@ -10,11 +20,7 @@ use super::*;
 #[test]
 fn server_first_flow_keeps_the_upstream_open_until_the_client_closes() {
     let mut pair = Pair::new();
-    let h = pair.connect(NORMAL, 22);
-    let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
-    pair.settle();
-    pair.drive();
+    let (h, flow) = connected_ssh(&mut pair);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
     assert!(pair.up.shutdowns.is_empty(), "FIN forwarded before the client closed: {:?}", pair.up.shutdowns);
     // Both sides speak at once: the server's banner and the client's.
@@ -81,11 +87,7 @@ fn a_banner_waiting_at_connect_reaches_the_phone() {
 #[test]
 fn a_completed_handshake_outlives_its_deadline() {
     let mut pair = Pair::new();
-    let h = pair.connect(NORMAL, 22);
-    let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
-    pair.settle();
-    pair.drive();
+    let (h, _) = connected_ssh(&mut pair);
     pair.wait(Duration::from_secs(11));
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
     assert!(pair.up.closed.is_empty());
