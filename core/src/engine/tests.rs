@@ -16,6 +16,9 @@ const PHONE: [u8; 4] = [10, 111, 0, 1];
 const NORMAL: [u8; 4] = [198, 18, 1, 1];
 const TELEMETRY: [u8; 4] = [198, 18, 1, 2];
 const BLOCKED_NET: [u8; 4] = [198, 19, 0, 10];
+/// The phone's IPv6 address in raw-packet tests, and a server's.
+const PHONE6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const SERVER6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
 const LIST: &str = "||tracking.intl.miui.com^\nsa.api.intl.miui.com\n198.19.0.0/24\n";
 
 /// What the engine asked of the network, and what the network will answer.

@@ -402,15 +402,13 @@ fn answer_of_len(forwarded: &[u8], len: usize) -> Vec<u8> {
 /// the phone whole; one byte more is cut to its question with TC set, so the phone asks again over TCP.
 #[test]
 fn udp_answers_are_cut_only_past_the_tun_mtu() {
-    let phone6 = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    let server6 = [0xfd, 0, 0x68, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x53];
     for (v6, fits) in [(false, 1500 - 28), (true, 1500 - 48)] {
         for (len, cut) in [(fits, false), (fits + 1, true)] {
             let mut pair = pair_with(&[RESOLVER_A], &[]);
             let query = with_edns(dns_query("big.example.org"));
             let mut packet = Vec::new();
             let builder = if v6 {
-                PacketBuilder::ipv6(phone6, server6, 64)
+                PacketBuilder::ipv6(PHONE6, SERVER6, 64)
             } else {
                 PacketBuilder::ipv4(PHONE, [198, 18, 53, 53], 64)
             };

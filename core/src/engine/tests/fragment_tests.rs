@@ -49,9 +49,14 @@ fn incomplete_fragments_time_out_counted_and_leave_no_timer() {
 }
 
 /// `packet` (IPv4) with its DF flag set to `df` and the header checksum made right again.
-pub(super) fn with_df(mut packet: Vec<u8>, df: bool) -> Vec<u8> {
+pub(super) fn with_df(packet: Vec<u8>, df: bool) -> Vec<u8> {
+    with_ipv4_header(packet, |header| header.dont_fragment = df)
+}
+
+/// `packet` (IPv4) with its header changed by `edit` and the header checksum made right again.
+pub(super) fn with_ipv4_header(mut packet: Vec<u8>, edit: impl FnOnce(&mut etherparse::Ipv4Header)) -> Vec<u8> {
     let (mut header, _) = etherparse::Ipv4Header::from_slice(&packet).expect("ipv4");
-    header.dont_fragment = df;
+    edit(&mut header);
     header.header_checksum = header.calc_header_checksum();
     let mut head = Vec::new();
     header.write(&mut head).expect("writes");
@@ -97,10 +102,8 @@ fn udp_datagrams_that_must_not_be_fragmented_and_do_not_fit_upstream_get_icmp_to
     assert_eq!(pair.up.udp_sent.len(), 2);
     assert!(pair.take_out().is_empty(), "no error for what fits");
     // IPv6 is never fragmented on the way: too big.
-    let phone6 = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    let server6 = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
     let mut big6 = Vec::new();
-    PacketBuilder::ipv6(phone6, server6, 64).udp(5353, 7).write(&mut big6, &[7; 4000]).expect("builds");
+    PacketBuilder::ipv6(PHONE6, SERVER6, 64).udp(5353, 7).write(&mut big6, &[7; 4000]).expect("builds");
     pair.raw(&big6);
     let out = pair.take_out();
     match only_icmp(&out) {

@@ -4,9 +4,6 @@
 use super::*;
 use etherparse::{Icmpv4Type, Icmpv6Type, SlicedPacket, TransportSlice};
 
-const PHONE6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const SERVER6: [u8; 16] = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
-
 /// A SYN from the phone's IPv6 address to `SERVER6` port `port`.
 fn syn6(port: u16) -> Vec<u8> {
     let mut p = Vec::new();

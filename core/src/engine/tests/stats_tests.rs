@@ -29,12 +29,7 @@ fn malformed_and_unsupported_packets_are_dropped_and_counted() {
     // GRE (IP protocol 47) is not forwarded.
     let mut gre = Vec::new();
     PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(5353, 7).write(&mut gre, b"tunnel").expect("builds");
-    gre[9] = 47;
-    let (mut header, _) = etherparse::Ipv4Header::from_slice(&gre).expect("ipv4");
-    header.header_checksum = header.calc_header_checksum();
-    let mut head = Vec::new();
-    header.write(&mut head).expect("writes");
-    gre[..head.len()].copy_from_slice(&head);
+    let gre = super::fragment_tests::with_ipv4_header(gre, |header| header.protocol = etherparse::IpNumber(47));
     pair.raw(&gre);
     pair.raw(&gre);
     let stats = pair.engine.stats();
@@ -167,10 +162,8 @@ fn a_reply_that_fills_the_mtu_goes_whole_and_one_byte_more_is_fragmented() {
 fn an_ipv6_reply_that_cannot_be_cut_is_dropped_and_counted() {
     let mut pair = Pair::new();
     pair.engine.config.mtu = 1000;
-    let phone6 = [0xfd, 0, 0x68, 0x77, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    let server6 = [0xfd, 0, 0x68, 0x77, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
     let mut packet = Vec::new();
-    PacketBuilder::ipv6(phone6, server6, 64).udp(5353, 7).write(&mut packet, b"x").expect("builds");
+    PacketBuilder::ipv6(PHONE6, SERVER6, 64).udp(5353, 7).write(&mut packet, b"x").expect("builds");
     pair.raw(&packet);
     let flow = pair.up.udp_opened[0].0;
     pair.engine.on_udp_datagram(pair.now, flow, &[1; 1200]);
