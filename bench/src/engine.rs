@@ -9,7 +9,7 @@
 //! `aarch64-linux-android`, see `bench/build-android.sh`).
 
 use crate::counting::ALLOCATIONS;
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Transfer, Upstream};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, OwnerLookup, SocketAction, SocketDriver, Transfer};
 use hushwall_core::event::Protocol;
 use hushwall_core::policy::{Policy, Profile};
 use smoltcp::iface::{Config, Interface, SocketSet};
@@ -155,19 +155,19 @@ pub fn run(direction: Direction, mtu: usize, bytes: u64) -> io::Result<Report> {
             engine.handle_tun_packet(now, &packet, &mut up);
             report.packets += 1;
         }
-        engine.perform_socket_actions(now, &mut up, SinkAndSource::perform);
+        engine.perform_socket_actions(now, &mut up);
         if let Some(flow) = up.flow {
             if up.connecting {
                 up.connecting = false;
-                engine.on_tcp_connected(now, flow, Ok(()), &mut up);
+                engine.on_tcp_connected(now, flow, Ok(()));
             }
-            engine.on_upstream_writable(flow);
+            engine.upstream_writable(now, flow, |data| up.write(flow, data));
             if direction == Direction::Download {
-                engine.on_upstream_readable(flow);
+                engine.upstream_readable(now, flow, |buf| up.read(flow, buf));
             }
         }
-        engine.handle_timeout(now, &mut up);
-        engine.perform_socket_actions(now, &mut up, SinkAndSource::perform);
+        engine.handle_timeout(now);
+        engine.perform_socket_actions(now, &mut up);
         while engine.poll_event().is_some() {}
         engine.take_tun_packets(&mut out);
         report.engine_allocations += (ALLOCATIONS.load(Ordering::Relaxed) - allocations_before) as u64;
@@ -206,7 +206,7 @@ struct SinkAndSource {
     written: u64,
 }
 
-impl SinkAndSource {
+impl SocketDriver for SinkAndSource {
     /// Performs one socket action: the one flow's connect is taken (and reported connected in the next round);
     /// the rest need nothing of an upstream that is all in memory.
     fn perform(&mut self, action: SocketAction) -> io::Result<()> {
@@ -216,17 +216,17 @@ impl SinkAndSource {
         }
         Ok(())
     }
-}
-
-impl Upstream for SinkAndSource {
-    fn tcp_write(&mut self, _: FlowId, data: &[u8]) -> Transfer {
+    fn write(&mut self, _: FlowId, data: &[u8]) -> Transfer {
         self.written += data.len() as u64;
         Transfer::Moved(data.len())
     }
-    fn tcp_read(&mut self, _: FlowId, buf: &mut [u8]) -> Transfer {
+    fn read(&mut self, _: FlowId, buf: &mut [u8]) -> Transfer {
         buf.fill(0xa5);
         Transfer::Moved(buf.len())
     }
+}
+
+impl OwnerLookup for SinkAndSource {
     /// The benchmark's flow has no owning app.
     fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
         None

@@ -4,9 +4,10 @@
 //! (by DNS name, TLS SNI, HTTP Host or destination address), refuses blocked flows quickly and forwards the rest
 //! through sockets the host platform provides. It never touches a device, a clock or the OS network stack itself:
 //! time is always a parameter, and every socket operation is an [`engine::SocketAction`] the driver performs, in
-//! the sans-IO style of `quinn-proto` (only connected TCP streams are lent during a call, through
-//! [`engine::Upstream`], so the splice copies straight between smoltcp's buffers and the kernel's). The Linux CLI
-//! and the Android JNI library drive it.
+//! the sans-IO style of `quinn-proto`. The driver lends what the engine must not own: a connected TCP stream's
+//! reads and writes to [`engine::Engine::upstream_readable`] and [`engine::Engine::upstream_writable`] (so the
+//! splice copies straight between smoltcp's buffers and the kernel's), and the platform's owner lookup
+//! ([`engine::OwnerLookup`]) with each tun packet. The Linux CLI and the Android JNI library drive it.
 //!
 //! What it decides is a [`verdict::Verdict`] (allow or block, with a [`verdict::AllowReason`] or
 //! [`verdict::BlockReason`] and the deciding rule); what it reports is an [`event::Event`], complete when queued,

@@ -15,7 +15,7 @@ use crate::platform::Platform;
 use crate::sockets::{flow_of, Addressee, Conn, Sockets};
 use crate::sys;
 use crate::tun_writer::TunWriter;
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, Stats};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketDriver, Stats};
 use hushwall_core::event::Event;
 use hushwall_core::policy::Policy;
 use mio::event::Event as MioEvent;
@@ -91,7 +91,7 @@ pub fn run<T: Read + Write + AsRawFd>(
             sockets.own_addresses.network_changed();
             let now = Instant::now();
             network::end_flows_on_vanished_addresses(now, &mut engine, &mut sockets);
-            engine.perform_socket_actions(now, &mut sockets, Sockets::perform);
+            engine.perform_socket_actions(now, &mut sockets);
         }
         let now = Instant::now();
         let timeout = if tun_backlog || !udp_backlog.is_empty() {
@@ -148,11 +148,11 @@ pub fn run<T: Read + Write + AsRawFd>(
         // getConnectionOwnerUid), and the refusals about to be written (RST, NXDOMAIN) make the client close it.
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
-        engine.perform_socket_actions(now, &mut sockets, Sockets::perform);
+        engine.perform_socket_actions(now, &mut sockets);
         engine.note_udp_send_failures(sockets.send_held());
         follow_network(now, &mut engine, &mut sockets, netlink.is_some(), std::mem::take(&mut network_changed));
-        engine.handle_timeout(now, &mut sockets);
-        engine.perform_socket_actions(now, &mut sockets, Sockets::perform);
+        engine.handle_timeout(now);
+        engine.perform_socket_actions(now, &mut sockets);
         attribute_events(&mut engine, sockets.uids.as_mut(), &mut batch);
         deliver_events(sink.as_mut(), &mut batch);
         writer.flush(&mut engine, trace.as_mut());
@@ -192,7 +192,7 @@ fn open_netlink_watch(poll: &Poll) -> Option<NetlinkWatch> {
 fn follow_network(now: Instant, engine: &mut Engine, sockets: &mut Sockets, watching: bool, changed: bool) {
     for flow in std::mem::take(&mut sockets.unroutable) {
         let error = io::Error::new(io::ErrorKind::NetworkUnreachable, "the network is gone under this flow");
-        engine.on_upstream_error(now, flow, error, sockets);
+        engine.on_upstream_error(now, flow, error);
     }
     let suspect = std::mem::take(&mut sockets.network_suspect);
     if changed || suspect {
@@ -264,14 +264,14 @@ fn on_socket_event(
             if result.as_ref().is_err_and(crate::network::is_network_gone) {
                 sockets.network_suspect = true;
             }
-            engine.on_tcp_connected(now, flow, result, sockets);
+            engine.on_tcp_connected(now, flow, result);
         }
         Some(Conn::Tcp { .. }) => {
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                engine.on_upstream_readable(flow);
+                engine.upstream_readable(now, flow, |buf| sockets.read(flow, buf));
             }
             if event.is_writable() || event.is_write_closed() || event.is_error() {
-                engine.on_upstream_writable(flow);
+                engine.upstream_writable(now, flow, |data| sockets.write(flow, data));
             }
         }
         Some(Conn::Udp(_)) | None => {}

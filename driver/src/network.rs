@@ -124,7 +124,7 @@ pub(crate) fn end_flows_on_vanished_addresses(now: Instant, engine: &mut Engine,
     vanished.sort_unstable();
     for (flow, ip) in vanished {
         let error = io::Error::new(io::ErrorKind::AddrNotAvailable, format!("local address {ip} vanished"));
-        engine.on_upstream_error(now, flow, error, sockets);
+        engine.on_upstream_error(now, flow, error);
     }
 }
 

@@ -1,4 +1,5 @@
-//! Upstream sockets: the driver's side of [`Upstream`], on non-blocking `mio` sockets.
+//! Upstream sockets: the driver's side of the engine's socket actions ([`SocketDriver`]) and its owner lookup
+//! ([`OwnerLookup`]), on non-blocking `mio` sockets.
 //!
 //! Every socket is created with `socket2`, non-blocking and close-on-exec in the `socket()` call itself, protected
 //! through the platform before it connects, then registered with epoll (edge-triggered) under a token equal to its
@@ -8,7 +9,7 @@ use crate::network::is_network_gone;
 use crate::own_addresses::OwnAddresses;
 use crate::platform::{Protector, UidResolver};
 use crate::udp_segments::Run;
-use hushwall_core::engine::{FlowId, SocketAction, Transfer, Upstream};
+use hushwall_core::engine::{FlowId, OwnerLookup, SocketAction, SocketDriver, Transfer};
 use hushwall_core::event::Protocol as FlowProtocol;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
@@ -449,9 +450,11 @@ impl Sockets {
     pub(crate) fn udp_close(&mut self, flow: FlowId) {
         self.forget(flow);
     }
+}
 
+impl SocketDriver for Sockets {
     /// Performs one of the engine's socket actions; the error of one that failed at once.
-    pub(crate) fn perform(&mut self, action: SocketAction) -> io::Result<()> {
+    fn perform(&mut self, action: SocketAction) -> io::Result<()> {
         match action {
             SocketAction::TcpConnect { flow, dst } => self.tcp_connect(flow, dst),
             SocketAction::TcpShutdownWrite { flow } => {
@@ -472,18 +475,18 @@ impl Sockets {
             }
         }
     }
-}
 
-impl Upstream for Sockets {
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
+    fn write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
         let result = self.tcp(flow).and_then(|stream| stream.write(data));
         transfer(self.note_error(result))
     }
 
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
+    fn read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
         transfer(self.tcp(flow).and_then(|stream| stream.read(buf)))
     }
+}
 
+impl OwnerLookup for Sockets {
     fn owner_uid(&mut self, protocol: FlowProtocol, src: SocketAddr, dst: SocketAddr) -> Option<u32> {
         self.uids.uid(protocol, src, dst)
     }

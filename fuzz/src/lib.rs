@@ -11,7 +11,7 @@
 //! and allowed hosts (split, padded, overlapping, chunked as the input says) let the fuzzer reach those paths.
 
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
-use hushwall_core::engine::{Engine, EngineConfig, FlowId, SocketAction, Transfer, Upstream};
+use hushwall_core::engine::{Engine, EngineConfig, FlowId, OwnerLookup, SocketAction, SocketDriver, Transfer};
 use hushwall_core::event::Protocol;
 use hushwall_core::inspect::quic::seal::{client_initial, crypto_frame};
 use hushwall_core::inspect::quic::{crypto_frames, open_client_initial, VERSION_1, VERSION_2};
@@ -343,7 +343,7 @@ impl FakeUpstream {
     }
 }
 
-impl FakeUpstream {
+impl SocketDriver for FakeUpstream {
     /// Performs one socket action as a driver would (checking that no blocked destination is dialled and no
     /// blocked name goes upstream); the error the engine must be told of, if it failed.
     fn perform(&mut self, action: SocketAction) -> io::Result<()> {
@@ -385,10 +385,8 @@ impl FakeUpstream {
         }
         Ok(())
     }
-}
 
-impl Upstream for FakeUpstream {
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
+    fn write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
         if self.write_budget == 0 {
             return Transfer::Blocked;
         }
@@ -406,7 +404,7 @@ impl Upstream for FakeUpstream {
         }
         Transfer::Moved(taken)
     }
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
+    fn read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
         let Some((pending, eof)) = self.to_read.get_mut(&flow) else {
             return Transfer::Blocked;
         };
@@ -418,6 +416,9 @@ impl Upstream for FakeUpstream {
         pending.drain(..n);
         Transfer::Moved(n)
     }
+}
+
+impl OwnerLookup for FakeUpstream {
     /// The fuzzed phone's flows have no owning app.
     fn owner_uid(&mut self, _: Protocol, _: SocketAddr, _: SocketAddr) -> Option<u32> {
         None
@@ -503,14 +504,14 @@ impl Harness {
     /// One packet from the tun, then the stack, then everything the engine wants written back.
     pub fn tun_packet(&mut self, packet: &[u8]) {
         self.engine.handle_tun_packet(self.now, packet, &mut self.up);
-        self.engine.poll(self.now, &mut self.up);
+        self.engine.poll(self.now);
         self.drain();
     }
 
     /// Performs the engine's socket actions, telling it of each open and failure as a driver does; then writes
     /// its output "to the phone", remembering TCP sequence numbers for later acknowledgements.
     pub fn drain(&mut self) {
-        self.engine.perform_socket_actions(self.now, &mut self.up, FakeUpstream::perform);
+        self.engine.perform_socket_actions(self.now, &mut self.up);
         let mut out = Vec::new();
         self.engine.take_tun_packets(&mut out);
         for p in out {
@@ -531,7 +532,7 @@ impl Harness {
 
     /// Runs timers due at the virtual now.
     pub fn timeout(&mut self) {
-        self.engine.handle_timeout(self.now, &mut self.up);
+        self.engine.handle_timeout(self.now);
         self.drain();
     }
 
@@ -571,8 +572,8 @@ impl Harness {
                 let ok = !input.u8().is_multiple_of(4);
                 if let Some(flow) = self.pick_flow(input) {
                     let result = if ok { Ok(()) } else { Err(io::ErrorKind::ConnectionRefused.into()) };
-                    self.engine.on_tcp_connected(self.now, flow, result, &mut self.up);
-                    self.engine.poll(self.now, &mut self.up);
+                    self.engine.on_tcp_connected(self.now, flow, result);
+                    self.engine.poll(self.now);
                     self.drain();
                 }
             }
@@ -585,9 +586,9 @@ impl Harness {
                     let entry = self.up.to_read.entry(flow).or_default();
                     entry.0.extend_from_slice(&data);
                     entry.1 |= eof;
-                    self.engine.on_upstream_readable(flow);
-                    self.engine.on_upstream_writable(flow);
-                    self.engine.poll(self.now, &mut self.up);
+                    self.engine.upstream_readable(self.now, flow, |buf| self.up.read(flow, buf));
+                    self.engine.upstream_writable(self.now, flow, |data| self.up.write(flow, data));
+                    self.engine.poll(self.now);
                     self.drain();
                 }
             }
@@ -604,7 +605,7 @@ impl Harness {
                     } else {
                         self.engine.on_udp_datagram(self.now, flow, &data);
                     }
-                    self.engine.poll(self.now, &mut self.up);
+                    self.engine.poll(self.now);
                     self.drain();
                 }
             }
@@ -621,9 +622,9 @@ impl Harness {
                 self.up.write_budget = if b & 2 != 0 { 0 } else { 1 << 20 };
                 let flows: Vec<FlowId> = self.up.open.keys().copied().collect();
                 for flow in flows {
-                    self.engine.on_upstream_writable(flow);
+                    self.engine.upstream_writable(self.now, flow, |data| self.up.write(flow, data));
                 }
-                self.engine.poll(self.now, &mut self.up);
+                self.engine.poll(self.now);
                 self.drain();
             }
         }
@@ -746,8 +747,8 @@ impl Harness {
             let dialled: Vec<FlowId> = self.up.open.iter().filter(|(_, d)| **d == server).map(|(&f, _)| f).collect();
             for flow in dialled {
                 if self.connected.insert(flow) {
-                    self.engine.on_tcp_connected(self.now, flow, Ok(()), &mut self.up);
-                    self.engine.poll(self.now, &mut self.up);
+                    self.engine.on_tcp_connected(self.now, flow, Ok(()));
+                    self.engine.poll(self.now);
                     self.drain();
                 }
             }

@@ -36,7 +36,7 @@
 //! [`EngineConfig::budget_by_app`]: super::EngineConfig::budget_by_app
 
 use super::dns::{MAX_PENDING, MAX_PENDING_PER_CLIENT};
-use super::{tcp, udp, Engine, FlowKey, Upstream};
+use super::{tcp, udp, Engine, FlowKey, OwnerLookup};
 use crate::event::{Event, Protocol};
 use crate::verdict::{BlockReason, Verdict};
 use std::collections::HashMap;
@@ -84,8 +84,13 @@ pub(super) struct Owner {
 
 impl Owner {
     /// The UID owning the flow from `client` to `server`, asking the platform the first time.
-    pub(super) fn uid(&mut self, protocol: Protocol, (client, server): FlowKey, up: &mut impl Upstream) -> Option<u32> {
-        *self.asked.get_or_insert_with(|| up.owner_uid(protocol, client, server))
+    pub(super) fn uid(
+        &mut self,
+        protocol: Protocol,
+        (client, server): FlowKey,
+        owners: &mut impl OwnerLookup,
+    ) -> Option<u32> {
+        *self.asked.get_or_insert_with(|| owners.owner_uid(protocol, client, server))
     }
 
     fn asked(&self) -> bool {
@@ -205,10 +210,10 @@ impl Engine {
         crowded: bool,
         protocol: Protocol,
         (client, server): FlowKey,
-        up: &mut impl Upstream,
+        owners: &mut impl OwnerLookup,
     ) -> Client {
         let uid = if self.config.budget_by_app && (crowded || owner.asked()) {
-            owner.uid(protocol, (client, server), up)
+            owner.uid(protocol, (client, server), owners)
         } else {
             None
         };

@@ -6,7 +6,7 @@
 //! CNAMEs and recorded in the IP→names cache that later judges connections.
 //!
 //! Each try of a query gets an upstream socket of its own (the same as Android's own resolver does), opened
-//! through [`Upstream`] under a fresh [`FlowId`] and closed when the try ends:
+//! with a [`SocketAction`] under a fresh [`FlowId`] and closed when the try ends:
 //! - nothing can go stale: a socket opened after a network change gets the new source address and route, so DNS
 //!   recovers with the network instead of failing until a restart;
 //! - each query leaves from a new source port the kernel picks at random, and carries a query id drawn from a
@@ -28,8 +28,9 @@ mod try_state;
 
 use super::budget::{crowded, Client, Owner};
 use super::packet::UdpInbound;
+use super::socket_action::Direction;
 use super::timers::Timer;
-use super::{Engine, FlowId, FlowKey, SocketAction, Transfer, Upstream};
+use super::{Engine, FlowId, FlowKey, OwnerLookup, SocketAction, Transfer};
 use crate::event::Protocol;
 use crate::inspect::dns::{self, DnsQuery, QuestionKey};
 use crate::verdict::{BlockReason, ErrorReason};
@@ -133,8 +134,6 @@ pub(crate) struct DnsForwarder {
     /// The user's fallbacks, tried after the upstreams.
     fallbacks: Vec<Resolver>,
     tries: HashMap<FlowId, Try>,
-    /// DNS-over-TCP tries whose sockets became readable or writable, serviced at the next poll.
-    tcp_ready: Vec<FlowId>,
     rng: ChaCha20Rng,
 }
 
@@ -156,7 +155,6 @@ impl DnsForwarder {
             upstreams: upstreams.iter().copied().map(Resolver::new).collect(),
             fallbacks: fallbacks.iter().copied().map(Resolver::new).collect(),
             tries: HashMap::new(),
-            tcp_ready: Vec::new(),
             rng: ChaCha20Rng::from_seed(seed),
         }
     }
@@ -218,18 +216,18 @@ impl Engine {
     }
 
     /// A UDP datagram to port 53.
-    pub(super) fn on_dns_datagram(&mut self, now: Instant, datagram: &UdpInbound<'_>, up: &mut impl Upstream) {
+    pub(super) fn on_dns_datagram(&mut self, now: Instant, datagram: &UdpInbound<'_>, owners: &mut impl OwnerLookup) {
         let UdpInbound { client, server, payload, .. } = *datagram;
         let via = DnsClient::Udp { client, server };
         let mut owner = Owner::default();
-        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, up) {
+        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, owners) {
             self.stats.dns_queries += 1;
             self.answer_blocked(via, payload);
             self.report_app_blocked(now, Protocol::Dns, client, server, uid);
             return;
         }
         let crowded = crowded(self.dns.tries.len(), self.pending_dns_share());
-        let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), up);
+        let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), owners);
         self.dns_query(now, via, (client, server), budget, payload);
     }
 
@@ -409,67 +407,59 @@ impl Engine {
         }
     }
 
-    /// The DNS-over-TCP socket of a query in flight connected (or failed to).
-    pub(super) fn on_dns_tcp_connected(
-        &mut self,
-        now: Instant,
-        flow: FlowId,
-        result: io::Result<()>,
-        up: &mut impl Upstream,
-    ) {
+    /// The DNS-over-TCP socket of a query in flight connected (or failed to): the query is written and the answer
+    /// read when [`Engine::perform_socket_actions`] lends the stream next.
+    pub(super) fn on_dns_tcp_connected(&mut self, now: Instant, flow: FlowId, result: io::Result<()>) {
         match result {
             Ok(()) => {
                 if let Some(attempt) = self.dns.tries.get_mut(&flow) {
                     attempt.state.connected(TryName(flow, attempt.resolver));
                 }
-                self.service_dns_tcp(now, flow, up);
+                self.ask_transfer(flow, Direction::ToServer);
+                self.ask_transfer(flow, Direction::ToClient);
             }
             Err(error) => self.on_dns_socket_error(now, flow, error),
         }
     }
 
-    /// The DNS-over-TCP socket of a query in flight may be readable or writable: serviced at the next poll.
-    pub(super) fn on_dns_tcp_ready(&mut self, flow: FlowId) {
-        self.dns.tcp_ready.push(flow);
-    }
-
-    /// Services every DNS-over-TCP try whose socket changed since the last poll.
-    pub(super) fn service_dns_tcp_ready(&mut self, now: Instant, up: &mut impl Upstream) {
-        for flow in std::mem::take(&mut self.dns.tcp_ready) {
-            self.service_dns_tcp(now, flow, up);
-        }
-    }
-
-    /// Writes what is left of the query and reads what has come of the answer; handles the answer once whole.
-    fn service_dns_tcp(&mut self, now: Instant, flow: FlowId, up: &mut impl Upstream) {
-        let Some(Try { state: TryState::TcpExchanging { out, written, input }, .. }) = self.dns.tries.get_mut(&flow)
+    /// Writes with `write` what is left of a DNS-over-TCP query (see [`Engine::upstream_writable`]).
+    pub(super) fn write_dns_query(&mut self, now: Instant, flow: FlowId, mut write: impl FnMut(&[u8]) -> Transfer) {
+        let Some(Try { state: TryState::TcpExchanging { out, written, .. }, .. }) = self.dns.tries.get_mut(&flow)
         else {
             return;
         };
-        let mut failure: Option<TryFailure> = None;
-        while *written < out.len() && failure.is_none() {
-            match up.tcp_write(flow, out.get(*written..).unwrap_or_default()) {
-                Transfer::Moved(0) => failure = Some(TryFailure::WriteZero),
-                Transfer::Moved(n) => *written += n,
-                Transfer::Blocked => break,
-                Transfer::Failed(e) => failure = Some(TryFailure::Socket(e)),
-            }
+        while *written < out.len() {
+            let failure = match write(out.get(*written..).unwrap_or_default()) {
+                Transfer::Moved(0) => TryFailure::WriteZero,
+                Transfer::Moved(n) => {
+                    *written += n;
+                    continue;
+                }
+                Transfer::Blocked => return,
+                Transfer::Failed(e) => TryFailure::Socket(e),
+            };
+            return self.end_try(now, flow, failure);
         }
+    }
+
+    /// Reads with `read` what has come of a DNS-over-TCP answer (see [`Engine::upstream_readable`]); handles the
+    /// answer once whole.
+    pub(super) fn read_dns_answer(&mut self, now: Instant, flow: FlowId, mut read: impl FnMut(&mut [u8]) -> Transfer) {
+        let Some(Try { state: TryState::TcpExchanging { input, .. }, .. }) = self.dns.tries.get_mut(&flow) else {
+            return;
+        };
         let mut buf = [0u8; 4096];
-        while failure.is_none() && !tcp_message_complete(input) {
-            match up.tcp_read(flow, &mut buf) {
-                Transfer::Moved(0) => failure = Some(TryFailure::ClosedBeforeAnswer),
-                Transfer::Moved(n) => input.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                Transfer::Blocked => break,
-                Transfer::Failed(e) => failure = Some(TryFailure::Socket(e)),
-            }
-        }
-        if let Some(failure) = failure {
-            self.end_try(now, flow, failure);
-            return;
-        }
-        if !tcp_message_complete(input) {
-            return;
+        while !tcp_message_complete(input) {
+            let failure = match read(&mut buf) {
+                Transfer::Moved(0) => TryFailure::ClosedBeforeAnswer,
+                Transfer::Moved(n) => {
+                    input.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    continue;
+                }
+                Transfer::Blocked => return,
+                Transfer::Failed(e) => TryFailure::Socket(e),
+            };
+            return self.end_try(now, flow, failure);
         }
         let Some(attempt) = self.dns.tries.remove(&flow) else {
             return;

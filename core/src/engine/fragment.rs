@@ -9,7 +9,7 @@
 //! etherparse's own pool is unbounded and accepts overlaps.
 
 use super::timers::Timer;
-use super::{Engine, Upstream};
+use super::{Engine, OwnerLookup};
 use etherparse::defrag::IpDefragBuf;
 use etherparse::{
     IpFragOffset, IpNumber, IpSlice, Ipv4Header, Ipv4HeaderSlice, Ipv6ExtensionSlice, Ipv6FragmentHeader, Ipv6Header,
@@ -166,12 +166,12 @@ impl Reassembler {
 
 impl Engine {
     /// A fragment from the phone: held until its datagram is complete, then the whole packet is handled.
-    pub(super) fn on_fragment(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
+    pub(super) fn on_fragment(&mut self, now: Instant, packet: &[u8], owners: &mut impl OwnerLookup) {
         match self.fragments.add(now, packet) {
             Reassembly::Held => {}
             Reassembly::Complete(whole) => {
                 self.stats.datagrams_reassembled += 1;
-                self.dispatch_tun_packet(now, &whole, up);
+                self.dispatch_tun_packet(now, &whole, owners);
             }
             Reassembly::Dropped(fragments) => self.stats.fragments_dropped += fragments,
         }

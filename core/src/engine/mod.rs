@@ -3,7 +3,7 @@
 //! [`Engine`] is sans-IO: it owns the smoltcp interface that terminates the phone's TCP connections, the UDP NAT
 //! table and the DNS forwarder, but it never reads a clock or opens a socket. The platform driver feeds it tun
 //! packets and socket readiness with the current time, performs the socket operations the engine queued with
-//! [`Engine::perform_socket_actions`] (lending only connected TCP streams through [`Upstream`]), writes what
+//! [`Engine::perform_socket_actions`] (which also moves the bytes of connected TCP streams), writes what
 //! [`Engine::take_tun_packets`] hands it to the tun, delivers [`Engine::poll_event`]s, writes the packet capture
 //! from [`Engine::take_capture_records`] when one is on, and sleeps until [`Engine::poll_timeout`].
 //!
@@ -32,7 +32,9 @@
 //!   (`reply`).
 //! - Whatever a flow needs of a socket (connect, open, send a datagram, shut down, close) is queued as a
 //!   `SocketAction` (`socket_action`) for the driver to perform ([`Engine::perform_socket_actions`]), which
-//!   tells the engine how connects, opens and sends went. Only a connected TCP stream's bytes move during a call, through [`Upstream`].
+//!   tells the engine how connects, opens and sends went. A connected TCP stream's bytes move when the driver
+//!   lends the stream: for a flow the engine asked about (`socket_action::Direction`), or whose socket became ready
+//!   ([`Engine::upstream_readable`], [`Engine::upstream_writable`]).
 //! - Deadlines of every kind are in one heap (`timers`); block events are folded (`repeats`) and queued complete.
 //! - The network under the engine (`network`): its resolvers, address families and MTU, as the driver reports.
 //!
@@ -81,24 +83,17 @@ use timers::{Timer, Timers};
 use udp::UdpFlow;
 
 pub use network::NetworkInfo;
-pub use socket_action::SocketAction;
+pub use socket_action::{SocketAction, SocketDriver};
 
 /// Identifies one flow and the upstream socket the engine asked the driver for on its behalf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowId(pub u64);
 
-/// What the driver lends the engine during a call: the byte streams of its connected upstream TCP sockets, so
-/// the splice copies straight between smoltcp's buffers and the kernel's, and the platform's owner lookup.
-///
-/// Every other socket operation (connect, open, send a datagram, shut down, close) is a [`SocketAction`] the
-/// driver performs with [`Engine::perform_socket_actions`]. Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it
-/// connects, so its traffic bypasses the tun. Reads and writes are non-blocking: the driver tells how each went as
-/// a [`Transfer`].
-pub trait Upstream {
-    /// Writes bytes to the connection; [`Transfer::Moved`] says how many were taken.
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer;
-    /// Reads bytes from the connection; [`Transfer::Moved`]`(0)` is the end of the stream.
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer;
+/// The platform's answer to "which app owns this phone-side flow?", lent by the driver with each tun packet
+/// ([`Engine::handle_tun_packet`]). It is the one question the engine asks in the middle of a call: a new flow's
+/// verdict (an app the user blocked) and its budget depend on the answer, so it cannot wait for a later call as a
+/// [`SocketAction`] does without holding every new flow back.
+pub trait OwnerLookup {
     /// The app (UID) owning the phone-side flow from `src` to `dst`, if the platform can tell. Asked at most once
     /// per new flow or DNS query: while some app is blocked (see [`Engine::set_blocked_uids`]), and with
     /// [`EngineConfig::budget_by_app`] while the table concerned is at least half full (see `engine::budget`).
@@ -106,8 +101,8 @@ pub trait Upstream {
     fn owner_uid(&mut self, protocol: Protocol, src: SocketAddr, dst: SocketAddr) -> Option<u32>;
 }
 
-/// How one read or write on a lent upstream stream went, as the driver tells it (it knows its platform's errors;
-/// the engine only needs these three cases).
+/// How one read or write on an upstream stream went, as the driver tells it (it knows its platform's errors; the
+/// engine only needs these three cases). See [`Engine::upstream_readable`] and [`Engine::upstream_writable`].
 #[derive(Debug)]
 pub enum Transfer {
     /// This many bytes moved. A read of 0 is the end of the stream; a write of 0 means the connection takes no
@@ -169,7 +164,7 @@ pub struct EngineConfig {
     /// would otherwise count as two clients; a gateway serving many LAN hosts sets 25, and so does the app with
     /// budgets by app.
     pub client_share_percent: u8,
-    /// Count budgets by app (UID) where the platform tells a flow's owner ([`Upstream::owner_uid`]), rather than
+    /// Count budgets by app (UID) where the platform tells a flow's owner ([`OwnerLookup::owner_uid`]), rather than
     /// by source address: on a phone all apps share one address. Owners are asked only while the table
     /// concerned is at least half full; earlier flows, and flows whose owner is unknown, count under their
     /// source address (see `engine::budget`). Off by default; the app turns it on.
@@ -319,6 +314,8 @@ pub struct Engine {
     next_fragment_id: u32,
     /// TCP flows whose sockets may have changed since they were last serviced.
     touched: Vec<FlowId>,
+    /// Upstream streams with bytes ready to move, for [`Engine::perform_socket_actions`] to move.
+    transfers: Vec<(FlowId, socket_action::Direction)>,
     /// Closed TCP flows whose sockets are freed after the next stack poll (which sends their last segment).
     retiring: Vec<FlowId>,
     /// Apps (UIDs) whose traffic the user blocked entirely.
@@ -364,6 +361,7 @@ impl Engine {
             budgets: budget::ClientBudgets::default(),
             quic: QuicFlows::default(),
             touched: Vec::new(),
+            transfers: Vec::new(),
             retiring: Vec::new(),
             scratch: Vec::new(),
             blocked_uids: HashSet::new(),
@@ -401,12 +399,12 @@ impl Engine {
         protocol: Protocol,
         client: SocketAddr,
         server: SocketAddr,
-        up: &mut impl Upstream,
+        owners: &mut impl OwnerLookup,
     ) -> Option<u32> {
         if self.blocked_uids.is_empty() {
             return None;
         }
-        let uid = owner.uid(protocol, (client, server), up)?;
+        let uid = owner.uid(protocol, (client, server), owners)?;
         self.blocked_uids.contains(&uid).then_some(uid)
     }
 
@@ -441,7 +439,7 @@ impl Engine {
 
     /// Handles one packet read from the tun. Call [`Engine::handle_timeout`] (which ends with [`Engine::poll`])
     /// after a batch of these.
-    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
+    pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], owners: &mut impl OwnerLookup) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
         self.capture_inbound(now, packet);
@@ -457,11 +455,11 @@ impl Engine {
             }
             return;
         }
-        self.dispatch_tun_packet(now, packet, up);
+        self.dispatch_tun_packet(now, packet, owners);
     }
 
     /// Handles one whole IP packet from the phone (read from the tun, or reassembled from fragments).
-    fn dispatch_tun_packet(&mut self, now: Instant, packet: &[u8], up: &mut impl Upstream) {
+    fn dispatch_tun_packet(&mut self, now: Instant, packet: &[u8], owners: &mut impl OwnerLookup) {
         let parsed = packet::parse(packet);
         self.capture_inbound_key(|| parsed.ok().map(|p| capture::flow_key(&p)));
         let parsed = match parsed {
@@ -475,16 +473,16 @@ impl Engine {
             Transport::Tcp(seg) => {
                 let client = SocketAddr::new(parsed.src, seg.src_port);
                 let server = SocketAddr::new(parsed.dst, seg.dst_port);
-                self.on_tcp_segment(now, &TcpInbound { packet, client, server, seg }, up);
+                self.on_tcp_segment(now, &TcpInbound { packet, client, server, seg }, owners);
             }
             Transport::Udp { src_port, dst_port, payload } => {
                 let client = SocketAddr::new(parsed.src, src_port);
                 let server = SocketAddr::new(parsed.dst, dst_port);
                 let datagram = UdpInbound { packet, client, server, payload };
                 if dst_port == 53 {
-                    self.on_dns_datagram(now, &datagram, up);
+                    self.on_dns_datagram(now, &datagram, owners);
                 } else {
-                    self.on_udp_datagram_from_client(now, &datagram, up);
+                    self.on_udp_datagram_from_client(now, &datagram, owners);
                 }
             }
             Transport::EchoRequest => {
@@ -492,24 +490,24 @@ impl Engine {
                 let (src, dst) = (SocketAddr::new(parsed.src, 0), SocketAddr::new(parsed.dst, 0));
                 self.report(now, Protocol::Icmp, src, dst, None, &Verdict::block(BlockReason::IcmpUnsupported));
             }
-            Transport::Fragment => self.on_fragment(now, packet, up),
+            Transport::Fragment => self.on_fragment(now, packet, owners),
             Transport::Other => self.stats.dropped += 1,
         }
     }
 
-    /// Runs the TCP/IP stack over queued packets and timers and moves bytes for every flow that changed.
+    /// Runs the TCP/IP stack over queued packets and timers and services every flow that changed: its bytes are
+    /// judged, and the transfers they need queued for [`Engine::perform_socket_actions`].
     /// [`Engine::handle_timeout`] ends with this, so a driver that calls that after each batch (as
     /// `hushwall_driver` does) never needs it; it is public for harnesses that step the engine without running
     /// its timers (the fuzz targets).
-    pub fn poll(&mut self, now: Instant, up: &mut impl Upstream) {
-        self.service_dns_tcp_ready(now, up);
+    pub fn poll(&mut self, now: Instant) {
         self.stack.poll(now);
         while !self.touched.is_empty() {
             let mut touched = std::mem::take(&mut self.touched);
             touched.sort_unstable();
             touched.dedup();
             for &id in &touched {
-                self.service_tcp(now, id, up);
+                self.service_tcp(now, id);
             }
             // Servicing may have queued data or closed sockets: let smoltcp emit it, then free what closed.
             self.stack.poll(now);
@@ -523,7 +521,7 @@ impl Engine {
     }
 
     /// Handles expired timers (sniff and connect deadlines, idle UDP flows, unanswered DNS queries).
-    pub fn handle_timeout(&mut self, now: Instant, up: &mut impl Upstream) {
+    pub fn handle_timeout(&mut self, now: Instant) {
         self.capture_clock(now);
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
@@ -535,7 +533,7 @@ impl Engine {
                 Timer::Repeats => self.flush_repeats(now),
             }
         }
-        self.poll(now, up);
+        self.poll(now);
     }
 
     /// When [`Engine::handle_timeout`] must next run; `None` when nothing is pending (an idle engine sleeps).

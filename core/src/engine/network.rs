@@ -8,7 +8,7 @@
 //! connection that is accepted locally and reset after its ClientHello. DNS is answered by the engine and is not
 //! affected.
 
-use super::{Engine, FlowId, FlowKey, Upstream};
+use super::{Engine, FlowId, FlowKey};
 use crate::event::Protocol;
 use crate::verdict::ErrorReason;
 use std::io;
@@ -103,13 +103,13 @@ impl Engine {
     /// send failed with "network unreachable"): the flow ends now with an error event instead of hanging until a
     /// timeout. TCP: the phone's side is reset (`connect_failed` while dialling, `upstream_reset` after).
     /// UDP: the flow is closed (`udp_failed`); the phone's next datagram opens a new one from the new address.
-    pub fn on_upstream_error(&mut self, now: Instant, id: FlowId, error: io::Error, up: &mut impl Upstream) {
+    pub fn on_upstream_error(&mut self, now: Instant, id: FlowId, error: io::Error) {
         if self.dns.owns(id) {
             self.on_udp_error(now, id, error);
         } else if let Some(flow) = self.tcp.get(&id) {
             let reason = if flow.connecting() { ErrorReason::ConnectFailed } else { ErrorReason::UpstreamReset };
             self.fail_tcp_flow(now, id, reason, error);
-            self.poll(now, up);
+            self.poll(now);
         } else if let Some(flow) = self.close_udp_flow(id) {
             let key = (flow.client, flow.server);
             self.report_failure(now, Protocol::Udp, key, None, ErrorReason::UdpFailed, error);

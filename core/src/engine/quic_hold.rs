@@ -35,7 +35,7 @@ use super::packet::UdpInbound;
 use super::reply::Unreachable;
 use super::timers::Timer;
 use super::udp::{UdpOpening, DOQ_PORT};
-use super::{AddressVerdict, Engine, FlowId, FlowKey, Upstream};
+use super::{AddressVerdict, Engine, FlowId, FlowKey, OwnerLookup};
 use crate::event::Protocol;
 use crate::inspect::quic::{ClientHelloAssembler, QuicScan, VERSION_1, VERSION_2};
 use crate::verdict::{BlockReason, Verdict};
@@ -70,7 +70,7 @@ impl Engine {
         now: Instant,
         datagram: &UdpInbound<'_>,
         owner: &mut Owner,
-        up: &mut impl Upstream,
+        owners: &mut impl OwnerLookup,
     ) -> bool {
         let UdpInbound { packet, client, server, payload } = *datagram;
         let key = datagram.key();
@@ -95,7 +95,7 @@ impl Engine {
                 AddressVerdict::Shared(host) => (Verdict::no_match(), Some(host)),
                 AddressVerdict::Unknown(host) => (Verdict::no_match(), host),
             };
-            let budget = self.budget_key(owner, self.flows_crowded(Table::Udp), Protocol::Udp, key, up);
+            let budget = self.budget_key(owner, self.flows_crowded(Table::Udp), Protocol::Udp, key, owners);
             if self.udp_table_full(now, budget).is_some() {
                 return false;
             }

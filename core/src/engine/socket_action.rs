@@ -3,10 +3,13 @@
 //!
 //! The engine never calls the driver to open, send on or close a socket: it queues an action and goes on as if it
 //! succeeded. Each failure comes back through the entry point the variant names; until then the flow waits,
-//! exactly as it would for a slow network. Only the byte streams of connected TCP sockets are lent during a call
-//! ([`super::Upstream`]), so the splice copies straight between smoltcp's buffers and the kernel's.
+//! exactly as it would for a slow network. A connected TCP stream whose bytes are ready to move (the client's
+//! bytes judged and the socket writable, or room for the server's and the socket readable) is queued the same
+//! way, as a [`Direction`]; [`Engine::perform_socket_actions`] moves them by lending the driver's stream to
+//! [`Engine::upstream_writable`] or [`Engine::upstream_readable`], so the splice copies straight between
+//! smoltcp's buffers and the kernel's.
 
-use super::{Engine, FlowId, Upstream};
+use super::{Engine, FlowId, Transfer};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -65,34 +68,75 @@ pub enum SocketAction {
     },
 }
 
+/// The driver's side of the socket actions: it performs them and lends its connected TCP streams while they run.
+pub trait SocketDriver {
+    /// Performs one action; the error if it failed at once.
+    fn perform(&mut self, action: SocketAction) -> io::Result<()>;
+    /// Writes bytes to a flow's connected stream; [`Transfer::Moved`] says how many it took.
+    fn write(&mut self, flow: FlowId, data: &[u8]) -> Transfer;
+    /// Reads bytes from a flow's connected stream; [`Transfer::Moved`]`(0)` is the end of the stream.
+    fn read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer;
+}
+
+/// Which way a flow's bytes are ready to move through its upstream stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Direction {
+    /// The client's bytes (or a DNS query) to the server: the stream is written.
+    ToServer,
+    /// The server's bytes to the client (or a DNS answer): the stream is read.
+    ToClient,
+}
+
 impl Engine {
     /// The next socket operation to perform, oldest first (tests look at the queue without performing it).
     pub(super) fn poll_socket_action(&mut self) -> Option<SocketAction> {
         self.socket_actions.pop_front()
     }
 
-    /// Performs every queued socket action, oldest first, with the driver's `perform`, and tells the engine how
-    /// each connect, open and send went (through [`Engine::on_tcp_connected`], [`Engine::on_udp_opened`] and
-    /// [`Engine::on_udp_send_failed`]); actions those reports queue are performed too. `perform` returns the
-    /// error of an action that failed at once. Call it after every call into the engine: until an action is
-    /// performed, its flow makes no progress. It is the one way actions are drained: the driver, the engine tests,
-    /// the fuzz harness and the benchmark all use it.
-    pub fn perform_socket_actions<U: Upstream>(
-        &mut self,
-        now: Instant,
-        up: &mut U,
-        mut perform: impl FnMut(&mut U, SocketAction) -> io::Result<()>,
-    ) {
-        while let Some(action) = self.poll_socket_action() {
-            let report = Report::of(&action);
-            let result = perform(up, action);
-            match (report, result) {
-                (Report::Connect(flow), Err(e)) => self.on_tcp_connected(now, flow, Err(e), up),
-                (Report::Open(flow), result) => self.on_udp_opened(now, flow, result),
-                (Report::Send(flow), Err(e)) => self.on_udp_send_failed(now, flow, e),
-                _ => {}
+    /// Performs every queued socket action, oldest first, with the driver's [`SocketDriver::perform`], and tells
+    /// the engine how each connect, open and send went (through [`Engine::on_tcp_connected`],
+    /// [`Engine::on_udp_opened`] and [`Engine::on_udp_send_failed`]); then moves the bytes ready to move on
+    /// connected streams through [`SocketDriver::write`] and [`SocketDriver::read`], and runs the stack over what
+    /// moved. What that queues is performed too, until nothing is left. Call it after every call into the engine:
+    /// until an action is performed, its flow makes no progress. It is the one way actions are drained: the
+    /// driver, the engine tests, the fuzz harness and the benchmark all use it.
+    pub fn perform_socket_actions(&mut self, now: Instant, driver: &mut impl SocketDriver) {
+        loop {
+            while let Some(action) = self.poll_socket_action() {
+                let report = Report::of(&action);
+                match (report, driver.perform(action)) {
+                    (Report::Connect(flow), Err(e)) => self.on_tcp_connected(now, flow, Err(e)),
+                    (Report::Open(flow), result) => self.on_udp_opened(now, flow, result),
+                    (Report::Send(flow), Err(e)) => self.on_udp_send_failed(now, flow, e),
+                    _ => {}
+                }
+            }
+            if self.transfers.is_empty() {
+                return;
+            }
+            let mut transfers = std::mem::take(&mut self.transfers);
+            // A flow serviced twice since the last drain asked twice: its stream moves once.
+            transfers.sort_unstable();
+            transfers.dedup();
+            for &(flow, direction) in &transfers {
+                match direction {
+                    Direction::ToServer => self.upstream_writable(now, flow, |data| driver.write(flow, data)),
+                    Direction::ToClient => self.upstream_readable(now, flow, |buf| driver.read(flow, buf)),
+                }
+            }
+            // Let smoltcp send what was read and the windows writes opened; service what moved.
+            self.poll(now);
+            if self.transfers.is_empty() {
+                transfers.clear();
+                // Keep the allocation for the next drain.
+                self.transfers = transfers;
             }
         }
+    }
+
+    /// Queues a flow's stream to be written (its client's bytes may pass) or read (its client has room).
+    pub(super) fn ask_transfer(&mut self, flow: FlowId, direction: Direction) {
+        self.transfers.push((flow, direction));
     }
 
     /// Queues a socket operation for the driver.

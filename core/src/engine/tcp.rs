@@ -18,9 +18,10 @@ use super::budget::{Client, Owner, Table, SMALL_TCP_BUFFER};
 use super::packet::TcpInbound;
 use super::private_dns::DOT_PORT;
 use super::reply;
+use super::socket_action::Direction;
 use super::state_machine::StateMachine;
 use super::timers::Timer;
-use super::{AddressVerdict, Engine, FlowId, SocketAction, Transfer, Upstream};
+use super::{AddressVerdict, Engine, FlowId, OwnerLookup, SocketAction, Transfer};
 use crate::event::Protocol;
 use crate::inspect::http::{scan_request_head, HeadScan};
 use crate::inspect::http_stream::{RequestStream, Step};
@@ -139,7 +140,7 @@ fn dialing(gate: ClientGate) -> TcpState {
 
 impl Engine {
     /// A TCP segment from the phone.
-    pub(super) fn on_tcp_segment(&mut self, now: Instant, inbound: &TcpInbound<'_>, up: &mut impl Upstream) {
+    pub(super) fn on_tcp_segment(&mut self, now: Instant, inbound: &TcpInbound<'_>, owners: &mut impl OwnerLookup) {
         if let Some(&id) = self.tcp_keys.get(&inbound.key()) {
             self.stack.enqueue(inbound.packet);
             self.touched.push(id);
@@ -152,11 +153,11 @@ impl Engine {
             }
             return;
         }
-        self.open_tcp_flow(now, inbound, up);
+        self.open_tcp_flow(now, inbound, owners);
     }
 
     /// Judges a new connection and, unless refused, starts terminating it in smoltcp.
-    fn open_tcp_flow(&mut self, now: Instant, syn: &TcpInbound<'_>, up: &mut impl Upstream) {
+    fn open_tcp_flow(&mut self, now: Instant, syn: &TcpInbound<'_>, owners: &mut impl OwnerLookup) {
         let (client, server) = syn.key();
         if is_local_destination(server.ip()) {
             self.refuse_tcp(now, syn, None, &Verdict::block(BlockReason::LocalDestination));
@@ -169,7 +170,7 @@ impl Engine {
             return;
         }
         let mut owner = Owner::default();
-        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Tcp, client, server, up) {
+        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Tcp, client, server, owners) {
             self.send_reset(syn);
             self.report_app_blocked(now, Protocol::Tcp, client, server, uid);
             return;
@@ -227,7 +228,7 @@ impl Engine {
             }
         };
         let crowded = self.flows_crowded(Table::Tcp);
-        let budget = self.budget_key(&mut owner, crowded, Protocol::Tcp, (client, server), up);
+        let budget = self.budget_key(&mut owner, crowded, Protocol::Tcp, (client, server), owners);
         if self.tcp.len() - self.retiring.len() >= self.config.max_tcp_flows {
             if let Some(reason) = self.make_room(now, budget, Table::Tcp) {
                 self.send_reset(syn);
@@ -341,9 +342,9 @@ impl Engine {
     }
 
     /// The driver's report that an upstream connect finished.
-    pub fn on_tcp_connected(&mut self, now: Instant, id: FlowId, result: io::Result<()>, up: &mut impl Upstream) {
+    pub fn on_tcp_connected(&mut self, now: Instant, id: FlowId, result: io::Result<()>) {
         if self.dns.owns(id) {
-            return self.on_dns_tcp_connected(now, id, result, up);
+            return self.on_dns_tcp_connected(now, id, result);
         }
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
@@ -366,32 +367,64 @@ impl Engine {
             }
             Err(error) => self.fail_tcp_flow(now, id, ErrorReason::ConnectFailed, error),
         }
-        self.poll(now, up);
+        self.poll(now);
     }
 
-    /// The driver's report that a flow's upstream socket became readable.
-    pub fn on_upstream_readable(&mut self, id: FlowId) {
+    /// The driver lends a flow's upstream stream to be read: its socket became readable (or closed, or failed),
+    /// or [`Engine::perform_socket_actions`] is moving bytes the engine has room for. The server's bytes are read
+    /// with `read` into the smoltcp socket towards the client, as far as it has room.
+    pub fn upstream_readable(&mut self, now: Instant, id: FlowId, read: impl FnMut(&mut [u8]) -> Transfer) {
         if self.dns.owns(id) {
-            return self.on_dns_tcp_ready(id);
+            return self.read_dns_answer(now, id, read);
         }
-        if let Some(flow) = self.tcp.get_mut(&id) {
-            if let Some(upstream) = flow.state.upstream_mut() {
-                upstream.readable = true;
-            }
-            self.touched.push(id);
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        if let Some(upstream) = flow.state.upstream_mut() {
+            upstream.readable = true;
+        }
+        self.touched.push(id);
+        if let Err(error) = self.pass_to_client(id, read) {
+            self.end_reset_flow(now, id, error);
         }
     }
 
-    /// The driver's report that a flow's upstream socket became writable.
-    pub fn on_upstream_writable(&mut self, id: FlowId) {
+    /// The driver lends a flow's upstream stream to be written: its socket became writable (or closed, or
+    /// failed), or [`Engine::perform_socket_actions`] is moving bytes the engine asked to. The client's bytes are
+    /// written with `write` as far as the flow may forward them: on a plain-HTTP flow each request head is judged
+    /// as it comes and its bytes pass only if it is allowed, repeated while requests follow one another and the
+    /// stream takes them.
+    pub fn upstream_writable(&mut self, now: Instant, id: FlowId, mut write: impl FnMut(&[u8]) -> Transfer) {
         if self.dns.owns(id) {
-            return self.on_dns_tcp_ready(id);
+            return self.write_dns_query(now, id, write);
         }
-        if let Some(flow) = self.tcp.get_mut(&id) {
-            if let Some(upstream) = flow.state.upstream_mut() {
-                upstream.writable = true;
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        if let Some(upstream) = flow.state.upstream_mut() {
+            upstream.writable = true;
+        }
+        self.touched.push(id);
+        loop {
+            if !self.judge_next_request(now, id) {
+                return;
             }
-            self.touched.push(id);
+            let Some(flow) = self.tcp.get(&id) else {
+                return;
+            };
+            let before = self.stack.tcp(flow.handle).recv_queue();
+            if let Err(error) = self.pass_to_server(id, &mut write) {
+                self.end_reset_flow(now, id, error);
+                return;
+            }
+            let Some(flow) = self.tcp.get(&id) else {
+                return;
+            };
+            let after = self.stack.tcp(flow.handle).recv_queue();
+            // Another round only when this one passed bytes up to a request boundary and more are waiting.
+            if flow.http.as_ref().is_none_or(|http| http.allowance() > 0) || after == 0 || after == before {
+                return;
+            }
         }
     }
 
@@ -441,7 +474,7 @@ impl Engine {
     }
 
     /// Moves whatever can move for one flow, then retires it if both sides are done.
-    pub(super) fn service_tcp(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
+    pub(super) fn service_tcp(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
@@ -454,7 +487,7 @@ impl Engine {
                     if gate != ClientGate::Open {
                         self.judge_late_bytes(now, id, false);
                     }
-                    self.frame_and_splice(now, id, up);
+                    self.forward(now, id);
                 }
                 TcpState::Dns { .. } => self.serve_dns_over_tcp(now, id),
                 TcpState::Peeking { .. } | TcpState::Answered { .. } => self.peek(now, id),
@@ -640,30 +673,31 @@ impl Engine {
         self.report(now, Protocol::Tcp, client, server, host.as_deref(), &verdict);
     }
 
-    /// Forwards what a flow may forward. On a plain-HTTP flow each request head is judged as it comes and its
-    /// bytes pass only if it is allowed; this repeats while requests follow one another and the upstream takes
-    /// them.
-    fn frame_and_splice(&mut self, now: Instant, id: FlowId, up: &mut impl Upstream) {
-        loop {
-            if !self.judge_next_request(now, id) {
-                return;
-            }
-            let Some(flow) = self.tcp.get(&id) else {
-                return;
-            };
-            let before = self.stack.tcp(flow.handle).recv_queue();
-            if let Err(error) = self.splice(id, up) {
-                self.end_reset_flow(now, id, error);
-                return;
-            }
-            let Some(flow) = self.tcp.get(&id) else {
-                return;
-            };
-            let after = self.stack.tcp(flow.handle).recv_queue();
-            // Another round only when this one passed bytes up to a request boundary and more are waiting.
-            if flow.http.as_ref().is_none_or(|http| http.allowance() > 0) || after == 0 || after == before {
-                return;
-            }
+    /// Asks for what a forwarding flow's bytes need: on a plain-HTTP flow its next request judged first; its
+    /// stream written while the client's bytes may pass and the socket takes them, and read while the client has
+    /// room and the socket has bytes (see `socket_action`); the client's FIN passed on once all its bytes have.
+    fn forward(&mut self, now: Instant, id: FlowId) {
+        if !self.judge_next_request(now, id) {
+            return;
+        }
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        let TcpState::Forwarding { gate, upstream, .. } = &mut flow.state else {
+            return;
+        };
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+        let open = *gate == ClientGate::Open;
+        let allowed = flow.http.as_ref().is_none_or(|http| http.allowance() > 0);
+        if open && allowed && upstream.writable && socket.can_recv() {
+            self.transfers.push((id, Direction::ToServer));
+        }
+        if open && !upstream.fin_forwarded && client_finished_sending(socket.state()) && socket.recv_queue() == 0 {
+            self.socket_actions.push_back(SocketAction::TcpShutdownWrite { flow: id });
+            upstream.fin_forwarded = true;
+        }
+        if upstream.readable && !upstream.eof && socket.can_send() {
+            self.transfers.push((id, Direction::ToClient));
         }
     }
 
@@ -736,19 +770,18 @@ impl Engine {
         false
     }
 
-    /// Copies bytes both ways between the smoltcp socket and the upstream socket, as far as both sides allow.
-    /// An error is the upstream socket's: the caller ends the flow.
-    fn splice(&mut self, id: FlowId, up: &mut impl Upstream) -> io::Result<()> {
+    /// Writes the client's bytes to the upstream stream with `write`, once its first bytes have been judged; on
+    /// a plain-HTTP flow only as far as the requests judged so far reach. An error is the stream's: the caller
+    /// ends the flow.
+    fn pass_to_server(&mut self, id: FlowId, write: &mut impl FnMut(&[u8]) -> Transfer) -> io::Result<()> {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return Ok(());
         };
-        let TcpState::Forwarding { gate, upstream, .. } = &mut flow.state else {
+        let TcpState::Forwarding { gate: ClientGate::Open, upstream, .. } = &mut flow.state else {
             return Ok(());
         };
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        // Phone → upstream, once the client's first bytes have been judged; on a plain-HTTP flow only as far as
-        // the requests judged so far reach.
-        while *gate == ClientGate::Open && upstream.writable && socket.can_recv() {
+        while upstream.writable && socket.can_recv() {
             let allowance =
                 flow.http.as_ref().map_or(usize::MAX, |h| usize::try_from(h.allowance()).unwrap_or(usize::MAX));
             if allowance == 0 {
@@ -756,7 +789,7 @@ impl Engine {
             }
             match socket.recv(|data| {
                 let data = data.get(..data.len().min(allowance)).unwrap_or(data);
-                let transfer = up.tcp_write(id, data);
+                let transfer = write(data);
                 (transfer.moved(), transfer)
             }) {
                 Ok(Transfer::Moved(n)) if n > 0 => {
@@ -764,24 +797,29 @@ impl Engine {
                         http.passed(n);
                     }
                 }
-                Ok(Transfer::Moved(_)) => break,
-                Ok(Transfer::Blocked) => upstream.writable = false,
+                // The stream takes no more: wait for the socket's next readiness, as for a full one.
+                Ok(Transfer::Moved(_) | Transfer::Blocked) => upstream.writable = false,
                 Ok(Transfer::Failed(e)) => return Err(e),
                 Err(_) => break,
             }
         }
-        if *gate == ClientGate::Open
-            && !upstream.fin_forwarded
-            && client_finished_sending(socket.state())
-            && socket.recv_queue() == 0
-        {
-            self.socket_actions.push_back(SocketAction::TcpShutdownWrite { flow: id });
-            upstream.fin_forwarded = true;
-        }
-        // Upstream → phone.
+        Ok(())
+    }
+
+    /// Reads the server's bytes from the upstream stream with `read` into the smoltcp socket, as far as it has
+    /// room; the end of the stream closes the client's side. An error is the stream's (the server reset the
+    /// connection): the caller resets the client's side too.
+    fn pass_to_client(&mut self, id: FlowId, mut read: impl FnMut(&mut [u8]) -> Transfer) -> io::Result<()> {
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return Ok(());
+        };
+        let TcpState::Forwarding { upstream, .. } = &mut flow.state else {
+            return Ok(());
+        };
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         while upstream.readable && !upstream.eof && socket.can_send() {
             match socket.send(|buf| {
-                let transfer = up.tcp_read(id, buf);
+                let transfer = read(buf);
                 (transfer.moved(), transfer)
             }) {
                 Ok(Transfer::Moved(0)) => {
@@ -790,7 +828,6 @@ impl Engine {
                 }
                 Ok(Transfer::Moved(_)) => {}
                 Ok(Transfer::Blocked) => upstream.readable = false,
-                // The server reset the connection: the caller resets the phone's side too.
                 Ok(Transfer::Failed(e)) => return Err(e),
                 Err(_) => break,
             }

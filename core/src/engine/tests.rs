@@ -26,6 +26,8 @@ const LIST: &str = "||tracking.intl.miui.com^\nsa.api.intl.miui.com\n198.19.0.0/
 struct FakeUpstream {
     /// Most bytes the upstream accepts before `Transfer::Blocked` (a slow server); `None` = unlimited.
     write_budget: Option<usize>,
+    /// Writes take nothing and say so (`Transfer::Moved(0)`), as a stream that will take no more bytes.
+    takes_nothing: bool,
     /// The server reset the connection.
     reset: HashSet<FlowId>,
     /// Opening a UDP socket fails (e.g. out of file descriptors).
@@ -50,7 +52,7 @@ struct FakeUpstream {
     udp_closed: Vec<FlowId>,
 }
 
-impl FakeUpstream {
+impl SocketDriver for FakeUpstream {
     /// Performs one socket action as the driver would; the error the engine must be told of, if it failed.
     fn perform(&mut self, action: SocketAction) -> io::Result<()> {
         match action {
@@ -79,12 +81,13 @@ impl FakeUpstream {
         }
         Ok(())
     }
-}
 
-impl Upstream for FakeUpstream {
-    fn tcp_write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
+    fn write(&mut self, flow: FlowId, data: &[u8]) -> Transfer {
         if data.is_empty() {
             // As a socket's write of nothing: taken, and nothing moved.
+            return Transfer::Moved(0);
+        }
+        if self.takes_nothing {
             return Transfer::Moved(0);
         }
         let n = data.len().min(self.write_budget.unwrap_or(usize::MAX));
@@ -97,7 +100,7 @@ impl Upstream for FakeUpstream {
         self.written.entry(flow).or_default().extend_from_slice(&data[..n]);
         Transfer::Moved(n)
     }
-    fn tcp_read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
+    fn read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
         if self.reset.contains(&flow) {
             return Transfer::Failed(io::ErrorKind::ConnectionReset.into());
         }
@@ -110,6 +113,9 @@ impl Upstream for FakeUpstream {
         pending.drain(..n);
         Transfer::Moved(n)
     }
+}
+
+impl OwnerLookup for FakeUpstream {
     fn owner_uid(&mut self, _: Protocol, src: SocketAddr, _: SocketAddr) -> Option<u32> {
         self.owner_lookups += 1;
         self.owners.get(&src.port()).copied().or(self.owner)
@@ -215,7 +221,7 @@ impl Pair {
                 self.engine.handle_tun_packet(self.now, p, &mut self.up);
                 self.settle();
             }
-            self.engine.handle_timeout(self.now, &mut self.up);
+            self.engine.handle_timeout(self.now);
             self.settle();
             let mut out = Vec::new();
             self.engine.take_tun_packets(&mut out);
@@ -230,13 +236,23 @@ impl Pair {
 
     /// Performs the socket actions the engine asked for, as a driver does.
     fn settle(&mut self) {
-        self.engine.perform_socket_actions(self.now, &mut self.up, FakeUpstream::perform);
+        self.engine.perform_socket_actions(self.now, &mut self.up);
+    }
+
+    /// The upstream socket of `flow` became readable, as the driver reports it.
+    fn upstream_readable(&mut self, flow: FlowId) {
+        self.engine.upstream_readable(self.now, flow, |buf| self.up.read(flow, buf));
+    }
+
+    /// The upstream socket of `flow` became writable, as the driver reports it.
+    fn upstream_writable(&mut self, flow: FlowId) {
+        self.engine.upstream_writable(self.now, flow, |data| self.up.write(flow, data));
     }
 
     /// Lets `d` pass on the virtual clock, running timers.
     fn wait(&mut self, d: Duration) {
         self.now += d;
-        self.engine.handle_timeout(self.now, &mut self.up);
+        self.engine.handle_timeout(self.now);
         self.settle();
         self.drive();
     }
@@ -260,7 +276,7 @@ impl Pair {
         let p = udp_packet(dst, dst_port, payload);
         self.engine.handle_tun_packet(self.now, &p, &mut self.up);
         self.settle();
-        self.engine.poll(self.now, &mut self.up);
+        self.engine.poll(self.now);
         self.settle();
     }
 
@@ -388,7 +404,7 @@ fn unanswered_dns_gets_servfail_after_the_timeout() {
     pair.udp([198, 18, 53, 53], 53, &dns_query("slow.example.org"));
     assert!(pair.take_out().is_empty());
     pair.now += pair.engine.config.dns_timeout;
-    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.engine.handle_timeout(pair.now);
     pair.settle();
     let out = pair.take_out();
     assert_eq!(udp_payload(&out[0])[3] & 0x0f, 2, "SERVFAIL");
@@ -461,7 +477,7 @@ fn allowed_http_is_spliced_both_ways_with_half_close() {
     pair.drive();
     let (flow, dst) = pair.up.connects[0];
     assert_eq!(dst, SocketAddr::from((NORMAL, 80)));
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     assert_eq!(pair.up.written[&flow], request, "request forwarded byte-exact");
@@ -473,7 +489,7 @@ fn allowed_http_is_spliced_both_ways_with_half_close() {
     let body: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
     pair.up.to_read.insert(flow, body.clone());
     pair.up.eof.insert(flow);
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     let mut received = Vec::new();
     for _ in 0..100 {
         // Virtual time runs so that retransmit and window-probe timers fire (smoltcp's phone sends no window
@@ -533,7 +549,7 @@ fn a_flow_on_an_ended_flows_buffers_carries_only_its_own_bytes() {
         pair.phone_tcp(h).send_slice(request).expect("send");
         pair.drive();
         let (flow, _) = *pair.up.connects.last().expect("dialled");
-        pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
         pair.settle();
         pair.drive();
         assert_eq!(pair.up.written[&flow], *request, "only this flow's request goes upstream");
@@ -541,7 +557,7 @@ fn a_flow_on_an_ended_flows_buffers_carries_only_its_own_bytes() {
         pair.drive();
         pair.up.to_read.insert(flow, body.clone());
         pair.up.eof.insert(flow);
-        pair.engine.on_upstream_readable(flow);
+        pair.upstream_readable(flow);
         let received = receive_until_closed(&mut pair, h);
         assert!(received == *body, "flow {} got {} bytes, not its {}", flow.0, received.len(), body.len());
         pair.wait(Duration::from_secs(1));
@@ -556,7 +572,7 @@ fn forwarding_flow(pair: &mut Pair) -> (SocketHandle, FlowId) {
     pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
     pair.drive();
     let (flow, _) = *pair.up.connects.last().expect("dialled");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     // Let delayed ACKs go out, so no retransmission later counts as activity.
     pair.wait(Duration::from_millis(100));
@@ -578,8 +594,8 @@ fn server_reset_resets_the_phone() {
     let mut pair = Pair::new();
     let (h, flow) = forwarding_flow(&mut pair);
     pair.up.reset.insert(flow);
-    pair.engine.on_upstream_readable(flow);
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.upstream_readable(flow);
+    pair.engine.poll(pair.now);
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
@@ -609,7 +625,7 @@ fn slow_server_backpressures_the_phone_without_unbounded_buffering() {
     );
     // The server drains: everything arrives, in order.
     pair.up.write_budget = None;
-    pair.engine.on_upstream_writable(flow);
+    pair.upstream_writable(flow);
     for _ in 0..200 {
         if sent < upload.len() {
             sent += pair.phone_tcp(h).send_slice(&upload[sent..]).expect("send");
@@ -629,7 +645,7 @@ fn slow_phone_stops_reads_from_the_server() {
     let (_h, flow) = forwarding_flow(&mut pair);
     let body = vec![7u8; 4 * 1024 * 1024];
     pair.up.to_read.insert(flow, body.clone());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     // The phone never reads: the engine may take only what fits its buffer plus the phone's window.
     for _ in 0..20 {
         pair.wait(Duration::from_millis(300));
@@ -700,7 +716,7 @@ fn silent_client_is_dialled_after_the_sniff_timeout() {
     pair.wait(pair.engine.config.sniff_timeout);
     assert_eq!(pair.up.connects.len(), 1, "dialled by address once the client stayed silent");
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()));
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "refused upstream resets the phone");
@@ -713,7 +729,7 @@ fn server_first_port_holds_synack_until_upstream_connects() {
     assert_eq!(pair.up.connects.len(), 1, "dialled at once");
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::SynSent, "SYN|ACK held");
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established);
@@ -746,7 +762,7 @@ fn udp_flow_is_relayed_and_expires_when_idle() {
     pair.settle();
     assert_eq!(udp_payload(&pair.take_out()[0]), b"echo");
     pair.now += pair.engine.config.udp_idle_timeout;
-    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.engine.handle_timeout(pair.now);
     pair.settle();
     assert_eq!(pair.engine.stats().udp_active, 0);
     assert_eq!(pair.engine.poll_timeout(pair.now), None, "idle engine has no timer left");
@@ -774,7 +790,7 @@ proptest::proptest! {
             pair.engine.handle_tun_packet(pair.now, &pkt, &mut pair.up);
             pair.settle();
         }
-        pair.engine.poll(pair.now, &mut pair.up);
+        pair.engine.poll(pair.now);
         pair.settle();
         pair.take_out();
     }
@@ -803,7 +819,7 @@ impl Pair {
     fn raw(&mut self, packet: &[u8]) {
         self.engine.handle_tun_packet(self.now, packet, &mut self.up);
         self.settle();
-        self.engine.poll(self.now, &mut self.up);
+        self.engine.poll(self.now);
         self.settle();
     }
 }
@@ -826,7 +842,7 @@ fn client_reset_during_handshake_ends_a_dialled_flow_and_its_upstream() {
     let mut pair = Pair::new();
     pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
     let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
-    pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, id, Ok(()));
     pair.settle();
     assert_eq!(pair.take_out().len(), 1, "SYN|ACK released once upstream connected");
     pair.raw(&raw_tcp(NORMAL, 22, 5001, false, true));
@@ -859,7 +875,7 @@ fn an_unanswered_synack_gets_the_handshake_grace_then_ends() {
     pair.raw(&raw_tcp(NORMAL, 9000, 7000, true, false));
     let mut pass = |d: Duration| {
         pair.now += d;
-        pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.engine.handle_timeout(pair.now);
         pair.settle();
         pair.take_out();
         pair.engine.stats().tcp_active

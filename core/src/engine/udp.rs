@@ -8,7 +8,7 @@ use super::packet::UdpInbound;
 use super::quic_hold::looks_like_quic_initial;
 use super::reply::Unreachable;
 use super::timers::Timer;
-use super::{AddressVerdict, Engine, FlowId, FlowKey, SocketAction, Upstream};
+use super::{AddressVerdict, Engine, FlowId, FlowKey, OwnerLookup, SocketAction};
 use crate::event::Protocol;
 use crate::inspect::quic::open_client_initial;
 use crate::verdict::{BlockReason, ErrorReason, Verdict};
@@ -70,7 +70,7 @@ impl Engine {
         &mut self,
         now: Instant,
         datagram: &UdpInbound<'_>,
-        up: &mut impl Upstream,
+        owners: &mut impl OwnerLookup,
     ) {
         let UdpInbound { packet, client, server, payload } = *datagram;
         if let Some(&id) = self.udp_keys.get(&(client, server)) {
@@ -94,12 +94,12 @@ impl Engine {
             return;
         }
         let mut owner = Owner::default();
-        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, up) {
+        if let Some(uid) = self.blocked_app(&mut owner, Protocol::Udp, client, server, owners) {
             self.refuse_with_icmp(packet, client.ip(), server.ip(), Unreachable::Port);
             self.report_app_blocked(now, Protocol::Udp, client, server, uid);
             return;
         }
-        if self.hold_quic_datagram(now, datagram, &mut owner, up) {
+        if self.hold_quic_datagram(now, datagram, &mut owner, owners) {
             return;
         }
         let (verdict, host) = if server.port() == DOQ_PORT && self.config.block_dns_over_tls {
@@ -113,7 +113,7 @@ impl Engine {
             }
         };
         let crowded = self.flows_crowded(Table::Udp);
-        let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), up);
+        let budget = self.budget_key(&mut owner, crowded, Protocol::Udp, (client, server), owners);
         if !verdict.is_block() {
             if let Some(reason) = self.udp_table_full(now, budget) {
                 self.report_budget_refusal(now, Protocol::Udp, (client, server), host.as_deref(), reason, budget);

@@ -30,7 +30,7 @@ fn syn_from(src: [u8; 4], port: u16) -> Vec<u8> {
 fn send_syn(pair: &mut Pair, src: [u8; 4], port: u16) {
     pair.engine.handle_tun_packet(pair.now, &syn_from(src, port), &mut pair.up);
     pair.settle();
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.engine.poll(pair.now);
     pair.settle();
     pair.take_out();
 }
@@ -41,7 +41,7 @@ fn udp_from(pair: &mut Pair, src: [u8; 4], dst_port: u16) {
     PacketBuilder::ipv4(src, NORMAL, 64).udp(5353, dst_port).write(&mut p, b"x").expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
     pair.settle();
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.engine.poll(pair.now);
     pair.settle();
 }
 
@@ -226,7 +226,7 @@ fn udp_from_port(pair: &mut Pair, src_port: u16, dst_port: u16) {
     PacketBuilder::ipv4(PHONE, NORMAL, 64).udp(src_port, dst_port).write(&mut p, b"x").expect("builds");
     pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
     pair.settle();
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.engine.poll(pair.now);
     pair.settle();
 }
 

@@ -79,7 +79,7 @@ fn late_client_hello_on_a_web_port_is_judged_before_any_dial() {
         pair.phone_tcp(h).send_slice(&allowed).expect("send");
         pair.drive();
         let (flow, _) = *pair.up.connects.first().expect("allowed name dialled");
-        pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
         pair.settle();
         pair.drive();
         assert_eq!(pair.up.written[&flow], allowed);
@@ -109,10 +109,10 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
     let h = pair.connect(NORMAL, 7777);
     pair.wait(pair.engine.config.sniff_timeout);
     let (flow, _) = *pair.up.connects.first().expect("dialled by address after the sniff timeout");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.up.to_read.insert(flow, b"220 banner\r\n".to_vec());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.wait(Duration::from_millis(300));
     let mut banner = [0; 64];
     let n = pair.phone_tcp(h).recv_slice(&mut banner).expect("recv");
@@ -133,7 +133,7 @@ fn late_client_hello_on_another_port_resets_the_dialled_flow_before_any_byte_pas
         let h = pair.connect(NORMAL, port);
         pair.wait(pair.engine.config.sniff_timeout);
         let (flow, _) = *pair.up.connects.last().expect("dialled");
-        pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+        pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
         pair.settle();
         pair.drive();
         pair.phone_tcp(h).send_slice(b"SSH-2.0-OpenSSH_9.2\r\n").expect("send");
@@ -154,7 +154,7 @@ fn client_hello_on_a_server_first_port_is_judged_too() {
     let mut pair = Pair::new();
     let h = pair.connect(NORMAL, 22);
     let (flow, _) = *pair.up.connects.first().expect("dialled at the SYN");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     pair.phone_tcp(h).send_slice(&hello(BLOCKED_NAME, 500)).expect("send");
@@ -333,7 +333,7 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     assert_eq!(pair.up.connects.len(), 1, "dialled at once: DNS says this is an allow-listed service");
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::SynSent, "SYN|ACK held until upstream connects");
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     let allowed = hello("ota.example.org", 500);
@@ -343,7 +343,7 @@ fn allow_rule_for_a_dns_name_lifts_a_range_block() {
     // The same address, but the hello names a host that is merely not blocked (fronting): refused.
     let h = pair.connect(BLOCKED_NET, 443);
     let (flow, _) = *pair.up.connects.last().expect("dialled");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     pair.phone_tcp(h).send_slice(&hello("www.example.org", 500)).expect("send");

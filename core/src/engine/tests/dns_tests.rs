@@ -211,14 +211,14 @@ fn a_truncated_answer_is_fetched_over_tcp_and_cut_to_fit_the_phone() {
     assert!(udp_answers(&mut pair).is_empty(), "the truncated answer is not passed on");
     let &(tcp_flow, dst) = pair.up.connects.last().expect("a TCP retry");
     assert_eq!(dst, addr(RESOLVER_A), "to the same resolver");
-    pair.engine.on_tcp_connected(pair.now, tcp_flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, tcp_flow, Ok(()));
     pair.settle();
     let query = tcp_query(&pair, tcp_flow);
     // 100 A records: 1,633 bytes, more than the 512 a client without EDNS accepts.
     let full = answer_with(&query, 100);
     pair.up.to_read.insert(tcp_flow, framed(&full));
-    pair.engine.on_upstream_readable(tcp_flow);
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.upstream_readable(tcp_flow);
+    pair.engine.poll(pair.now);
     pair.settle();
     let answers = udp_answers(&mut pair);
     assert_eq!(answers.len(), 1);
@@ -240,17 +240,17 @@ fn dns_over_tcp_from_the_phone_goes_upstream_over_tcp_and_comes_back_whole() {
     assert!(pair.up.udp_sent.is_empty(), "not over UDP");
     let &(flow, dst) = pair.up.connects.last().expect("a TCP connection upstream");
     assert_eq!(dst, addr(RESOLVER_A));
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     let query = tcp_query(&pair, flow);
     let full = answer_with(&query, 100);
     // In two pieces, as TCP may deliver it.
     let bytes = framed(&full);
     pair.up.to_read.insert(flow, bytes[..700].to_vec());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.drive();
     pair.up.to_read.insert(flow, bytes[700..].to_vec());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.drive();
     let mut got = Vec::new();
     let s = pair.phone_tcp(h);

@@ -24,7 +24,7 @@ pub(super) fn servfailed(pair: &mut Pair) -> bool {
 /// Lets `d` pass and runs the timers, leaving the phone's packets to `take_out`.
 fn pass(pair: &mut Pair, d: Duration) {
     pair.now += d;
-    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.engine.handle_timeout(pair.now);
     pair.settle();
 }
 
@@ -68,7 +68,7 @@ fn a_resolver_closing_before_answering_over_tcp_says_so() {
     let mut pair = Pair::new();
     let flow = last_try_over_tcp(&mut pair);
     pair.up.eof.insert(flow);
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     assert!(pair.up.closed.contains(&(flow, true)), "the failed try's socket is reset");
     assert!(servfailed(&mut pair));
@@ -79,15 +79,15 @@ fn a_resolver_closing_before_answering_over_tcp_says_so() {
 fn an_answer_over_tcp_to_another_query_says_so() {
     let mut pair = Pair::new();
     let flow = last_try_over_tcp(&mut pair);
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     // The query echoed as an answer (QR set) under another id.
     let mut other = pair.up.written[&flow].clone();
     other[2] ^= 0xff;
     other[4] |= 0x80;
     pair.up.to_read.insert(flow, other);
-    pair.engine.on_upstream_readable(flow);
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.upstream_readable(flow);
+    pair.engine.poll(pair.now);
     pair.settle();
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: answer over TCP does not match the query")]);
@@ -99,7 +99,7 @@ fn a_tcp_try_that_cannot_connect_carries_the_drivers_error() {
     let mut pair = Pair::new();
     let flow = last_try_over_tcp(&mut pair);
     let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "refused by 198.18.0.1");
-    pair.engine.on_tcp_connected(pair.now, flow, Err(refused), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Err(refused));
     pair.settle();
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: refused by 198.18.0.1")]);

@@ -165,7 +165,7 @@ fn nat64_destinations_are_judged_as_the_ipv4_address_they_embed() {
         .expect("builds");
     pair.engine.handle_tun_packet(pair.now, &syn, &mut pair.up);
     pair.settle();
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.engine.poll(pair.now);
     pair.settle();
     assert!(pair.up.connects.is_empty(), "never dialled: {:?}", pair.up.connects);
     let events = pair.events();

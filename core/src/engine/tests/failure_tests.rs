@@ -20,7 +20,7 @@ fn refused_connect_resets_the_phone_and_is_an_error_event() {
     pair.phone_tcp(h).send_slice(b"GET / HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
     pair.drive();
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Err(io::ErrorKind::ConnectionRefused.into()));
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
@@ -54,8 +54,8 @@ fn server_reset_is_an_error_event() {
     let (h, flow) = forwarding_flow(&mut pair);
     pair.events();
     pair.up.reset.insert(flow);
-    pair.engine.on_upstream_readable(flow);
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.upstream_readable(flow);
+    pair.engine.poll(pair.now);
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);
@@ -74,7 +74,7 @@ fn unanswered_dns_is_an_error_event_but_a_blocked_names_learning_query_is_not() 
     pair.take_out();
     pair.events();
     pair.now += pair.engine.config.dns_timeout;
-    pair.engine.handle_timeout(pair.now, &mut pair.up);
+    pair.engine.handle_timeout(pair.now);
     pair.settle();
     assert_eq!(pair.take_out().len(), 1, "one SERVFAIL: the blocked name was already answered NXDOMAIN");
     let failures = failures(&mut pair);
@@ -139,20 +139,20 @@ fn dialled_flow_whose_phone_never_completes_the_handshake_ends() {
     let mut pair = Pair::new();
     pair.raw(&raw_tcp(NORMAL, 22, 5000, true, false));
     let (id, _) = *pair.up.connects.first().expect("server-first port dials at once");
-    pair.engine.on_tcp_connected(pair.now, id, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, id, Ok(()));
     pair.settle();
     assert_eq!(pair.take_out().len(), 1, "SYN|ACK released");
     // Nobody answers (no phone in this test): the engine's SYN|ACK retransmissions go nowhere.
     for _ in 0..5 {
         pair.now += Duration::from_secs(1);
-        pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.engine.handle_timeout(pair.now);
         pair.settle();
         pair.take_out();
     }
     assert_eq!(pair.engine.stats().tcp_active, 1, "some patience for a slow phone");
     for _ in 0..6 {
         pair.now += Duration::from_secs(1);
-        pair.engine.handle_timeout(pair.now, &mut pair.up);
+        pair.engine.handle_timeout(pair.now);
         pair.settle();
         pair.take_out();
     }
@@ -224,8 +224,8 @@ fn server_reset_after_the_clients_fin_went_upstream_is_not_an_error() {
     pair.drive();
     assert_eq!(pair.up.shutdowns, vec![flow], "the client's FIN went upstream");
     pair.up.reset.insert(flow);
-    pair.engine.on_upstream_readable(flow);
-    pair.engine.poll(pair.now, &mut pair.up);
+    pair.upstream_readable(flow);
+    pair.engine.poll(pair.now);
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "the phone's side is reset too");

@@ -13,7 +13,7 @@ fn http_flow(pair: &mut Pair, first: &[u8]) -> (SocketHandle, FlowId) {
     let h = pair.connect(NORMAL, 80);
     send(pair, h, first);
     let (flow, _) = *pair.up.connects.last().expect("dialled");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     (h, flow)
@@ -47,7 +47,7 @@ fn pipelined_request_to_a_blocked_host_is_refused_and_never_forwarded() {
     let h = pair.connect(NORMAL, 80);
     send(&mut pair, h, &[ALLOWED, BLOCKED].concat());
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     assert_eq!(written(&pair, flow), ALLOWED, "only the allowed request went upstream");
@@ -59,7 +59,7 @@ fn later_request_to_a_blocked_host_is_refused_on_a_keep_alive_connection() {
     let mut pair = Pair::new();
     let (h, flow) = http_flow(&mut pair, ALLOWED);
     pair.up.to_read.insert(flow, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.drive();
     send(&mut pair, h, ALLOWED);
     assert_eq!(written(&pair, flow), [ALLOWED, ALLOWED].concat(), "a second allowed request passes");

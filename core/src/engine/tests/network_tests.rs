@@ -105,14 +105,14 @@ fn upstream_error_ends_a_forwarding_tcp_flow_and_a_udp_flow() {
     let (h, flow) = forwarding_flow(&mut pair);
     pair.events();
     let vanished = || io::Error::from_raw_os_error(99);
-    pair.engine.on_upstream_error(pair.now, flow, vanished(), &mut pair.up);
+    pair.engine.on_upstream_error(pair.now, flow, vanished());
     pair.settle();
     pair.drive();
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone reset at once");
     assert_eq!(pair.up.closed, vec![(flow, true)], "upstream socket closed");
     pair.udp(NORMAL, 7777, b"ping");
     let (udp_flow, _) = pair.up.udp_opened[0];
-    pair.engine.on_upstream_error(pair.now, udp_flow, vanished(), &mut pair.up);
+    pair.engine.on_upstream_error(pair.now, udp_flow, vanished());
     pair.settle();
     assert_eq!(pair.engine.stats().udp_active, 0, "UDP flow closed");
     let events = pair.events();
@@ -174,11 +174,11 @@ fn an_upstream_error_while_dialling_is_a_connect_failure() {
         pair.wait(pair.engine.config.sniff_timeout);
         let (flow, _) = pair.up.connects[0];
         if connected {
-            pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+            pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
             pair.settle();
         }
         pair.events();
-        pair.engine.on_upstream_error(pair.now, flow, io::Error::from_raw_os_error(101), &mut pair.up);
+        pair.engine.on_upstream_error(pair.now, flow, io::Error::from_raw_os_error(101));
         pair.settle();
         pair.drive();
         assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed);

@@ -135,12 +135,12 @@ fn ipv6_blocked_sni_is_refused_undialled_and_an_allowed_one_is_dialled() {
     pair.drive();
     let (flow, dst) = *pair.up.connects.last().expect("dialled");
     assert_eq!(dst, SocketAddr::new(IpAddr::V6(NORMAL6), 443));
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     assert_eq!(pair.up.written[&flow], hello, "the ClientHello forwarded byte-exact");
     pair.up.to_read.insert(flow, b"server hello".to_vec());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.drive();
     assert_eq!(received(&mut pair, h), b"server hello", "the server's bytes reach the phone over IPv6");
 }
@@ -157,7 +157,7 @@ fn ipv6_dns_is_answered_blocked_at_once_and_allowed_forwarded() {
             .expect("builds");
         pair.engine.handle_tun_packet(pair.now, &p, &mut pair.up);
         pair.settle();
-        pair.engine.poll(pair.now, &mut pair.up);
+        pair.engine.poll(pair.now);
         pair.settle();
     }
     let out = pair.take_out();
@@ -211,7 +211,7 @@ fn allowed_client_hello_in_three_segments_is_dialled_only_once_whole() {
     let (flow, dst) = *pair.up.connects.last().expect("dialled once the ClientHello is whole");
     assert_eq!(pair.up.connects.len(), 1);
     assert_eq!(dst, SocketAddr::from((NORMAL, 443)));
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     assert_eq!(pair.up.written[&flow], hello, "all three segments forwarded, in order");
@@ -353,7 +353,7 @@ fn a_new_policy_judges_new_flows_while_open_ones_keep_forwarding() {
     pair.phone_tcp(h).send_slice(request.as_bytes()).expect("send");
     pair.drive();
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     pair.events();
@@ -387,13 +387,13 @@ fn server_half_closing_first_lets_the_phone_finish_sending() {
     pair.phone_tcp(h).send_slice(request.as_bytes()).expect("send");
     pair.drive();
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     // The server answers and half-closes.
     pair.up.to_read.insert(flow, b"HTTP/1.1 200 OK\r\n\r\nbye".to_vec());
     pair.up.eof.insert(flow);
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.drive();
     assert_eq!(received(&mut pair, h), b"HTTP/1.1 200 OK\r\n\r\nbye");
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::CloseWait, "the server's FIN reached the phone");

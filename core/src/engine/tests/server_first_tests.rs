@@ -7,7 +7,7 @@ use super::*;
 fn connected_ssh(pair: &mut Pair) -> (SocketHandle, FlowId) {
     let h = pair.connect(NORMAL, 22);
     let (flow, _) = pair.up.connects[0];
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     (h, flow)
@@ -25,7 +25,7 @@ fn server_first_flow_keeps_the_upstream_open_until_the_client_closes() {
     assert!(pair.up.shutdowns.is_empty(), "FIN forwarded before the client closed: {:?}", pair.up.shutdowns);
     // Both sides speak at once: the server's banner and the client's.
     pair.up.to_read.insert(flow, b"SSH-2.0-OpenSSH_9.2\r\n".to_vec());
-    pair.engine.on_upstream_readable(flow);
+    pair.upstream_readable(flow);
     pair.phone_tcp(h).send_slice(b"SSH-2.0-OpenSSH_9.2p1\r\n").expect("send");
     pair.drive();
     let mut banner = [0u8; 64];
@@ -44,7 +44,7 @@ fn server_first_flow_is_spliced_when_the_phone_acks_late() {
     let mut pair = Pair::new();
     pair.raw(&raw_tcp(NORMAL, 25, 9000, true, false));
     let (flow, _) = *pair.up.connects.first().expect("server-first port dials at once");
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     assert_eq!(pair.take_out().len(), 1, "SYN|ACK released");
     pair.wait(Duration::from_millis(200));
@@ -75,7 +75,7 @@ fn a_banner_waiting_at_connect_reaches_the_phone() {
     let h = pair.connect(NORMAL, 22);
     let (flow, _) = pair.up.connects[0];
     pair.up.to_read.insert(flow, b"SSH-2.0-OpenSSH_9.2\r\n".to_vec());
-    pair.engine.on_tcp_connected(pair.now, flow, Ok(()), &mut pair.up);
+    pair.engine.on_tcp_connected(pair.now, flow, Ok(()));
     pair.settle();
     pair.drive();
     let mut banner = [0u8; 64];

@@ -136,3 +136,57 @@ fn a_dns_query_whose_sends_fail_at_once_is_answered_servfail_without_waiting() {
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].0, Reason::Error(ErrorReason::DnsFailed));
 }
+
+/// Runs the phone's stack and hands what it sent to the engine, running the engine's timers, but performs nothing
+/// of what the engine queued (a driver between its calls into the engine and its drain).
+fn phone_sends_without_drain(pair: &mut Pair) {
+    let t = smoltcp::time::Instant::from_micros((pair.now - pair.start).as_micros() as i64);
+    pair.phone.poll(t, &mut pair.wire, &mut pair.sockets);
+    let sent: Vec<Vec<u8>> = pair.wire.from_phone.drain(..).collect();
+    for packet in &sent {
+        pair.engine.handle_tun_packet(pair.now, packet, &mut pair.up);
+    }
+    pair.engine.handle_timeout(pair.now);
+}
+
+#[test]
+fn a_flows_bytes_move_when_the_driver_drains_not_during_the_engines_calls() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    let request = pair.up.written[&flow].clone();
+    pair.phone_tcp(h).send_slice(b"GET /2 HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    phone_sends_without_drain(&mut pair);
+    assert_eq!(pair.up.written[&flow], request, "the engine wrote to the stream itself");
+    pair.settle();
+    assert!(pair.up.written[&flow].ends_with(b"GET /2 HTTP/1.1\r\nHost: www.example.org\r\n\r\n"), "drained");
+
+    // The server's bytes are read when its socket is reported readable, and reach the phone.
+    pair.up.to_read.insert(flow, b"HTTP/1.1 200 OK\r\n\r\n".to_vec());
+    pair.engine.handle_timeout(pair.now);
+    pair.settle();
+    assert_eq!(pair.up.to_read[&flow].len(), 19, "read before its socket was reported readable");
+    pair.upstream_readable(flow);
+    assert!(pair.up.to_read[&flow].is_empty(), "read once lent");
+    pair.drive();
+    let mut got = [0u8; 64];
+    let n = pair.phone_tcp(h).recv_slice(&mut got).expect("recv");
+    assert_eq!(&got[..n], b"HTTP/1.1 200 OK\r\n\r\n");
+}
+
+#[test]
+fn a_stream_that_takes_nothing_is_written_again_only_when_reported_writable() {
+    let mut pair = Pair::new();
+    let (h, flow) = forwarding_flow(&mut pair);
+    let request = pair.up.written[&flow].clone();
+    pair.up.takes_nothing = true;
+    pair.phone_tcp(h).send_slice(b"GET /2 HTTP/1.1\r\nHost: www.example.org\r\n\r\n").expect("send");
+    // Were the flow still counted writable, the drain would ask again at once, for ever.
+    pair.drive();
+    pair.wait(Duration::from_millis(300));
+    assert_eq!(pair.up.written[&flow], request);
+    pair.up.takes_nothing = false;
+    pair.wait(Duration::from_millis(300));
+    assert_eq!(pair.up.written[&flow], request, "written again before the socket said it takes bytes");
+    pair.upstream_writable(flow);
+    assert!(pair.up.written[&flow].ends_with(b"GET /2 HTTP/1.1\r\nHost: www.example.org\r\n\r\n"));
+}
