@@ -383,7 +383,7 @@ impl Engine {
         if let Some(upstream) = flow.state.upstream_mut() {
             upstream.readable = true;
         }
-        self.touched.push(id);
+        // What was read goes out at the next stack poll; nothing else about the flow changed.
         if let Err(error) = self.pass_to_client(id, read) {
             self.end_reset_flow(now, id, error);
         }
@@ -404,7 +404,8 @@ impl Engine {
         if let Some(upstream) = flow.state.upstream_mut() {
             upstream.writable = true;
         }
-        self.touched.push(id);
+        // The window opened by what was written goes out at the next stack poll; the client's FIN follows its
+        // last byte here.
         loop {
             if !self.judge_next_request(now, id) {
                 return;
@@ -423,9 +424,10 @@ impl Engine {
             let after = self.stack.tcp(flow.handle).recv_queue();
             // Another round only when this one passed bytes up to a request boundary and more are waiting.
             if flow.http.as_ref().is_none_or(|http| http.allowance() > 0) || after == 0 || after == before {
-                return;
+                break;
             }
         }
+        self.pass_client_fin(id);
     }
 
     /// The deadline of a flow's state passed (sniffing, connecting, handshake, peek).
@@ -680,24 +682,36 @@ impl Engine {
         if !self.judge_next_request(now, id) {
             return;
         }
+        self.pass_client_fin(id);
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        let TcpState::Forwarding { gate, upstream, .. } = &mut flow.state else {
+        let TcpState::Forwarding { gate, upstream, .. } = &flow.state else {
             return;
         };
-        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        let open = *gate == ClientGate::Open;
+        let socket = self.stack.sockets.get::<Socket>(flow.handle);
         let allowed = flow.http.as_ref().is_none_or(|http| http.allowance() > 0);
-        if open && allowed && upstream.writable && socket.can_recv() {
+        if *gate == ClientGate::Open && allowed && upstream.writable && socket.can_recv() {
             self.transfers.push((id, Direction::ToServer));
-        }
-        if open && !upstream.fin_forwarded && client_finished_sending(socket.state()) && socket.recv_queue() == 0 {
-            self.socket_actions.push_back(SocketAction::TcpShutdownWrite { flow: id });
-            upstream.fin_forwarded = true;
         }
         if upstream.readable && !upstream.eof && socket.can_send() {
             self.transfers.push((id, Direction::ToClient));
+        }
+    }
+
+    /// Once every byte the client sent before its FIN has passed upstream, asks for the upstream socket to be
+    /// shut down for writing, once.
+    fn pass_client_fin(&mut self, id: FlowId) {
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        let TcpState::Forwarding { gate: ClientGate::Open, upstream, .. } = &mut flow.state else {
+            return;
+        };
+        let socket = self.stack.sockets.get::<Socket>(flow.handle);
+        if !upstream.fin_forwarded && client_finished_sending(socket.state()) && socket.recv_queue() == 0 {
+            self.socket_actions.push_back(SocketAction::TcpShutdownWrite { flow: id });
+            upstream.fin_forwarded = true;
         }
     }
 
