@@ -437,8 +437,9 @@ impl Engine {
         stats
     }
 
-    /// Handles one packet read from the tun. Call [`Engine::handle_timeout`] (which ends with [`Engine::poll`])
-    /// after a batch of these.
+    /// Handles one packet read from the tun; `owners` answers who owns a new flow, when the engine must know
+    /// ([`OwnerLookup`]). Call [`Engine::handle_timeout`] (which ends with [`Engine::poll`]) after a batch of these,
+    /// then [`Engine::perform_socket_actions`].
     pub fn handle_tun_packet(&mut self, now: Instant, packet: &[u8], owners: &mut impl OwnerLookup) {
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;

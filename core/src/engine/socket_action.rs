@@ -69,6 +69,8 @@ pub enum SocketAction {
 }
 
 /// The driver's side of the socket actions: it performs them and lends its connected TCP streams while they run.
+/// Every socket must be protected (Android `VpnService.protect`, Linux `SO_MARK`) before it connects, so its
+/// traffic bypasses the tun. Reads and writes are non-blocking: the driver tells how each went as a [`Transfer`].
 pub trait SocketDriver {
     /// Performs one action; the error if it failed at once.
     fn perform(&mut self, action: SocketAction) -> io::Result<()>;

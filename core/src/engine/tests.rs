@@ -909,6 +909,8 @@ mod budget_tests;
 mod bypass_tests;
 /// The capture at the tun edge, beside these.
 mod capture_tests;
+/// DNS over TCP from the phone: queries across segments, a half-close before the answer, a full send buffer.
+mod dns_stream_tests;
 /// The DNS forwarder: per-query sockets, spoofing resistance, resolver failover, TCP fallback, Private DNS.
 mod dns_tests;
 /// How a DNS try ends without an answer, over UDP and TCP: SERVFAIL and the failure named in the event.

@@ -733,6 +733,35 @@ mod tests {
         assert_eq!(asm.push_datagram(&second), QuicScan::Uninspectable);
     }
 
+    /// A client Initial like [`client_initial`]'s (a CRYPTO frame of one byte, padded), with a source connection ID
+    /// of `scid_len` bytes.
+    fn initial_with_scid(scid_len: usize) -> Vec<u8> {
+        let dcid = [1u8; 8];
+        let mut header = vec![0xc3];
+        header.extend_from_slice(&VERSION_1.to_be_bytes());
+        header.push(8);
+        header.extend_from_slice(&dcid);
+        header.push(scid_len as u8);
+        header.resize(header.len() + scid_len, 2);
+        header.push(0); // token length
+        let mut payload = crypto_frame(0, b"x");
+        payload.resize(1100, 0);
+        let length = (4 + payload.len() + TAG_LEN) as u16 | 0x4000;
+        header.extend_from_slice(&length.to_be_bytes());
+        let pn_offset = header.len();
+        header.extend_from_slice(&0u32.to_be_bytes());
+        protect(VERSION_1, &dcid, &header, pn_offset, 0, &payload)
+    }
+
+    /// RFC 9000 §17.2: a connection ID is at most 20 bytes, the source's as the destination's.
+    #[test]
+    fn a_source_connection_id_may_be_20_bytes_and_no_longer() {
+        let packet = initial_with_scid(20);
+        let (initial, used) = open_client_initial(&packet).expect("a 20-byte SCID opens");
+        assert_eq!((crypto_frames(&initial.payload), used), (vec![(0, &b"x"[..])], packet.len()));
+        assert_eq!(open_client_initial(&initial_with_scid(21)).err(), Some(InitialError::Malformed));
+    }
+
     /// A piece far ahead of the ClientHello does not hide it once the hello's own bytes arrive.
     #[test]
     fn a_stray_piece_ahead_does_not_hide_the_hello() {

@@ -104,3 +104,18 @@ fn a_tcp_try_that_cannot_connect_carries_the_drivers_error() {
     assert!(servfailed(&mut pair));
     assert_eq!(dns_failures(&mut pair), [format!("{RESOLVER}: refused by 198.18.0.1")]);
 }
+
+#[test]
+fn an_answer_that_does_not_parse_is_answered_servfail_and_counted_malformed() {
+    let mut pair = Pair::new();
+    pair.udp([198, 18, 53, 53], 53, &dns_query("www.example.org"));
+    let (flow, forwarded) = pair.up.udp_sent[0].clone();
+    // The query's header and question, QR set, and one answer record promised that is not there.
+    let mut answer = forwarded;
+    answer[2] |= 0x80;
+    answer[7] = 1;
+    pair.engine.on_udp_datagram(pair.now, flow, &answer);
+    pair.settle();
+    assert!(servfailed(&mut pair), "SERVFAIL, not the broken answer");
+    assert_eq!(pair.engine.stats().malformed, 1, "counted");
+}

@@ -36,7 +36,7 @@ fn connect_to(pair: &mut Pair, dst: IpAddr, port: u16) -> SocketHandle {
 }
 
 /// Opens a phone TCP connection to an IPv4 address without Nagle, so each write leaves as a segment at once.
-fn connect_eager(pair: &mut Pair, dst: [u8; 4], port: u16) -> SocketHandle {
+pub(super) fn connect_eager(pair: &mut Pair, dst: [u8; 4], port: u16) -> SocketHandle {
     let h = pair.connect(dst, port);
     pair.phone_tcp(h).set_nagle_enabled(false);
     h
@@ -56,7 +56,7 @@ fn send_in_pieces(pair: &mut Pair, h: SocketHandle, bytes: &[u8], cuts: &[usize]
 }
 
 /// Everything the phone's socket has received so far.
-fn received(pair: &mut Pair, h: SocketHandle) -> Vec<u8> {
+pub(super) fn received(pair: &mut Pair, h: SocketHandle) -> Vec<u8> {
     let mut got = Vec::new();
     let s = pair.phone_tcp(h);
     while s.can_recv() {
@@ -80,7 +80,7 @@ fn dns_query_with_id(name: &str, id: u16) -> Vec<u8> {
     q
 }
 
-fn framed(msg: &[u8]) -> Vec<u8> {
+pub(super) fn framed(msg: &[u8]) -> Vec<u8> {
     let mut out = u16::try_from(msg.len()).expect("short message").to_be_bytes().to_vec();
     out.extend_from_slice(msg);
     out
