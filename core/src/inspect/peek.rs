@@ -1005,6 +1005,96 @@ mod tests {
     /// Before: 128 base64-gzip fields in a 50 KB request each inflated to 256 KiB (104 ms on the engine thread).
     /// Now the request's inflate budget (256 KiB) goes to the first field and the rest are left undecoded. The
     /// work is counted, not timed (a timed unit test fails on a loaded machine and proves little).
+    /// A POST of `body` with `content_type` (none if empty), whose Content-Length says `length`.
+    fn post(content_type: &str, body: &str, length: usize) -> Vec<u8> {
+        let ct = if content_type.is_empty() { String::new() } else { format!("Content-Type: {content_type}\r\n") };
+        format!("POST /p HTTP/1.1\r\nHost: h\r\n{ct}Content-Length: {length}\r\n\r\n{body}").into_bytes()
+    }
+
+    #[test]
+    fn a_body_cut_short_is_marked_truncated_and_a_whole_one_is_not() {
+        assert!(!summarize_request(&post("", "a=b", 3), false).unwrap().truncated, "whole");
+        assert!(summarize_request(&post("", "a=b", 100), false).unwrap().truncated, "3 of 100 bytes");
+        assert!(summarize_request(&post("", "a=b", 3), true).unwrap().truncated, "cut by the caller");
+    }
+
+    #[test]
+    fn json_is_known_by_its_type_or_first_character_and_forms_by_type_or_shape() {
+        let json = |ct: &str, body: &str| summarize_request(&post(ct, body, body.len()), false).unwrap().json;
+        assert_eq!(json("", r#"{"k":"v"}"#), Some(json!({"k": "v"})), "an object without a type");
+        assert_eq!(json("", "[1,2]"), Some(json!([1, 2])), "an array without a type");
+        assert_eq!(json("application/json", " 7"), Some(json!(7)), "by its type");
+        assert_eq!(json("text/plain", "a=b"), None);
+        let form = |ct: &str| summarize_request(&post(ct, "a=b", 3), false).unwrap().form.len();
+        assert_eq!((form(""), form("application/x-www-form-urlencoded"), form("text/plain")), (1, 1, 0));
+    }
+
+    #[test]
+    fn sensors_analytics_uploads_are_known_by_their_fields() {
+        let kind = |body: &str| summarize_request(&post("", body, body.len()), false).unwrap().kind;
+        let sa = Some("sensors_analytics".to_owned());
+        assert_eq!(kind("data_list=x"), sa);
+        assert_eq!(kind("data=x&gzip=1"), sa);
+        assert_eq!(kind("data=x&crc=1"), sa);
+        assert_eq!(kind("data=x"), None, "data alone");
+        assert_eq!(kind("foo=bar&gzip=1"), None);
+    }
+
+    #[test]
+    fn a_plus_in_the_path_stays_a_plus() {
+        let peek = summarize_request(b"GET /a+b%21 HTTP/1.1\r\nHost: h\r\n\r\n", false).unwrap();
+        assert_eq!(peek.path, "/a+b!");
+        let peek = summarize_request(b"GET /?q=a+b HTTP/1.1\r\nHost: h\r\n\r\n", false).unwrap();
+        assert_eq!(peek.query[0].value, "a b", "a space in form encoding");
+    }
+
+    #[test]
+    fn text_with_control_characters_is_not_shown_decoded() {
+        let value = urlencode(&STANDARD.encode("\u{1}\u{2}looks like text"));
+        let body = format!("v={value}");
+        let peek = summarize_request(&post("", &body, body.len()), false).unwrap();
+        assert_eq!(peek.form[0].decoded, None);
+    }
+
+    #[test]
+    fn the_decode_budget_counts_only_values_that_may_decode() {
+        let hello = urlencode(&STANDARD.encode("hello world"));
+        // Long values that cannot be base64 (spaces) or JSON are not tries: the last field still decodes.
+        let plain: String = (0..40).map(|i| format!("p{i}=plain+text+value&")).collect();
+        let body = format!("{plain}last={hello}");
+        let peek = summarize_request(&post("", &body, body.len()), false).unwrap();
+        assert_eq!(peek.form[40].decoded, Some(Decoded::Text("hello world".into())));
+        assert!(!peek.truncated);
+        // Values that may decode: the first MAX_DECODES_PER_REQUEST are tried, the rest are not.
+        let body: String = (0..40).map(|i| format!("b{i}={hello}&")).collect();
+        let peek = summarize_request(&post("", &body, body.len()), false).unwrap();
+        let decoded = peek.form.iter().filter(|f| f.decoded.is_some()).count();
+        let skipped = peek.form.iter().filter(|f| f.value == NOT_DECODED).count();
+        assert_eq!((decoded, skipped), (MAX_DECODES_PER_REQUEST, 40 - MAX_DECODES_PER_REQUEST));
+        assert!(peek.truncated);
+    }
+
+    #[test]
+    fn the_inflate_budget_is_shared_by_a_requests_fields() {
+        let big = urlencode(&STANDARD.encode(gzip(&vec![b'a'; 100 * 1024])));
+        let body: String = (0..3).map(|i| format!("g{i}={big}&")).collect();
+        let peek = summarize_request(&post("", &body, body.len()), false).unwrap();
+        let shown: Vec<bool> = peek.form.iter().map(|f| f.decoded.is_some()).collect();
+        assert_eq!(shown, [true, true, false], "200 of 256 KiB inflated; the third would pass the budget");
+        assert_eq!(peek.form[2].value, NOT_DECODED);
+    }
+
+    #[test]
+    fn a_json_body_is_cut_at_its_node_budget() {
+        let arrays: Vec<String> = (0..30).map(|i| format!(r#""a{i}":[{}]"#, vec!["1"; 99].join(","))).collect();
+        let body = format!("{{{}}}", arrays.join(","));
+        let peek = summarize_request(&post("application/json", &body, body.len()), false).unwrap();
+        let json = peek.json.expect("json");
+        let object = json.as_object().expect("an object");
+        assert!(object.len() < 30, "cut after {MAX_JSON_NODES} nodes: {} keys kept", object.len());
+        assert_eq!(object.get("…"), Some(&json!("cut")));
+    }
+
     #[test]
     fn decoding_work_per_request_is_bounded() {
         let bomb = urlencode(&STANDARD.encode(gzip(&vec![b'{'; MAX_INFLATED_LEN])));

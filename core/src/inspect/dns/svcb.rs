@@ -399,6 +399,50 @@ mod tests {
         assert_eq!(parse_response(&stripped).unwrap().addrs, parse_response(&msg).unwrap().addrs);
     }
 
+    /// An HTTPS record with `ech` listed as its only `mandatory` key, then names first spelled out after it (an A
+    /// record's owner) that the NS, MX and SOA records after it point to, compressed by simple-dns.
+    fn ech_then_server_names() -> Vec<u8> {
+        let question = Name::new_unchecked("example.org");
+        let late = Name::new_unchecked("ns1.late.example.com");
+        let mut packet = Packet::new_reply(0x0909);
+        packet.questions.push(Question::new(question.clone(), QTYPE::TYPE(TYPE::HTTPS), CLASS::IN.into(), false));
+        let record = |name: &Name<'static>, rdata| ResourceRecord::new(name.clone(), CLASS::IN, 60, rdata);
+        let mut svcb = SVCB::new(1, Name::new_unchecked("."));
+        svcb.set_mandatory([5].into_iter());
+        svcb.set_param(SVCParam::Ech(vec![0xfe, 0x0d, 0, 3, 1, 2, 3].into()));
+        packet.answers.push(record(&question, RData::HTTPS(simple_dns::rdata::HTTPS(svcb))));
+        packet.answers.push(record(&late, RData::A(simple_dns::rdata::A { address: 0xc633_0a0c })));
+        let mx = simple_dns::rdata::MX { preference: 10, exchange: Name::new_unchecked("mail.late.example.com") };
+        packet.answers.push(record(&question, RData::MX(mx)));
+        packet.name_servers.push(record(&question, RData::NS(simple_dns::rdata::NS(late.clone()))));
+        let soa = simple_dns::rdata::SOA {
+            mname: late.clone(),
+            rname: Name::new_unchecked("hostmaster.late.example.com"),
+            serial: 1,
+            refresh: 2,
+            retry: 3,
+            expire: 4,
+            minimum: 5,
+        };
+        packet.name_servers.push(record(&question, RData::SOA(soa)));
+        packet.build_bytes_vec_compressed().unwrap()
+    }
+
+    #[test]
+    fn a_mandatory_list_of_only_ech_goes_and_server_names_behind_the_cut_are_re_aimed() {
+        let msg = ech_then_server_names();
+        let before = Packet::parse(&msg).unwrap();
+        let stripped = strip_ech(&msg).unwrap().expect("has ech");
+        // The ech parameter (key, length, the list's own length, 7 bytes) and the mandatory parameter (key,
+        // length, one key) are gone.
+        assert_eq!(stripped.len(), msg.len() - (6 + 7) - (4 + 2));
+        let after = Packet::parse(&stripped).unwrap();
+        let RData::HTTPS(https) = &after.answers[0].rdata else { panic!("{:?}", after.answers[0]) };
+        assert_eq!(https.0.iter_params().count(), 0, "no mandatory list left naming nothing: {https:?}");
+        assert_eq!(after.answers[1..], before.answers[1..], "the A and MX records read as before");
+        assert_eq!(after.name_servers, before.name_servers, "the NS and SOA records read as before");
+    }
+
     #[test]
     fn answers_without_ech_are_left_alone() {
         let mut no_ech = SVCB::new(1, Name::new_unchecked("."));
