@@ -801,9 +801,11 @@ mod tests {
     #[test]
     fn bounds() {
         let dcid = [0x44; 8];
-        // Data beyond the bound.
+        // Data beyond the bound; data ending exactly at it is kept.
         let far = client_initial(VERSION_1, &dcid, 0, &crypto_frame(MAX_CRYPTO_LEN as u64, b"x"), 1200);
         assert_eq!(ClientHelloAssembler::new().push_datagram(&far), QuicScan::Uninspectable);
+        let last = client_initial(VERSION_1, &dcid, 0, &crypto_frame(MAX_CRYPTO_LEN as u64 - 1, b"x"), 1200);
+        assert_eq!(ClientHelloAssembler::new().push_datagram(&last), QuicScan::NeedMore);
         // Too many pieces with gaps between them.
         let mut asm = ClientHelloAssembler::new();
         let mut last = QuicScan::NeedMore;

@@ -6,9 +6,6 @@ use crate::engine::budget::Client;
 use crate::engine::{Engine, FlowId, FlowKey};
 use smoltcp::socket::tcp::Socket;
 
-/// Largest DNS message over TCP (two-byte length prefix).
-const MAX_TCP_MESSAGE: usize = u16::MAX as usize;
-
 /// A query read from a DNS-over-TCP flow.
 pub(crate) struct StreamQuery {
     /// The flow's client and server.
@@ -38,14 +35,15 @@ impl Engine {
         let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
         let mut prefix = [0u8; 2];
         let have = socket.recv_queue();
-        if have < 2 || socket.peek_slice(&mut prefix).unwrap_or(0) < 2 {
+        if socket.peek_slice(&mut prefix).unwrap_or(0) < 2 {
             if !socket.may_recv() && have == 0 && *pending == 0 {
                 socket.close();
             }
             return None;
         }
+        // At most 65,535 bytes: the prefix is 16 bits.
         let len = usize::from(u16::from_be_bytes(prefix));
-        if have < 2 + len || len > MAX_TCP_MESSAGE {
+        if have < 2 + len {
             return None;
         }
         let mut framed = vec![0u8; 2 + len];

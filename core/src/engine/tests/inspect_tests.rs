@@ -213,6 +213,28 @@ fn peek_reads_a_blocked_upload_answers_403_and_reports_the_decoded_events() {
 }
 
 #[test]
+fn peek_tells_a_client_that_expects_100_continue_to_send_its_body_once() {
+    let mut pair = Pair::new();
+    pair.engine.config.peek = true;
+    let h = pair.connect(NORMAL, 80);
+    let head =
+        b"POST /up HTTP/1.1\r\nHost: tracking.intl.miui.com\r\nExpect: 100-continue\r\nContent-Length: 7\r\n\r\n";
+    pair.phone_tcp(h).send_slice(head).expect("send");
+    pair.drive();
+    let mut got = vec![0u8; 512];
+    let n = pair.phone_tcp(h).recv_slice(&mut got).expect("recv");
+    assert_eq!(&got[..n], b"HTTP/1.1 100 Continue\r\n\r\n", "asked for the body, once");
+    assert!(pair.events().is_empty(), "the request is not read yet");
+    pair.phone_tcp(h).send_slice(b"user=x&").expect("send");
+    pair.wait(Duration::from_millis(50));
+    let n = pair.phone_tcp(h).recv_slice(&mut got).expect("recv");
+    assert!(got[..n].starts_with(b"HTTP/1.1 403 Forbidden\r\n"), "{}", String::from_utf8_lossy(&got[..n]));
+    let events = pair.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].peek.as_ref().expect("peek").form[0].value, "x");
+}
+
+#[test]
 fn peek_answers_an_unfinished_request_after_the_timeout() {
     let mut pair = Pair::new();
     pair.engine.config.peek = true;
