@@ -444,6 +444,24 @@ mod tests {
     }
 
     #[test]
+    fn ech_is_cut_from_the_front_of_a_mandatory_list() {
+        let mut svcb = SVCB::new(1, Name::new_unchecked("."));
+        svcb.set_mandatory([5, 6].into_iter());
+        svcb.set_param(SVCParam::Ech(vec![0xfe, 0x0d, 0, 3, 1, 2, 3].into()));
+        svcb.set_ipv6hint(&[1]);
+        let name = Name::new_unchecked("example.org");
+        let mut packet = Packet::new_reply(1);
+        packet.questions.push(Question::new(name.clone(), QTYPE::TYPE(TYPE::HTTPS), CLASS::IN.into(), false));
+        packet.answers.push(ResourceRecord::new(name, CLASS::IN, 60, RData::HTTPS(simple_dns::rdata::HTTPS(svcb))));
+        let stripped = strip_ech(&packet.build_bytes_vec_compressed().unwrap()).unwrap().expect("has ech");
+        let after = Packet::parse(&stripped).unwrap();
+        let RData::HTTPS(https) = &after.answers[0].rdata else { panic!("{:?}", after.answers[0]) };
+        let params: Vec<&SVCParam> = https.0.iter_params().collect();
+        assert_eq!(params[0], &SVCParam::Mandatory([6].into_iter().collect()), "{params:?}");
+        assert_eq!(params.len(), 2, "mandatory and ipv6hint: {params:?}");
+    }
+
+    #[test]
     fn answers_without_ech_are_left_alone() {
         let mut no_ech = SVCB::new(1, Name::new_unchecked("."));
         no_ech.set_ipv6hint(&[1]);
