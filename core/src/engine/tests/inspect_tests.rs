@@ -235,6 +235,21 @@ fn peek_tells_a_client_that_expects_100_continue_to_send_its_body_once() {
 }
 
 #[test]
+fn after_its_403_a_peeked_flow_lingers_for_the_client_to_read_it_then_ends() {
+    let mut pair = Pair::new();
+    pair.engine.config.peek = true;
+    let h = pair.connect(NORMAL, 80);
+    let request = b"POST /up HTTP/1.1\r\nHost: tracking.intl.miui.com\r\nContent-Length: 3\r\n\r\na=b";
+    pair.phone_tcp(h).send_slice(request).expect("send");
+    pair.drive();
+    pair.wait(Duration::from_millis(500));
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::CloseWait, "the 403 and the engine's FIN, no reset");
+    assert_eq!(pair.engine.stats().tcp_active, 1, "lingering while the client reads");
+    pair.wait(Duration::from_secs(2));
+    assert_eq!(pair.engine.stats().tcp_active, 0, "gone after the linger");
+}
+
+#[test]
 fn peek_answers_an_unfinished_request_after_the_timeout() {
     let mut pair = Pair::new();
     pair.engine.config.peek = true;

@@ -124,6 +124,20 @@ mod tests {
         q
     }
 
+    /// The OPT record is found after the records of every section before it, the authority section's included.
+    #[test]
+    fn the_payload_size_is_read_past_an_authority_record() {
+        let mut q = query("example.org", Some(1400));
+        q[7] = 1; // ANCOUNT 1
+        q[9] = 1; // NSCOUNT 1
+        let opt_at = q.len() - 11;
+        // An answer and an authority record, each owned by the root: type A, class IN, TTL 0, four bytes.
+        let record = [0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 1];
+        let records = [record, record].concat();
+        q.splice(opt_at..opt_at, records);
+        assert_eq!(udp_payload_limit(&q), 1400);
+    }
+
     /// The response to `q` with `n` A records (and the query's OPT record after them).
     fn answer(q: &[u8], n: u8) -> Vec<u8> {
         let opt_at = q.len() - if q[11] == 1 { 11 } else { 0 };

@@ -461,6 +461,26 @@ mod tests {
         assert_eq!(params.len(), 2, "mandatory and ipv6hint: {params:?}");
     }
 
+    /// A hint whose length is not a whole number of addresses is opaque to the client, and gives none here.
+    #[test]
+    fn a_hint_of_a_partial_address_gives_none() {
+        let mut msg = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        msg.extend_from_slice(b"\x07example\x03org\x00\x00\x41\x00\x01");
+        msg.extend_from_slice(&[0xc0, 12, 0, 0x41, 0, 1, 0, 0, 0, 60]);
+        // Priority 1, target ".", ipv4hint of 5 bytes, ipv6hint of 17.
+        let rdata = [&[0, 1, 0][..], &[0, 4, 0, 5, 1, 2, 3, 4, 5], &[0, 6, 0, 17], &[7; 17]].concat();
+        msg.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&rdata);
+        assert_eq!(parse_response(&msg).unwrap().addrs, []);
+        // The same lengths less the odd byte give one address each.
+        let whole = [&[0, 1, 0][..], &[0, 4, 0, 4, 1, 2, 3, 4], &[0, 6, 0, 16], &[7; 16]].concat();
+        let at = msg.len() - rdata.len() - 2;
+        msg.truncate(at);
+        msg.extend_from_slice(&(whole.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&whole);
+        assert_eq!(parse_response(&msg).unwrap().addrs.len(), 2);
+    }
+
     #[test]
     fn answers_without_ech_are_left_alone() {
         let mut no_ech = SVCB::new(1, Name::new_unchecked("."));

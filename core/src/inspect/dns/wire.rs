@@ -225,6 +225,13 @@ mod tests {
     }
 
     #[test]
+    fn bytes_outside_printable_ascii_are_three_decimal_digits() {
+        let mut out = String::new();
+        push_label(&mut out, &[0x00, 0x09, 0x7f, 0xc8, 0xff, b'A']);
+        assert_eq!(out, "\\000\\009\\127\\200\\255a");
+    }
+
+    #[test]
     fn header_fields() {
         let h = Header::parse(&[0x12, 0x34, 0x81, 0x83, 0, 1, 0, 2, 0, 0, 0, 0]).unwrap();
         assert_eq!(h.id, 0x1234);
