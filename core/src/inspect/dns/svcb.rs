@@ -481,6 +481,29 @@ mod tests {
         assert_eq!(parse_response(&msg).unwrap().addrs.len(), 2);
     }
 
+    /// A CNAME whose target is spelled out in full, right before a record whose owner is a pointer to a name
+    /// behind the cut: the pointer is re-aimed once (read as part of the CNAME's target too, it would be twice).
+    #[test]
+    fn a_pointer_right_after_a_name_spelled_out_in_full_is_re_aimed_once() {
+        let question = Name::new_unchecked("example.org");
+        let late = Name::new_unchecked("late.example.com");
+        let mut packet = Packet::new_reply(0x0b0b);
+        packet.questions.push(Question::new(question.clone(), QTYPE::TYPE(TYPE::HTTPS), CLASS::IN.into(), false));
+        let record = |name: &Name<'static>, rdata| ResourceRecord::new(name.clone(), CLASS::IN, 60, rdata);
+        let mut svcb = SVCB::new(1, Name::new_unchecked("."));
+        svcb.set_param(SVCParam::Ech(vec![0xfe, 0x0d, 0, 3, 1, 2, 3].into()));
+        packet.answers.push(record(&question, RData::HTTPS(simple_dns::rdata::HTTPS(svcb))));
+        packet.answers.push(record(&late, RData::A(simple_dns::rdata::A { address: 0xc633_0a0d })));
+        let spelled = simple_dns::rdata::CNAME(Name::new_unchecked("cname.target.zz"));
+        packet.answers.push(record(&question, RData::CNAME(spelled)));
+        packet.answers.push(record(&late, RData::A(simple_dns::rdata::A { address: 0xc633_0a0e })));
+        let msg = packet.build_bytes_vec_compressed().unwrap();
+        let before = Packet::parse(&msg).unwrap();
+        let stripped = strip_ech(&msg).unwrap().expect("has ech");
+        let after = Packet::parse(&stripped).unwrap();
+        assert_eq!(after.answers[1..], before.answers[1..]);
+    }
+
     #[test]
     fn answers_without_ech_are_left_alone() {
         let mut no_ech = SVCB::new(1, Name::new_unchecked("."));
