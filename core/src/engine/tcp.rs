@@ -683,7 +683,7 @@ impl Engine {
             return;
         }
         self.pass_client_fin(id);
-        let Some(flow) = self.tcp.get_mut(&id) else {
+        let Some(flow) = self.tcp.get(&id) else {
             return;
         };
         let TcpState::Forwarding { gate, upstream, .. } = &flow.state else {
@@ -691,11 +691,13 @@ impl Engine {
         };
         let socket = self.stack.sockets.get::<Socket>(flow.handle);
         let allowed = flow.http.as_ref().is_none_or(|http| http.allowance() > 0);
-        if *gate == ClientGate::Open && allowed && upstream.writable && socket.can_recv() {
-            self.transfers.push((id, Direction::ToServer));
+        let write = *gate == ClientGate::Open && allowed && upstream.writable && socket.can_recv();
+        let read = upstream.readable && !upstream.eof && socket.can_send();
+        if write {
+            self.ask_transfer(id, Direction::ToServer);
         }
-        if upstream.readable && !upstream.eof && socket.can_send() {
-            self.transfers.push((id, Direction::ToClient));
+        if read {
+            self.ask_transfer(id, Direction::ToClient);
         }
     }
 
