@@ -50,6 +50,10 @@ const FIRST_LOOK: usize = 2048;
 pub(super) const SNIFF_COMPLETE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a dialled flow's phone side has to answer the SYN|ACK once the upstream connected.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the server reset a connection whose client had sent all it had, how long the phone has to close its side
+/// (its FIN is usually already on the way: a client's TLS close_notify and FIN leave together, and the reset answers
+/// the first) before its side is reset and the reset reported. A client that sends instead learns at once.
+pub(super) const RESET_LINGER: Duration = Duration::from_millis(250);
 /// At the flow cap, a connection quiet for at least this long is closed to make room for a new one; busier ones
 /// are never evicted (a flood of fresh connections is refused instead of displacing the phone's live ones).
 pub(super) const EVICT_MIN_IDLE: Duration = Duration::from_secs(60);
@@ -471,6 +475,8 @@ impl Engine {
                 self.touched.push(id);
             }
             TcpState::Forwarding { gate: ClientGate::Reading, .. } => self.judge_late_bytes(now, id, true),
+            // The phone neither closed nor sent since the server's reset.
+            TcpState::Resetting { .. } => self.fail_reset_flow(now, id),
             TcpState::Forwarding { .. } | TcpState::Dns { .. } | TcpState::Refused { .. } => {}
         }
     }
@@ -493,6 +499,7 @@ impl Engine {
                 }
                 TcpState::Dns { .. } => self.serve_dns_over_tcp(now, id),
                 TcpState::Peeking { .. } | TcpState::Answered { .. } => self.peek(now, id),
+                TcpState::Resetting { .. } => self.linger_after_reset(now, id),
                 TcpState::Dialing { .. } | TcpState::Connecting { .. } | TcpState::Refused { .. } => {}
             }
         }
@@ -851,20 +858,59 @@ impl Engine {
         Ok(())
     }
 
-    /// Ends a flow whose upstream connection was reset: the phone's side is reset too. A reset that comes after
-    /// the client finished sending and all it sent went upstream is how many connections end (a TLS
-    /// close_notify reaching a server that has already closed draws one) and is not reported; before that it
-    /// is an `upstream_reset` failure.
+    /// Ends a flow whose upstream connection was reset. A reset that cuts nothing off is how many connections end:
+    /// a server that has closed answers the client's last bytes (its TLS close_notify) with one. So:
+    /// - the client had finished sending and all it sent went upstream: its side is reset, nothing is reported;
+    /// - bytes the client sent are still waiting to go up: they are lost, its side is reset and the
+    ///   `upstream_reset` reported at once;
+    /// - otherwise the flow lingers in `Resetting` (see [`Engine::linger_after_reset`]): the phone gets what was
+    ///   read, and is reset when it closes (not reported), sends (reported) or stays quiet for [`RESET_LINGER`]
+    ///   (reported).
     fn end_reset_flow(&mut self, now: Instant, id: FlowId, error: io::Error) {
+        let Some(flow) = self.tcp.get_mut(&id) else {
+            return;
+        };
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+        let unsent = socket.recv_queue() > 0;
+        if unsent {
+            return self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
+        }
+        if client_finished(socket) {
+            log::debug!("tcp {}: reset by the server after the client finished", FlowName(flow.client, flow.server));
+            socket.abort();
+            self.touched.push(id);
+            return;
+        }
+        let TcpState::Forwarding { upstream, .. } = flow.state else {
+            return self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
+        };
+        flow.set_state(TcpState::Resetting { deadline: None, upstream, error: error.to_string() });
+        self.set_deadline(id, now + RESET_LINGER);
+    }
+
+    /// A flow whose server reset it while the client had nothing waiting (`Resetting`): once the client has
+    /// closed its side, that side is reset without a report; once it sends, the reset is reported. Until then
+    /// the phone gets what was read before the reset.
+    fn linger_after_reset(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get(&id) else {
             return;
         };
-        if !flow.state.upstream().is_some_and(|upstream| upstream.fin_forwarded) {
-            self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
-            return;
+        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
+        if socket.recv_queue() > 0 {
+            self.fail_reset_flow(now, id);
+        } else if client_finished(socket) {
+            log::debug!("tcp {}: the client closed after the server's reset", FlowName(flow.client, flow.server));
+            socket.abort();
         }
-        self.stack.tcp(flow.handle).abort();
-        self.touched.push(id);
+    }
+
+    /// Resets the phone's side of a `Resetting` flow and reports the server's reset.
+    fn fail_reset_flow(&mut self, now: Instant, id: FlowId) {
+        let Some(TcpState::Resetting { error, .. }) = self.tcp.get_mut(&id).map(|flow| &mut flow.state) else {
+            return;
+        };
+        let error = std::mem::take(error);
+        self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
     }
 
     /// Ends a flow whose upstream failed: resets the phone's side (the upstream socket is closed when the flow

@@ -101,11 +101,12 @@ impl SocketDriver for FakeUpstream {
         Transfer::Moved(n)
     }
     fn read(&mut self, flow: FlowId, buf: &mut [u8]) -> Transfer {
-        if self.reset.contains(&flow) {
-            return Transfer::Failed(io::ErrorKind::ConnectionReset.into());
-        }
         let pending = self.to_read.entry(flow).or_default();
         if pending.is_empty() {
+            // As a socket's reads: the bytes that came before a reset, then the reset.
+            if self.reset.contains(&flow) {
+                return Transfer::Failed(io::ErrorKind::ConnectionReset.into());
+            }
             return if self.eof.contains(&flow) { Transfer::Moved(0) } else { Transfer::Blocked };
         }
         let n = pending.len().min(buf.len());
@@ -590,7 +591,7 @@ fn phone_reset_aborts_the_upstream_connection() {
 }
 
 #[test]
-fn server_reset_resets_the_phone() {
+fn server_reset_resets_the_phone_after_the_linger() {
     let mut pair = Pair::new();
     let (h, flow) = forwarding_flow(&mut pair);
     pair.up.reset.insert(flow);
@@ -598,8 +599,11 @@ fn server_reset_resets_the_phone() {
     pair.engine.poll(pair.now);
     pair.settle();
     pair.drive();
+    assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established, "the phone may still close first");
+    pair.wait(super::tcp::RESET_LINGER);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");
     assert_eq!(pair.engine.stats().tcp_active, 0);
+    assert_eq!(pair.up.closed, vec![(flow, true)], "the reset socket is closed");
 }
 
 #[test]

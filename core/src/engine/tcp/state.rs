@@ -10,7 +10,10 @@
 //!    |   Dialing ------------ connected --------------+
 //!    |   (SYN|ACK held)                               v
 //!    |                                          Forwarding -- later bytes or request blocked --> Refused
-//!    |                                                ^                                             ^
+//!    |                                           |    ^                                             ^
+//!    |                    server reset, client open   |                                             |
+//!    |                                           v    |                                             |
+//!    |                                      Resetting |                                             |
 //!    +-- otherwise                                    |                                             |
 //!           v                                         |                                             |
 //!        Sniffing -- first bytes allow --> Connecting +                                             |
@@ -30,13 +33,16 @@
 //! - `Dialing` | `Connecting` → `Forwarding`: `on_tcp_connected` with success.
 //! - `Forwarding` → `Refused`: `judge_late_bytes` (a client dialled before it spoke names a blocked host) or
 //!   `judge_next_request` (a later HTTP request does).
+//! - `Forwarding` → `Resetting`: `end_reset_flow`, the server reset the connection while the client's side was
+//!   open and nothing it sent was waiting to go up (the phone is reset when it closes, sends or the linger ends).
 //! - `Peeking` → `Answered`: `answer_peek`, the request is read, the client stopped sending, or time is up.
 //!
-//! A flow leaves the machine from any state when its smoltcp socket has closed (`retire_if_closed`); failures (connect
-//! refused, upstream reset, eviction) abort the phone's side and leave the state as it was until then. Changes within a
-//! state (a new deadline, `Sniffing::started`, the upstream's readiness, the DNS pending count, the client gate
-//! opening) are data, not transitions. Every transition goes through `StateMachine::set` (`engine::state_machine`),
-//! which checks it against the drawn edges in debug builds and logs it.
+//! A flow leaves the machine from any state when its smoltcp socket has closed (`retire_if_closed`); failures
+//! (connect refused, an upstream reset that cut bytes off, eviction) abort the phone's side and leave the state as
+//! it was until then. Changes within a state (a new deadline, `Sniffing::started`, the upstream's readiness, the
+//! DNS pending count, the client gate opening) are data, not transitions. Every transition goes through
+//! `StateMachine::set` (`engine::state_machine`), which checks it against the drawn edges in debug builds and logs
+//! it.
 
 use super::peek::PeekState;
 use crate::engine::state_machine::StateMachine;
@@ -132,6 +138,16 @@ pub(crate) enum TcpState {
         /// When a connection still not closed is reset.
         deadline: Option<Instant>,
     },
+    /// The server reset the connection while the client's side was open with nothing waiting to go up: the phone
+    /// gets what was read, then its side is reset (see `Engine::end_reset_flow`).
+    Resetting {
+        /// When a phone that neither closed nor sent is reset and the reset reported.
+        deadline: Option<Instant>,
+        /// The socket that was reset (closed when the flow retires).
+        upstream: UpstreamSocket,
+        /// What the stream said, for the report.
+        error: String,
+    },
     /// Refused after its bytes were judged; the RST goes out and the flow is retired.
     Refused {
         /// The upstream socket if one was connected (it is reset when the flow retires).
@@ -153,6 +169,7 @@ impl TcpState {
             | TcpState::Connecting { deadline, .. }
             | TcpState::Forwarding { deadline, .. }
             | TcpState::Peeking { deadline, .. }
+            | TcpState::Resetting { deadline, .. }
             | TcpState::Answered { deadline } => Some(deadline),
             TcpState::Dns { .. } | TcpState::Refused { .. } => None,
         }
@@ -164,7 +181,7 @@ impl TcpState {
             TcpState::Dialing { upstream, .. }
             | TcpState::Connecting { upstream, .. }
             | TcpState::Refused { upstream } => upstream.as_ref(),
-            TcpState::Forwarding { upstream, .. } => Some(upstream),
+            TcpState::Forwarding { upstream, .. } | TcpState::Resetting { upstream, .. } => Some(upstream),
             TcpState::Sniffing { .. } | TcpState::Dns { .. } | TcpState::Peeking { .. } | TcpState::Answered { .. } => {
                 None
             }
@@ -177,7 +194,7 @@ impl TcpState {
             TcpState::Dialing { upstream, .. }
             | TcpState::Connecting { upstream, .. }
             | TcpState::Refused { upstream } => upstream.as_mut(),
-            TcpState::Forwarding { upstream, .. } => Some(upstream),
+            TcpState::Forwarding { upstream, .. } | TcpState::Resetting { upstream, .. } => Some(upstream),
             TcpState::Sniffing { .. } | TcpState::Dns { .. } | TcpState::Peeking { .. } | TcpState::Answered { .. } => {
                 None
             }
@@ -210,6 +227,7 @@ impl StateMachine for TcpState {
             TcpState::Dns { .. } => "Dns",
             TcpState::Peeking { .. } => "Peeking",
             TcpState::Answered { .. } => "Answered",
+            TcpState::Resetting { .. } => "Resetting",
             TcpState::Refused { .. } => "Refused",
         }
     }
@@ -220,7 +238,7 @@ impl StateMachine for TcpState {
             (self, next),
             (Sniffing { .. }, Connecting { .. } | Refused { .. } | Peeking { .. })
                 | (Dialing { .. } | Connecting { .. }, Forwarding { .. })
-                | (Forwarding { .. }, Refused { .. })
+                | (Forwarding { .. }, Refused { .. } | Resetting { .. })
                 | (Peeking { .. }, Answered { .. })
         )
     }
@@ -262,17 +280,19 @@ mod tests {
             TcpState::Peeking { deadline: at, peek: Box::new(PeekState::new(None)) },
             TcpState::Answered { deadline: at },
             TcpState::Refused { upstream: Some(connected()) },
+            TcpState::Resetting { deadline: at, upstream: connected(), error: String::new() },
         ]
     }
 
     /// The machine's edges, by state name (the module docs' diagram).
-    const EDGES: [(&str, &str); 7] = [
+    const EDGES: [(&str, &str); 8] = [
         ("Sniffing", "Connecting"),
         ("Sniffing", "Refused"),
         ("Sniffing", "Peeking"),
         ("Dialing", "Forwarding"),
         ("Connecting", "Forwarding"),
         ("Forwarding", "Refused"),
+        ("Forwarding", "Resetting"),
         ("Peeking", "Answered"),
     ];
 
@@ -351,7 +371,7 @@ mod tests {
     #[test]
     fn the_upstream_socket_is_found_in_the_states_that_can_have_one() {
         for state in one_of_each() {
-            let has = matches!(state.name(), "Dialing" | "Forwarding" | "Refused");
+            let has = matches!(state.name(), "Dialing" | "Forwarding" | "Refused" | "Resetting");
             assert_eq!(state.upstream().is_some(), has, "{}", state.name());
         }
     }
