@@ -859,38 +859,27 @@ impl Engine {
     }
 
     /// Ends a flow whose upstream connection was reset. A reset that cuts nothing off is how many connections end:
-    /// a server that has closed answers the client's last bytes (its TLS close_notify) with one. So:
-    /// - the client had finished sending and all it sent went upstream: its side is reset, nothing is reported;
-    /// - bytes the client sent are still waiting to go up: they are lost, its side is reset and the
-    ///   `upstream_reset` reported at once;
-    /// - otherwise the flow lingers in `Resetting` (see [`Engine::linger_after_reset`]): the phone gets what was
-    ///   read, and is reset when it closes (not reported), sends (reported) or stays quiet for [`RESET_LINGER`]
-    ///   (reported).
+    /// a server that has closed answers the client's last bytes (its TLS close_notify) with one. So a forwarding
+    /// flow moves to `Resetting`, where [`Engine::linger_after_reset`] judges it at each service, from the next
+    /// stack poll on; a flow in any other state is reset and the `upstream_reset` reported at once.
     fn end_reset_flow(&mut self, now: Instant, id: FlowId, error: io::Error) {
         let Some(flow) = self.tcp.get_mut(&id) else {
             return;
         };
-        let socket = self.stack.sockets.get_mut::<Socket>(flow.handle);
-        let unsent = socket.recv_queue() > 0;
-        if unsent {
-            return self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
-        }
-        if client_finished(socket) {
-            log::debug!("tcp {}: reset by the server after the client finished", FlowName(flow.client, flow.server));
-            socket.abort();
-            self.touched.push(id);
-            return;
-        }
         let TcpState::Forwarding { upstream, .. } = flow.state else {
             return self.fail_tcp_flow(now, id, ErrorReason::UpstreamReset, error);
         };
         flow.set_state(TcpState::Resetting { deadline: None, upstream, error: error.to_string() });
         self.set_deadline(id, now + RESET_LINGER);
+        self.touched.push(id);
     }
 
-    /// A flow whose server reset it while the client had nothing waiting (`Resetting`): once the client has
-    /// closed its side, that side is reset without a report; once it sends, the reset is reported. Until then
-    /// the phone gets what was read before the reset.
+    /// A flow whose server reset it (`Resetting`):
+    /// - bytes the client sent are waiting to go up (they are lost), or came since: its side is reset and the
+    ///   `upstream_reset` reported;
+    /// - the client has finished sending and all it sent went up: its side is reset, nothing is reported;
+    /// - otherwise the phone gets what was read before the reset, until it closes, sends, or stays quiet for
+    ///   [`RESET_LINGER`] (then reset and reported, in [`Engine::on_tcp_deadline`]).
     fn linger_after_reset(&mut self, now: Instant, id: FlowId) {
         let Some(flow) = self.tcp.get(&id) else {
             return;
@@ -899,7 +888,7 @@ impl Engine {
         if socket.recv_queue() > 0 {
             self.fail_reset_flow(now, id);
         } else if client_finished(socket) {
-            log::debug!("tcp {}: the client closed after the server's reset", FlowName(flow.client, flow.server));
+            log::debug!("tcp {}: the client finished with the server's reset", FlowName(flow.client, flow.server));
             socket.abort();
         }
     }

@@ -245,6 +245,16 @@ impl Pair {
         self.engine.upstream_readable(self.now, flow, |buf| self.up.read(flow, buf));
     }
 
+    /// The server resets `flow`'s upstream connection: the driver reads the bytes that came before it, then the
+    /// reset, and the engine runs its stack and the phone its side.
+    fn server_resets(&mut self, flow: FlowId) {
+        self.up.reset.insert(flow);
+        self.upstream_readable(flow);
+        self.engine.poll(self.now);
+        self.settle();
+        self.drive();
+    }
+
     /// The upstream socket of `flow` became writable, as the driver reports it.
     fn upstream_writable(&mut self, flow: FlowId) {
         self.engine.upstream_writable(self.now, flow, |data| self.up.write(flow, data));
@@ -594,11 +604,7 @@ fn phone_reset_aborts_the_upstream_connection() {
 fn server_reset_resets_the_phone_after_the_linger() {
     let mut pair = Pair::new();
     let (h, flow) = forwarding_flow(&mut pair);
-    pair.up.reset.insert(flow);
-    pair.upstream_readable(flow);
-    pair.engine.poll(pair.now);
-    pair.settle();
-    pair.drive();
+    pair.server_resets(flow);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Established, "the phone may still close first");
     pair.wait(super::tcp::RESET_LINGER);
     assert_eq!(pair.phone_tcp(h).state(), tcp::State::Closed, "phone saw RST");

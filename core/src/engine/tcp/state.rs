@@ -11,7 +11,7 @@
 //!    |   (SYN|ACK held)                               v
 //!    |                                          Forwarding -- later bytes or request blocked --> Refused
 //!    |                                           |    ^                                             ^
-//!    |                    server reset, client open   |                                             |
+//!    |                               server reset     |                                             |
 //!    |                                           v    |                                             |
 //!    |                                      Resetting |                                             |
 //!    +-- otherwise                                    |                                             |
@@ -33,13 +33,13 @@
 //! - `Dialing` | `Connecting` → `Forwarding`: `on_tcp_connected` with success.
 //! - `Forwarding` → `Refused`: `judge_late_bytes` (a client dialled before it spoke names a blocked host) or
 //!   `judge_next_request` (a later HTTP request does).
-//! - `Forwarding` → `Resetting`: `end_reset_flow`, the server reset the connection while the client's side was
-//!   open and nothing it sent was waiting to go up (the phone is reset when it closes, sends or the linger ends).
+//! - `Forwarding` → `Resetting`: `end_reset_flow`, the server reset the connection (the phone is reset at once if
+//!   bytes it sent were lost or it had finished, else when it closes, sends or the linger ends).
 //! - `Peeking` → `Answered`: `answer_peek`, the request is read, the client stopped sending, or time is up.
 //!
 //! A flow leaves the machine from any state when its smoltcp socket has closed (`retire_if_closed`); failures
-//! (connect refused, an upstream reset that cut bytes off, eviction) abort the phone's side and leave the state as
-//! it was until then. Changes within a state (a new deadline, `Sniffing::started`, the upstream's readiness, the
+//! (connect refused, an upstream reset outside `Forwarding`, eviction) abort the phone's side and leave the state
+//! as it was until then. Changes within a state (a new deadline, `Sniffing::started`, the upstream's readiness, the
 //! DNS pending count, the client gate opening) are data, not transitions. Every transition goes through
 //! `StateMachine::set` (`engine::state_machine`), which checks it against the drawn edges in debug builds and logs
 //! it.
@@ -138,8 +138,8 @@ pub(crate) enum TcpState {
         /// When a connection still not closed is reset.
         deadline: Option<Instant>,
     },
-    /// The server reset the connection while the client's side was open with nothing waiting to go up: the phone
-    /// gets what was read, then its side is reset (see `Engine::end_reset_flow`).
+    /// The server reset the connection: the phone gets what was read, then its side is reset (see
+    /// `Engine::linger_after_reset`).
     Resetting {
         /// When a phone that neither closed nor sent is reset and the reset reported.
         deadline: Option<Instant>,
